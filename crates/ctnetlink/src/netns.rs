@@ -1,0 +1,64 @@
+//! Running socket creation inside a named network namespace.
+//!
+//! A netlink socket belongs to the namespace of the thread that created it, for its whole
+//! life. [`Netns::run`] creates sockets on a short-lived thread that has joined the
+//! namespace, so the caller's threads never change namespace.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// A handle on a network namespace, as `ip netns` names them (`/run/netns/NAME`) or by
+/// any path to a namespace file (`/proc/PID/ns/net`).
+#[derive(Debug)]
+pub struct Netns {
+    file: File,
+    path: PathBuf,
+}
+
+impl Netns {
+    /// Open the namespace that `ip netns add NAME` created.
+    pub fn named(name: &str) -> io::Result<Netns> {
+        if name.is_empty() || name.contains('/') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid network namespace name {name:?}"),
+            ));
+        }
+        Self::at(Path::new("/run/netns").join(name))
+    }
+
+    /// Open a namespace file by path.
+    pub fn at(path: impl Into<PathBuf>) -> io::Result<Netns> {
+        let path = path.into();
+        let file = File::open(&path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open network namespace {}: {e}", path.display()),
+            )
+        })?;
+        Ok(Netns { file, path })
+    }
+
+    /// Where the namespace was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` on a thread inside this namespace and return its result.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+        let fd = self.file.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: fd is an open namespace file that outlives this scoped thread.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+        })
+    }
+}

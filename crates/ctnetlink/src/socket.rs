@@ -1,0 +1,886 @@
+//! The socket layer: requests (dump, get, batched create/update/delete, flush, stats,
+//! expectations) and event subscription, each usable inside a named network namespace.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+
+use crate::attr;
+use crate::decode::{self, Body, DecodeError, Stats};
+use crate::encode::{self, ExpOp, FlowOp};
+use crate::flow::{Expectation, Family, Flow, FlowKey};
+use crate::netns::Netns;
+
+/// A positive errno the kernel answered a request with.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// `EEXIST`: the entry (or its reply tuple) already exists.
+    pub const EEXIST: Errno = Errno(libc::EEXIST);
+    /// `ENOENT`: no such entry.
+    pub const ENOENT: Errno = Errno(libc::ENOENT);
+    /// `ENOMEM`: the kernel could not allocate, or the table is full.
+    pub const ENOMEM: Errno = Errno(libc::ENOMEM);
+    /// `EINVAL`: the kernel rejected an attribute.
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Errno({}: {})",
+            self.0,
+            io::Error::from_raw_os_error(self.0)
+        )
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", io::Error::from_raw_os_error(self.0))
+    }
+}
+
+/// What can go wrong talking to the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A socket call failed.
+    #[error("netlink socket: {0}")]
+    Io(#[from] io::Error),
+    /// The kernel refused the request.
+    #[error("kernel refused the request: {0}")]
+    Kernel(Errno),
+    /// The kernel sent bytes we could not decode.
+    #[error("undecodable netlink message: {0}")]
+    Decode(#[from] DecodeError),
+    /// The receive buffer overflowed while replies were pending, so some results are
+    /// unknown. Raise the buffer with [`Conntrack::set_recv_buffer`].
+    #[error("netlink receive buffer overrun: replies were lost")]
+    Overrun,
+    /// A dump was interrupted by concurrent changes more often than we retry.
+    #[error("dump interrupted {0} times in a row")]
+    DumpInterrupted(u32),
+}
+
+/// The outcome of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchReport {
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests the kernel applied.
+    pub applied: u64,
+    /// Requests the kernel refused (each reported to the error callback).
+    pub failed: u64,
+    /// `sendmsg` calls made.
+    pub sendmsgs: u64,
+}
+
+/// One item of a streaming dump.
+#[derive(Debug)]
+pub enum DumpItem<'a> {
+    /// An entry.
+    Flow(&'a Flow),
+    /// The kernel flagged the dump as inconsistent (`NLM_F_DUMP_INTR`) and it starts
+    /// over: forget what this dump delivered so far.
+    Restart,
+}
+
+/// The outcome of a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DumpSummary {
+    /// Entries delivered by the final, complete pass.
+    pub flows: u64,
+    /// Passes restarted because of `NLM_F_DUMP_INTR`.
+    pub restarts: u32,
+}
+
+/// Bytes of requests per `sendmsg`. The kernel processes them in order in our context;
+/// the error replies for one chunk must fit in the receive buffer (see [`RECV_BUFFER`]).
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Receive buffer asked for on request sockets: room for the worst case of one error
+/// reply (about 1 KiB of skb) per request of a full chunk.
+const RECV_BUFFER: usize = 16 * 1024 * 1024;
+/// Send buffer: a chunk must fit (`netlink_sendmsg` refuses messages above sk_sndbuf).
+const SEND_BUFFER: usize = 4 * 1024 * 1024;
+/// Bytes read per `recv`; a dump skb is at most a few pages.
+const RX_BYTES: usize = 256 * 1024;
+/// How often a dump is retried after `NLM_F_DUMP_INTR`.
+const DUMP_RETRIES: u32 = 8;
+
+fn open_socket(netns: Option<&Netns>) -> io::Result<Socket> {
+    let make = || -> io::Result<Socket> {
+        let mut sock = Socket::new(NETLINK_NETFILTER)?;
+        sock.bind_auto()?;
+        Ok(sock)
+    };
+    match netns {
+        Some(ns) => ns.run(make),
+        None => make(),
+    }
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: fd is an open socket owned by the caller; value is a live c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: value and len are live and sized for an int option.
+    let rc =
+        unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(value)
+    }
+}
+
+/// Set a socket buffer, forcing past the sysctl limit when we may (`CAP_NET_ADMIN`).
+/// Returns the size the kernel granted (it doubles the request for bookkeeping).
+fn set_buffer(fd: RawFd, force: i32, plain: i32, bytes: usize) -> io::Result<usize> {
+    let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
+    if setsockopt_int(fd, libc::SOL_SOCKET, force, bytes).is_err() {
+        setsockopt_int(fd, libc::SOL_SOCKET, plain, bytes)?;
+    }
+    Ok(getsockopt_int(fd, libc::SOL_SOCKET, plain)?.max(0) as usize)
+}
+
+fn recv_into(sock: &Socket, rx: &mut Vec<u8>) -> io::Result<usize> {
+    rx.clear();
+    if rx.capacity() < RX_BYTES {
+        rx.reserve(RX_BYTES);
+    }
+    sock.recv(rx, 0)
+}
+
+/// Wait until `fd` is readable or `timeout` passes; `Ok(false)` on timeout.
+fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one live pollfd.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    match rc {
+        rc if rc < 0 => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
+/// A ctnetlink request socket: dumps, gets and (batched) writes.
+///
+/// Writes made through it cause events whose `pid` is [`Conntrack::portid`], so an event
+/// listener can recognise them.
+pub struct Conntrack {
+    sock: Socket,
+    portid: u32,
+    seq: u32,
+    tx: Vec<u8>,
+    rx: Vec<u8>,
+}
+
+impl fmt::Debug for Conntrack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conntrack")
+            .field("portid", &self.portid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conntrack {
+    /// A request socket in the current network namespace.
+    pub fn open() -> Result<Conntrack, Error> {
+        Self::with_socket(open_socket(None)?)
+    }
+
+    /// A request socket in the network namespace `netns`.
+    pub fn open_in(netns: &Netns) -> Result<Conntrack, Error> {
+        Self::with_socket(open_socket(Some(netns))?)
+    }
+
+    fn with_socket(sock: Socket) -> Result<Conntrack, Error> {
+        let mut addr = SocketAddr::new(0, 0);
+        sock.get_address(&mut addr)?;
+        let fd = sock.as_raw_fd();
+        // Small error replies: do not echo each failed request back (NETLINK_CAP_ACK).
+        sock.set_cap_ack(true)?;
+        set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RECV_BUFFER)?;
+        set_buffer(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SEND_BUFFER)?;
+        Ok(Conntrack {
+            sock,
+            portid: addr.port_number(),
+            seq: 1,
+            tx: Vec::with_capacity(CHUNK_BYTES + 4096),
+            rx: Vec::with_capacity(RX_BYTES),
+        })
+    }
+
+    /// The netlink port id of this socket: the `pid` of events its writes cause.
+    pub fn portid(&self) -> u32 {
+        self.portid
+    }
+
+    /// Set the receive buffer (forced past `rmem_max` when we have `CAP_NET_ADMIN`).
+    pub fn set_recv_buffer(&mut self, bytes: usize) -> Result<usize, Error> {
+        Ok(set_buffer(
+            self.sock.as_raw_fd(),
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            bytes,
+        )?)
+    }
+
+    fn next_seq(&mut self, n: u32) -> u32 {
+        let s = self.seq;
+        self.seq = self.seq.wrapping_add(n);
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        s
+    }
+
+    fn send_tx(&mut self) -> Result<(), Error> {
+        let n = self.sock.send(&self.tx, 0)?;
+        if n != self.tx.len() {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short netlink send",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stream every conntrack entry of `family` (`None`: IPv4 and IPv6) to `each`.
+    ///
+    /// Memory stays bounded by one receive buffer whatever the table size. If the kernel
+    /// flags the dump as interrupted, `each` gets [`DumpItem::Restart`] and the dump
+    /// starts over (at most 8 times).
+    pub fn dump(
+        &mut self,
+        family: Option<Family>,
+        mut each: impl FnMut(DumpItem<'_>),
+    ) -> Result<DumpSummary, Error> {
+        let mut summary = DumpSummary::default();
+        loop {
+            let seq = self.next_seq(1);
+            self.tx.clear();
+            let af = family.map_or(libc::AF_UNSPEC as u8, Family::af);
+            let start = encode::begin_message(
+                &mut self.tx,
+                attr::SUBSYS_CTNETLINK,
+                attr::ct_msg::GET,
+                NLM_F_DUMP,
+                seq,
+                af,
+            );
+            encode::end_message(&mut self.tx, start);
+            self.send_tx()?;
+            let (flows, interrupted) = self.read_dump(seq, |body| {
+                if let Body::Conntrack {
+                    msg: attr::ct_msg::NEW,
+                    family,
+                    attrs,
+                    ..
+                } = body
+                {
+                    let flow = decode::decode_flow(family, attrs)?;
+                    each(DumpItem::Flow(&flow));
+                    return Ok(true);
+                }
+                Ok(false)
+            })?;
+            summary.flows = flows;
+            if !interrupted {
+                return Ok(summary);
+            }
+            summary.restarts += 1;
+            if summary.restarts > DUMP_RETRIES {
+                return Err(Error::DumpInterrupted(summary.restarts));
+            }
+            each(DumpItem::Restart);
+        }
+    }
+
+    /// Read the replies of the dump with sequence number `seq` until `NLMSG_DONE`.
+    /// Returns (items accepted by `on_body`, interrupted).
+    fn read_dump(
+        &mut self,
+        seq: u32,
+        mut on_body: impl FnMut(Body<'_>) -> Result<bool, Error>,
+    ) -> Result<(u64, bool), Error> {
+        let mut count = 0u64;
+        let mut interrupted = false;
+        loop {
+            match recv_into(&self.sock, &mut self.rx) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(Error::Overrun),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for m in decode::messages(&self.rx) {
+                let m = m?;
+                if m.seq != seq {
+                    continue; // a stale reply to an earlier request
+                }
+                if m.flags & NLM_F_DUMP_INTR != 0 {
+                    interrupted = true;
+                }
+                match m.body {
+                    Body::Done => return Ok((count, interrupted)),
+                    Body::Error { errno: 0, .. } => {}
+                    Body::Error { errno, .. } => return Err(Error::Kernel(Errno(errno))),
+                    body => {
+                        if on_body(body)? {
+                            count += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send the requests in `self.tx` (sequence numbers `first..=last`) and read replies
+    /// until the acknowledgement of `last`. Every error for the batch goes to `on_error`
+    /// with the request's offset from `first`.
+    fn exchange(
+        &mut self,
+        first: u32,
+        last: u32,
+        on_error: &mut dyn FnMut(usize, Errno),
+    ) -> Result<u64, Error> {
+        self.send_tx()?;
+        let mut failed = 0;
+        loop {
+            match recv_into(&self.sock, &mut self.rx) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(Error::Overrun),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let mut done = false;
+            for m in decode::messages(&self.rx) {
+                let m = m?;
+                let Body::Error { errno, request_seq } = m.body else {
+                    continue;
+                };
+                let offset = request_seq.wrapping_sub(first) as usize;
+                let span = last.wrapping_sub(first) as usize;
+                if offset > span {
+                    continue; // not ours (an earlier batch's late reply cannot happen, but be safe)
+                }
+                if errno != 0 {
+                    failed += 1;
+                    on_error(offset, Errno(errno));
+                }
+                if request_seq == last {
+                    done = true;
+                }
+            }
+            if done {
+                return Ok(failed);
+            }
+        }
+    }
+
+    /// Apply many writes with few `sendmsg` calls: each `(op, flow)` becomes one request;
+    /// the kernel applies them in order. A refused request is reported to `on_error`
+    /// with its index in `ops` and the kernel's errno; the rest are still applied.
+    pub fn apply<'f, I>(
+        &mut self,
+        ops: I,
+        mut on_error: impl FnMut(usize, Errno),
+    ) -> Result<BatchReport, Error>
+    where
+        I: IntoIterator<Item = (FlowOp, &'f Flow)>,
+    {
+        let mut report = BatchReport::default();
+        let mut ops = ops.into_iter().peekable();
+        let mut index = 0usize;
+        while ops.peek().is_some() {
+            self.tx.clear();
+            let chunk_start = index;
+            let first = self.seq;
+            let mut last = first;
+            let mut last_start = 0;
+            while self.tx.len() < CHUNK_BYTES {
+                let Some((op, flow)) = ops.next() else { break };
+                last = self.next_seq(1);
+                last_start = self.tx.len();
+                encode::encode_flow(&mut self.tx, op, flow, last, 0);
+                index += 1;
+            }
+            // Only the chunk's last request asks for an ACK: errors come back for every
+            // request regardless, and the ACK tells us the kernel has finished the chunk.
+            let flags_at = last_start + 6;
+            let flags = u16::from_ne_bytes([self.tx[flags_at], self.tx[flags_at + 1]]) | NLM_F_ACK;
+            self.tx[flags_at..flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
+            let n = (index - chunk_start) as u64;
+            let failed =
+                self.exchange(first, last, &mut |off, e| on_error(chunk_start + off, e))?;
+            report.sent += n;
+            report.failed += failed;
+            report.applied += n - failed;
+            report.sendmsgs += 1;
+        }
+        Ok(report)
+    }
+
+    /// Apply the same operation to every flow of a slice; see [`Conntrack::apply`].
+    pub fn batch(
+        &mut self,
+        op: FlowOp,
+        flows: &[Flow],
+        on_error: impl FnMut(usize, Errno),
+    ) -> Result<BatchReport, Error> {
+        self.apply(flows.iter().map(|f| (op, f)), on_error)
+    }
+
+    fn single(&mut self, op: FlowOp, flow: &Flow) -> Result<(), Error> {
+        let mut err = None;
+        self.apply([(op, flow)], |_, e| err = Some(e))?;
+        err.map_or(Ok(()), |e| Err(Error::Kernel(e)))
+    }
+
+    /// Create one entry; `Error::Kernel(EEXIST)` if it exists.
+    pub fn create(&mut self, flow: &Flow) -> Result<(), Error> {
+        self.single(FlowOp::Create, flow)
+    }
+
+    /// Update an existing entry (timeout, mark, status, labels, protocol state).
+    pub fn update(&mut self, flow: &Flow) -> Result<(), Error> {
+        self.single(FlowOp::Update, flow)
+    }
+
+    /// Delete one entry; `Error::Kernel(ENOENT)` if there is none.
+    pub fn delete(&mut self, flow: &Flow) -> Result<(), Error> {
+        self.single(FlowOp::Delete, flow)
+    }
+
+    /// Get one entry by key; `Ok(None)` if there is none.
+    pub fn get(&mut self, key: &FlowKey) -> Result<Option<Flow>, Error> {
+        let mut probe = Flow::new(key.orig, key.orig.inverse());
+        probe.zone = (key.zone != 0).then_some(key.zone);
+        let seq = self.next_seq(1);
+        self.tx.clear();
+        encode::encode_flow(&mut self.tx, FlowOp::Get, &probe, seq, NLM_F_ACK);
+        self.send_tx()?;
+        let mut found = None;
+        loop {
+            match recv_into(&self.sock, &mut self.rx) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for m in decode::messages(&self.rx) {
+                let m = m?;
+                if m.seq != seq {
+                    continue;
+                }
+                match m.body {
+                    Body::Conntrack { family, attrs, .. } => {
+                        found = Some(decode::decode_flow(family, attrs)?);
+                    }
+                    Body::Error { errno: 0, .. } => return Ok(found),
+                    Body::Error { errno, .. } if errno == libc::ENOENT => return Ok(None),
+                    Body::Error { errno, .. } => return Err(Error::Kernel(Errno(errno))),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn simple_request(&mut self) -> Result<(), Error> {
+        let seq = self.seq.wrapping_sub(1);
+        let mut err = None;
+        self.exchange(seq, seq, &mut |_, e| err = Some(e))?;
+        err.map_or(Ok(()), |e| Err(Error::Kernel(e)))
+    }
+
+    /// Delete every entry of `family` (`None`: all).
+    pub fn flush(&mut self, family: Option<Family>) -> Result<(), Error> {
+        let seq = self.next_seq(1);
+        self.tx.clear();
+        encode::encode_flush(&mut self.tx, family, seq, NLM_F_ACK);
+        self.simple_request()
+    }
+
+    /// Table size, limit and the per-CPU failure counters.
+    pub fn stats(&mut self) -> Result<Stats, Error> {
+        let mut stats = Stats::default();
+        for (msg, flags) in [
+            (attr::ct_msg::GET_STATS, NLM_F_ACK),
+            (attr::ct_msg::GET_STATS_CPU, NLM_F_DUMP),
+        ] {
+            let seq = self.next_seq(1);
+            self.tx.clear();
+            let start = encode::begin_message(
+                &mut self.tx,
+                attr::SUBSYS_CTNETLINK,
+                msg,
+                flags,
+                seq,
+                libc::AF_UNSPEC as u8,
+            );
+            encode::end_message(&mut self.tx, start);
+            self.send_tx()?;
+            if msg == attr::ct_msg::GET_STATS {
+                self.read_reply(seq, |body| {
+                    if let Body::Conntrack { msg, attrs, .. } = body {
+                        decode::decode_stats(msg, attrs, &mut stats)?;
+                    }
+                    Ok(())
+                })?;
+            } else {
+                self.read_dump(seq, |body| {
+                    if let Body::Conntrack { msg, attrs, .. } = body {
+                        decode::decode_stats(msg, attrs, &mut stats)?;
+                        return Ok(true);
+                    }
+                    Ok(false)
+                })?;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Read replies to a non-dump request until its ACK or error.
+    fn read_reply(
+        &mut self,
+        seq: u32,
+        mut on_body: impl FnMut(Body<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        loop {
+            match recv_into(&self.sock, &mut self.rx) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for m in decode::messages(&self.rx) {
+                let m = m?;
+                if m.seq != seq {
+                    continue;
+                }
+                match m.body {
+                    Body::Error { errno: 0, .. } | Body::Done => return Ok(()),
+                    Body::Error { errno, .. } => return Err(Error::Kernel(Errno(errno))),
+                    body => on_body(body)?,
+                }
+            }
+        }
+    }
+
+    /// Stream every expectation of `family` (`None`: all) to `each`.
+    pub fn dump_expectations(
+        &mut self,
+        family: Option<Family>,
+        mut each: impl FnMut(&Expectation),
+    ) -> Result<u64, Error> {
+        let seq = self.next_seq(1);
+        self.tx.clear();
+        let af = family.map_or(libc::AF_UNSPEC as u8, Family::af);
+        let start = encode::begin_message(
+            &mut self.tx,
+            attr::SUBSYS_CTNETLINK_EXP,
+            attr::exp_msg::GET,
+            NLM_F_DUMP,
+            seq,
+            af,
+        );
+        encode::end_message(&mut self.tx, start);
+        self.send_tx()?;
+        let (n, _) = self.read_dump(seq, |body| {
+            if let Body::Expectation { family, attrs, .. } = body {
+                each(&decode::decode_expectation(family, attrs)?);
+                return Ok(true);
+            }
+            Ok(false)
+        })?;
+        Ok(n)
+    }
+
+    /// Create an expectation; the master must exist and have a helper.
+    pub fn create_expectation(&mut self, exp: &Expectation) -> Result<(), Error> {
+        let seq = self.next_seq(1);
+        self.tx.clear();
+        encode::encode_expectation(&mut self.tx, ExpOp::Create, exp, seq, NLM_F_ACK);
+        self.simple_request()
+    }
+
+    /// Delete an expectation by its tuple.
+    pub fn delete_expectation(&mut self, exp: &Expectation) -> Result<(), Error> {
+        let seq = self.next_seq(1);
+        self.tx.clear();
+        encode::encode_expectation(&mut self.tx, ExpOp::Delete, exp, seq, NLM_F_ACK);
+        self.simple_request()
+    }
+
+    /// Delete every expectation.
+    pub fn flush_expectations(&mut self) -> Result<(), Error> {
+        let seq = self.next_seq(1);
+        self.tx.clear();
+        let start = encode::begin_message(
+            &mut self.tx,
+            attr::SUBSYS_CTNETLINK_EXP,
+            attr::exp_msg::DELETE,
+            NLM_F_ACK,
+            seq,
+            libc::AF_UNSPEC as u8,
+        );
+        encode::end_message(&mut self.tx, start);
+        self.simple_request()
+    }
+}
+
+/// What changed, as an event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A new entry (`IPCTNL_MSG_CT_NEW` with `NLM_F_CREATE|NLM_F_EXCL`).
+    New,
+    /// A change to an existing entry (`IPCTNL_MSG_CT_NEW` without those flags).
+    Update,
+    /// The entry is gone (`IPCTNL_MSG_CT_DELETE`).
+    Destroy,
+}
+
+/// One item read from an event socket.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A conntrack entry changed. `portid` is the netlink port whose request caused it,
+    /// 0 when packets did.
+    Flow {
+        /// What happened.
+        kind: EventKind,
+        /// The causing netlink port id (0: the data path).
+        portid: u32,
+        /// The entry as the event describes it.
+        flow: &'a Flow,
+    },
+    /// An expectation changed.
+    Expectation {
+        /// What happened.
+        kind: EventKind,
+        /// The causing netlink port id.
+        portid: u32,
+        /// The expectation.
+        expectation: &'a Expectation,
+    },
+    /// The socket's receive buffer overflowed (`ENOBUFS`): some events were lost. The
+    /// stream goes on; the table must be resynchronised to recover what was missed.
+    Overrun,
+}
+
+/// Which event groups to join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Groups {
+    /// New entries.
+    pub new: bool,
+    /// Updates.
+    pub update: bool,
+    /// Destroyed entries.
+    pub destroy: bool,
+    /// Expectation events (new and destroy).
+    pub expectations: bool,
+}
+
+impl Groups {
+    /// Every conntrack group, no expectations.
+    pub const CONNTRACK: Groups = Groups {
+        new: true,
+        update: true,
+        destroy: true,
+        expectations: false,
+    };
+}
+
+/// Counters of an event socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventStats {
+    /// Events delivered.
+    pub events: u64,
+    /// Overruns seen.
+    pub overruns: u64,
+    /// Messages that could not be decoded (dropped, counted).
+    pub undecodable: u64,
+}
+
+/// A socket subscribed to conntrack events.
+pub struct EventSocket {
+    sock: Socket,
+    rx: Vec<u8>,
+    stats: EventStats,
+}
+
+impl fmt::Debug for EventSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSocket")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventSocket {
+    /// Subscribe in the current network namespace.
+    pub fn open(groups: Groups) -> Result<EventSocket, Error> {
+        Self::with_socket(open_socket(None)?, groups)
+    }
+
+    /// Subscribe in the network namespace `netns`.
+    pub fn open_in(netns: &Netns, groups: Groups) -> Result<EventSocket, Error> {
+        Self::with_socket(open_socket(Some(netns))?, groups)
+    }
+
+    fn with_socket(sock: Socket, groups: Groups) -> Result<EventSocket, Error> {
+        use attr::group;
+        for (on, g) in [
+            (groups.new, group::CT_NEW),
+            (groups.update, group::CT_UPDATE),
+            (groups.destroy, group::CT_DESTROY),
+            (groups.expectations, group::EXP_NEW),
+            (groups.expectations, group::EXP_DESTROY),
+        ] {
+            if on {
+                sock.add_membership(g)?;
+            }
+        }
+        Ok(EventSocket {
+            sock,
+            rx: Vec::with_capacity(RX_BYTES),
+            stats: EventStats::default(),
+        })
+    }
+
+    /// Set the receive buffer, forced past `rmem_max` with `CAP_NET_ADMIN`
+    /// (`SO_RCVBUFFORCE`). Returns what the kernel granted.
+    pub fn set_recv_buffer(&mut self, bytes: usize) -> Result<usize, Error> {
+        Ok(set_buffer(
+            self.sock.as_raw_fd(),
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            bytes,
+        )?)
+    }
+
+    /// Make [`EventSocket::recv`] return `Ok(None)` instead of blocking.
+    pub fn set_nonblocking(&mut self, on: bool) -> Result<(), Error> {
+        Ok(self.sock.set_non_blocking(on)?)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> EventStats {
+        self.stats
+    }
+
+    /// Read one datagram and hand each event in it to `each`. Returns the number of
+    /// items delivered, or `None` if the socket is non-blocking and nothing is queued.
+    /// An overrun is delivered as [`Event::Overrun`]; reading goes on afterwards.
+    pub fn recv(&mut self, mut each: impl FnMut(Event<'_>)) -> Result<Option<usize>, Error> {
+        loop {
+            match recv_into(&self.sock, &mut self.rx) {
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.stats.overruns += 1;
+                    each(Event::Overrun);
+                    return Ok(Some(1));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut n = 0;
+        for m in decode::messages(&self.rx) {
+            let Ok(m) = m else {
+                self.stats.undecodable += 1;
+                break;
+            };
+            let kind = match m.body {
+                Body::Conntrack { msg, .. } | Body::Expectation { msg, .. } => match msg {
+                    0 if m.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => EventKind::New,
+                    0 => EventKind::Update,
+                    2 => EventKind::Destroy,
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let decoded = match m.body {
+                Body::Conntrack { family, attrs, .. } => {
+                    decode::decode_flow(family, attrs).map(|flow| {
+                        each(Event::Flow {
+                            kind,
+                            portid: m.pid,
+                            flow: &flow,
+                        })
+                    })
+                }
+                Body::Expectation { family, attrs, .. } => {
+                    decode::decode_expectation(family, attrs).map(|exp| {
+                        each(Event::Expectation {
+                            kind,
+                            portid: m.pid,
+                            expectation: &exp,
+                        })
+                    })
+                }
+                _ => continue,
+            };
+            match decoded {
+                Ok(()) => {
+                    n += 1;
+                    self.stats.events += 1;
+                }
+                Err(_) => self.stats.undecodable += 1,
+            }
+        }
+        Ok(Some(n))
+    }
+
+    /// Like [`EventSocket::recv`], but waits at most `timeout` for a datagram.
+    /// Returns `Ok(None)` if none came.
+    pub fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+        each: impl FnMut(Event<'_>),
+    ) -> Result<Option<usize>, Error> {
+        if !wait_readable(self.sock.as_raw_fd(), timeout)? {
+            return Ok(None);
+        }
+        self.recv(each)
+    }
+}
+
+impl AsRawFd for EventSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
