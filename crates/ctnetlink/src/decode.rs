@@ -186,13 +186,16 @@ fn read_i32_ne(b: &[u8]) -> Option<i32> {
 fn attrs(buf: &[u8]) -> impl Iterator<Item = Result<(u16, u16, &[u8]), DecodeError>> {
     NlasIterator::new(buf).map(|nla| {
         let nla: NlaBuffer<&[u8]> = nla.map_err(|_| DecodeError::BadAttribute)?;
-        let raw = nla.kind();
         let len = usize::from(nla.length());
-        // new_checked guarantees 4 <= len <= the buffer's length.
-        let value = nla
-            .into_inner()
-            .get(4..len)
+        let bytes = nla.into_inner();
+        // NlaBuffer::kind() masks the nested and byte-order flags; keep them, so that an
+        // unknown attribute is re-emitted exactly as received.
+        let raw = bytes
+            .get(2..4)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
             .ok_or(DecodeError::BadAttribute)?;
+        // new_checked guarantees 4 <= len <= the buffer's length.
+        let value = bytes.get(4..len).ok_or(DecodeError::BadAttribute)?;
         Ok((raw & NLA_TYPE_MASK, raw, value))
     })
 }

@@ -426,6 +426,10 @@ pub fn encode_flow(buf: &mut Vec<u8>, op: FlowOp, flow: &Flow, seq: u32, extra_f
 }
 
 /// Append a flush request for one family (`None`: both).
+///
+/// A flush with nfgenmsg version 0 empties every family whatever the family byte says
+/// (`ctnetlink_flush_conntrack` filters by family only from version 1 on, kept for old
+/// user space), so a one-family flush is sent as version 1.
 pub fn encode_flush(buf: &mut Vec<u8>, family: Option<Family>, seq: u32, extra_flags: u16) {
     let af = family.map_or(libc::AF_UNSPEC as u8, Family::af);
     let start = begin_message(
@@ -436,6 +440,9 @@ pub fn encode_flush(buf: &mut Vec<u8>, family: Option<Family>, seq: u32, extra_f
         seq,
         af,
     );
+    if family.is_some() {
+        buf[start + 17] = 1; // nfgenmsg.version
+    }
     end_message(buf, start);
 }
 

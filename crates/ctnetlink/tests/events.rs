@@ -1,0 +1,119 @@
+//! Events from the real kernel: kinds, the causing port id, and overruns.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ctnetlink::{Conntrack, Event, EventKind, EventSocket, FlowKey, FlowOp, Groups, ipproto};
+use support::{Nat, TestNetns, sample_flow};
+
+/// Collect flow events for up to `limit` time or until `want` of them arrived.
+fn collect(ev: &mut EventSocket, want: usize, limit: Duration) -> Vec<(EventKind, u32, FlowKey)> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + limit;
+    while out.len() < want {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        ev.recv_timeout(left, |e| {
+            if let Event::Flow { kind, portid, flow } = e {
+                out.push((kind, portid, flow.key()));
+            }
+        })
+        .expect("recv");
+    }
+    out
+}
+
+/// Create, update and delete through a request socket: each change gives one event of
+/// the right kind carrying that socket's port id. Traffic gives events with port id 0.
+#[test]
+fn events_have_kind_and_port_id() {
+    let Some(t) = TestNetns::new("events") else {
+        return;
+    };
+    let mut ev = EventSocket::open_in(&t.ns, Groups::CONNTRACK).expect("event socket");
+    let mut ct = Conntrack::open_in(&t.ns).expect("socket");
+    let me = ct.portid();
+    assert_ne!(me, 0);
+
+    let mut f = sample_flow(3, false, ipproto::TCP, Nat::Snat);
+    ct.create(&f).expect("create");
+    f.mark = Some(77);
+    ct.update(&f).expect("update");
+    ct.delete(&f).expect("delete");
+    let got = collect(&mut ev, 3, Duration::from_secs(5));
+    let kinds: Vec<_> = got.iter().map(|(k, p, key)| (*k, *p, *key)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::New, me, f.key()),
+            (EventKind::Update, me, f.key()),
+            (EventKind::Destroy, me, f.key()),
+        ]
+    );
+
+    // Packets, not netlink, create this one: port id 0.
+    t.exec(&["ip", "link", "set", "lo", "up"]);
+    t.exec(&[
+        "nft",
+        "add table inet ctnl_ev; add chain inet ctnl_ev out { type filter hook output priority 0; }; add rule inet ctnl_ev out ct state new accept",
+    ]);
+    let udp =
+        t.ns.run(|| std::net::UdpSocket::bind("127.0.0.1:0"))
+            .expect("UDP socket in the namespace");
+    udp.send_to(b"hello", "127.0.0.1:9").expect("send");
+    let got = collect(&mut ev, 1, Duration::from_secs(5));
+    let (kind, portid, key) = got.first().copied().expect("an event for the datagram");
+    assert_eq!(
+        (kind, portid, key.orig.proto),
+        (EventKind::New, 0, ipproto::UDP)
+    );
+}
+
+/// A deliberately small receive buffer under a burst of changes yields an overrun
+/// event, and events keep coming afterwards.
+#[test]
+fn overrun_is_reported_and_the_stream_goes_on() {
+    let Some(t) = TestNetns::new("overrun") else {
+        return;
+    };
+    let mut ev = EventSocket::open_in(&t.ns, Groups::CONNTRACK).expect("event socket");
+    ev.set_recv_buffer(4096).expect("small buffer");
+    let mut ct = Conntrack::open_in(&t.ns).expect("socket");
+    let flows: Vec<_> = (0..5000)
+        .map(|i| sample_flow(i, false, ipproto::UDP, Nat::None))
+        .collect();
+    let report = ct
+        .batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+        .expect("batch");
+    assert_eq!(report.applied, 5000);
+
+    let mut overruns = 0;
+    let mut events_after_overrun = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut churned = false;
+    while Instant::now() < deadline && events_after_overrun < 10 {
+        let got = ev
+            .recv_timeout(Duration::from_millis(200), |e| match e {
+                Event::Overrun => overruns += 1,
+                Event::Flow { .. } if overruns > 0 => events_after_overrun += 1,
+                _ => {}
+            })
+            .expect("recv");
+        if got.is_none() && overruns > 0 && !churned {
+            // The backlog is drained: new changes must still be reported.
+            ct.batch(FlowOp::Delete, &flows[..100], |i, e| {
+                panic!("delete {i}: {e}")
+            })
+            .expect("delete batch");
+            churned = true;
+        }
+    }
+    assert!(overruns >= 1, "no overrun reported");
+    assert!(
+        events_after_overrun >= 10,
+        "only {events_after_overrun} events after the overrun"
+    );
+    assert_eq!(ev.stats().overruns, overruns);
+}
