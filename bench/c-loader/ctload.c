@@ -121,13 +121,18 @@ static void fill_entry(struct nf_conntrack *ct, uint32_t i, enum op op)
 	if (op == OP_DELETE)
 		return;
 
-	/* Reply tuple, SNAT already applied. */
+	/*
+	 * Reply tuple WITHOUT the SNAT applied, as conntrackd sends it after
+	 * NFCT_SOPT_UNDO_SNAT: the kernel maps it through CTA_NAT_SRC below and sets
+	 * IPS_SRC_NAT. Given the already-NATed reply, nf_nat_setup_info() would see
+	 * no change, set up a null binding, and never rewrite the packets.
+	 */
 	nfct_set_attr_u8(ct, ATTR_REPL_L3PROTO, AF_INET);
 	nfct_set_attr_u8(ct, ATTR_REPL_L4PROTO, IPPROTO_TCP);
 	nfct_set_attr_u32(ct, ATTR_REPL_IPV4_SRC, htonl(orig_dst));
-	nfct_set_attr_u32(ct, ATTR_REPL_IPV4_DST, htonl(repl_dst));
+	nfct_set_attr_u32(ct, ATTR_REPL_IPV4_DST, htonl(orig_src));
 	nfct_set_attr_u16(ct, ATTR_REPL_PORT_SRC, htons(orig_dport));
-	nfct_set_attr_u16(ct, ATTR_REPL_PORT_DST, htons(repl_dport));
+	nfct_set_attr_u16(ct, ATTR_REPL_PORT_DST, htons(orig_sport));
 
 	/* NAT binding (CTA_NAT_SRC) so the kernel sets up the SNAT. */
 	nfct_set_attr_u32(ct, ATTR_SNAT_IPV4, htonl(repl_dst));

@@ -371,7 +371,12 @@ pub fn decode_flow(family: u8, buf: &[u8]) -> Result<Flow, DecodeError> {
                 l.copy_from_slice(v);
                 flow.labels = Some(Labels(l));
             }
-            cta::PROTOINFO => flow.protoinfo = decode_protoinfo(v, &mut flow.other)?,
+            cta::PROTOINFO => {
+                // A repeated nest with no protocol we know must not erase an earlier one.
+                if let Some(info) = decode_protoinfo(v, &mut flow.other)? {
+                    flow.protoinfo = Some(info);
+                }
+            }
             cta::HELP => {
                 for a in attrs(v) {
                     let (kind, _, v) = a?;
@@ -418,6 +423,15 @@ pub fn decode_flow(family: u8, buf: &[u8]) -> Result<Flow, DecodeError> {
     }
     flow.reply = reply.unwrap_or_else(|| orig.inverse());
     flow.orig = orig;
+    // Unknown attributes in the order the encoder emits them (protocol nest, rest of
+    // CTA_PROTOINFO, top level), so that decode ∘ encode is the identity.
+    if flow.other.len() > 1 {
+        flow.other.sort_by_key(|o| match o.nest {
+            Nest::ProtoInfoProto => 0,
+            Nest::ProtoInfo => 1,
+            Nest::Top => 2,
+        });
+    }
     Ok(flow)
 }
 

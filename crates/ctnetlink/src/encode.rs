@@ -89,7 +89,7 @@ pub fn set_message_pid(buf: &mut [u8], start: usize, pid: u32) {
 }
 
 fn pad(buf: &mut Vec<u8>) {
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }
@@ -336,8 +336,15 @@ pub fn put_flow_attrs(buf: &mut Vec<u8>, flow: &Flow, op: FlowOp) {
             put(buf, cta::LABELS, &labels.0);
         }
     }
-    if let Some(info) = &flow.protoinfo {
-        put_protoinfo(buf, info, &flow.other);
+    match &flow.protoinfo {
+        Some(info) => put_protoinfo(buf, info, &flow.other),
+        // A CTA_PROTOINFO that held only attributes we do not know.
+        None if flow.other.iter().any(|o| o.nest == Nest::ProtoInfo) => {
+            let n = begin_nest(buf, cta::PROTOINFO);
+            put_others(buf, &flow.other, Nest::ProtoInfo);
+            end_nest(buf, n);
+        }
+        None => {}
     }
     if let Some(s) = &flow.seq_adj_orig {
         put_seqadj(buf, cta::SEQ_ADJ_ORIG, s);
@@ -345,17 +352,14 @@ pub fn put_flow_attrs(buf: &mut Vec<u8>, flow: &Flow, op: FlowOp) {
     if let Some(s) = &flow.seq_adj_reply {
         put_seqadj(buf, cta::SEQ_ADJ_REPLY, s);
     }
-    if let Some(helper) = &flow.helper {
-        if op != FlowOp::Update {
-            let n = begin_nest(buf, cta::HELP);
-            put_name(buf, attr::help::NAME, helper);
-            end_nest(buf, n);
-        }
+    // Neither the helper nor the master of an existing entry can change (EOPNOTSUPP).
+    if let Some(helper) = flow.helper.as_ref().filter(|_| op != FlowOp::Update) {
+        let n = begin_nest(buf, cta::HELP);
+        put_name(buf, attr::help::NAME, helper);
+        end_nest(buf, n);
     }
-    if let Some(master) = &flow.master {
-        if op != FlowOp::Update {
-            put_tuple(buf, cta::TUPLE_MASTER, master);
-        }
+    if let Some(master) = flow.master.as_ref().filter(|_| op != FlowOp::Update) {
+        put_tuple(buf, cta::TUPLE_MASTER, master);
     }
     if op == FlowOp::Create {
         if let Some((addr, port)) = nat.0 {
@@ -476,10 +480,8 @@ pub fn put_expectation_attrs(buf: &mut Vec<u8>, exp: &Expectation, op: ExpOp) {
     if let Some(v) = exp.timeout {
         put_u32(buf, e::TIMEOUT, v);
     }
-    if op == ExpOp::Full {
-        if let Some(v) = exp.id {
-            put_u32(buf, e::ID, v);
-        }
+    if let Some(v) = exp.id.filter(|_| op == ExpOp::Full) {
+        put_u32(buf, e::ID, v);
     }
     if let Some(h) = &exp.helper {
         put_name(buf, e::HELP_NAME, h);

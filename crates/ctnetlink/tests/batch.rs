@@ -1,5 +1,7 @@
 //! Batched writes against the real kernel.
 
+#![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 mod support;
 
 use ctnetlink::{Conntrack, DumpItem, Errno, FlowOp, ipproto};

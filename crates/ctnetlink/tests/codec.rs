@@ -1,5 +1,7 @@
 //! The codec without a kernel: round trips of arbitrary flows, and hostile bytes.
 
+#![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ctnetlink::decode::{self, Body, DecodeError};
@@ -419,4 +421,58 @@ fn a_flow_is_small_and_needs_no_heap() {
         "Flow is {} bytes",
         size_of::<Flow>()
     );
+}
+
+/// Found by fuzzing: a CTA_PROTOINFO with only an unknown protocol nest inside was
+/// dropped when re-encoded, so the flow did not round-trip.
+#[test]
+fn protoinfo_with_only_unknown_attributes_round_trips() {
+    let mut buf = Vec::new();
+    encode::put_tuple(&mut buf, attr::cta::TUPLE_ORIG, &sample().orig);
+    // CTA_PROTOINFO { type 381: [1, 2, 3, 4] }
+    buf.extend_from_slice(&[12, 0, 4, 0x80, 8, 0, 0x7d, 0x01, 1, 2, 3, 4]);
+    let f = decode::decode_flow(2, &buf).expect("decodes");
+    assert_eq!(f.protoinfo, None);
+    assert_eq!(f.other.len(), 1);
+    assert_eq!(roundtrip(&f), f);
+}
+
+/// Found by fuzzing: an unknown top-level attribute before CTA_PROTOINFO came back after
+/// the unknown attributes inside it, so the flow compared unequal after a round trip.
+#[test]
+fn unknown_attributes_come_back_in_canonical_order() {
+    let mut buf = Vec::new();
+    encode::put_tuple(&mut buf, attr::cta::TUPLE_ORIG, &sample().orig);
+    buf.extend_from_slice(&[8, 0, 0x03, 0x20, 0, 0, 0, 6]); // unknown top-level 0x2003
+    buf.extend_from_slice(&[12, 0, 4, 0x80, 8, 0, 0xff, 0x0f, 1, 2, 3, 4]); // PROTOINFO { 4095 }
+    let f = decode::decode_flow(2, &buf).expect("decodes");
+    assert_eq!(
+        f.other.iter().map(|o| o.nest).collect::<Vec<_>>(),
+        [Nest::ProtoInfo, Nest::Top]
+    );
+    assert_eq!(roundtrip(&f), f);
+}
+
+/// Found by fuzzing: a second CTA_PROTOINFO holding only unknown attributes erased the
+/// TCP state of the first, leaving unknown TCP attributes with no TCP nest to go in.
+#[test]
+fn a_later_unknown_protoinfo_does_not_erase_the_known_one() {
+    let mut buf = Vec::new();
+    encode::put_tuple(&mut buf, attr::cta::TUPLE_ORIG, &sample().orig);
+    // PROTOINFO { TCP { state 3, unknown 515: [4, 4] } }
+    buf.extend_from_slice(&[
+        24, 0, 4, 0x80, 20, 0, 1, 0x80, 5, 0, 1, 0, 3, 0, 0, 0, 6, 0, 3, 2, 4, 4, 0, 0,
+    ]);
+    // PROTOINFO { unknown 9729: [] }
+    buf.extend_from_slice(&[8, 0, 4, 0x80, 4, 0, 0x01, 0x26]);
+    let f = decode::decode_flow(2, &buf).expect("decodes");
+    assert!(
+        matches!(
+            f.protoinfo,
+            Some(ProtoInfo::Tcp(TcpInfo { state: Some(3), .. }))
+        ),
+        "{:?}",
+        f.protoinfo
+    );
+    assert_eq!(roundtrip(&f), f);
 }

@@ -1,6 +1,8 @@
 //! Differential: our decoder and `netlink-packet-netfilter` read the same kernel dump and
 //! must agree on every field both know (tuples, status, timeout, mark, TCP state).
 
+#![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 mod support;
 
 use std::net::IpAddr;
@@ -24,6 +26,9 @@ type OracleTuple = (
     Option<u16>,
 );
 
+/// TCP flags and their mask.
+type FlagsMask = (u8, u8);
+
 #[derive(Debug, Default, PartialEq)]
 struct Known {
     orig: Option<OracleTuple>,
@@ -33,7 +38,7 @@ struct Known {
     mark: Option<u32>,
     tcp_state: Option<u8>,
     tcp_wscale: (Option<u8>, Option<u8>),
-    tcp_flags: (Option<(u8, u8)>, Option<(u8, u8)>),
+    tcp_flags: (Option<FlagsMask>, Option<FlagsMask>),
 }
 
 fn theirs_tuple(parts: &[TheirTuple]) -> OracleTuple {

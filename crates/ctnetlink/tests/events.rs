@@ -1,5 +1,7 @@
 //! Events from the real kernel: kinds, the causing port id, and overruns.
 
+#![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,7 @@
 //! Round trips against the real kernel, in throwaway network namespaces.
 
+#![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 mod support;
 
 use ctnetlink::{Conntrack, DumpItem, Errno, Error, Flow, FlowKey, ProtoInfo, Status, ipproto};

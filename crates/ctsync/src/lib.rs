@@ -1,0 +1,7 @@
+//! ctsync: conntrack replication for high-availability Linux firewalls.
+//!
+//! This crate is the `ctsync` program; its modules are public so that tests and
+//! benchmarks can drive them.
+
+pub mod load;
+pub mod synth;
