@@ -235,6 +235,8 @@ pub struct DumpReport {
     pub per_second: f64,
     /// Restarts after `NLM_F_DUMP_INTR`.
     pub restarts: u32,
+    /// Bytes one decoded [`Flow`] occupies (it holds no heap for kernel-known attributes).
+    pub flow_bytes: usize,
 }
 
 /// Read the whole table once, decoding every entry.
@@ -254,6 +256,7 @@ pub fn dump(ct: &mut Conntrack) -> Result<DumpReport> {
         seconds,
         per_second: n as f64 / seconds.max(1e-9),
         restarts: summary.restarts,
+        flow_bytes: size_of::<Flow>(),
     })
 }
 
