@@ -70,8 +70,11 @@ pub enum Body<'a> {
         /// The sequence number of the request it answers.
         request_seq: u32,
     },
-    /// `NLMSG_DONE`: the end of a dump.
-    Done,
+    /// `NLMSG_DONE`: the end of a dump; `errno` is non-zero if the dump failed.
+    Done {
+        /// Positive errno, or 0.
+        errno: i32,
+    },
     /// Any other message type (`NLMSG_NOOP`, other subsystems).
     Other(u16),
 }
@@ -152,7 +155,10 @@ fn classify(msg_type: u16, payload: &[u8]) -> Result<Body<'_>, DecodeError> {
                 request_seq,
             })
         }
-        NLMSG_DONE => Ok(Body::Done),
+        // NLMSG_DONE carries an int: 0, or the negative errno of a failed dump.
+        NLMSG_DONE => Ok(Body::Done {
+            errno: read_i32_ne(payload).unwrap_or(0).saturating_neg(),
+        }),
         _ => {
             let subsys = (msg_type >> 8) as u8;
             let msg = (msg_type & 0xff) as u8;
@@ -421,7 +427,12 @@ pub fn decode_flow(family: u8, buf: &[u8]) -> Result<Flow, DecodeError> {
     if fam.is_none() && family != 0 {
         return Err(DecodeError::BadFamily(family));
     }
-    flow.reply = reply.unwrap_or_else(|| orig.inverse());
+    flow.reply = reply.unwrap_or_else(|| {
+        // A per-direction zone belongs to the original tuple only.
+        let mut r = orig.inverse();
+        r.zone = None;
+        r
+    });
     flow.orig = orig;
     // Unknown attributes in the order the encoder emits them (protocol nest, rest of
     // CTA_PROTOINFO, top level), so that decode ∘ encode is the identity.

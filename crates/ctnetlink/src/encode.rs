@@ -95,7 +95,11 @@ fn pad(buf: &mut Vec<u8>) {
 }
 
 fn put(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = (4 + value.len()) as u16;
+    // An attribute's length is 16 bits; only an oversized unknown attribute kept from
+    // elsewhere could exceed it, and it is left out rather than corrupt the message.
+    let Ok(len) = u16::try_from(4 + value.len()) else {
+        return;
+    };
     buf.extend_from_slice(&len.to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(value);
@@ -212,11 +216,18 @@ fn put_nat(buf: &mut Vec<u8>, kind: u16, addr: &IpAddr, port: Option<u16>) {
     end_nest(buf, nat);
 }
 
-fn put_tcp_flags(buf: &mut Vec<u8>, kind: u16, f: &TcpFlags) {
-    put(buf, kind, &[f.flags, f.mask]);
+fn put_tcp_flags(buf: &mut Vec<u8>, kind: u16, f: &TcpFlags, request: bool) {
+    // The kernel applies only the masked bits, and reports flags with mask 0: written
+    // back as read, they would change nothing. A request with no mask sets the flags.
+    let mask = if request && f.mask == 0 {
+        f.flags
+    } else {
+        f.mask
+    };
+    put(buf, kind, &[f.flags, mask]);
 }
 
-fn put_protoinfo(buf: &mut Vec<u8>, info: &ProtoInfo, others: &[OtherAttr]) {
+fn put_protoinfo(buf: &mut Vec<u8>, info: &ProtoInfo, others: &[OtherAttr], request: bool) {
     use attr::protoinfo as p;
     let outer = begin_nest(buf, cta::PROTOINFO);
     match info {
@@ -232,10 +243,10 @@ fn put_protoinfo(buf: &mut Vec<u8>, info: &ProtoInfo, others: &[OtherAttr]) {
                 put_u8(buf, p::TCP_WSCALE_REPLY, v);
             }
             if let Some(v) = &t.flags_orig {
-                put_tcp_flags(buf, p::TCP_FLAGS_ORIGINAL, v);
+                put_tcp_flags(buf, p::TCP_FLAGS_ORIGINAL, v, request);
             }
             if let Some(v) = &t.flags_reply {
-                put_tcp_flags(buf, p::TCP_FLAGS_REPLY, v);
+                put_tcp_flags(buf, p::TCP_FLAGS_REPLY, v, request);
             }
             put_others(buf, others, Nest::ProtoInfoProto);
             end_nest(buf, n);
@@ -337,7 +348,7 @@ pub fn put_flow_attrs(buf: &mut Vec<u8>, flow: &Flow, op: FlowOp) {
         }
     }
     match &flow.protoinfo {
-        Some(info) => put_protoinfo(buf, info, &flow.other),
+        Some(info) => put_protoinfo(buf, info, &flow.other, request),
         // A CTA_PROTOINFO that held only attributes we do not know.
         None if flow.other.iter().any(|o| o.nest == Nest::ProtoInfo) => {
             let n = begin_nest(buf, cta::PROTOINFO);

@@ -50,15 +50,17 @@ impl Netns {
     pub fn run<T: Send>(&self, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
         let fd = self.file.as_raw_fd();
         std::thread::scope(|s| {
-            s.spawn(move || {
-                // SAFETY: fd is an open namespace file that outlives this scoped thread.
-                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                f()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+            std::thread::Builder::new()
+                .name("ctnetlink-netns".into())
+                .spawn_scoped(s, move || {
+                    // SAFETY: fd is an open namespace file that outlives this scoped thread.
+                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    f()
+                })?
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
         })
     }
 }

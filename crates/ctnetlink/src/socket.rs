@@ -63,9 +63,20 @@ pub enum Error {
     /// unknown. Raise the buffer with [`Conntrack::set_recv_buffer`].
     #[error("netlink receive buffer overrun: replies were lost")]
     Overrun,
+    /// Like `Overrun`, during a batch: `report` counts the chunks fully accounted for.
+    #[error("netlink receive buffer overrun during a batch ({0:?})")]
+    BatchOverrun(BatchReport),
     /// A dump was interrupted by concurrent changes more often than we retry.
     #[error("dump interrupted {0} times in a row")]
     DumpInterrupted(u32),
+    /// The kernel did not answer within the socket's timeout.
+    #[error("the kernel did not answer in time")]
+    Timeout,
+    /// The kernel processed a batch but did not answer for all of it (it answers only
+    /// the first request of a batch it refuses as a whole, e.g. without CAP_NET_ADMIN).
+    /// `report` says what is known.
+    #[error("the kernel left part of a batch unanswered ({0:?})")]
+    Unanswered(BatchReport),
 }
 
 /// The outcome of a batch.
@@ -166,13 +177,25 @@ fn set_buffer(fd: RawFd, force: i32, plain: i32, bytes: usize) -> io::Result<usi
     Ok(getsockopt_int(fd, libc::SOL_SOCKET, plain)?.max(0) as usize)
 }
 
-fn recv_into(sock: &Socket, rx: &mut Vec<u8>) -> io::Result<usize> {
+fn recv_into(sock: &Socket, rx: &mut Vec<u8>, flags: i32) -> io::Result<usize> {
     rx.clear();
     if rx.capacity() < RX_BYTES {
         rx.reserve(RX_BYTES);
     }
-    sock.recv(rx, 0)
+    sock.recv(rx, flags)
 }
+
+/// Map a failed blocking receive on a request socket to our error.
+fn recv_error(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout,
+        _ if e.raw_os_error() == Some(libc::ENOBUFS) => Error::Overrun,
+        _ => Error::Io(e),
+    }
+}
+
+/// How long a request socket waits for the kernel by default.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Wait until `fd` is readable or `timeout` passes; `Ok(false)` on timeout.
 fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
@@ -208,6 +231,10 @@ pub struct Conntrack {
     seq: u32,
     tx: Vec<u8>,
     rx: Vec<u8>,
+    /// Bytes per sendmsg: what the granted send buffer allows, at most CHUNK_BYTES.
+    chunk_bytes: usize,
+    /// Requests per sendmsg: as many error replies as the receive buffer surely holds.
+    chunk_requests: usize,
 }
 
 impl fmt::Debug for Conntrack {
@@ -235,15 +262,63 @@ impl Conntrack {
         let fd = sock.as_raw_fd();
         // Small error replies: do not echo each failed request back (NETLINK_CAP_ACK).
         sock.set_cap_ack(true)?;
-        set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RECV_BUFFER)?;
-        set_buffer(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SEND_BUFFER)?;
-        Ok(Conntrack {
+        let rcv = set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RECV_BUFFER)?;
+        let snd = set_buffer(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SEND_BUFFER)?;
+        let mut ct = Conntrack {
             sock,
             portid: addr.port_number(),
             seq: 1,
             tx: Vec::with_capacity(CHUNK_BYTES + 4096),
             rx: Vec::with_capacity(RX_BYTES),
-        })
+            chunk_bytes: CHUNK_BYTES,
+            chunk_requests: usize::MAX,
+        };
+        ct.size_chunks(rcv, snd);
+        ct.set_timeout(Some(REQUEST_TIMEOUT))?;
+        Ok(ct)
+    }
+
+    /// Fit batches to the buffers the kernel granted (without CAP_NET_ADMIN they are
+    /// capped by rmem_max/wmem_max): netlink_sendmsg refuses more than sk_sndbuf - 32
+    /// bytes, and each error reply takes about 1 KiB of receive buffer.
+    fn size_chunks(&mut self, rcv: usize, snd: usize) {
+        self.chunk_bytes = CHUNK_BYTES.min(snd.saturating_sub(4096)).max(4096);
+        self.chunk_requests = (rcv / 1024).max(16);
+    }
+
+    /// How long to wait for the kernel's answers before [`Error::Timeout`]
+    /// (`None`: forever). The default is 10 s.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        let tv = timeout.map_or(
+            libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            |d| libc::timeval {
+                tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_usec: libc::suseconds_t::from(d.subsec_micros()).max(i64::from(d.is_zero())),
+            },
+        );
+        // SAFETY: tv is a live timeval and the length matches.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        Ok(())
+    }
+
+    /// Set the next request sequence number (tests use it to cross the 32-bit wrap).
+    #[doc(hidden)]
+    pub fn set_sequence(&mut self, seq: u32) {
+        self.seq = seq;
     }
 
     /// The netlink port id of this socket: the `pid` of events its writes cause.
@@ -252,21 +327,18 @@ impl Conntrack {
     }
 
     /// Set the receive buffer (forced past `rmem_max` when we have `CAP_NET_ADMIN`).
+    /// Batches are resized to what the kernel grants.
     pub fn set_recv_buffer(&mut self, bytes: usize) -> Result<usize, Error> {
-        Ok(set_buffer(
-            self.sock.as_raw_fd(),
-            libc::SO_RCVBUFFORCE,
-            libc::SO_RCVBUF,
-            bytes,
-        )?)
+        let fd = self.sock.as_raw_fd();
+        let rcv = set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, bytes)?;
+        let snd = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?.max(0) as usize;
+        self.size_chunks(rcv, snd);
+        Ok(rcv)
     }
 
     fn next_seq(&mut self, n: u32) -> u32 {
         let s = self.seq;
         self.seq = self.seq.wrapping_add(n);
-        if self.seq == 0 {
-            self.seq = 1;
-        }
         s
     }
 
@@ -333,7 +405,9 @@ impl Conntrack {
     }
 
     /// Read the replies of the dump with sequence number `seq` until `NLMSG_DONE`.
-    /// Returns (items accepted by `on_body`, interrupted).
+    /// Returns (items accepted by `on_body`, interrupted). On an error the rest of the
+    /// dump is read and dropped, so that the socket is usable again (a dump still running
+    /// in the kernel makes the next one fail with EBUSY).
     fn read_dump(
         &mut self,
         seq: u32,
@@ -341,15 +415,26 @@ impl Conntrack {
     ) -> Result<(u64, bool), Error> {
         let mut count = 0u64;
         let mut interrupted = false;
+        let mut failed: Option<Error> = None;
         loop {
-            match recv_into(&self.sock, &mut self.rx) {
+            match recv_into(&self.sock, &mut self.rx, 0) {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(Error::Overrun),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let e = recv_error(e);
+                    if matches!(e, Error::Overrun) && failed.is_none() {
+                        // Part of the dump is lost; read the rest away, then report.
+                        failed = Some(e);
+                        continue;
+                    }
+                    return Err(failed.unwrap_or(e));
+                }
             }
             for m in decode::messages(&self.rx) {
-                let m = m?;
+                let Ok(m) = m else {
+                    failed.get_or_insert(Error::Decode(DecodeError::BadHeader));
+                    continue;
+                };
                 if m.seq != seq {
                     continue; // a stale reply to an earlier request
                 }
@@ -357,47 +442,63 @@ impl Conntrack {
                     interrupted = true;
                 }
                 match m.body {
-                    Body::Done => return Ok((count, interrupted)),
-                    Body::Error { errno: 0, .. } => {}
-                    Body::Error { errno, .. } => return Err(Error::Kernel(Errno(errno))),
-                    body => {
-                        if on_body(body)? {
-                            count += 1;
-                        }
+                    Body::Done { errno } => {
+                        return match (failed, errno) {
+                            (Some(e), _) => Err(e),
+                            (None, 0) => Ok((count, interrupted)),
+                            (None, errno) => Err(Error::Kernel(Errno(errno))),
+                        };
                     }
+                    Body::Error { errno: 0, .. } => {}
+                    Body::Error { errno, .. } => {
+                        return Err(failed.unwrap_or(Error::Kernel(Errno(errno))));
+                    }
+                    body if failed.is_none() => match on_body(body) {
+                        Ok(true) => count += 1,
+                        Ok(false) => {}
+                        Err(e) => failed = Some(e),
+                    },
+                    _ => {}
                 }
             }
         }
     }
 
-    /// Send the requests in `self.tx` (sequence numbers `first..=last`) and read replies
-    /// until the acknowledgement of `last`. Every error for the batch goes to `on_error`
-    /// with the request's offset from `first`.
+    /// Send the requests in `self.tx` (sequence numbers `first..=last`) and collect the
+    /// answers. The kernel processes a netlink batch inside `sendmsg`, so every answer is
+    /// queued when `send` returns: they are read without blocking. Every error for the
+    /// batch goes to `on_error` with the request's offset from `first`. Returns how many
+    /// failed, or `Ok(None)` if the acknowledgement of `last` never came.
     fn exchange(
         &mut self,
         first: u32,
         last: u32,
         on_error: &mut dyn FnMut(usize, Errno),
-    ) -> Result<u64, Error> {
+    ) -> Result<Option<u64>, Error> {
         self.send_tx()?;
+        let span = last.wrapping_sub(first) as usize;
         let mut failed = 0;
+        let mut done = false;
+        let mut overrun = false;
         loop {
-            match recv_into(&self.sock, &mut self.rx) {
+            match recv_into(&self.sock, &mut self.rx, libc::MSG_DONTWAIT) {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(Error::Overrun),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    overrun = true;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
-            let mut done = false;
             for m in decode::messages(&self.rx) {
-                let m = m?;
-                let Body::Error { errno, request_seq } = m.body else {
+                // Only error messages matter here; anything undecodable is skipped.
+                let Ok(Body::Error { errno, request_seq }) = m.map(|m| m.body) else {
                     continue;
                 };
                 let offset = request_seq.wrapping_sub(first) as usize;
-                let span = last.wrapping_sub(first) as usize;
                 if offset > span {
-                    continue; // not ours (an earlier batch's late reply cannot happen, but be safe)
+                    continue; // not this batch's
                 }
                 if errno != 0 {
                     failed += 1;
@@ -407,10 +508,11 @@ impl Conntrack {
                     done = true;
                 }
             }
-            if done {
-                return Ok(failed);
-            }
         }
+        if overrun {
+            return Err(Error::Overrun);
+        }
+        Ok(done.then_some(failed))
     }
 
     /// Apply many writes with few `sendmsg` calls: each `(op, flow)` becomes one request;
@@ -433,7 +535,7 @@ impl Conntrack {
             let first = self.seq;
             let mut last = first;
             let mut last_start = 0;
-            while self.tx.len() < CHUNK_BYTES {
+            while self.tx.len() < self.chunk_bytes && index - chunk_start < self.chunk_requests {
                 let Some((op, flow)) = ops.next() else { break };
                 last = self.next_seq(1);
                 last_start = self.tx.len();
@@ -446,8 +548,13 @@ impl Conntrack {
             let flags = u16::from_ne_bytes([self.tx[flags_at], self.tx[flags_at + 1]]) | NLM_F_ACK;
             self.tx[flags_at..flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
             let n = (index - chunk_start) as u64;
-            let failed =
-                self.exchange(first, last, &mut |off, e| on_error(chunk_start + off, e))?;
+            let outcome = self.exchange(first, last, &mut |off, e| on_error(chunk_start + off, e));
+            let failed = match outcome {
+                Ok(Some(failed)) => failed,
+                Ok(None) => return Err(Error::Unanswered(report)),
+                Err(Error::Overrun) => return Err(Error::BatchOverrun(report)),
+                Err(e) => return Err(e),
+            };
             report.sent += n;
             report.failed += failed;
             report.applied += n - failed;
@@ -497,19 +604,20 @@ impl Conntrack {
         self.send_tx()?;
         let mut found = None;
         loop {
-            match recv_into(&self.sock, &mut self.rx) {
+            match recv_into(&self.sock, &mut self.rx, 0) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(recv_error(e)),
             }
             for m in decode::messages(&self.rx) {
-                let m = m?;
+                let Ok(m) = m else { continue };
                 if m.seq != seq {
                     continue;
                 }
                 match m.body {
                     Body::Conntrack { family, attrs, .. } => {
-                        found = Some(decode::decode_flow(family, attrs)?);
+                        // Keep reading to the ACK even if this does not decode.
+                        found = decode::decode_flow(family, attrs).ok();
                     }
                     Body::Error { errno: 0, .. } => return Ok(found),
                     Body::Error { errno, .. } if errno == libc::ENOENT => return Ok(None),
@@ -520,11 +628,14 @@ impl Conntrack {
         }
     }
 
-    fn simple_request(&mut self) -> Result<(), Error> {
-        let seq = self.seq.wrapping_sub(1);
+    fn simple_request(&mut self, seq: u32) -> Result<(), Error> {
         let mut err = None;
-        self.exchange(seq, seq, &mut |_, e| err = Some(e))?;
-        err.map_or(Ok(()), |e| Err(Error::Kernel(e)))
+        let answered = self.exchange(seq, seq, &mut |_, e| err = Some(e))?;
+        match (err, answered) {
+            (Some(e), _) => Err(Error::Kernel(e)),
+            (None, Some(_)) => Ok(()),
+            (None, None) => Err(Error::Unanswered(BatchReport::default())),
+        }
     }
 
     /// Delete every entry of `family` (`None`: all).
@@ -532,7 +643,7 @@ impl Conntrack {
         let seq = self.next_seq(1);
         self.tx.clear();
         encode::encode_flush(&mut self.tx, family, seq, NLM_F_ACK);
-        self.simple_request()
+        self.simple_request(seq)
     }
 
     /// Table size, limit and the per-CPU failure counters.
@@ -581,10 +692,10 @@ impl Conntrack {
         mut on_body: impl FnMut(Body<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         loop {
-            match recv_into(&self.sock, &mut self.rx) {
+            match recv_into(&self.sock, &mut self.rx, 0) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(recv_error(e)),
             }
             for m in decode::messages(&self.rx) {
                 let m = m?;
@@ -592,7 +703,8 @@ impl Conntrack {
                     continue;
                 }
                 match m.body {
-                    Body::Error { errno: 0, .. } | Body::Done => return Ok(()),
+                    Body::Error { errno: 0, .. } | Body::Done { errno: 0 } => return Ok(()),
+                    Body::Done { errno } => return Err(Error::Kernel(Errno(errno))),
                     Body::Error { errno, .. } => return Err(Error::Kernel(Errno(errno))),
                     body => on_body(body)?,
                 }
@@ -634,7 +746,7 @@ impl Conntrack {
         let seq = self.next_seq(1);
         self.tx.clear();
         encode::encode_expectation(&mut self.tx, ExpOp::Create, exp, seq, NLM_F_ACK);
-        self.simple_request()
+        self.simple_request(seq)
     }
 
     /// Delete an expectation by its tuple.
@@ -642,7 +754,7 @@ impl Conntrack {
         let seq = self.next_seq(1);
         self.tx.clear();
         encode::encode_expectation(&mut self.tx, ExpOp::Delete, exp, seq, NLM_F_ACK);
-        self.simple_request()
+        self.simple_request(seq)
     }
 
     /// Delete every expectation.
@@ -658,7 +770,7 @@ impl Conntrack {
             libc::AF_UNSPEC as u8,
         );
         encode::end_message(&mut self.tx, start);
-        self.simple_request()
+        self.simple_request(seq)
     }
 }
 
@@ -806,7 +918,7 @@ impl EventSocket {
     /// An overrun is delivered as [`Event::Overrun`]; reading goes on afterwards.
     pub fn recv(&mut self, mut each: impl FnMut(Event<'_>)) -> Result<Option<usize>, Error> {
         loop {
-            match recv_into(&self.sock, &mut self.rx) {
+            match recv_into(&self.sock, &mut self.rx, 0) {
                 Ok(_) => break,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     self.stats.overruns += 1;
@@ -821,8 +933,9 @@ impl EventSocket {
         let mut n = 0;
         for m in decode::messages(&self.rx) {
             let Ok(m) = m else {
+                // The iterator stops by itself after a bad header; count it.
                 self.stats.undecodable += 1;
-                break;
+                continue;
             };
             let kind = match m.body {
                 Body::Conntrack { msg, .. } | Body::Expectation { msg, .. } => match msg {
@@ -876,6 +989,12 @@ impl EventSocket {
             return Ok(None);
         }
         self.recv(each)
+    }
+}
+
+impl AsRawFd for Conntrack {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
     }
 }
 

@@ -93,3 +93,30 @@ fn batch_reports_errors_per_entry() {
     assert_eq!(refused, expected);
     assert_eq!(count(&mut ct), 0);
 }
+
+/// Review finding: the request sequence number wraps at 2^32. A batch across the wrap
+/// must still blame each error on the right entry, and a flush right at the wrap must
+/// still be answered.
+#[test]
+fn sequence_numbers_wrap_cleanly() {
+    let Some(t) = TestNetns::new("seqwrap") else {
+        return;
+    };
+    let mut ct = Conntrack::open_in(&t.ns).expect("socket");
+    let flows: Vec<_> = (0..40)
+        .map(|i| sample_flow(i, false, ipproto::UDP, Nat::None))
+        .collect();
+    ct.batch(FlowOp::Create, &flows[..20], |i, e| {
+        panic!("pre-create {i}: {e}")
+    })
+    .expect("batch");
+    ct.set_sequence(u32::MAX - 5);
+    let mut refused = Vec::new();
+    ct.batch(FlowOp::Create, &flows, |i, e| refused.push((i, e)))
+        .expect("batch across the wrap");
+    let expected: Vec<_> = (0..20).map(|i| (i, Errno::EEXIST)).collect();
+    assert_eq!(refused, expected);
+    ct.set_sequence(u32::MAX);
+    ct.flush(None).expect("flush at the wrap is answered");
+    assert_eq!(count(&mut ct), 0);
+}

@@ -476,3 +476,16 @@ fn a_later_unknown_protoinfo_does_not_erase_the_known_one() {
     );
     assert_eq!(roundtrip(&f), f);
 }
+
+/// Review finding: NLMSG_DONE carries the errno of a failed dump.
+#[test]
+fn done_carries_the_dump_errno() {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&20u32.to_ne_bytes());
+    buf.extend_from_slice(&3u16.to_ne_bytes());
+    buf.extend_from_slice(&2u16.to_ne_bytes());
+    buf.extend_from_slice(&[0; 8]);
+    buf.extend_from_slice(&(-libc::EINTR).to_ne_bytes());
+    let m = decode::messages(&buf).next().unwrap().unwrap();
+    assert_eq!(m.body, Body::Done { errno: libc::EINTR });
+}

@@ -285,3 +285,48 @@ fn expectations_round_trip_through_the_kernel() {
     ct.dump_expectations(None, |_| n += 1).expect("dump");
     assert_eq!(n, 0, "flushed");
 }
+
+/// What replication does: read flows from one kernel and create them, exactly as read,
+/// in another. TCP flags come back from a dump with mask 0; they must still be set.
+#[test]
+fn flows_recreated_exactly_as_dumped_keep_their_state() {
+    let Some(a) = TestNetns::new("redumpa") else {
+        return;
+    };
+    let Some(b) = TestNetns::new("redumpb") else {
+        return;
+    };
+    let mut cta = Conntrack::open_in(&a.ns).expect("socket a");
+    let mut ctb = Conntrack::open_in(&b.ns).expect("socket b");
+    let flows: Vec<Flow> = [Nat::None, Nat::Snat, Nat::Dnat]
+        .iter()
+        .enumerate()
+        .map(|(i, nat)| sample_flow(i as u32 + 1, false, ipproto::TCP, *nat))
+        .collect();
+    for f in &flows {
+        cta.create(f).expect("create in a");
+    }
+    let dumped = dump_all(&mut cta);
+    for f in &dumped {
+        ctb.create(f)
+            .unwrap_or_else(|e| panic!("re-create {f}: {e}"));
+    }
+    let again = dump_all(&mut ctb);
+    assert_eq!(again.len(), flows.len());
+    for want in &flows {
+        let got = again
+            .iter()
+            .find(|g| g.key() == want.key())
+            .expect("present in b");
+        assert_matches(want, got);
+        let (Some(ProtoInfo::Tcp(w)), Some(ProtoInfo::Tcp(g))) = (&want.protoinfo, &got.protoinfo)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            g.flags_reply.map(|f| f.flags),
+            w.flags_reply.map(|f| f.flags),
+            "reply flags of {want}"
+        );
+    }
+}

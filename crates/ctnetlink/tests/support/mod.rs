@@ -37,7 +37,11 @@ impl TestNetns {
             return None;
         }
         let name = format!("ctnl-{test}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace of this name left by a killed earlier run of the same pid.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         let st = Command::new("ip")
             .args(["netns", "add", &name])
             .status()

@@ -1,0 +1,289 @@
+//! The caches: this node's kernel table (internal) and what peers told us (external),
+//! each with an incrementally maintained digest by bucket for anti-entropy.
+
+use std::collections::HashMap;
+
+use ctnetlink::{Flow, FlowKey};
+use ctsync_wire::codec;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Buckets of a digest. Both sides must agree; it is fixed by the protocol version.
+pub const BUCKETS: usize = 64;
+
+/// The bucket of a flow: a hash of its key, the same on every node (docs/PROTOCOL.md §7).
+pub fn bucket_of(key: &FlowKey) -> u16 {
+    let mut f = Flow::new(key.orig, key.orig.inverse());
+    f.reply.zone = None;
+    f.zone = (key.zone != 0).then_some(key.zone);
+    let mut buf = Vec::with_capacity(64);
+    // A key always encodes (one family); an encoding error leaves the buffer short but
+    // still deterministic.
+    let _ = codec::put_flow(&mut buf, &f);
+    (xxh3_64(&buf) % BUCKETS as u64) as u16
+}
+
+/// What a digest compares of a flow: its replicated state, less the timeout (which the
+/// kernel counts down, so two faithful copies differ in it).
+pub fn content_hash(flow: &Flow) -> u64 {
+    let mut n = codec::normalize(flow);
+    n.timeout = None;
+    let mut buf = Vec::with_capacity(96);
+    let _ = codec::put_flow(&mut buf, &n);
+    xxh3_64(&buf)
+}
+
+/// Whether two flows carry the same replicated state (timeouts aside).
+pub fn same_state(a: &Flow, b: &Flow) -> bool {
+    let (mut a, mut b) = (codec::normalize(a), codec::normalize(b));
+    a.timeout = None;
+    b.timeout = None;
+    a == b
+}
+
+/// Per-bucket XOR of content hashes, plus a count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    /// Flows counted.
+    pub count: u64,
+    /// One XOR per bucket.
+    pub hashes: [u64; BUCKETS],
+}
+
+impl Default for Digest {
+    fn default() -> Self {
+        Digest {
+            count: 0,
+            hashes: [0; BUCKETS],
+        }
+    }
+}
+
+impl Digest {
+    fn add(&mut self, bucket: u16, hash: u64) {
+        self.hashes[usize::from(bucket)] ^= hash;
+        self.count += 1;
+    }
+
+    fn remove(&mut self, bucket: u16, hash: u64) {
+        self.hashes[usize::from(bucket)] ^= hash;
+        self.count = self.count.saturating_sub(1);
+    }
+
+    /// Buckets where `self` and `hashes` differ.
+    pub fn differing(&self, hashes: &[u64]) -> Vec<u16> {
+        (0..BUCKETS)
+            .filter(|&b| hashes.get(b).copied().unwrap_or(0) != self.hashes[b])
+            .map(|b| b as u16)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    flow: Flow,
+    bucket: u16,
+    hash: u64,
+    /// Whether it is in the digest (the internal table holds back flows younger than
+    /// the sync delay: they are neither replicated nor counted).
+    counted: bool,
+    /// The mark of the last transfer or dump that mentioned it (see [`FlowTable::sweep`]).
+    mark: u64,
+}
+
+/// A flow table with a digest, keyed by [`FlowKey`].
+#[derive(Debug, Clone, Default)]
+pub struct FlowTable {
+    map: HashMap<FlowKey, Entry>,
+    digest: Digest,
+}
+
+impl FlowTable {
+    /// Flows held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The digest of the counted flows.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// A flow by key.
+    pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
+        self.map.get(key).map(|e| &e.flow)
+    }
+
+    /// Insert or replace with the given mark; `counted` says whether the flow enters the
+    /// digest. Returns the previous flow.
+    pub fn insert(&mut self, flow: Flow, mark: u64, counted: bool) -> Option<Flow> {
+        let key = flow.key();
+        let bucket = bucket_of(&key);
+        let hash = content_hash(&flow);
+        let old = self.map.insert(
+            key,
+            Entry {
+                flow,
+                bucket,
+                hash,
+                counted,
+                mark,
+            },
+        );
+        if let Some(o) = old.as_ref().filter(|o| o.counted) {
+            self.digest.remove(o.bucket, o.hash);
+        }
+        if counted {
+            self.digest.add(bucket, hash);
+        }
+        old.map(|o| o.flow)
+    }
+
+    /// Count a held-back flow in the digest (it is replicated now).
+    pub fn count_in(&mut self, key: &FlowKey) {
+        if let Some(e) = self.map.get_mut(key).filter(|e| !e.counted) {
+            e.counted = true;
+            self.digest.add(e.bucket, e.hash);
+        }
+    }
+
+    /// Whether a flow is counted in the digest.
+    pub fn is_counted(&self, key: &FlowKey) -> bool {
+        self.map.get(key).is_some_and(|e| e.counted)
+    }
+
+    /// Set the mark of a flow without changing it.
+    pub fn touch(&mut self, key: &FlowKey, mark: u64) {
+        if let Some(e) = self.map.get_mut(key) {
+            e.mark = mark;
+        }
+    }
+
+    /// Remove by key.
+    pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
+        let e = self.map.remove(key)?;
+        if e.counted {
+            self.digest.remove(e.bucket, e.hash);
+        }
+        Some(e.flow)
+    }
+
+    /// Remove every flow (optionally only in `bucket`) whose mark is below `mark`;
+    /// returns their keys.
+    pub fn sweep(&mut self, mark: u64, bucket: Option<u16>) -> Vec<FlowKey> {
+        let stale: Vec<FlowKey> = self
+            .map
+            .iter()
+            .filter(|(_, e)| e.mark < mark && bucket.is_none_or(|b| e.bucket == b))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &stale {
+            self.remove(k);
+        }
+        stale
+    }
+
+    /// Every flow.
+    pub fn flows(&self) -> impl Iterator<Item = &Flow> {
+        self.map.values().map(|e| &e.flow)
+    }
+
+    /// Counted flows of one bucket.
+    pub fn bucket_flows(&self, bucket: u16) -> impl Iterator<Item = &Flow> {
+        self.map
+            .values()
+            .filter(move |e| e.bucket == bucket && e.counted)
+            .map(|e| &e.flow)
+    }
+
+    /// Keys of every counted flow (a snapshot for a paced bulk transfer).
+    pub fn counted_keys(&self) -> Vec<FlowKey> {
+        self.map
+            .iter()
+            .filter(|(_, e)| e.counted)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Drop everything.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.digest = Digest::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use ctnetlink::{Tuple, ipproto};
+
+    use super::*;
+
+    fn flow(i: u8, mark: u32) -> Flow {
+        let t = Tuple::ports(
+            ipproto::UDP,
+            IpAddr::V4(Ipv4Addr::new(198, 18, 0, i)),
+            1000,
+            IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+            53,
+        );
+        let mut f = Flow::new(t, t.inverse());
+        f.mark = Some(mark);
+        f.timeout = Some(u32::from(i));
+        f
+    }
+
+    #[test]
+    fn digest_follows_content_not_order_or_timeouts() {
+        let mut a = FlowTable::default();
+        let mut b = FlowTable::default();
+        for i in 0..50 {
+            a.insert(flow(i, 1), 0, true);
+        }
+        for i in (0..50).rev() {
+            let mut f = flow(i, 1);
+            f.timeout = Some(999);
+            b.insert(f, 0, true);
+        }
+        assert_eq!(a.digest(), b.digest());
+        b.insert(flow(7, 2), 0, true);
+        assert_eq!(a.digest().differing(&b.digest().hashes), vec![bucket_of(&flow(7, 2).key())]);
+        b.insert(flow(7, 1), 0, true);
+        assert_eq!(a.digest(), b.digest());
+        b.remove(&flow(3, 1).key());
+        assert_eq!(b.digest().count, 49);
+        assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn uncounted_flows_stay_out_of_the_digest_until_counted() {
+        let mut t = FlowTable::default();
+        t.insert(flow(1, 1), 0, false);
+        assert_eq!(t.digest(), &Digest::default());
+        t.count_in(&flow(1, 1).key());
+        assert_eq!(t.digest().count, 1);
+        t.remove(&flow(1, 1).key());
+        assert_eq!(t.digest(), &Digest::default());
+    }
+
+    #[test]
+    fn sweep_removes_what_a_transfer_did_not_mention() {
+        let mut t = FlowTable::default();
+        for i in 0..10 {
+            t.insert(flow(i, 1), 1, true);
+        }
+        for i in 0..5 {
+            t.insert(flow(i, 1), 2, true);
+        }
+        let mut gone = t.sweep(2, None);
+        gone.sort_by_key(|k| k.orig.src);
+        assert_eq!(gone.len(), 5);
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.digest().count, 5);
+    }
+}

@@ -1,0 +1,471 @@
+//! Reliable, ordered message streams, one per (sender, receiver) pair
+//! (docs/PROTOCOL.md §6).
+//!
+//! Sequence numbers are 64-bit inside and travel as their low 32 bits; the receiver
+//! takes the value nearest to what it expects (as QUIC does with packet numbers). A
+//! stream has a generation: a reset starts a new generation at 0, and the sender follows
+//! it with a bulk transfer, so nothing is lost across a reset.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use ctnetlink::FlowKey;
+use ctsync_wire::Message;
+use ctsync_wire::frame::SeqRange;
+
+/// Expand a 32-bit wire sequence number to the 64-bit one nearest `expected`.
+pub fn expand_seq(low: u32, expected: u64) -> u64 {
+    let base = expected & !0xffff_ffff;
+    let candidates = [
+        base.wrapping_sub(1 << 32) | u64::from(low),
+        base | u64::from(low),
+        base.wrapping_add(1 << 32) | u64::from(low),
+    ];
+    candidates
+        .into_iter()
+        .min_by_key(|&c| c.abs_diff(expected))
+        .unwrap_or(u64::from(low))
+}
+
+/// A message waiting to be numbered, with the flow it concerns (for coalescing).
+#[derive(Debug, Clone)]
+struct Pending {
+    key: Option<FlowKey>,
+    message: Message,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    seq: u64,
+    message: Message,
+    sent_at: Option<Instant>,
+    acked: bool,
+}
+
+/// Counters of a send stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendStats {
+    /// Messages sent for the first time.
+    pub sent: u64,
+    /// Messages sent again.
+    pub retransmitted: u64,
+    /// Resets (the peer fell behind, restarted, or was down).
+    pub resets: u64,
+    /// Messages merged into a pending one for the same flow.
+    pub coalesced: u64,
+}
+
+/// The sending half: pending messages, numbered ones in flight, retransmission.
+#[derive(Debug)]
+pub struct SendStream {
+    generation: u32,
+    next_seq: u64,
+    in_flight: VecDeque<InFlight>,
+    pending: VecDeque<Option<Pending>>,
+    pending_base: u64,
+    pending_live: usize,
+    by_key: HashMap<FlowKey, u64>,
+    window: usize,
+    limit: usize,
+    /// Counters.
+    pub stats: SendStats,
+}
+
+impl SendStream {
+    /// A stream allowing `window` messages in flight and `limit` pending.
+    pub fn new(window: usize, limit: usize) -> SendStream {
+        SendStream {
+            generation: 0,
+            next_seq: 0,
+            in_flight: VecDeque::new(),
+            pending: VecDeque::new(),
+            pending_base: 0,
+            pending_live: 0,
+            by_key: HashMap::new(),
+            window,
+            limit,
+            stats: SendStats::default(),
+        }
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Drop everything and start a new generation at sequence 0.
+    pub fn reset(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.next_seq = 0;
+        self.in_flight.clear();
+        self.pending.clear();
+        self.pending_base = 0;
+        self.pending_live = 0;
+        self.by_key.clear();
+        self.stats.resets += 1;
+    }
+
+    /// Messages pending or in flight.
+    pub fn backlog(&self) -> usize {
+        self.pending_live + self.in_flight.len()
+    }
+
+    /// Whether nothing is pending or unacknowledged.
+    pub fn is_idle(&self) -> bool {
+        self.backlog() == 0
+    }
+
+    /// Queue a message. Flow messages for a flow that already has one pending are merged
+    /// into it (the receiver only needs the latest state). Returns `false` when the
+    /// pending queue is full: the caller must reset the stream and resynchronise.
+    pub fn push(&mut self, message: Message) -> bool {
+        let key = match &message {
+            Message::FlowNew(f) | Message::FlowUpdate(f) => Some(f.key()),
+            Message::FlowDelete(k) => Some(*k),
+            _ => None,
+        };
+        if let Some(k) = key {
+            if let Some(&at) = self.by_key.get(&k) {
+                let idx = (at - self.pending_base) as usize;
+                if let Some(slot) = self.pending.get_mut(idx) {
+                    if let Some(p) = slot.take() {
+                        self.stats.coalesced += 1;
+                        match (p.message, message) {
+                            // Created and gone before it was sent: nothing to send.
+                            (Message::FlowNew(_), Message::FlowDelete(_)) => {
+                                self.by_key.remove(&k);
+                                self.pending_live -= 1;
+                                return true;
+                            }
+                            (Message::FlowNew(_), Message::FlowUpdate(f))
+                            | (Message::FlowDelete(_), Message::FlowUpdate(f) | Message::FlowNew(f)) => {
+                                *slot = Some(Pending { key, message: Message::FlowNew(f) });
+                            }
+                            (_, m) => *slot = Some(Pending { key, message: m }),
+                        }
+                        return true;
+                    }
+                }
+            }
+        }
+        if self.pending_live >= self.limit {
+            return false;
+        }
+        let at = self.pending_base + self.pending.len() as u64;
+        if let Some(k) = key {
+            self.by_key.insert(k, at);
+        }
+        self.pending.push_back(Some(Pending { key, message }));
+        self.pending_live += 1;
+        true
+    }
+
+    /// Room for more messages in flight.
+    pub fn window_open(&self) -> bool {
+        self.in_flight.len() < self.window
+    }
+
+    /// Take the next pending message and number it (call only while the window is open).
+    pub fn next_new(&mut self, now: Instant) -> Option<(u64, &Message)> {
+        if !self.window_open() {
+            return None;
+        }
+        let p = loop {
+            let slot = self.pending.pop_front()?;
+            self.pending_base += 1;
+            if let Some(p) = slot {
+                break p;
+            }
+        };
+        self.pending_live -= 1;
+        if let Some(k) = &p.key {
+            if self.by_key.get(k) == Some(&(self.pending_base - 1)) {
+                self.by_key.remove(k);
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.stats.sent += 1;
+        self.in_flight.push_back(InFlight {
+            seq,
+            message: p.message,
+            sent_at: Some(now),
+            acked: false,
+        });
+        self.in_flight.back().map(|f| (f.seq, &f.message))
+    }
+
+    /// Whether some in-flight message is due for retransmission at `now`.
+    pub fn retransmit_due(&self, now: Instant, rto: Duration) -> bool {
+        self.in_flight
+            .iter()
+            .any(|f| !f.acked && f.sent_at.is_none_or(|t| now >= t + rto))
+    }
+
+    /// The next message due for retransmission, marked as sent now.
+    pub fn next_retransmit(&mut self, now: Instant, rto: Duration) -> Option<(u64, &Message)> {
+        let f = self
+            .in_flight
+            .iter_mut()
+            .find(|f| !f.acked && f.sent_at.is_none_or(|t| now >= t + rto))?;
+        f.sent_at = Some(now);
+        self.stats.retransmitted += 1;
+        Some((f.seq, &f.message))
+    }
+
+    /// Put a message back as unsent (it did not fit in the datagram after all).
+    pub fn unsend(&mut self, seq: u64) {
+        if let Some(f) = self.in_flight.iter_mut().find(|f| f.seq == seq) {
+            f.sent_at = None;
+        }
+    }
+
+    /// When the oldest unacknowledged message is due again.
+    pub fn next_deadline(&self, rto: Duration) -> Option<Instant> {
+        self.in_flight
+            .iter()
+            .filter(|f| !f.acked)
+            .filter_map(|f| f.sent_at.map(|t| t + rto))
+            .min()
+    }
+
+    /// Whether messages are pending and the window lets them go.
+    pub fn has_new(&self) -> bool {
+        self.pending_live > 0 && self.window_open()
+    }
+
+    /// An acknowledgement from the receiver.
+    pub fn on_ack(&mut self, generation: u32, next: u32, ranges: &[SeqRange]) {
+        if generation != self.generation {
+            return;
+        }
+        let expected = self.in_flight.front().map_or(self.next_seq, |f| f.seq);
+        let next = expand_seq(next, expected).min(self.next_seq);
+        while self.in_flight.front().is_some_and(|f| f.seq < next) {
+            self.in_flight.pop_front();
+        }
+        for &(s, e) in ranges {
+            let (s, e) = (expand_seq(s, next), expand_seq(e, next));
+            for f in self.in_flight.iter_mut().filter(|f| f.seq >= s && f.seq < e) {
+                f.acked = true;
+            }
+        }
+    }
+
+    /// A negative acknowledgement: send these again now.
+    pub fn on_nack(&mut self, generation: u32, ranges: &[SeqRange]) {
+        if generation != self.generation {
+            return;
+        }
+        let base = self.in_flight.front().map_or(self.next_seq, |f| f.seq);
+        for &(s, e) in ranges {
+            let (s, e) = (expand_seq(s, base), expand_seq(e, base));
+            for f in self.in_flight.iter_mut().filter(|f| !f.acked && f.seq >= s && f.seq < e) {
+                f.sent_at = None;
+            }
+        }
+    }
+}
+
+/// What the receive half hands up.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Messages now deliverable, in order.
+    pub messages: Vec<Message>,
+    /// The sender started a new generation: drop what the old one promised.
+    pub reset: bool,
+}
+
+/// The receiving half: reordering, duplicate suppression, ACK and NACK state.
+#[derive(Debug)]
+pub struct RecvStream {
+    generation: Option<u32>,
+    next: u64,
+    buffered: BTreeMap<u64, Option<Message>>,
+    limit: usize,
+    /// An ACK should go out.
+    pub ack_due: bool,
+    /// A NACK should go out (a gap was seen).
+    pub nack_due: bool,
+    /// Messages received twice (dropped).
+    pub duplicates: u64,
+    /// Messages dropped because they were too far ahead.
+    pub overflow: u64,
+}
+
+impl RecvStream {
+    /// A stream buffering at most `limit` out-of-order messages.
+    pub fn new(limit: usize) -> RecvStream {
+        RecvStream {
+            generation: None,
+            next: 0,
+            buffered: BTreeMap::new(),
+            limit,
+            ack_due: false,
+            nack_due: false,
+            duplicates: 0,
+            overflow: 0,
+        }
+    }
+
+    /// Forget the stream (the peer restarted).
+    pub fn forget(&mut self) {
+        self.generation = None;
+        self.next = 0;
+        self.buffered.clear();
+    }
+
+    /// The generation being received.
+    pub fn generation(&self) -> u32 {
+        self.generation.unwrap_or(0)
+    }
+
+    /// Whether a gap is outstanding.
+    pub fn has_gap(&self) -> bool {
+        !self.buffered.is_empty()
+    }
+
+    /// Take in the messages of a `DATA` frame (`None` for a message type we skip).
+    pub fn receive(&mut self, generation: u32, first: u32, messages: Vec<Option<Message>>) -> Delivery {
+        let mut out = Delivery::default();
+        match self.generation {
+            Some(g) if generation.wrapping_sub(g) as i32 <= 0 && generation != g => return out, // old
+            Some(g) if g == generation => {}
+            _ => {
+                out.reset = self.generation.is_some();
+                self.generation = Some(generation);
+                self.next = 0;
+                self.buffered.clear();
+            }
+        }
+        self.ack_due = true;
+        let first = expand_seq(first, self.next);
+        for (i, m) in messages.into_iter().enumerate() {
+            let seq = first + i as u64;
+            if seq < self.next || self.buffered.contains_key(&seq) {
+                self.duplicates += 1;
+                continue;
+            }
+            if seq - self.next > self.limit as u64 {
+                self.overflow += 1;
+                continue;
+            }
+            self.buffered.insert(seq, m);
+        }
+        while let Some(m) = self.buffered.remove(&self.next) {
+            out.messages.extend(m);
+            self.next += 1;
+        }
+        if !self.buffered.is_empty() {
+            self.nack_due = true;
+        }
+        out
+    }
+
+    /// The ACK to send: next expected and received ranges above it.
+    pub fn ack(&self) -> (u32, u32, Vec<SeqRange>) {
+        let mut ranges: Vec<SeqRange> = Vec::new();
+        let mut cur: Option<(u64, u64)> = None;
+        for &s in self.buffered.keys() {
+            cur = match cur {
+                Some((a, b)) if b == s => Some((a, s + 1)),
+                Some((a, b)) => {
+                    ranges.push((a as u32, b as u32));
+                    Some((s, s + 1))
+                }
+                None => Some((s, s + 1)),
+            };
+        }
+        if let Some((a, b)) = cur {
+            ranges.push((a as u32, b as u32));
+        }
+        ranges.truncate(ctsync_wire::frame::MAX_RANGES);
+        (self.generation(), self.next as u32, ranges)
+    }
+
+    /// The NACK to send: the gaps below the highest buffered message.
+    pub fn nack(&self) -> (u32, Vec<SeqRange>) {
+        let mut gaps = Vec::new();
+        let mut at = self.next;
+        for &s in self.buffered.keys() {
+            if s > at {
+                gaps.push((at as u32, s as u32));
+            }
+            at = s + 1;
+        }
+        gaps.truncate(ctsync_wire::frame::MAX_RANGES);
+        (self.generation(), gaps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(i: u32) -> Message {
+        Message::BulkBegin { id: i }
+    }
+
+    #[test]
+    fn expand_picks_the_nearest() {
+        assert_eq!(expand_seq(5, 3), 5);
+        assert_eq!(expand_seq(0xffff_fffe, 1 << 32), 0xffff_fffe);
+        assert_eq!(expand_seq(2, (1 << 32) - 3), (1 << 32) + 2);
+    }
+
+    #[test]
+    fn receive_reorders_and_drops_duplicates() {
+        let mut r = RecvStream::new(100);
+        let d = r.receive(1, 2, vec![Some(msg(2)), Some(msg(3))]);
+        assert!(d.messages.is_empty());
+        assert_eq!(r.nack(), (1, vec![(0, 2)]));
+        let d = r.receive(1, 0, vec![Some(msg(0)), Some(msg(1)), Some(msg(2))]);
+        assert_eq!(d.messages, vec![msg(0), msg(1), msg(2), msg(3)]);
+        assert_eq!(r.duplicates, 1);
+        assert_eq!(r.ack(), (1, 4, vec![]));
+    }
+
+    #[test]
+    fn coalescing_keeps_only_the_latest_state() {
+        use std::net::{IpAddr, Ipv4Addr};
+
+        use ctnetlink::{Flow, Tuple, ipproto};
+        let t = Tuple::ports(ipproto::TCP, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), 1, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 2);
+        let mut f = Flow::new(t, t.inverse());
+        let mut s = SendStream::new(10, 10);
+        assert!(s.push(Message::FlowNew(f.clone())));
+        f.mark = Some(9);
+        assert!(s.push(Message::FlowUpdate(f.clone())));
+        assert_eq!(s.backlog(), 1);
+        let now = Instant::now();
+        let (_, m) = s.next_new(now).unwrap();
+        assert_eq!(m, &Message::FlowNew(f.clone()));
+        // New then delete before sending: nothing at all.
+        let mut s = SendStream::new(10, 10);
+        s.push(Message::FlowNew(f.clone()));
+        s.push(Message::FlowDelete(f.key()));
+        assert_eq!(s.backlog(), 0);
+        assert!(s.next_new(now).is_none());
+    }
+
+    #[test]
+    fn acks_retire_and_nacks_resend() {
+        let mut s = SendStream::new(10, 100);
+        let now = Instant::now();
+        for i in 0..5 {
+            s.push(msg(i));
+        }
+        for _ in 0..5 {
+            s.next_new(now);
+        }
+        s.on_ack(0, 2, &[(3, 4)]);
+        assert_eq!(s.backlog(), 3);
+        assert!(!s.retransmit_due(now, Duration::from_millis(100)));
+        s.on_nack(0, &[(2, 3)]);
+        let (seq, _) = s.next_retransmit(now, Duration::from_millis(100)).unwrap();
+        assert_eq!(seq, 2);
+        let later = now + Duration::from_millis(150);
+        let (seq, _) = s.next_retransmit(later, Duration::from_millis(100)).unwrap();
+        assert_eq!(seq, 4, "3 was acked selectively");
+    }
+}
