@@ -252,7 +252,10 @@ mod tests {
         }
         assert_eq!(a.digest(), b.digest());
         b.insert(flow(7, 2), 0, true);
-        assert_eq!(a.digest().differing(&b.digest().hashes), vec![bucket_of(&flow(7, 2).key())]);
+        assert_eq!(
+            a.digest().differing(&b.digest().hashes),
+            vec![bucket_of(&flow(7, 2).key())]
+        );
         b.insert(flow(7, 1), 0, true);
         assert_eq!(a.digest(), b.digest());
         b.remove(&flow(3, 1).key());

@@ -44,7 +44,11 @@ fn in_prefix(addr: &IpAddr, (net, len): &(IpAddr, u8)) -> bool {
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
             let len = u32::from((*len).min(128));
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             u128::from(*a) & mask == u128::from(*n) & mask
         }
         _ => false,
@@ -154,7 +158,13 @@ mod tests {
     use super::*;
 
     fn tcp(src: [u8; 4], state: u8) -> Flow {
-        let t = Tuple::ports(ipproto::TCP, IpAddr::V4(Ipv4Addr::from(src)), 1, IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)), 443);
+        let t = Tuple::ports(
+            ipproto::TCP,
+            IpAddr::V4(Ipv4Addr::from(src)),
+            1,
+            IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+            443,
+        );
         let mut f = Flow::new(t, t.inverse());
         f.protoinfo = Some(ProtoInfo::Tcp(TcpInfo {
             state: Some(state),

@@ -586,6 +586,16 @@ impl<'b> FrameWriter<'b> {
         FrameWriter { buf }
     }
 
+    /// Bytes in the buffer so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     fn frame(&mut self, ty: u8, payload: impl FnOnce(&mut Vec<u8>)) {
         self.buf.push(ty);
         let at = self.buf.len();

@@ -1,0 +1,1195 @@
+//! The node: one ctsync instance's whole protocol state, driven by inputs, answering
+//! with actions. See the crate documentation for the contract.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use ctnetlink::{EventKind, Flow, FlowKey};
+use ctsync_wire::frame::{DataMessages, Frame, FrameWriter};
+use ctsync_wire::header::{HEADER_LEN, Header, VERSION};
+use ctsync_wire::{
+    ClusterSecret, Message, NodeId, ReplayError, TAG_LEN, TrafficKey, WireError, WireRole, frames,
+};
+
+use crate::cache::{BUCKETS, FlowTable, same_state};
+use crate::config::{Config, Mode};
+use crate::peer::{BulkOut, Peer, generation_of, key_id_of};
+
+/// What this node does for the cluster now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// It carries the traffic; its kernel table is the truth.
+    Primary,
+    /// It stands by with a copy of the primary's table.
+    Backup,
+    /// Neither (keepalived FAULT).
+    Fault,
+}
+
+impl Role {
+    fn wire(self) -> WireRole {
+        match self {
+            Role::Primary => WireRole::Primary,
+            Role::Backup => WireRole::Backup,
+            Role::Fault => WireRole::Fault,
+        }
+    }
+}
+
+/// An operation on this node's kernel table, for the shell to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelOp {
+    /// Create the flow, or update it if it exists.
+    Upsert(Flow),
+    /// Delete the flow if it exists.
+    Delete(FlowKey),
+    /// Reset an existing flow's timeout (hot standby keeps idle replicated flows alive).
+    Refresh(Flow),
+    /// Dump the kernel table into [`Node::begin_kernel_dump`] … [`Node::end_kernel_dump`].
+    Dump,
+    /// Lower the timeout of every local entry to at most this many seconds.
+    ShortenTimeouts(u32),
+}
+
+/// Something an operator or the daemon may want to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notify {
+    /// A peer's epoch was verified and it is reachable.
+    PeerUp(NodeId),
+    /// A peer was not heard from for the dead interval.
+    PeerDown(NodeId),
+    /// A peer came back with a new epoch (it restarted).
+    PeerRestarted(NodeId),
+    /// Readiness to take over changed.
+    Ready(bool),
+    /// A bulk transfer to a peer finished sending.
+    BulkSent {
+        /// The peer.
+        to: NodeId,
+        /// Flows sent.
+        flows: u64,
+    },
+    /// A bulk transfer from a peer completed here.
+    BulkReceived {
+        /// The peer.
+        from: NodeId,
+        /// Stale flows removed by it.
+        swept: usize,
+    },
+    /// Differing digest buckets were found and repairs asked for.
+    Repairing {
+        /// The peer whose copy differs.
+        from: NodeId,
+        /// Buckets.
+        buckets: usize,
+    },
+}
+
+/// Why a datagram was dropped. Each has a counter ([`Node::drops`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// Shorter than a header and tag, or a body that does not parse.
+    Malformed,
+    /// Not ctsync (wrong magic).
+    BadMagic,
+    /// A datagram version we do not speak.
+    Version,
+    /// From a node that is not configured as a peer.
+    UnknownNode,
+    /// Claims to come from this node.
+    SelfNode,
+    /// The tag did not verify.
+    Authentication,
+    /// Seen before.
+    Replay,
+    /// Older than the replay window.
+    TooOld,
+    /// From an epoch older than the peer's current one.
+    StaleEpoch,
+    /// Data from an epoch not yet proven live by a challenge.
+    Unverified,
+}
+
+/// Counters by drop reason.
+pub type DropCounters = BTreeMap<DropReason, u64>;
+
+#[derive(Debug, Default)]
+struct External {
+    table: FlowTable,
+    mark: u64,
+    bulk_mark: Option<u64>,
+    bucket_marks: HashMap<u16, u64>,
+}
+
+/// A small deterministic generator (SplitMix64) for challenges and transfer ids;
+/// seeded by the shell from real randomness.
+#[derive(Debug, Clone)]
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Counters of the node (for `ctsync status` and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Datagrams accepted.
+    pub datagrams_received: u64,
+    /// Flow messages applied to external caches.
+    pub flows_received: u64,
+    /// Kernel events ignored because our own writes caused them.
+    pub own_events: u64,
+    /// Kernel events not replicated because of the filter.
+    pub filtered: u64,
+    /// Flows never sent because they died within the sync delay.
+    pub delayed_and_gone: u64,
+    /// Streams reset because a peer fell behind.
+    pub overflows: u64,
+    /// Kernel overruns reported by the shell.
+    pub kernel_overruns: u64,
+}
+
+/// One ctsync node. See the crate documentation.
+pub struct Node {
+    cfg: Config,
+    secret: ClusterSecret,
+    epoch: u64,
+    rng: SplitMix,
+    packet: u64,
+    tx_key: TrafficKey,
+    handshake_key: TrafficKey,
+    key_started: Instant,
+    key_packets: u64,
+    role: Role,
+    role_set: bool,
+    ready: bool,
+    internal: FlowTable,
+    dump_mark: u64,
+    dumping: bool,
+    bulk_after_dump: bool,
+    delayed: VecDeque<(Instant, FlowKey)>,
+    peers: BTreeMap<NodeId, Peer>,
+    external: BTreeMap<NodeId, External>,
+    kernel_ops: VecDeque<KernelOp>,
+    notes: VecDeque<Notify>,
+    next_digest: Instant,
+    next_refresh: Instant,
+    rr: usize,
+    drops: DropCounters,
+    stats: NodeStats,
+    scratch: Vec<u8>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node", &self.cfg.node)
+            .field("epoch", &self.epoch)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+fn wire_role_primary(r: WireRole) -> bool {
+    r == WireRole::Primary
+}
+
+impl Node {
+    /// A node starting now. `epoch` must be larger than any epoch this node used before
+    /// (wall-clock seconds in the high bits and random low bits do that); `seed` seeds
+    /// challenges and ids (real randomness in the daemon, fixed in simulations).
+    pub fn new(
+        cfg: Config,
+        secret: ClusterSecret,
+        epoch: u64,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Node, WireError> {
+        let tx_key = secret.traffic_key(cfg.node, epoch, 1)?;
+        let handshake_key = secret.traffic_key(cfg.node, epoch, 0)?;
+        let peers = cfg
+            .peers
+            .iter()
+            .filter(|&&p| p != cfg.node)
+            .map(|&p| (p, Peer::new(p, cfg.window, cfg.queue_limit)))
+            .collect();
+        Ok(Node {
+            next_digest: now + cfg.digest_interval,
+            next_refresh: now + cfg.refresh_interval,
+            cfg,
+            secret,
+            epoch,
+            rng: SplitMix(seed),
+            packet: 0,
+            tx_key,
+            handshake_key,
+            key_started: now,
+            key_packets: 0,
+            role: Role::Backup,
+            role_set: false,
+            ready: false,
+            internal: FlowTable::default(),
+            dump_mark: 0,
+            dumping: false,
+            bulk_after_dump: false,
+            delayed: VecDeque::new(),
+            peers,
+            external: BTreeMap::new(),
+            kernel_ops: VecDeque::new(),
+            notes: VecDeque::new(),
+            rr: 0,
+            drops: DropCounters::new(),
+            stats: NodeStats::default(),
+            scratch: Vec::with_capacity(2048),
+            started: now,
+        })
+    }
+
+    // ---- inputs: the kernel ------------------------------------------------------
+
+    /// A kernel event. `ours` is true when our own writes caused it (the event's port id
+    /// is one of the daemon's sockets): such events are not replicated.
+    pub fn handle_kernel_event(&mut self, now: Instant, kind: EventKind, flow: &Flow, ours: bool) {
+        if ours {
+            self.stats.own_events += 1;
+            return;
+        }
+        match kind {
+            EventKind::New | EventKind::Update => {
+                self.local_upsert(now, flow, kind == EventKind::New)
+            }
+            EventKind::Destroy => self.local_remove(&flow.key()),
+        }
+    }
+
+    /// The kernel's event socket overran: events were lost. The table is re-read
+    /// (the shell gets [`KernelOp::Dump`]); anti-entropy repairs peers meanwhile.
+    pub fn handle_kernel_overrun(&mut self, _now: Instant) {
+        self.stats.kernel_overruns += 1;
+        self.kernel_ops.push_back(KernelOp::Dump);
+    }
+
+    /// A kernel dump starts: what it does not mention is gone at [`Node::end_kernel_dump`].
+    pub fn begin_kernel_dump(&mut self, _now: Instant) {
+        self.dump_mark += 1;
+        self.dumping = true;
+    }
+
+    /// One flow of a kernel dump.
+    pub fn handle_dumped(&mut self, now: Instant, flow: &Flow) {
+        self.local_upsert(now, flow, false);
+    }
+
+    /// The dump is complete: flows it did not mention are removed (and deletions sent).
+    pub fn end_kernel_dump(&mut self, now: Instant) {
+        if !self.dumping {
+            return;
+        }
+        self.dumping = false;
+        for key in self.internal.sweep(self.dump_mark, None) {
+            self.replicate(Message::FlowDelete(key));
+        }
+        if self.bulk_after_dump {
+            self.bulk_after_dump = false;
+            let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+            for id in ids {
+                self.start_bulk(id, now);
+            }
+        }
+    }
+
+    fn local_upsert(&mut self, now: Instant, flow: &Flow, new: bool) {
+        if !self.cfg.filter.accepts(flow) {
+            self.stats.filtered += 1;
+            // A flow that stops passing the filter (e.g. it left its zone) is gone for
+            // the peers.
+            if self.internal.remove(&flow.key()).is_some() {
+                self.replicate(Message::FlowDelete(flow.key()));
+            }
+            return;
+        }
+        let key = flow.key();
+        let known = self.internal.get(&key).cloned();
+        let counted = self.internal.is_counted(&key);
+        let hold = self.cfg.sync_delay > std::time::Duration::ZERO && (known.is_none() || !counted);
+        self.internal.insert(flow.clone(), self.dump_mark, !hold);
+        if hold {
+            if known.is_none() {
+                self.delayed.push_back((now + self.cfg.sync_delay, key));
+            }
+            return;
+        }
+        match known {
+            Some(old) if same_state(&old, flow) => {}
+            Some(_) => self.replicate(Message::FlowUpdate(flow.clone())),
+            None if new => self.replicate(Message::FlowNew(flow.clone())),
+            None => self.replicate(Message::FlowUpdate(flow.clone())),
+        }
+    }
+
+    fn local_remove(&mut self, key: &FlowKey) {
+        let counted = self.internal.is_counted(key);
+        if self.internal.remove(key).is_some() {
+            if counted {
+                self.replicate(Message::FlowDelete(*key));
+            } else {
+                self.stats.delayed_and_gone += 1;
+            }
+        }
+    }
+
+    /// Queue a message on every peer's stream (the live ones; a down peer is
+    /// resynchronised when it comes back).
+    fn replicate(&mut self, m: Message) {
+        let mut overflowed = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            if p.epoch.is_none() || !p.up || p.resync_needed {
+                continue;
+            }
+            if !p.send.push(m.clone()) {
+                overflowed.push(*id);
+            }
+        }
+        for id in overflowed {
+            self.stats.overflows += 1;
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.resync_needed = true;
+                p.send.reset();
+                p.bulk = None;
+            }
+        }
+    }
+
+    // ---- inputs: the operator and keepalived --------------------------------------
+
+    /// Change role (keepalived's MASTER/BACKUP/FAULT, or the operator).
+    pub fn set_role(&mut self, now: Instant, role: Role) {
+        if role == self.role && self.role_set {
+            return;
+        }
+        self.role_set = true;
+        self.role = role;
+        match role {
+            Role::Primary => {
+                // Commit what peers told us (hot standby: already in the kernel), then
+                // take the kernel's table as ours and send it to everyone.
+                if self.cfg.mode == Mode::Commit {
+                    self.commit();
+                }
+                self.external.clear();
+                for p in self.peers.values_mut() {
+                    p.bulk_done = false;
+                    p.digest_ok = false;
+                }
+                self.kernel_ops.push_back(KernelOp::Dump);
+                self.bulk_after_dump = true;
+            }
+            Role::Backup | Role::Fault => {
+                // Whatever the kernel holds may be stale (our own flows from when we were
+                // primary, or flows a previous run of ctsync replicated that the primary
+                // has since closed): let it expire soon. The primary's bulk transfer,
+                // asked for next, re-asserts every live flow with its real timeout.
+                self.kernel_ops
+                    .push_back(KernelOp::ShortenTimeouts(self.cfg.shorten_timeout));
+                self.request_resync(now);
+            }
+        }
+        self.update_ready();
+    }
+
+    /// The role now.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Write every flow of every external cache to the kernel.
+    pub fn commit(&mut self) -> usize {
+        let mut n = 0;
+        // Only what a primary owned: other tables may hold stale copies (see
+        // `apply_message`).
+        let owners: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| p.was_primary)
+            .map(|p| p.id)
+            .collect();
+        for ext in owners.iter().filter_map(|o| self.external.get(o)) {
+            for f in ext.table.flows() {
+                self.kernel_ops.push_back(KernelOp::Upsert(f.clone()));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Ask every peer for its whole table.
+    pub fn request_resync(&mut self, _now: Instant) {
+        for p in self.peers.values_mut() {
+            if p.epoch.is_some() && p.up {
+                p.bulk_done = false;
+                p.send.push(Message::ResyncRequest);
+            }
+        }
+        self.update_ready();
+    }
+
+    /// Send our whole table to every peer.
+    pub fn bulk(&mut self, now: Instant) {
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.start_bulk(id, now);
+        }
+    }
+
+    /// Re-read the kernel table (the shell gets [`KernelOp::Dump`]).
+    pub fn resync_internal(&mut self) {
+        self.kernel_ops.push_back(KernelOp::Dump);
+    }
+
+    /// Forget the internal cache (it is rebuilt by the next dump).
+    pub fn flush_internal(&mut self) {
+        self.internal.clear();
+        self.delayed.clear();
+    }
+
+    /// Forget every external cache.
+    pub fn flush_external(&mut self) {
+        self.external.clear();
+        for p in self.peers.values_mut() {
+            p.bulk_done = false;
+        }
+        self.update_ready();
+    }
+
+    fn start_bulk(&mut self, id: NodeId, _now: Instant) {
+        let bulk_id = self.rng.next() as u32;
+        let keys = self.internal.counted_keys();
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.epoch.is_none() || !p.up {
+            p.resync_needed = true;
+            return;
+        }
+        // A fresh stream generation: whatever the old one had in flight is superseded.
+        p.send.reset();
+        p.resync_needed = false;
+        p.send.push(Message::BulkBegin { id: bulk_id });
+        p.bulk = Some(BulkOut {
+            id: bulk_id,
+            keys,
+            sent: 0,
+        });
+    }
+
+    /// Feed paced bulk flows into a peer's stream while its window has room.
+    fn pump_bulk(&mut self, id: NodeId) {
+        let internal = &self.internal;
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(bulk) = p.bulk.as_mut() else { return };
+        if p.send.backlog() >= self.cfg.window {
+            return;
+        }
+        for _ in 0..self.cfg.bulk_step {
+            let Some(key) = bulk.keys.pop() else { break };
+            if let Some(f) = internal.get(&key).filter(|_| internal.is_counted(&key)) {
+                p.send.push(Message::FlowUpdate(f.clone()));
+                bulk.sent += 1;
+            }
+        }
+        if bulk.keys.is_empty() {
+            let (bulk_id, sent) = (bulk.id, bulk.sent);
+            p.bulk = None;
+            p.send.push(Message::BulkEnd {
+                id: bulk_id,
+                count: sent,
+            });
+            let d = internal.digest();
+            p.send.push(Message::Digest {
+                count: d.count,
+                hashes: d.hashes.to_vec(),
+            });
+            self.notes.push_back(Notify::BulkSent {
+                to: id,
+                flows: sent,
+            });
+        }
+    }
+
+    // ---- inputs: the network -------------------------------------------------------
+
+    /// A datagram from the sync link. Returns why it was dropped, if it was (also
+    /// counted in [`Node::drops`]). The buffer is decrypted in place.
+    pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), DropReason> {
+        let r = self.receive(now, buf);
+        if let Err(reason) = r {
+            *self.drops.entry(reason).or_default() += 1;
+        }
+        r
+    }
+
+    fn receive(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), DropReason> {
+        let h = Header::parse(buf).map_err(|e| match e {
+            WireError::BadMagic => DropReason::BadMagic,
+            WireError::UnsupportedVersion(_) => DropReason::Version,
+            _ => DropReason::Malformed,
+        })?;
+        if buf.len() < HEADER_LEN + TAG_LEN {
+            return Err(DropReason::Malformed);
+        }
+        if h.node == self.cfg.node {
+            return Err(DropReason::SelfNode);
+        }
+        let secret = &self.secret;
+        let peer = self.peers.get_mut(&h.node).ok_or(DropReason::UnknownNode)?;
+        let verified = peer.epoch == Some(h.epoch);
+        if peer.epoch.is_some_and(|e| h.epoch < e) {
+            return Err(DropReason::StaleEpoch);
+        }
+        // Check the replay window before decrypting; update it only after the tag verified.
+        let replay_err = |e: ReplayError| match e {
+            ReplayError::Duplicate => DropReason::Replay,
+            ReplayError::TooOld => DropReason::TooOld,
+        };
+        if verified {
+            peer.replay.check(h.packet).map_err(replay_err)?;
+        } else {
+            if h.key_id != 0 {
+                return Err(DropReason::Unverified);
+            }
+            if let Some((e, w)) = &peer.candidate {
+                if *e == h.epoch {
+                    w.check(h.packet).map_err(replay_err)?;
+                } else if *e > h.epoch {
+                    return Err(DropReason::StaleEpoch);
+                }
+            }
+        }
+        let generation = if verified {
+            generation_of(h.key_id, peer.rx_generation)
+        } else {
+            0
+        };
+        if verified && generation > peer.rx_generation.saturating_add(2) {
+            return Err(DropReason::Authentication);
+        }
+        let key = peer
+            .rx_key(secret, h.epoch, generation)
+            .map_err(|_| DropReason::Authentication)?;
+        let body = key
+            .open(h.packet, buf, HEADER_LEN)
+            .map_err(|_| DropReason::Authentication)?;
+        if verified {
+            peer.replay.insert(h.packet);
+            peer.rx_generation = peer.rx_generation.max(generation);
+        } else {
+            match &mut peer.candidate {
+                Some((e, w)) if *e == h.epoch => w.insert(h.packet),
+                _ => {
+                    let mut w = ctsync_wire::ReplayWindow::default();
+                    w.insert(h.packet);
+                    peer.candidate = Some((h.epoch, w));
+                }
+            }
+        }
+        // Frames: collect first (the body borrows the buffer).
+        let mut collected: Vec<Frame<'_>> = Vec::new();
+        for f in frames(body) {
+            match f {
+                Ok(f) => collected.push(f),
+                Err(_) => return Err(DropReason::Malformed),
+            }
+        }
+        self.stats.datagrams_received += 1;
+        let id = h.node;
+        let mut data: Vec<(u32, u32, Vec<Option<Message>>)> = Vec::new();
+        let mut refused_data = false;
+        for f in collected {
+            match f {
+                Frame::Hello {
+                    challenge,
+                    role,
+                    ready,
+                    ..
+                } => {
+                    let p = self.peer(id);
+                    p.hello_ack_due = Some(challenge);
+                    p.role = role;
+                    p.ready = ready;
+                }
+                Frame::HelloAck { echo, .. } => {
+                    let p = self.peer(id);
+                    if p.challenge == Some(echo) && !verified {
+                        self.verify_epoch(id, h.epoch, now);
+                    }
+                }
+                _ if !verified => refused_data = true,
+                Frame::Alive { role, ready } => {
+                    let p = self.peer(id);
+                    p.role = role;
+                    p.ready = ready;
+                }
+                Frame::Ack {
+                    generation,
+                    next,
+                    ranges,
+                } => {
+                    self.peer(id).send.on_ack(generation, next, &ranges);
+                }
+                Frame::Nack { generation, ranges } => {
+                    self.peer(id).send.on_nack(generation, &ranges);
+                }
+                Frame::Data {
+                    generation,
+                    first,
+                    count,
+                    messages,
+                } => {
+                    let mut ms = Vec::with_capacity(usize::from(count));
+                    for m in DataMessages::new(messages, count) {
+                        match m {
+                            Ok(m) => ms.push(m),
+                            Err(_) => return Err(DropReason::Malformed),
+                        }
+                    }
+                    data.push((generation, first, ms));
+                }
+                Frame::Unknown(_) => {}
+            }
+        }
+        if refused_data {
+            *self.drops.entry(DropReason::Unverified).or_default() += 1;
+        }
+        if verified {
+            self.heard(id, now);
+            let ack_delay = self.cfg.ack_delay;
+            for (generation, first, ms) in data {
+                let p = self.peer(id);
+                let d = p.recv.receive(generation, first, ms);
+                if p.ack_at.is_none() {
+                    p.ack_at = Some(now + ack_delay);
+                }
+                for m in d.messages {
+                    self.apply_message(id, m, now);
+                }
+            }
+            let p = self.peer(id);
+            if wire_role_primary(p.role) {
+                p.was_primary = true;
+            }
+            self.update_ready();
+        }
+        Ok(())
+    }
+
+    fn peer(&mut self, id: NodeId) -> &mut Peer {
+        // Only called for ids taken from `self.peers`.
+        self.peers.entry(id).or_insert_with(|| Peer::new(id, 1, 1))
+    }
+
+    fn heard(&mut self, id: NodeId, now: Instant) {
+        let p = self.peer(id);
+        p.last_heard = Some(now);
+        if !p.up {
+            p.up = true;
+            self.notes.push_back(Notify::PeerUp(id));
+            let p = self.peer(id);
+            if p.resync_needed {
+                self.start_bulk(id, now);
+            }
+        }
+    }
+
+    fn verify_epoch(&mut self, id: NodeId, epoch: u64, now: Instant) {
+        let p = self.peer(id);
+        let restarted = p.epoch.is_some();
+        p.epoch = Some(epoch);
+        p.challenge = None;
+        p.replay = p
+            .candidate
+            .take()
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, w)| w)
+            .unwrap_or_default();
+        p.rx_generation = 1;
+        p.recv.forget();
+        p.bulk_done = false;
+        p.digest_ok = false;
+        p.repairs_pending = 0;
+        p.last_heard = Some(now);
+        p.up = true;
+        if restarted {
+            self.notes.push_back(Notify::PeerRestarted(id));
+        } else {
+            self.notes.push_back(Notify::PeerUp(id));
+        }
+        // Whoever (re)joins gets our whole table.
+        self.start_bulk(id, now);
+    }
+
+    fn apply_message(&mut self, from: NodeId, m: Message, now: Instant) {
+        // Hot standby writes to our kernel only what the primary says: its table is the
+        // truth. Other nodes' tables (a backup's own flows, or flows a restarted backup
+        // found in its kernel and now reports as its own) are kept, never applied: they
+        // could otherwise delete or roll back flows the primary still carries.
+        let origin_is_primary = self
+            .peers
+            .get(&from)
+            .is_some_and(|p| wire_role_primary(p.role));
+        let hot =
+            self.cfg.mode == Mode::HotStandby && self.role != Role::Primary && origin_is_primary;
+        let Node {
+            external,
+            peers,
+            kernel_ops,
+            notes,
+            internal,
+            stats,
+            ..
+        } = self;
+        let Some(p) = peers.get_mut(&from) else {
+            return;
+        };
+        let ext = external.entry(from).or_default();
+        match m {
+            Message::FlowNew(f) | Message::FlowUpdate(f) => {
+                stats.flows_received += 1;
+                let mark = ext.mark;
+                let key = f.key();
+                match ext.table.get(&key) {
+                    // Same state: remember it was mentioned; the kernel already has it.
+                    Some(old) if same_state(old, &f) => ext.table.touch(&key, mark),
+                    _ => {
+                        if hot {
+                            kernel_ops.push_back(KernelOp::Upsert(f.clone()));
+                        }
+                        ext.table.insert(f, mark, true);
+                    }
+                }
+            }
+            Message::FlowDelete(key) => {
+                if ext.table.remove(&key).is_some() && hot {
+                    kernel_ops.push_back(KernelOp::Delete(key));
+                }
+            }
+            Message::BulkBegin { .. } => {
+                ext.mark += 1;
+                ext.bulk_mark = Some(ext.mark);
+                p.bulk_done = false;
+            }
+            Message::BulkEnd { .. } => {
+                let swept = match ext.bulk_mark.take() {
+                    Some(mark) => ext.table.sweep(mark, None),
+                    None => Vec::new(),
+                };
+                if hot {
+                    kernel_ops.extend(swept.iter().map(|k| KernelOp::Delete(*k)));
+                }
+                p.bulk_done = true;
+                notes.push_back(Notify::BulkReceived {
+                    from,
+                    swept: swept.len(),
+                });
+            }
+            Message::Digest { hashes, .. } => {
+                let differing = ext.table.digest().differing(&hashes);
+                if differing.is_empty() {
+                    p.digest_ok = true;
+                } else if p.repairs_pending == 0 {
+                    p.digest_ok = false;
+                    p.repairs_pending = differing.len();
+                    notes.push_back(Notify::Repairing {
+                        from,
+                        buckets: differing.len(),
+                    });
+                    p.send.push(Message::BucketRequest(differing));
+                }
+            }
+            Message::BucketBegin { bucket } => {
+                ext.mark += 1;
+                ext.bucket_marks.insert(bucket, ext.mark);
+            }
+            Message::BucketEnd { bucket } => {
+                if let Some(mark) = ext.bucket_marks.remove(&bucket) {
+                    let swept = ext.table.sweep(mark, Some(bucket));
+                    if hot {
+                        kernel_ops.extend(swept.iter().map(|k| KernelOp::Delete(*k)));
+                    }
+                }
+                p.repairs_pending = p.repairs_pending.saturating_sub(1);
+            }
+            Message::ResyncRequest => self.start_bulk(from, now),
+            Message::BucketRequest(buckets) => {
+                let mut overflow = false;
+                for b in buckets.into_iter().filter(|&b| usize::from(b) < BUCKETS) {
+                    overflow |= !p.send.push(Message::BucketBegin { bucket: b });
+                    for f in internal.bucket_flows(b) {
+                        overflow |= !p.send.push(Message::FlowUpdate(f.clone()));
+                    }
+                    overflow |= !p.send.push(Message::BucketEnd { bucket: b });
+                }
+                let d = internal.digest();
+                overflow |= !p.send.push(Message::Digest {
+                    count: d.count,
+                    hashes: d.hashes.to_vec(),
+                });
+                if overflow {
+                    stats.overflows += 1;
+                    self.start_bulk(from, now);
+                }
+            }
+            Message::ExpNew(_) | Message::ExpDelete(..) => {}
+        }
+    }
+
+    fn update_ready(&mut self) {
+        let ready = match self.role {
+            Role::Primary => true,
+            Role::Fault => false,
+            Role::Backup => self
+                .peers
+                .values()
+                .filter(|p| p.was_primary)
+                .all(Peer::synced),
+        };
+        if ready != self.ready {
+            self.ready = ready;
+            self.notes.push_back(Notify::Ready(ready));
+        }
+    }
+
+    /// Whether this node could take over now without losing flows.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    // ---- timers --------------------------------------------------------------------
+
+    /// Advance timers to `now`: liveness, delayed flows, digests, timeout refresh, rekey.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Peers not heard from.
+        let dead: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.up && p
+                    .last_heard
+                    .is_some_and(|t| now >= t + self.cfg.dead_interval)
+            })
+            .map(|p| p.id)
+            .collect();
+        for id in dead {
+            let p = self.peer(id);
+            p.up = false;
+            p.resync_needed = true;
+            p.send.reset();
+            p.bulk = None;
+            self.notes.push_back(Notify::PeerDown(id));
+        }
+        // Flows that outlived the sync delay are replicated now.
+        while self.delayed.front().is_some_and(|(t, _)| *t <= now) {
+            let Some((_, key)) = self.delayed.pop_front() else {
+                break;
+            };
+            if let Some(f) = self.internal.get(&key).cloned() {
+                self.internal.count_in(&key);
+                self.replicate(Message::FlowNew(f));
+            }
+        }
+        if now >= self.next_digest {
+            self.next_digest = now + self.cfg.digest_interval;
+            let d = self.internal.digest().clone();
+            for p in self.peers.values_mut() {
+                if p.epoch.is_some() && p.up && p.bulk.is_none() && !p.resync_needed {
+                    p.send.push(Message::Digest {
+                        count: d.count,
+                        hashes: d.hashes.to_vec(),
+                    });
+                }
+            }
+        }
+        if now >= self.next_refresh {
+            self.next_refresh = now + self.cfg.refresh_interval;
+            if self.cfg.mode == Mode::HotStandby && self.role != Role::Primary {
+                for ext in self.external.values() {
+                    self.kernel_ops
+                        .extend(ext.table.flows().map(|f| KernelOp::Refresh(f.clone())));
+                }
+            }
+        }
+        self.update_ready();
+    }
+
+    /// The next time [`Node::handle_timeout`] should be called (the shell may call it
+    /// earlier; this is a bound).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = Some(self.next_digest.min(self.next_refresh));
+        let mut at = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        at(self.delayed.front().map(|(d, _)| *d));
+        for p in self.peers.values() {
+            at(p.ack_at);
+            at(p.send.next_deadline(self.cfg.rto));
+            at(Some(
+                p.last_sent
+                    .map_or(self.started, |s| s + self.cfg.alive_interval),
+            ));
+            if p.up {
+                at(p.last_heard.map(|h| h + self.cfg.dead_interval));
+            }
+        }
+        t
+    }
+
+    // ---- outputs -------------------------------------------------------------------
+
+    /// The next kernel operation to carry out.
+    pub fn poll_kernel_op(&mut self) -> Option<KernelOp> {
+        self.kernel_ops.pop_front()
+    }
+
+    /// Kernel operations waiting (the shell may batch them).
+    pub fn kernel_ops_pending(&self) -> usize {
+        self.kernel_ops.len()
+    }
+
+    /// The next notification.
+    pub fn poll_notify(&mut self) -> Option<Notify> {
+        self.notes.pop_front()
+    }
+
+    /// Write the next datagram to send into `buf` (cleared first) and return its
+    /// destination, or `None` when nothing is due at `now`. Call until `None` after
+    /// every input.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<NodeId> {
+        self.maybe_rekey(now);
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        let n = ids.len();
+        for i in 0..n {
+            let id = ids[(self.rr + i) % n];
+            if self.build_datagram(now, id, buf) {
+                self.rr = (self.rr + i + 1) % n.max(1);
+                self.stats.datagrams_sent += 1;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn maybe_rekey(&mut self, now: Instant) {
+        let limit = self.secret.cipher().packet_limit();
+        if self.key_packets >= limit || now >= self.key_started + self.cfg.rekey_interval {
+            let g = self.tx_key.generation() + 1;
+            if let Ok(k) = self.secret.traffic_key(self.cfg.node, self.epoch, g) {
+                self.tx_key = k;
+                self.key_started = now;
+                self.key_packets = 0;
+            }
+        }
+    }
+
+    fn build_datagram(&mut self, now: Instant, id: NodeId, buf: &mut Vec<u8>) -> bool {
+        self.pump_bulk(id);
+        let cfg = &self.cfg;
+        let role = self.role.wire();
+        let ready = self.ready;
+        let Some(p) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        let verified = p.epoch.is_some();
+        let budget = cfg.mtu.saturating_sub(HEADER_LEN + TAG_LEN);
+        buf.clear();
+        let header_at = buf.len();
+        buf.resize(HEADER_LEN, 0);
+        let body_start = buf.len();
+        let mut w = FrameWriter::new(buf);
+        let mut any = false;
+        let mut handshake = false;
+        if let Some(echo) = p.hello_ack_due.take() {
+            w.hello_ack(echo, VERSION);
+            any = true;
+            handshake = true;
+        }
+        // Challenge a peer whose epoch we have not verified: none yet, or a newer one
+        // (it restarted) that we have seen but not proven live.
+        let challenging = !verified
+            || p.candidate
+                .as_ref()
+                .is_some_and(|(e, _)| Some(*e) != p.epoch);
+        let hello_due = challenging && p.hello_sent.is_none_or(|t| now >= t + cfg.alive_interval);
+        if hello_due {
+            if p.challenge.is_none() || p.hello_sent.is_some_and(|t| now >= t + cfg.dead_interval) {
+                p.challenge = Some(self.rng.next());
+            }
+            w.hello(p.challenge.unwrap_or(0), VERSION, VERSION, role, ready);
+            p.hello_sent = Some(now);
+            any = true;
+            handshake = true;
+        }
+        if verified {
+            // An ACK goes out when due, or early on a datagram that carries data anyway.
+            let piggyback = p.send.has_new() || p.send.retransmit_due(now, cfg.rto);
+            if p.ack_at.is_some_and(|t| now >= t || piggyback) {
+                let (g, next, ranges) = p.recv.ack();
+                w.ack(g, next, &ranges);
+                p.ack_at = None;
+                any = true;
+            }
+            if p.recv.nack_due && p.nack_sent.is_none_or(|t| now >= t + cfg.rto / 2) {
+                let (g, gaps) = p.recv.nack();
+                if !gaps.is_empty() {
+                    w.nack(g, &gaps);
+                    any = true;
+                }
+                p.recv.nack_due = false;
+                p.nack_sent = Some(now);
+            }
+            // DATA: retransmissions first, then new messages, while they fit.
+            let mut runs: Vec<(u64, Vec<u8>, u16)> = Vec::new();
+            let mut used = w.len() - body_start;
+            loop {
+                let next = if p.send.retransmit_due(now, cfg.rto) {
+                    p.send.next_retransmit(now, cfg.rto)
+                } else if p.send.has_new() {
+                    p.send.next_new(now)
+                } else {
+                    None
+                };
+                let Some((seq, m)) = next else { break };
+                self.scratch.clear();
+                if m.put(&mut self.scratch).is_err() {
+                    // A flow the kernel could not have produced (mixed families).
+                    p.send.abandon(seq);
+                    continue;
+                }
+                let extends = runs
+                    .last()
+                    .is_some_and(|(s, _, c)| s + u64::from(*c) == seq && *c < u16::MAX);
+                let extra = self.scratch.len()
+                    + if extends {
+                        0
+                    } else {
+                        ctsync_wire::frame::DATA_OVERHEAD
+                    };
+                if used + extra > budget {
+                    p.send.unsend(seq);
+                    break;
+                }
+                used += extra;
+                if extends {
+                    if let Some((_, b, c)) = runs.last_mut() {
+                        b.extend_from_slice(&self.scratch);
+                        *c += 1;
+                    }
+                } else {
+                    runs.push((seq, self.scratch.clone(), 1));
+                }
+            }
+            let generation = p.send.generation();
+            for (seq, bytes, count) in &runs {
+                w.data(generation, *seq as u32, *count, bytes);
+                any = true;
+            }
+        }
+        let changed = p.announced != Some((role, ready));
+        if (changed && verified)
+            || (!any && p.last_sent.is_none_or(|t| now >= t + cfg.alive_interval))
+        {
+            w.alive(role, ready);
+            p.announced = Some((role, ready));
+            any = true;
+        }
+        if !any {
+            buf.clear();
+            return false;
+        }
+        // Datagrams with a HELLO or HELLO_ACK use the handshake key (generation 0): a peer
+        // that has not verified our epoch accepts nothing else, and it needs these.
+        let key = if verified && !handshake {
+            &self.tx_key
+        } else {
+            &self.handshake_key
+        };
+        let h = Header {
+            version: VERSION,
+            key_id: key_id_of(key.generation()),
+            node: cfg.node,
+            epoch: self.epoch,
+            packet: self.packet,
+        };
+        let mut head = Vec::with_capacity(HEADER_LEN);
+        h.emit(&mut head);
+        buf[header_at..header_at + HEADER_LEN].copy_from_slice(&head);
+        if key.seal(self.packet, buf, HEADER_LEN).is_err() {
+            buf.clear();
+            return false;
+        }
+        self.packet += 1;
+        self.key_packets += 1;
+        p.last_sent = Some(now);
+        true
+    }
+
+    // ---- introspection -------------------------------------------------------------
+
+    /// Drop counters by reason.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// Node counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    /// The internal cache.
+    pub fn internal(&self) -> &FlowTable {
+        &self.internal
+    }
+
+    /// The external cache of flows owned by `origin`.
+    pub fn external(&self, origin: NodeId) -> Option<&FlowTable> {
+        self.external.get(&origin).map(|e| &e.table)
+    }
+
+    /// Flows in all external caches.
+    pub fn external_len(&self) -> usize {
+        self.external.values().map(|e| e.table.len()).sum()
+    }
+
+    /// The peers.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    /// This node's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The external cache of `origin`, writable: tests use it to make the caches diverge
+    /// behind the protocol's back, which anti-entropy must then repair.
+    #[doc(hidden)]
+    pub fn external_mut_for_tests(&mut self, origin: NodeId) -> Option<&mut FlowTable> {
+        self.external.get_mut(&origin).map(|e| &mut e.table)
+    }
+
+    /// The packet number the next datagram will carry (its nonce).
+    pub fn next_packet(&self) -> u64 {
+        self.packet
+    }
+}
