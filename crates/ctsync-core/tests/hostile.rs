@@ -1,0 +1,266 @@
+//! Hostile datagrams against a running pair: every one is dropped, counted under its own
+//! reason, and nothing reaches a cache or a kernel. No input panics.
+
+#![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
+#![allow(clippy::disallowed_methods)] // the test plays the shell, which owns the clock
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use ctnetlink::{EventKind, Flow, Tuple, ipproto};
+use ctsync_core::{Config, DropReason, KernelOp, Node, Role};
+use ctsync_wire::{Cipher, ClusterSecret};
+use proptest::prelude::*;
+
+const PSK: [u8; 32] = [0x33; 32];
+
+fn flow(i: u8) -> Flow {
+    let t = Tuple::ports(
+        ipproto::UDP,
+        IpAddr::V4(Ipv4Addr::new(198, 18, 1, i)),
+        5000,
+        IpAddr::V4(Ipv4Addr::new(198, 19, 0, 9)),
+        53,
+    );
+    let mut f = Flow::new(t, t.inverse());
+    f.timeout = Some(120);
+    f
+}
+
+fn node(id: u32, epoch: u64, psk: &[u8], now: Instant) -> Node {
+    let secret = ClusterSecret::new(psk, Cipher::ChaCha20Poly1305).unwrap();
+    Node::new(
+        Config::new(id, vec![1, 2]),
+        secret,
+        epoch,
+        u64::from(id) * 7919,
+        now,
+    )
+    .unwrap()
+}
+
+/// Two nodes wired back to back, with every datagram node 1 sends recorded.
+struct Pair {
+    now: Instant,
+    a: Node,
+    b: Node,
+    captured: Vec<Vec<u8>>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let now = Instant::now();
+        let mut p = Pair {
+            now,
+            a: node(1, 1 << 32, &PSK, now),
+            b: node(2, 2 << 32, &PSK, now),
+            captured: Vec::new(),
+        };
+        p.a.set_role(now, Role::Primary);
+        p.b.set_role(now, Role::Backup);
+        p.settle(Duration::from_secs(1));
+        p
+    }
+
+    fn exchange(&mut self) {
+        let mut buf = Vec::new();
+        for _ in 0..1000 {
+            let mut moved = false;
+            while self.a.poll_transmit(self.now, &mut buf).is_some() {
+                self.captured.push(buf.clone());
+                let _ = self.b.handle_datagram(self.now, &mut buf);
+                moved = true;
+            }
+            while self.b.poll_transmit(self.now, &mut buf).is_some() {
+                let _ = self.a.handle_datagram(self.now, &mut buf);
+                moved = true;
+            }
+            while self.a.poll_kernel_op().is_some() {}
+            while self.b.poll_kernel_op().is_some() {}
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn settle(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(10);
+            self.a.handle_timeout(self.now);
+            self.b.handle_timeout(self.now);
+            // Kernel dumps the nodes ask for find empty tables.
+            for n in [&mut self.a, &mut self.b] {
+                if n.kernel_ops_pending() > 0 {
+                    let ops: Vec<_> = std::iter::from_fn(|| n.poll_kernel_op()).collect();
+                    if ops.contains(&KernelOp::Dump) {
+                        n.begin_kernel_dump(self.now);
+                        n.end_kernel_dump(self.now);
+                    }
+                }
+            }
+            self.exchange();
+        }
+    }
+
+    fn deliver_to_b(&mut self, mut bytes: Vec<u8>) -> Result<(), DropReason> {
+        self.b.handle_datagram(self.now, &mut bytes)
+    }
+
+    fn flows_at_b(&self) -> usize {
+        self.b.external_len()
+    }
+}
+
+#[test]
+fn the_pair_replicates() {
+    let mut p = Pair::new();
+    p.a.handle_kernel_event(p.now, EventKind::New, &flow(1), false);
+    p.settle(Duration::from_millis(200));
+    assert_eq!(p.flows_at_b(), 1);
+    assert!(p.b.is_ready());
+}
+
+#[test]
+fn garbage_is_dropped_and_counted() {
+    let mut p = Pair::new();
+    for bytes in [
+        vec![],
+        vec![0u8; 10],
+        vec![0xffu8; 100],
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+    ] {
+        assert!(p.deliver_to_b(bytes).is_err());
+    }
+    let drops = p.b.drops();
+    assert_eq!(
+        drops.get(&DropReason::Malformed).copied().unwrap_or(0)
+            + drops.get(&DropReason::BadMagic).copied().unwrap_or(0),
+        4
+    );
+}
+
+#[test]
+fn truncated_forged_flipped_replayed_and_impersonating_datagrams_are_refused() {
+    let mut p = Pair::new();
+    p.captured.clear();
+    p.a.handle_kernel_event(p.now, EventKind::New, &flow(2), false);
+    p.settle(Duration::from_millis(200));
+    let genuine = p
+        .captured
+        .iter()
+        .find(|d| d.len() > 60)
+        .cloned()
+        .expect("a datagram with the flow");
+    let before = p.flows_at_b();
+
+    // Replayed as is.
+    assert_eq!(p.deliver_to_b(genuine.clone()), Err(DropReason::Replay));
+    // Truncated.
+    for cut in [0, 5, 23, 24, 39, genuine.len() - 1] {
+        assert!(
+            p.deliver_to_b(genuine[..cut].to_vec()).is_err(),
+            "cut {cut}"
+        );
+    }
+    // Every single bit flipped, one at a time: never accepted.
+    for bit in 0..genuine.len() * 8 {
+        let mut d = genuine.clone();
+        d[bit / 8] ^= 1 << (bit % 8);
+        assert!(p.deliver_to_b(d).is_err(), "bit {bit} flipped was accepted");
+    }
+    // Sealed under another key by a node that knows the format but not the secret.
+    let mut outsider = node(1, 5 << 32, &[0x44; 32], p.now);
+    let mut buf = Vec::new();
+    outsider.set_role(p.now, Role::Primary);
+    let mut forged = 0;
+    while outsider.poll_transmit(p.now, &mut buf).is_some() {
+        assert_eq!(p.deliver_to_b(buf.clone()), Err(DropReason::Authentication));
+        forged += 1;
+    }
+    assert!(forged > 0);
+    // Claiming to be this node, or a node that is not configured.
+    let mut d = genuine.clone();
+    d[4..8].copy_from_slice(&2u32.to_be_bytes());
+    assert_eq!(p.deliver_to_b(d), Err(DropReason::SelfNode));
+    let mut d = genuine.clone();
+    d[4..8].copy_from_slice(&9u32.to_be_bytes());
+    assert_eq!(p.deliver_to_b(d), Err(DropReason::UnknownNode));
+
+    let drops = p.b.drops();
+    for reason in [
+        DropReason::Replay,
+        DropReason::Authentication,
+        DropReason::SelfNode,
+        DropReason::UnknownNode,
+        DropReason::Malformed,
+    ] {
+        assert!(
+            drops.get(&reason).copied().unwrap_or(0) > 0,
+            "no drop counted as {reason:?}: {drops:?}"
+        );
+    }
+    assert_eq!(p.flows_at_b(), before, "nothing injected");
+    // The real link still works.
+    p.a.handle_kernel_event(p.now, EventKind::New, &flow(3), false);
+    p.settle(Duration::from_millis(200));
+    assert_eq!(p.flows_at_b(), before + 1);
+}
+
+/// A recorded epoch cannot be replayed: not into the running peer (stale), and not into
+/// a peer that restarted and knows no epoch yet (it challenges, and a recording cannot
+/// answer).
+#[test]
+fn a_recorded_epoch_cannot_be_replayed() {
+    let mut p = Pair::new();
+    p.captured.clear();
+    p.a.handle_kernel_event(p.now, EventKind::New, &flow(4), false);
+    p.settle(Duration::from_millis(500));
+    let recording = p.captured.clone();
+    // Node 1 restarts with a newer epoch; node 2 verifies it.
+    p.a = node(1, 3 << 32, &PSK, p.now);
+    p.a.set_role(p.now, Role::Primary);
+    p.settle(Duration::from_secs(2));
+    for d in &recording {
+        let r = p.deliver_to_b(d.clone());
+        assert_eq!(r, Err(DropReason::StaleEpoch));
+    }
+    // Node 2 restarts and knows nothing: the old recording is not accepted either.
+    p.b = node(2, 4 << 32, &PSK, p.now);
+    p.b.set_role(p.now, Role::Backup);
+    for d in &recording {
+        let _ = p.deliver_to_b(d.clone());
+    }
+    let mut buf = Vec::new();
+    while p.b.poll_transmit(p.now, &mut buf).is_some() {} // its challenges go nowhere
+    assert_eq!(p.flows_at_b(), 0, "a recording planted flows");
+    assert!(
+        p.b.drops()
+            .get(&DropReason::Unverified)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+}
+
+proptest! {
+    /// Arbitrary bytes, and arbitrary bytes behind a genuine-looking header: no panic,
+    /// nothing accepted.
+    #[test]
+    fn arbitrary_datagrams_never_panic(body in proptest::collection::vec(any::<u8>(), 0..600), node_id in 0u32..4, epoch in any::<u64>(), packet in any::<u64>(), kid in any::<u8>()) {
+        let now = Instant::now();
+        let mut b = node(2, 2 << 32, &PSK, now);
+        let mut d = body.clone();
+        prop_assert!(b.handle_datagram(now, &mut d).is_err());
+        let mut d = Vec::new();
+        d.extend_from_slice(&0xC75Cu16.to_be_bytes());
+        d.push(1);
+        d.push(kid);
+        d.extend_from_slice(&node_id.to_be_bytes());
+        d.extend_from_slice(&epoch.to_be_bytes());
+        d.extend_from_slice(&packet.to_be_bytes());
+        d.extend_from_slice(&body);
+        prop_assert!(b.handle_datagram(now, &mut d).is_err());
+        prop_assert_eq!(b.external_len(), 0);
+    }
+}
