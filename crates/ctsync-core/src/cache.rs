@@ -98,6 +98,14 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
+    /// An empty table with room for `n` flows.
+    pub fn with_capacity(n: usize) -> FlowTable {
+        FlowTable {
+            map: HashMap::with_capacity(n),
+            digest: Digest::default(),
+        }
+    }
+
     /// Flows held.
     pub fn len(&self) -> usize {
         self.map.len()

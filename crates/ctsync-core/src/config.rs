@@ -122,6 +122,9 @@ pub struct Config {
     pub shorten_timeout: u32,
     /// Flows per bulk-transfer step (pacing).
     pub bulk_step: usize,
+    /// Flows the caches are sized for up front (growing a large table later costs a
+    /// pause while it is rehashed); use the kernel's `nf_conntrack_max`.
+    pub expected_flows: usize,
 }
 
 impl Config {
@@ -145,6 +148,7 @@ impl Config {
             filter: Filter::default(),
             shorten_timeout: 60,
             bulk_step: 1024,
+            expected_flows: 1 << 16,
         }
     }
 }

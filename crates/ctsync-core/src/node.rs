@@ -155,6 +155,8 @@ pub struct NodeStats {
     pub overflows: u64,
     /// Kernel overruns reported by the shell.
     pub kernel_overruns: u64,
+    /// Flows not replicated because they cannot be encoded (tuples of two families).
+    pub unencodable: u64,
 }
 
 /// One ctsync node. See the crate documentation.
@@ -222,6 +224,7 @@ impl Node {
             .filter(|&&p| p != cfg.node)
             .map(|&p| (p, Peer::new(p, cfg.window, cfg.queue_limit)))
             .collect();
+        let expected_flows = cfg.expected_flows;
         Ok(Node {
             next_digest: now + cfg.digest_interval,
             next_refresh: now + cfg.refresh_interval,
@@ -237,7 +240,7 @@ impl Node {
             role: Role::Backup,
             role_set: false,
             ready: false,
-            internal: FlowTable::default(),
+            internal: FlowTable::with_capacity(expected_flows),
             dump_mark: 0,
             dumping: false,
             bulk_after_dump: false,
@@ -350,6 +353,13 @@ impl Node {
     /// Queue a message on every peer's stream (the live ones; a down peer is
     /// resynchronised when it comes back).
     fn replicate(&mut self, m: Message) {
+        if let Message::FlowNew(f) | Message::FlowUpdate(f) = &m
+            && !ctsync_wire::codec::encodable(f)
+        {
+            // Tuples of two families: no kernel makes such a flow.
+            self.stats.unencodable += 1;
+            return;
+        }
         let mut overflowed = Vec::new();
         for (id, p) in self.peers.iter_mut() {
             if p.epoch.is_none() || !p.up || p.resync_needed {
@@ -360,12 +370,10 @@ impl Node {
             }
         }
         for id in overflowed {
+            // It fell behind what the queue holds: a new stream and a bulk transfer, so
+            // nothing is silently lost.
             self.stats.overflows += 1;
-            if let Some(p) = self.peers.get_mut(&id) {
-                p.resync_needed = true;
-                p.send.reset();
-                p.bulk = None;
-            }
+            self.start_bulk(id, self.started);
         }
     }
 
@@ -614,6 +622,7 @@ impl Node {
         self.stats.datagrams_received += 1;
         let id = h.node;
         let mut data: Vec<(u32, u32, Vec<Option<Message>>)> = Vec::new();
+        let mut roles: Vec<(WireRole, bool)> = Vec::new();
         let mut refused_data = false;
         for f in collected {
             match f {
@@ -625,21 +634,31 @@ impl Node {
                 } => {
                     let p = self.peer(id);
                     p.hello_ack_due = Some(challenge);
-                    p.role = role;
-                    p.ready = ready;
+                    if verified {
+                        roles.push((role, ready));
+                    } else {
+                        // Not trusted until the epoch is proven live (a replayed HELLO
+                        // must not set a role that decides what reaches the kernel).
+                        p.pending_role = Some((role, ready));
+                    }
                 }
-                Frame::HelloAck { echo, .. } => {
+                Frame::HelloAck {
+                    echo, generation, ..
+                } => {
                     let p = self.peer(id);
-                    if p.challenge == Some(echo) && !verified {
-                        self.verify_epoch(id, h.epoch, now);
+                    if p.challenge == Some(echo) {
+                        if verified {
+                            // Proven live again after being down.
+                            p.rx_generation = p.rx_generation.max(generation);
+                            p.reverify = false;
+                            p.challenge = None;
+                        } else {
+                            self.verify_epoch(id, h.epoch, generation, now);
+                        }
                     }
                 }
                 _ if !verified => refused_data = true,
-                Frame::Alive { role, ready } => {
-                    let p = self.peer(id);
-                    p.role = role;
-                    p.ready = ready;
-                }
+                Frame::Alive { role, ready } => roles.push((role, ready)),
                 Frame::Ack {
                     generation,
                     next,
@@ -673,10 +692,18 @@ impl Node {
         }
         if verified {
             self.heard(id, now);
+            // Roles first: they decide whether this datagram's flows reach the kernel.
+            for (role, ready) in roles {
+                self.peer_role(id, role, ready);
+            }
             let ack_delay = self.cfg.ack_delay;
             for (generation, first, ms) in data {
                 let p = self.peer(id);
                 let d = p.recv.receive(generation, first, ms);
+                if d.reset {
+                    // Its new stream supersedes repairs the old one promised.
+                    p.repairs_pending = 0;
+                }
                 if p.ack_at.is_none() {
                     p.ack_at = Some(now + ack_delay);
                 }
@@ -711,18 +738,39 @@ impl Node {
         }
     }
 
-    fn verify_epoch(&mut self, id: NodeId, epoch: u64, now: Instant) {
+    /// A verified peer announced its role. A peer that becomes primary makes its table
+    /// the truth for our kernel (hot standby): what we hold of it is written now, since
+    /// it will not send unchanged flows again.
+    fn peer_role(&mut self, id: NodeId, role: WireRole, ready: bool) {
+        let hot = self.cfg.mode == Mode::HotStandby && self.role != Role::Primary;
+        let p = self.peer(id);
+        let became_primary = wire_role_primary(role) && !wire_role_primary(p.role);
+        p.role = role;
+        p.ready = ready;
+        if became_primary
+            && hot
+            && let Some(ext) = self.external.get(&id)
+        {
+            self.kernel_ops
+                .extend(ext.table.flows().map(|f| KernelOp::Upsert(f.clone())));
+        }
+    }
+
+    fn verify_epoch(&mut self, id: NodeId, epoch: u64, generation: u32, now: Instant) {
         let p = self.peer(id);
         let restarted = p.epoch.is_some();
         p.epoch = Some(epoch);
         p.challenge = None;
+        p.reverify = false;
+        let pending_role = p.pending_role.take();
         p.replay = p
             .candidate
             .take()
             .filter(|(e, _)| *e == epoch)
             .map(|(_, w)| w)
             .unwrap_or_default();
-        p.rx_generation = 1;
+        p.rx_generation = generation.max(1);
+        p.role = WireRole::Unknown;
         p.recv.forget();
         p.bulk_done = false;
         p.digest_ok = false;
@@ -733,6 +781,9 @@ impl Node {
             self.notes.push_back(Notify::PeerRestarted(id));
         } else {
             self.notes.push_back(Notify::PeerUp(id));
+        }
+        if let Some((role, ready)) = pending_role {
+            self.peer_role(id, role, ready);
         }
         // Whoever (re)joins gets our whole table.
         self.start_bulk(id, now);
@@ -749,6 +800,7 @@ impl Node {
             .is_some_and(|p| wire_role_primary(p.role));
         let hot =
             self.cfg.mode == Mode::HotStandby && self.role != Role::Primary && origin_is_primary;
+        let expected = self.cfg.expected_flows;
         let Node {
             external,
             peers,
@@ -761,7 +813,10 @@ impl Node {
         let Some(p) = peers.get_mut(&from) else {
             return;
         };
-        let ext = external.entry(from).or_default();
+        let ext = external.entry(from).or_insert_with(|| External {
+            table: FlowTable::with_capacity(expected),
+            ..External::default()
+        });
         match m {
             Message::FlowNew(f) | Message::FlowUpdate(f) => {
                 stats.flows_received += 1;
@@ -786,7 +841,10 @@ impl Node {
             Message::BulkBegin { .. } => {
                 ext.mark += 1;
                 ext.bulk_mark = Some(ext.mark);
+                ext.bucket_marks.clear();
                 p.bulk_done = false;
+                // The whole table follows: repairs asked for before are moot.
+                p.repairs_pending = 0;
             }
             Message::BulkEnd { .. } => {
                 let swept = match ext.bulk_mark.take() {
@@ -893,6 +951,8 @@ impl Node {
             let p = self.peer(id);
             p.up = false;
             p.resync_needed = true;
+            p.reverify = true;
+            p.challenge = None;
             p.send.reset();
             p.bulk = None;
             self.notes.push_back(Notify::PeerDown(id));
@@ -922,7 +982,14 @@ impl Node {
         if now >= self.next_refresh {
             self.next_refresh = now + self.cfg.refresh_interval;
             if self.cfg.mode == Mode::HotStandby && self.role != Role::Primary {
-                for ext in self.external.values() {
+                // Only what a primary owns is in our kernel on its behalf.
+                let owners: Vec<NodeId> = self
+                    .peers
+                    .values()
+                    .filter(|p| wire_role_primary(p.role))
+                    .map(|p| p.id)
+                    .collect();
+                for ext in owners.iter().filter_map(|o| self.external.get(o)) {
                     self.kernel_ops
                         .extend(ext.table.flows().map(|f| KernelOp::Refresh(f.clone())));
                 }
@@ -1020,13 +1087,14 @@ impl Node {
         let mut any = false;
         let mut handshake = false;
         if let Some(echo) = p.hello_ack_due.take() {
-            w.hello_ack(echo, VERSION);
+            w.hello_ack(echo, VERSION, self.tx_key.generation());
             any = true;
             handshake = true;
         }
         // Challenge a peer whose epoch we have not verified: none yet, or a newer one
         // (it restarted) that we have seen but not proven live.
         let challenging = !verified
+            || p.reverify
             || p.candidate
                 .as_ref()
                 .is_some_and(|(e, _)| Some(*e) != p.epoch);
@@ -1058,6 +1126,13 @@ impl Node {
                 p.recv.nack_due = false;
                 p.nack_sent = Some(now);
             }
+            // Our role and readiness, when changed, before any DATA: the receiver needs
+            // them to know what to do with the flows.
+            if p.announced != Some((role, ready)) {
+                w.alive(role, ready);
+                p.announced = Some((role, ready));
+                any = true;
+            }
             // DATA: retransmissions first, then new messages, while they fit.
             let mut runs: Vec<(u64, Vec<u8>, u16)> = Vec::new();
             let mut used = w.len() - body_start;
@@ -1072,9 +1147,10 @@ impl Node {
                 let Some((seq, m)) = next else { break };
                 self.scratch.clear();
                 if m.put(&mut self.scratch).is_err() {
-                    // A flow the kernel could not have produced (mixed families).
-                    p.send.abandon(seq);
-                    continue;
+                    // Cannot happen (replicate() refuses unencodable flows); if it did,
+                    // padding keeps the sequence number, so the receiver is not stuck.
+                    self.scratch.clear();
+                    Message::put_padding(&mut self.scratch);
                 }
                 let extends = runs
                     .last()
@@ -1105,10 +1181,7 @@ impl Node {
                 any = true;
             }
         }
-        let changed = p.announced != Some((role, ready));
-        if (changed && verified)
-            || (!any && p.last_sent.is_none_or(|t| now >= t + cfg.alive_interval))
-        {
+        if !any && p.last_sent.is_none_or(|t| now >= t + cfg.alive_interval) {
             w.alive(role, ready);
             p.announced = Some((role, ready));
             any = true;

@@ -98,6 +98,11 @@ pub struct Peer {
     pub repairs_pending: usize,
     /// The role and readiness we last told it.
     pub announced: Option<(WireRole, bool)>,
+    /// Its verified epoch must be proven live again (it was down: its key generation
+    /// may have moved on further than key ids can tell).
+    pub reverify: bool,
+    /// Role and readiness from a HELLO of an epoch not verified yet; taken on verification.
+    pub pending_role: Option<(WireRole, bool)>,
 }
 
 impl Peer {
@@ -130,6 +135,8 @@ impl Peer {
             digest_ok: false,
             repairs_pending: 0,
             announced: None,
+            reverify: false,
+            pending_role: None,
         }
     }
 

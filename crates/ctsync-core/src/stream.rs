@@ -61,6 +61,10 @@ pub struct SendStream {
     generation: u32,
     next_seq: u64,
     in_flight: VecDeque<InFlight>,
+    /// (sent at, seq) in sending order: the retransmission deadlines, oldest first.
+    timers: VecDeque<(Instant, u64)>,
+    /// Messages to send again at once (NACKed, or numbered but not sent).
+    urgent: VecDeque<u64>,
     pending: VecDeque<Option<Pending>>,
     pending_base: u64,
     pending_live: usize,
@@ -78,6 +82,8 @@ impl SendStream {
             generation: 0,
             next_seq: 0,
             in_flight: VecDeque::new(),
+            timers: VecDeque::new(),
+            urgent: VecDeque::new(),
             pending: VecDeque::new(),
             pending_base: 0,
             pending_live: 0,
@@ -98,6 +104,8 @@ impl SendStream {
         self.generation = self.generation.wrapping_add(1);
         self.next_seq = 0;
         self.in_flight.clear();
+        self.timers.clear();
+        self.urgent.clear();
         self.pending.clear();
         self.pending_base = 0;
         self.pending_live = 0;
@@ -202,48 +210,87 @@ impl SendStream {
             sent_at: Some(now),
             acked: false,
         });
+        self.timers.push_back((now, seq));
         self.in_flight.back().map(|f| (f.seq, &f.message))
     }
 
-    /// Whether some in-flight message is due for retransmission at `now`.
-    pub fn retransmit_due(&self, now: Instant, rto: Duration) -> bool {
-        self.in_flight
-            .iter()
-            .any(|f| !f.acked && f.sent_at.is_none_or(|t| now >= t + rto))
+    /// The in-flight entry of `seq`: in-flight sequence numbers are contiguous.
+    fn slot(&mut self, seq: u64) -> Option<&mut InFlight> {
+        let base = self.in_flight.front()?.seq;
+        let idx = usize::try_from(seq.checked_sub(base)?).ok()?;
+        self.in_flight.get_mut(idx)
+    }
+
+    /// Drop timer entries that no longer describe a pending retransmission (acked,
+    /// retired, or sent again since).
+    fn prune_timers(&mut self) {
+        while let Some(&(at, seq)) = self.timers.front() {
+            let live = self
+                .slot(seq)
+                .is_some_and(|f| !f.acked && f.sent_at == Some(at));
+            if live {
+                break;
+            }
+            self.timers.pop_front();
+        }
+        while let Some(&seq) = self.urgent.front() {
+            if self
+                .slot(seq)
+                .is_some_and(|f| !f.acked && f.sent_at.is_none())
+            {
+                break;
+            }
+            self.urgent.pop_front();
+        }
+    }
+
+    /// Whether some in-flight message is due for retransmission at `now`. Amortised
+    /// O(1): timers are kept in sending order, which is also deadline order.
+    pub fn retransmit_due(&mut self, now: Instant, rto: Duration) -> bool {
+        self.prune_timers();
+        !self.urgent.is_empty() || self.timers.front().is_some_and(|&(at, _)| now >= at + rto)
     }
 
     /// The next message due for retransmission, marked as sent now.
     pub fn next_retransmit(&mut self, now: Instant, rto: Duration) -> Option<(u64, &Message)> {
-        let f = self
-            .in_flight
-            .iter_mut()
-            .find(|f| !f.acked && f.sent_at.is_none_or(|t| now >= t + rto))?;
-        f.sent_at = Some(now);
+        if !self.retransmit_due(now, rto) {
+            return None;
+        }
+        let seq = match self.urgent.pop_front() {
+            Some(seq) => seq,
+            None => self.timers.pop_front()?.1,
+        };
+        self.timers.push_back((now, seq));
         self.stats.retransmitted += 1;
+        let f = self.slot(seq)?;
+        f.sent_at = Some(now);
         Some((f.seq, &f.message))
     }
 
     /// Give up on a message that cannot be encoded: count it as delivered.
     pub fn abandon(&mut self, seq: u64) {
-        if let Some(f) = self.in_flight.iter_mut().find(|f| f.seq == seq) {
+        if let Some(f) = self.slot(seq) {
             f.acked = true;
         }
     }
 
     /// Put a message back as unsent (it did not fit in the datagram after all).
     pub fn unsend(&mut self, seq: u64) {
-        if let Some(f) = self.in_flight.iter_mut().find(|f| f.seq == seq) {
+        if let Some(f) = self.slot(seq) {
             f.sent_at = None;
+            self.urgent.push_front(seq);
         }
     }
 
-    /// When the oldest unacknowledged message is due again.
+    /// When the oldest unacknowledged message is due again (possibly earlier than
+    /// needed: a stale timer only causes an early wake-up).
     pub fn next_deadline(&self, rto: Duration) -> Option<Instant> {
-        self.in_flight
-            .iter()
-            .filter(|f| !f.acked)
-            .filter_map(|f| f.sent_at.map(|t| t + rto))
-            .min()
+        self.timers.front().map(|&(at, _)| at + rto)
+    }
+
+    /// Whether a message waits to be sent again at once (NACKed or not sent).
+    pub fn has_urgent(&self) -> bool {
+        !self.urgent.is_empty()
     }
 
     /// Whether messages are pending and the window lets them go.
@@ -262,14 +309,16 @@ impl SendStream {
             self.in_flight.pop_front();
         }
         for &(s, e) in ranges {
-            let (s, e) = (expand_seq(s, next), expand_seq(e, next));
-            for f in self
-                .in_flight
-                .iter_mut()
-                .filter(|f| f.seq >= s && f.seq < e)
-            {
-                f.acked = true;
+            let (s, e) = (expand_seq(s, next), expand_seq(e, next).min(self.next_seq));
+            for seq in s..e.max(s) {
+                if let Some(f) = self.slot(seq) {
+                    f.acked = true;
+                }
             }
+        }
+        // Fully acknowledged messages at the front are retired too.
+        while self.in_flight.front().is_some_and(|f| f.acked) {
+            self.in_flight.pop_front();
         }
     }
 
@@ -280,13 +329,12 @@ impl SendStream {
         }
         let base = self.in_flight.front().map_or(self.next_seq, |f| f.seq);
         for &(s, e) in ranges {
-            let (s, e) = (expand_seq(s, base), expand_seq(e, base));
-            for f in self
-                .in_flight
-                .iter_mut()
-                .filter(|f| !f.acked && f.seq >= s && f.seq < e)
-            {
-                f.sent_at = None;
+            let (s, e) = (expand_seq(s, base), expand_seq(e, base).min(self.next_seq));
+            for seq in s..e.max(s) {
+                if let Some(f) = self.slot(seq).filter(|f| !f.acked && f.sent_at.is_some()) {
+                    f.sent_at = None;
+                    self.urgent.push_back(seq);
+                }
             }
         }
     }
@@ -372,6 +420,12 @@ impl RecvStream {
         let first = expand_seq(first, self.next);
         for (i, m) in messages.into_iter().enumerate() {
             let seq = first + i as u64;
+            if seq == self.next && self.buffered.is_empty() {
+                // In order, nothing waiting: deliver directly (the common case).
+                out.messages.extend(m);
+                self.next += 1;
+                continue;
+            }
             if seq < self.next || self.buffered.contains_key(&seq) {
                 self.duplicates += 1;
                 continue;
@@ -506,6 +560,7 @@ mod tests {
         let rto = Duration::from_millis(100);
         let due: Vec<u64> =
             std::iter::from_fn(|| s.next_retransmit(later, rto).map(|(q, _)| q)).collect();
-        assert_eq!(due, vec![2, 4]);
+        // Deadline order: 4 was sent first, 2 again after the NACK.
+        assert_eq!(due, vec![4, 2]);
     }
 }

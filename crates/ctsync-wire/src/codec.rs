@@ -275,6 +275,14 @@ pub fn normalize(f: &Flow) -> Flow {
     n
 }
 
+/// Whether [`put_flow`] can encode `f` (all its tuples of one family, as the kernel's are).
+pub fn encodable(f: &Flow) -> bool {
+    let v6 = matches!(f.orig.src, IpAddr::V6(_));
+    let same =
+        |t: &Tuple| matches!(t.src, IpAddr::V6(_)) == v6 && matches!(t.dst, IpAddr::V6(_)) == v6;
+    same(&f.orig) && same(&f.reply) && f.master.as_ref().is_none_or(same)
+}
+
 /// Append the compact encoding of `f` (its [`normalize`]d form).
 ///
 /// Fails only for flows the kernel cannot hold: tuples of different families.

@@ -212,13 +212,27 @@ impl Message {
         Ok(())
     }
 
-    /// Read one message; `Ok(None)` for a message type this version does not know
-    /// (skipped, for forward compatibility).
+    /// Read one message; `Ok(None)` for a message this version does not know or cannot
+    /// parse (skipped: forward compatibility, and no stalled stream); `Err` only when the
+    /// framing itself is broken.
     pub fn read(r: &mut Reader<'_>) -> Result<Option<Message>, WireError> {
-        use message_type as t;
         let ty = r.u8()?;
         let len = r.varint()? as usize;
         let body = r.take(len)?;
+        // The framing is sound, so a body we cannot parse is skipped like an unknown
+        // type: it keeps its sequence number and the stream goes on (a stream stalled on
+        // one bad message would be retransmitted forever).
+        Ok(Self::read_body(ty, body).ok().flatten())
+    }
+
+    /// Append a padding message: it fills a sequence number and means nothing. Sent in
+    /// place of a message that could not be encoded.
+    pub fn put_padding(buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&[0, 0]);
+    }
+
+    fn read_body(ty: u8, body: &[u8]) -> Result<Option<Message>, WireError> {
+        use message_type as t;
         let mut b = Reader::new(body);
         let m = match ty {
             t::FLOW_NEW => Message::FlowNew(codec::read_flow(&mut b)?),
@@ -404,6 +418,9 @@ pub enum Frame<'a> {
         echo: u64,
         /// The version chosen.
         version: u8,
+        /// The sender's current traffic-key generation, so the receiver can map key ids
+        /// to generations however long the sender has been up (§3.2).
+        generation: u32,
     },
     /// `ALIVE`.
     Alive {
@@ -506,6 +523,7 @@ fn read_frame<'a>(r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
         t::HELLO_ACK => Frame::HelloAck {
             echo: p.u64()?,
             version: p.u8()?,
+            generation: p.u32()?,
         },
         t::ALIVE => Frame::Alive {
             role: WireRole::from_u8(p.u8()?),
@@ -621,10 +639,11 @@ impl<'b> FrameWriter<'b> {
     }
 
     /// `HELLO_ACK`.
-    pub fn hello_ack(&mut self, echo: u64, version: u8) {
+    pub fn hello_ack(&mut self, echo: u64, version: u8, generation: u32) {
         self.frame(frame_type::HELLO_ACK, |b| {
             b.extend_from_slice(&echo.to_be_bytes());
             b.push(version);
+            b.extend_from_slice(&generation.to_be_bytes());
         });
     }
 

@@ -238,7 +238,7 @@ fn control_frames_round_trip() {
     let mut body = Vec::new();
     let mut w = FrameWriter::new(&mut body);
     w.hello(0xdead_beef, 1, 1, WireRole::Backup, true);
-    w.hello_ack(0xdead_beef, 1);
+    w.hello_ack(0xdead_beef, 1, 77);
     w.alive(WireRole::Primary, false);
     w.ack(2, 10, &[(12, 14), (20, 21)]);
     w.nack(2, &[(10, 12)]);
@@ -256,7 +256,8 @@ fn control_frames_round_trip() {
             },
             Frame::HelloAck {
                 echo: 0xdead_beef,
-                version: 1
+                version: 1,
+                generation: 77
             },
             Frame::Alive {
                 role: WireRole::Primary,

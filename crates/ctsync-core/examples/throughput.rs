@@ -1,0 +1,160 @@
+//! Single-core throughput of the replication core, and bytes on the wire per flow.
+//!
+//! Sender: kernel events in, sealed datagrams out (cache, queue, encode, batch, seal).
+//! Receiver: datagrams in, flows applied (authenticate, replay-check, decode, cache,
+//! kernel operation queued). Prints one JSON object. Run in release mode:
+//! `cargo run --release -p ctsync-core --example throughput -- [FLOWS]`
+
+#![allow(clippy::disallowed_methods)] // a benchmark owns the clock, like the daemon
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use ctnetlink::{EventKind, Flow, L4, ProtoInfo, Status, TcpFlags, TcpInfo, Tuple, ipproto};
+use ctsync_core::{Config, Node, Role};
+use ctsync_wire::{Cipher, ClusterSecret};
+
+fn flow(i: u32) -> Flow {
+    let orig = Tuple::ports(
+        ipproto::TCP,
+        IpAddr::V4(Ipv4Addr::from(0xC612_0000 + (i & 0xffff))),
+        10000 + (i >> 16) as u16,
+        IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+        443,
+    );
+    let mut reply = orig.inverse();
+    reply.dst = IpAddr::V4(Ipv4Addr::from(0xC613_8000 + i / 64000));
+    reply.l4 = L4::Ports {
+        src: 443,
+        dst: 1024 + (i % 64000) as u16,
+    };
+    let mut f = Flow::new(orig, reply);
+    f.status = Some(
+        Status::SEEN_REPLY
+            | Status::ASSURED
+            | Status::CONFIRMED
+            | Status::SRC_NAT
+            | Status::SRC_NAT_DONE
+            | Status::DST_NAT_DONE,
+    );
+    f.timeout = Some(431_999);
+    let fl = TcpFlags { flags: 3, mask: 0 };
+    f.protoinfo = Some(ProtoInfo::Tcp(TcpInfo {
+        state: Some(3),
+        wscale_orig: Some(7),
+        wscale_reply: Some(7),
+        flags_orig: Some(fl),
+        flags_reply: Some(fl),
+    }));
+    f
+}
+
+fn pair(now: Instant, cipher: Cipher, n: usize) -> (Node, Node) {
+    let secret = || ClusterSecret::new(&[7u8; 32], cipher).unwrap();
+    let mut cfg = Config::new(1, vec![1, 2]);
+    cfg.window = 1 << 22;
+    cfg.queue_limit = 1 << 23;
+    cfg.expected_flows = n;
+    let mut a = Node::new(cfg.clone(), secret(), 1 << 32, 1, now).unwrap();
+    cfg.node = 2;
+    let mut b = Node::new(cfg, secret(), 2 << 32, 2, now).unwrap();
+    a.set_role(now, Role::Primary);
+    b.set_role(now, Role::Backup);
+    let mut buf = Vec::new();
+    for step in 0..20u64 {
+        let t = now + Duration::from_millis(step);
+        while a.poll_transmit(t, &mut buf).is_some() {
+            let _ = b.handle_datagram(t, &mut buf);
+        }
+        while b.poll_transmit(t, &mut buf).is_some() {
+            let _ = a.handle_datagram(t, &mut buf);
+        }
+        for n in [&mut a, &mut b] {
+            while let Some(op) = n.poll_kernel_op() {
+                if op == ctsync_core::KernelOp::Dump {
+                    n.begin_kernel_dump(t);
+                    n.end_kernel_dump(t);
+                }
+            }
+        }
+    }
+    (a, b)
+}
+
+struct Pass {
+    send: Duration,
+    recv: Duration,
+    bytes: usize,
+    datagrams: usize,
+}
+
+/// One pass: every flow as a kernel event on node 1, every datagram into node 2.
+fn pass(a: &mut Node, b: &mut Node, flows: &[Flow], kind: EventKind, now: Instant) -> Pass {
+    let mut datagrams: Vec<Vec<u8>> = Vec::with_capacity(flows.len() / 30);
+    let mut buf = Vec::with_capacity(2048);
+    let mut bytes = 0usize;
+    let t0 = Instant::now();
+    for f in flows {
+        a.handle_kernel_event(now, kind, f, false);
+    }
+    while a.poll_transmit(now, &mut buf).is_some() {
+        bytes += buf.len();
+        datagrams.push(buf.clone());
+    }
+    let send = t0.elapsed();
+    let t1 = Instant::now();
+    for d in &mut datagrams {
+        b.handle_datagram(now, d).unwrap();
+    }
+    let recv = t1.elapsed();
+    assert_eq!(b.external_len(), flows.len(), "every flow applied");
+    while b.poll_kernel_op().is_some() {}
+    // The receiver's acknowledgements retire what the sender has in flight.
+    let later = now + Duration::from_millis(10);
+    while b.poll_transmit(later, &mut buf).is_some() {
+        let _ = a.handle_datagram(later, &mut buf);
+    }
+    Pass {
+        send,
+        recv,
+        bytes,
+        datagrams: datagrams.len(),
+    }
+}
+
+fn main() {
+    let n: u32 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut out = Vec::new();
+    for cipher in [Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm] {
+        let now = Instant::now() + Duration::from_secs(1);
+        let (mut a, mut b) = pair(now - Duration::from_secs(1), cipher, n as usize);
+        let mut flows: Vec<Flow> = (0..n).map(flow).collect();
+        // Cold: the caches fill for the first time (memory touched for the first time).
+        let cold = pass(&mut a, &mut b, &flows, EventKind::New, now);
+        // Steady: every flow changes again, on warm caches (a daemon's normal state).
+        for f in &mut flows {
+            f.mark = Some(7);
+        }
+        let steady = pass(
+            &mut a,
+            &mut b,
+            &flows,
+            EventKind::Update,
+            now + Duration::from_millis(20),
+        );
+        for (name, p) in [("cold", cold), ("steady", steady)] {
+            out.push(format!(
+                "{{\"cipher\":\"{cipher:?}\",\"pass\":\"{name}\",\"flows\":{n},\"send_flows_per_s\":{:.0},\"receive_flows_per_s\":{:.0},\"wire_bytes_per_flow\":{:.2},\"flows_per_datagram\":{:.1}}}",
+                f64::from(n) / p.send.as_secs_f64(),
+                f64::from(n) / p.recv.as_secs_f64(),
+                p.bytes as f64 / f64::from(n),
+                f64::from(n) / p.datagrams as f64,
+            ));
+        }
+    }
+    println!("[{}]", out.join(",\n "));
+}
