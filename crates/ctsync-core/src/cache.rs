@@ -15,11 +15,26 @@ pub fn bucket_of(key: &FlowKey) -> u16 {
     let mut f = Flow::new(key.orig, key.orig.inverse());
     f.reply.zone = None;
     f.zone = (key.zone != 0).then_some(key.zone);
-    let mut buf = Vec::with_capacity(64);
     // A key always encodes (one family); an encoding error leaves the buffer short but
     // still deterministic.
-    let _ = codec::put_flow(&mut buf, &f);
-    (xxh3_64(&buf) % BUCKETS as u64) as u16
+    with_buf(|buf| {
+        let _ = codec::put_flow(buf, &f);
+        (xxh3_64(buf) % BUCKETS as u64) as u16
+    })
+}
+
+/// Run `f` with a cleared, reused encoding buffer (no allocation per flow).
+fn with_buf<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(256));
+    }
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut b) => {
+            b.clear();
+            f(&mut b)
+        }
+        Err(_) => f(&mut Vec::with_capacity(256)),
+    })
 }
 
 /// What a digest compares of a flow: its replicated state, less the timeout (which the
@@ -27,9 +42,10 @@ pub fn bucket_of(key: &FlowKey) -> u16 {
 pub fn content_hash(flow: &Flow) -> u64 {
     let mut n = codec::normalize(flow);
     n.timeout = None;
-    let mut buf = Vec::with_capacity(96);
-    let _ = codec::put_flow(&mut buf, &n);
-    xxh3_64(&buf)
+    with_buf(|buf| {
+        let _ = codec::put_flow(buf, &n);
+        xxh3_64(buf)
+    })
 }
 
 /// Whether two flows carry the same replicated state (timeouts aside).
@@ -38,6 +54,17 @@ pub fn same_state(a: &Flow, b: &Flow) -> bool {
     a.timeout = None;
     b.timeout = None;
     a == b
+}
+
+/// What [`FlowTable::upsert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// The flow was not there.
+    New,
+    /// The flow was there with another state.
+    Changed,
+    /// The flow was there with the same state (timeouts aside).
+    Same,
 }
 
 /// Per-bucket XOR of content hashes, plus a count.
@@ -124,6 +151,52 @@ impl FlowTable {
     /// A flow by key.
     pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
         self.map.get(key).map(|e| &e.flow)
+    }
+
+    /// Insert or replace, unless the table already holds the same state (by content
+    /// hash): then only the mark (and the flow's timeout) is refreshed. One hash
+    /// computation and no copy of the old flow: this is the hot path of every event and
+    /// every received flow.
+    pub fn upsert(&mut self, flow: Flow, mark: u64, counted: bool) -> Upsert {
+        let key = flow.key();
+        let hash = content_hash(&flow);
+        if let Some(e) = self.map.get_mut(&key) {
+            if e.hash == hash {
+                e.mark = mark;
+                e.flow.timeout = flow.timeout;
+                if counted && !e.counted {
+                    e.counted = true;
+                    self.digest.add(e.bucket, e.hash);
+                }
+                return Upsert::Same;
+            }
+            if e.counted {
+                self.digest.remove(e.bucket, e.hash);
+            }
+            e.flow = flow;
+            e.hash = hash;
+            e.mark = mark;
+            e.counted = counted;
+            if counted {
+                self.digest.add(e.bucket, hash);
+            }
+            return Upsert::Changed;
+        }
+        let bucket = bucket_of(&key);
+        self.map.insert(
+            key,
+            Entry {
+                flow,
+                bucket,
+                hash,
+                counted,
+                mark,
+            },
+        );
+        if counted {
+            self.digest.add(bucket, hash);
+        }
+        Upsert::New
     }
 
     /// Insert or replace with the given mark; `counted` says whether the flow enters the

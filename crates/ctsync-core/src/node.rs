@@ -11,7 +11,7 @@ use ctsync_wire::{
     ClusterSecret, Message, NodeId, ReplayError, TAG_LEN, TrafficKey, WireError, WireRole, frames,
 };
 
-use crate::cache::{BUCKETS, FlowTable, same_state};
+use crate::cache::{BUCKETS, FlowTable, Upsert};
 use crate::config::{Config, Mode};
 use crate::peer::{BulkOut, Peer, generation_of, key_id_of};
 
@@ -321,21 +321,20 @@ impl Node {
             return;
         }
         let key = flow.key();
-        let known = self.internal.get(&key).cloned();
-        let counted = self.internal.is_counted(&key);
-        let hold = self.cfg.sync_delay > std::time::Duration::ZERO && (known.is_none() || !counted);
-        self.internal.insert(flow.clone(), self.dump_mark, !hold);
+        let hold =
+            self.cfg.sync_delay > std::time::Duration::ZERO && !self.internal.is_counted(&key);
+        let outcome = self.internal.upsert(flow.clone(), self.dump_mark, !hold);
         if hold {
-            if known.is_none() {
+            if outcome == Upsert::New {
                 self.delayed.push_back((now + self.cfg.sync_delay, key));
             }
             return;
         }
-        match known {
-            Some(old) if same_state(&old, flow) => {}
-            Some(_) => self.replicate(Message::FlowUpdate(flow.clone())),
-            None if new => self.replicate(Message::FlowNew(flow.clone())),
-            None => self.replicate(Message::FlowUpdate(flow.clone())),
+        match outcome {
+            Upsert::Same => {}
+            Upsert::Changed => self.replicate(Message::FlowUpdate(flow.clone())),
+            Upsert::New if new => self.replicate(Message::FlowNew(flow.clone())),
+            Upsert::New => self.replicate(Message::FlowUpdate(flow.clone())),
         }
     }
 
@@ -820,17 +819,12 @@ impl Node {
         match m {
             Message::FlowNew(f) | Message::FlowUpdate(f) => {
                 stats.flows_received += 1;
-                let mark = ext.mark;
-                let key = f.key();
-                match ext.table.get(&key) {
-                    // Same state: remember it was mentioned; the kernel already has it.
-                    Some(old) if same_state(old, &f) => ext.table.touch(&key, mark),
-                    _ => {
-                        if hot {
-                            kernel_ops.push_back(KernelOp::Upsert(f.clone()));
-                        }
-                        ext.table.insert(f, mark, true);
-                    }
+                // Same state: only remember it was mentioned; the kernel already has it.
+                let upsert = hot.then(|| f.clone());
+                if ext.table.upsert(f, ext.mark, true) != Upsert::Same
+                    && let Some(f) = upsert
+                {
+                    kernel_ops.push_back(KernelOp::Upsert(f));
                 }
             }
             Message::FlowDelete(key) => {

@@ -144,32 +144,58 @@ pub enum Message {
 impl Message {
     /// Append this message (type, length, body).
     pub fn put(&self, buf: &mut Vec<u8>) -> Result<(), WireError> {
+        let start = buf.len();
+        // Type, a one-byte length placeholder, then the body in place: no buffer per
+        // message. A body of 128 bytes or more takes a longer varint, moved into place.
+        buf.push(0);
+        buf.push(0);
+        let body_at = buf.len();
+        let r = self.put_body(buf);
+        let ty = match r {
+            Ok(ty) => ty,
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        };
+        buf[start] = ty;
+        let len = (buf.len() - body_at) as u32;
+        let mut varint = Vec::new();
+        put_varint(&mut varint, len);
+        if varint.len() == 1 {
+            buf[start + 1] = varint[0];
+        } else {
+            buf.splice(start + 1..start + 2, varint);
+        }
+        Ok(())
+    }
+
+    fn put_body(&self, body: &mut Vec<u8>) -> Result<u8, WireError> {
         use message_type as t;
-        let mut body = Vec::new();
-        let ty = match self {
+        Ok(match self {
             Message::FlowNew(f) => {
-                codec::put_flow(&mut body, f)?;
+                codec::put_flow(body, f)?;
                 t::FLOW_NEW
             }
             Message::FlowUpdate(f) => {
-                codec::put_flow(&mut body, f)?;
+                codec::put_flow(body, f)?;
                 t::FLOW_UPDATE
             }
             Message::FlowDelete(k) => {
                 let mut f = Flow::new(k.orig, k.orig.inverse());
                 f.reply.zone = None;
                 f.zone = (k.zone != 0).then_some(k.zone);
-                codec::put_flow(&mut body, &f)?;
+                codec::put_flow(body, &f)?;
                 t::FLOW_DELETE
             }
             Message::ExpNew(e) => {
-                put_expectation(&mut body, e)?;
+                put_expectation(body, e)?;
                 t::EXP_NEW
             }
             Message::ExpDelete(tuple, zone) => {
                 let mut f = Flow::new(*tuple, tuple.inverse());
                 f.zone = *zone;
-                codec::put_flow(&mut body, &f)?;
+                codec::put_flow(body, &f)?;
                 t::EXP_DELETE
             }
             Message::BulkBegin { id } => {
@@ -205,11 +231,7 @@ impl Message {
                 }
                 t::BUCKET_REQUEST
             }
-        };
-        buf.push(ty);
-        put_varint(buf, body.len() as u32);
-        buf.extend_from_slice(&body);
-        Ok(())
+        })
     }
 
     /// Read one message; `Ok(None)` for a message this version does not know or cannot
