@@ -439,10 +439,20 @@ impl Node {
     }
 
     /// Ask every peer for its whole table.
-    pub fn request_resync(&mut self, _now: Instant) {
+    pub fn request_resync(&mut self, now: Instant) {
+        let mut full = Vec::new();
         for p in self.peers.values_mut() {
             if p.epoch.is_some() && p.up {
                 p.bulk_done = false;
+                if !p.send.push(Message::ResyncRequest) {
+                    full.push(p.id);
+                }
+            }
+        }
+        for id in full {
+            // Our queue to it was full: a fresh stream (with our bulk), then the request.
+            self.start_bulk(id, now);
+            if let Some(p) = self.peers.get_mut(&id) {
                 p.send.push(Message::ResyncRequest);
             }
         }
@@ -487,8 +497,10 @@ impl Node {
             p.resync_needed = true;
             return;
         }
-        // A fresh stream generation: whatever the old one had in flight is superseded.
+        // A fresh stream generation: whatever the old one had in flight is superseded,
+        // our repair requests to it included (the next digest asks again).
         p.send.reset();
+        p.repairs_pending = 0;
         p.resync_needed = false;
         p.send.push(Message::BulkBegin { id: bulk_id });
         p.bulk = Some(BulkOut {
@@ -638,7 +650,7 @@ impl Node {
                     } else {
                         // Not trusted until the epoch is proven live (a replayed HELLO
                         // must not set a role that decides what reaches the kernel).
-                        p.pending_role = Some((role, ready));
+                        p.pending_role = Some((h.epoch, role, ready));
                     }
                 }
                 Frame::HelloAck {
@@ -688,6 +700,14 @@ impl Node {
         }
         if refused_data {
             *self.drops.entry(DropReason::Unverified).or_default() += 1;
+        }
+        // A HELLO after the HELLO_ACK that verified its epoch, in this same datagram.
+        let p = self.peer(id);
+        if let Some((e, role, ready)) = p.pending_role
+            && p.epoch == Some(e)
+        {
+            p.pending_role = None;
+            self.peer_role(id, role, ready);
         }
         if verified {
             self.heard(id, now);
@@ -761,7 +781,7 @@ impl Node {
         p.epoch = Some(epoch);
         p.challenge = None;
         p.reverify = false;
-        let pending_role = p.pending_role.take();
+        let pending_role = p.pending_role.take().filter(|(e, ..)| *e == epoch);
         p.replay = p
             .candidate
             .take()
@@ -781,7 +801,7 @@ impl Node {
         } else {
             self.notes.push_back(Notify::PeerUp(id));
         }
-        if let Some((role, ready)) = pending_role {
+        if let Some((_, role, ready)) = pending_role {
             self.peer_role(id, role, ready);
         }
         // Whoever (re)joins gets our whole table.
@@ -865,7 +885,10 @@ impl Node {
                         from,
                         buckets: differing.len(),
                     });
-                    p.send.push(Message::BucketRequest(differing));
+                    if !p.send.push(Message::BucketRequest(differing)) {
+                        // Not queued: ask again at the next digest.
+                        p.repairs_pending = 0;
+                    }
                 }
             }
             Message::BucketBegin { bucket } => {
@@ -1120,13 +1143,11 @@ impl Node {
                 p.recv.nack_due = false;
                 p.nack_sent = Some(now);
             }
-            // Our role and readiness, when changed, before any DATA: the receiver needs
-            // them to know what to do with the flows.
-            if p.announced != Some((role, ready)) {
-                w.alive(role, ready);
-                p.announced = Some((role, ready));
-                any = true;
-            }
+            // Our role and readiness in every datagram, before any DATA: the receiver needs
+            // them to know what to do with the flows, and one lost announcement must not
+            // leave it guessing (5 bytes a datagram).
+            w.alive(role, ready);
+            p.announced = Some((role, ready));
             // DATA: retransmissions first, then new messages, while they fit.
             let mut runs: Vec<(u64, Vec<u8>, u16)> = Vec::new();
             let mut used = w.len() - body_start;

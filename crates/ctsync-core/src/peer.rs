@@ -101,8 +101,9 @@ pub struct Peer {
     /// Its verified epoch must be proven live again (it was down: its key generation
     /// may have moved on further than key ids can tell).
     pub reverify: bool,
-    /// Role and readiness from a HELLO of an epoch not verified yet; taken on verification.
-    pub pending_role: Option<(WireRole, bool)>,
+    /// Role and readiness from a HELLO of an epoch not verified yet, with that epoch;
+    /// applied when (and only if) that epoch is verified.
+    pub pending_role: Option<(u64, WireRole, bool)>,
 }
 
 impl Peer {

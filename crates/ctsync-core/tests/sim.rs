@@ -663,6 +663,29 @@ fn late_joiners_and_long_partitions_survive_key_rotation() {
     c.assert_converged(Mode::HotStandby);
 }
 
+/// Found in review: a backup restarting quickly, while a busy primary never goes idle,
+/// could stay ignorant of the primary's role (announced once, when it changed), so none of
+/// the primary's flows reached its kernel. Roles now travel in every datagram.
+#[test]
+fn a_quickly_restarted_backup_learns_the_busy_primarys_role() {
+    let mut c = Cluster::new(2, 31, Mode::HotStandby);
+    let mut rng = Rng(5);
+    let mut live = BTreeMap::new();
+    let mut next = 0;
+    c.faults = Faults {
+        loss: 0.2,
+        duplicate: 0.0,
+        jitter: Duration::from_millis(5),
+    };
+    workload(&mut c, &mut rng, 100, &mut live, &mut next);
+    c.crash(1);
+    c.boot(1);
+    workload(&mut c, &mut rng, 200, &mut live, &mut next);
+    c.heal_and_settle(Duration::from_secs(20));
+    c.assert_converged(Mode::HotStandby);
+    assert!(c.node(1).is_ready());
+}
+
 /// Found by the random test (seed 0): a restarted backup reported the primary's flows,
 /// found in its own kernel, as its own; when they expired there, the other backup
 /// deleted them from its kernel although the primary still had them.
