@@ -122,6 +122,10 @@ pub struct Config {
     pub shorten_timeout: u32,
     /// Flows per bulk-transfer step (pacing).
     pub bulk_step: usize,
+    /// Re-read the kernel table this often (zero: never). Entries that existed before
+    /// any event listener (with `nf_conntrack_events=2`, the kernel's default) never
+    /// report their end; a periodic dump finds them gone.
+    pub kernel_resync_interval: Duration,
     /// Flows the caches are sized for up front (growing a large table later costs a
     /// pause while it is rehashed); use the kernel's `nf_conntrack_max`.
     pub expected_flows: usize,
@@ -149,6 +153,7 @@ impl Config {
             shorten_timeout: 60,
             bulk_step: 1024,
             expected_flows: 1 << 16,
+            kernel_resync_interval: Duration::from_secs(300),
         }
     }
 }

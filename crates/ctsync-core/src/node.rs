@@ -184,6 +184,7 @@ pub struct Node {
     notes: VecDeque<Notify>,
     next_digest: Instant,
     next_refresh: Instant,
+    next_kernel_resync: Option<Instant>,
     rr: usize,
     drops: DropCounters,
     stats: NodeStats,
@@ -228,6 +229,8 @@ impl Node {
         Ok(Node {
             next_digest: now + cfg.digest_interval,
             next_refresh: now + cfg.refresh_interval,
+            next_kernel_resync: (!cfg.kernel_resync_interval.is_zero())
+                .then(|| now + cfg.kernel_resync_interval),
             cfg,
             secret,
             epoch,
@@ -996,6 +999,10 @@ impl Node {
                 }
             }
         }
+        if let Some(t) = self.next_kernel_resync.filter(|t| now >= *t) {
+            self.next_kernel_resync = Some(t.max(now) + self.cfg.kernel_resync_interval);
+            self.kernel_ops.push_back(KernelOp::Dump);
+        }
         if now >= self.next_refresh {
             self.next_refresh = now + self.cfg.refresh_interval;
             if self.cfg.mode == Mode::HotStandby && self.role != Role::Primary {
@@ -1019,6 +1026,9 @@ impl Node {
     /// earlier; this is a bound).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = Some(self.next_digest.min(self.next_refresh));
+        if let (Some(k), Some(x)) = (self.next_kernel_resync, t) {
+            t = Some(x.min(k));
+        }
         let mut at = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = Some(t.map_or(x, |t| t.min(x)));

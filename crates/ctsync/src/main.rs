@@ -19,6 +19,41 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon in the foreground (root).
+    Run {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: std::path::PathBuf,
+    },
+    /// Print a new random cluster key (`ctsync keygen > /etc/ctsync/cluster.key`).
+    Keygen,
+    /// Show the daemon's state: role, readiness, peers, caches, drops.
+    Status {
+        /// The control socket.
+        #[arg(long, default_value = "/run/ctsync/ctsync.sock")]
+        socket: std::path::PathBuf,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the role: what a keepalived notify script calls.
+    Role {
+        /// primary, backup or fault.
+        role: String,
+        /// The control socket.
+        #[arg(long, default_value = "/run/ctsync/ctsync.sock")]
+        socket: std::path::PathBuf,
+    },
+    /// Ask the daemon for an operation: resync (re-read the kernel), request-resync
+    /// (ask peers for their tables), bulk (send ours), commit (write peers' flows to the
+    /// kernel).
+    Do {
+        /// resync, request-resync, bulk or commit.
+        what: String,
+        /// The control socket.
+        #[arg(long, default_value = "/run/ctsync/ctsync.sock")]
+        socket: std::path::PathBuf,
+    },
     /// Load a kernel conntrack table with synthetic entries (root; for tests and
     /// benchmarks). Each operation prints one line of JSON.
     Load {
@@ -81,7 +116,41 @@ enum LoadOp {
 }
 
 fn run(cli: Cli) -> Result<bool> {
-    let Command::Load { netns, op } = cli.command;
+    let (netns, op) = match cli.command {
+        Command::Run { config } => {
+            let cfg = ctsync::config::Config::load(&config)?;
+            ctsync::daemon::run(cfg)?;
+            return Ok(true);
+        }
+        Command::Keygen => {
+            println!("{}", ctsync::config::new_key()?);
+            return Ok(true);
+        }
+        Command::Status { socket, json } => {
+            let v = ctsync::control::request(&socket, "status")?;
+            if json {
+                println!("{v}");
+            } else {
+                print_status(&v);
+            }
+            return Ok(true);
+        }
+        Command::Role { role, socket } => {
+            let v = ctsync::control::request(&socket, &format!("role {role}"))?;
+            println!("role: {}", v["role"].as_str().unwrap_or("?"));
+            return Ok(true);
+        }
+        Command::Do { what, socket } => {
+            if !["resync", "request-resync", "bulk", "commit"].contains(&what.as_str()) {
+                anyhow::bail!(
+                    "unknown operation {what:?}: expected resync, request-resync, bulk or commit"
+                );
+            }
+            println!("{}", ctsync::control::request(&socket, &what)?);
+            return Ok(true);
+        }
+        Command::Load { netns, op } => (netns, op),
+    };
     let mut ct = load::open(netns.as_deref())?;
     let ok = match op {
         LoadOp::Fill {
@@ -130,6 +199,33 @@ fn run(cli: Cli) -> Result<bool> {
         }
     };
     Ok(ok)
+}
+
+fn print_status(v: &serde_json::Value) {
+    println!(
+        "{}  role {}  ready {}  flows: {} own, {} from peers",
+        v["node"].as_str().unwrap_or("?"),
+        v["role"].as_str().unwrap_or("?"),
+        v["ready"],
+        v["caches"]["internal"],
+        v["caches"]["external"]
+    );
+    for p in v["peers"].as_array().into_iter().flatten() {
+        println!(
+            "  peer {} {}  up {}  role {}  synced {}  sent {}  retransmitted {}  backlog {}",
+            p["id"].as_str().unwrap_or("?"),
+            p["address"].as_str().unwrap_or("?"),
+            p["up"],
+            p["role"].as_str().unwrap_or("?"),
+            p["synced"],
+            p["sent"],
+            p["retransmitted"],
+            p["backlog"]
+        );
+    }
+    if v["dropped"].as_object().is_some_and(|d| !d.is_empty()) {
+        println!("  dropped: {}", v["dropped"]);
+    }
 }
 
 fn main() -> ExitCode {

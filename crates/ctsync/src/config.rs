@@ -1,0 +1,265 @@
+//! The daemon's configuration file (TOML) and the cluster key file.
+//!
+//! Every error names the file, the line where the toml parser can tell, and what was
+//! expected, before anything starts.
+
+use std::fs;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// How replicated flows reach the backup's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModeSetting {
+    /// Write them as they arrive (default).
+    #[default]
+    HotStandby,
+    /// Write them when this node becomes primary.
+    Commit,
+}
+
+/// The role a node takes at start, until keepalived or the operator says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleSetting {
+    /// Primary.
+    Primary,
+    /// Backup (default).
+    #[default]
+    Backup,
+    /// Fault.
+    Fault,
+}
+
+/// `[sync]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sync {
+    /// The interface of the sync link (checked to exist).
+    pub interface: String,
+    /// This node's address and port on the sync link.
+    pub local: SocketAddr,
+    /// The other nodes' addresses and ports.
+    pub peers: Vec<SocketAddr>,
+    /// The cluster key: 64 hex digits, root-only (`ctsync keygen` writes one).
+    pub key_file: PathBuf,
+    /// `hot-standby` (default) or `commit`.
+    #[serde(default)]
+    pub mode: ModeSetting,
+    /// AEAD: `chacha20-poly1305` (default) or `aes-256-gcm`.
+    #[serde(default)]
+    pub cipher: Option<String>,
+    /// Seconds between re-reads of the kernel table (default 300; 0: never).
+    #[serde(default = "default_kernel_resync")]
+    pub kernel_resync_secs: u64,
+}
+
+fn default_kernel_resync() -> u64 {
+    300
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// The control socket.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/ctsync/ctsync.sock")
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: default_socket(),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's name (for logs and status).
+    pub node: String,
+    /// The network namespace to work in (`ip netns` name); the current one if absent.
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// The role at start.
+    #[serde(default)]
+    pub role: RoleSetting,
+    /// The sync link.
+    pub sync: Sync,
+    /// The control socket.
+    #[serde(default)]
+    pub control: Control,
+}
+
+impl Config {
+    /// Read and check a configuration file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and check configuration text (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(l) => anyhow::anyhow!("{}:{l}: {}", path.display(), e.message()),
+                None => anyhow::anyhow!("{}: {}", path.display(), e.message()),
+            }
+        })?;
+        if cfg.sync.peers.is_empty() {
+            bail!(
+                "{}: [sync] peers is empty: list the other nodes' address:port",
+                path.display()
+            );
+        }
+        if cfg.sync.peers.contains(&cfg.sync.local) {
+            bail!(
+                "{}: [sync] peers lists this node's own address {}",
+                path.display(),
+                cfg.sync.local
+            );
+        }
+        let mut ids: Vec<u32> = cfg.sync.peers.iter().map(node_id).collect();
+        ids.push(node_id(&cfg.sync.local));
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            bail!("{}: [sync] two nodes share an address", path.display());
+        }
+        if let Some(c) = &cfg.sync.cipher
+            && c != "chacha20-poly1305"
+            && c != "aes-256-gcm"
+        {
+            bail!(
+                "{}: [sync] cipher {c:?}: expected \"chacha20-poly1305\" or \"aes-256-gcm\"",
+                path.display()
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+/// A node's id on the wire: its sync address (IPv4 as a number; IPv6 hashed). Every
+/// node derives the same ids from the same addresses.
+pub fn node_id(addr: &SocketAddr) -> u32 {
+    match addr.ip() {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => a.octets().iter().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        }),
+    }
+}
+
+/// Read the cluster key: 32 bytes as 64 hex digits, in a file only root may read.
+pub fn read_key(path: &Path) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path).with_context(|| {
+        format!(
+            "cannot read key file {} (create one with `ctsync keygen > FILE`)",
+            path.display()
+        )
+    })?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "key file {} is readable by others (mode {:o}): run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    let hex = text.trim();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "key file {}: expected 64 hex digits (32 bytes), as `ctsync keygen` writes",
+            path.display()
+        );
+    }
+    (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).context("hex digit"))
+        .collect()
+}
+
+/// A new random cluster key, as `ctsync keygen` prints it.
+pub fn new_key() -> Result<String> {
+    let mut k = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut k).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    Ok(k.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node = "fw1"
+[sync]
+interface = "eth3"
+local = "198.18.0.1:3780"
+peers = ["198.18.0.2:3780"]
+key_file = "/etc/ctsync/cluster.key"
+[control]
+socket = "/run/ctsync/ctsync.sock"
+"#;
+
+    #[test]
+    fn the_minimal_config_parses() {
+        let c = Config::parse(GOOD, Path::new("ctsync.toml")).unwrap();
+        assert_eq!(c.node, "fw1");
+        assert_eq!(c.sync.mode, ModeSetting::HotStandby);
+        assert_eq!(c.role, RoleSetting::Backup);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_expectation() {
+        let e = Config::parse(&GOOD.replace("interface", "interfaec"), Path::new("a.toml"))
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.starts_with("a.toml:4:") && msg.contains("interfaec"),
+            "{msg}"
+        );
+        let e = Config::parse(
+            &GOOD.replace("198.18.0.2:3780", "198.18.0.300:3780"),
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").starts_with("a.toml:6:"), "{e:#}");
+        let e = Config::parse(
+            &GOOD.replace("198.18.0.2", "198.18.0.1"),
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("own address"), "{e:#}");
+    }
+
+    #[test]
+    fn key_files_must_be_private_and_well_formed() {
+        let dir = std::env::temp_dir().join(format!("ctsync-key-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("k");
+        fs::write(&p, format!("{}\n", new_key().unwrap())).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(format!("{:#}", read_key(&p).unwrap_err()).contains("chmod 600"));
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_key(&p).unwrap().len(), 32);
+        fs::write(&p, "abc\n").unwrap();
+        assert!(format!("{:#}", read_key(&p).unwrap_err()).contains("64 hex digits"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

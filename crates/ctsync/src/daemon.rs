@@ -1,0 +1,517 @@
+//! `ctsync run`: the I/O shell around the sans-IO core. One thread, one event loop:
+//! kernel events, sync datagrams, the control socket, timers and signals; every output
+//! of the core is carried out right after the input that caused it.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use ctnetlink::{Conntrack, DumpItem, Errno, Event, EventSocket, Flow, FlowOp, Groups, Netns};
+use ctsync_core::{KernelOp, Mode, Node, Notify, Role};
+use ctsync_wire::{Cipher, ClusterSecret, NodeId};
+use serde_json::json;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UdpSocket, UnixListener};
+
+use crate::config::{Config, ModeSetting, RoleSetting, node_id, read_key};
+
+/// Events drained per loop turn before the other sources get a look (an event storm
+/// must not starve acknowledgements and timers).
+const EVENT_BUDGET: usize = 4096;
+/// Datagrams read per loop turn.
+const DATAGRAM_BUDGET: usize = 1024;
+
+fn log(level: &str, msg: impl std::fmt::Display) {
+    eprintln!("ctsync[{level}]: {msg}");
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub fn run(cfg: Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    rt.block_on(run_async(cfg))
+}
+
+fn role_of(r: &str) -> Option<Role> {
+    match r {
+        "primary" | "master" | "MASTER" => Some(Role::Primary),
+        "backup" | "BACKUP" => Some(Role::Backup),
+        "fault" | "FAULT" => Some(Role::Fault),
+        _ => None,
+    }
+}
+
+struct Shell {
+    node: Node,
+    ct: Conntrack,
+    udp: UdpSocket,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    buf: Vec<u8>,
+    name: String,
+    kernel_failures: BTreeMap<String, u64>,
+}
+
+async fn run_async(cfg: Config) -> Result<()> {
+    let netns = match &cfg.netns {
+        Some(n) => Some(Netns::named(n).with_context(|| format!("network namespace {n:?}"))?),
+        None => None,
+    };
+    let iface = CString::new(cfg.sync.interface.clone()).context("interface name")?;
+    let exists = |iface: &CString| -> std::io::Result<bool> {
+        // SAFETY: a valid NUL-terminated string.
+        Ok(unsafe { libc::if_nametoindex(iface.as_ptr()) } != 0)
+    };
+    let found = match &netns {
+        Some(ns) => ns.run(|| exists(&iface))?,
+        None => exists(&iface)?,
+    };
+    if !found {
+        bail!("[sync] interface {:?} does not exist", cfg.sync.interface);
+    }
+    let key = read_key(&cfg.sync.key_file)?;
+    let cipher = match cfg.sync.cipher.as_deref() {
+        Some("aes-256-gcm") => Cipher::Aes256Gcm,
+        _ => Cipher::ChaCha20Poly1305,
+    };
+    let secret =
+        ClusterSecret::new(&key, cipher).map_err(|e| anyhow::anyhow!("cluster key: {e}"))?;
+
+    // Subscribe before reading the table: with nf_conntrack_events=2 (the default) the
+    // kernel gives no events at all for entries created while nobody listens. Setting 1
+    // attaches event support to every new entry; older ones are caught by the periodic
+    // re-read of the table.
+    let set_events = || std::fs::write("/proc/sys/net/netfilter/nf_conntrack_events", "1");
+    let r = match &netns {
+        Some(ns) => ns.run(set_events),
+        None => set_events(),
+    };
+    if let Err(e) = r {
+        log(
+            "warn",
+            format!("cannot set net.netfilter.nf_conntrack_events=1: {e}"),
+        );
+    }
+    let mut events = match &netns {
+        Some(ns) => EventSocket::open_in(ns, Groups::CONNTRACK),
+        None => EventSocket::open(Groups::CONNTRACK),
+    }
+    .context("subscribing to conntrack events")?;
+    let granted = events.set_recv_buffer(64 << 20)?;
+    events.set_nonblocking(true)?;
+    // SAFETY: the AsyncFd owns the socket, so the descriptor stays open while registered.
+    let mut events = unsafe { AsyncFd::register(events) }
+        .map_err(|_| anyhow::anyhow!("registering the event socket with the event loop"))?;
+    let ct = match &netns {
+        Some(ns) => Conntrack::open_in(ns),
+        None => Conntrack::open(),
+    }
+    .context("ctnetlink request socket")?;
+    let own_port = ct.portid();
+    let local = cfg.sync.local;
+    let bind = move || -> std::io::Result<StdUdpSocket> {
+        let s = StdUdpSocket::bind(local)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    };
+    let std_udp = match &netns {
+        Some(ns) => ns.run(bind),
+        None => bind(),
+    }
+    .with_context(|| format!("binding the sync socket to {local}"))?;
+    let udp = UdpSocket::from_std(std_udp)?;
+
+    let sock_path = cfg.control.socket.clone();
+    if let Some(dir) = sock_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&sock_path);
+    let control = UnixListener::bind(&sock_path)
+        .with_context(|| format!("binding the control socket {}", sock_path.display()))?;
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))?;
+
+    let me = node_id(&local);
+    let peers: BTreeMap<NodeId, SocketAddr> =
+        cfg.sync.peers.iter().map(|a| (node_id(a), *a)).collect();
+    let mut core = ctsync_core::Config::new(me, peers.keys().copied().collect());
+    core.kernel_resync_interval = Duration::from_secs(cfg.sync.kernel_resync_secs);
+    core.mode = match cfg.sync.mode {
+        ModeSetting::HotStandby => Mode::HotStandby,
+        ModeSetting::Commit => Mode::Commit,
+    };
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut rnd = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut rnd).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    let epoch = (wall << 24) | u64::from(u32::from_be_bytes([0, rnd[0], rnd[1], rnd[2]]));
+    let seed = u64::from_be_bytes([
+        rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15],
+    ]);
+    let now = Instant::now();
+    let node = Node::new(core, secret, epoch, seed, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut sh = Shell {
+        node,
+        ct,
+        udp,
+        peers,
+        buf: Vec::with_capacity(2048),
+        name: cfg.node.clone(),
+        kernel_failures: BTreeMap::new(),
+    };
+    sh.kernel_op(KernelOp::Dump);
+    let role = match cfg.role {
+        RoleSetting::Primary => Role::Primary,
+        RoleSetting::Backup => Role::Backup,
+        RoleSetting::Fault => Role::Fault,
+    };
+    sh.node.set_role(Instant::now(), role);
+    sh.flush();
+    log(
+        "info",
+        format!(
+            "{} up: node id {me:#x}, sync {local}, {} peers, {:?}, event buffer {granted} bytes, {} flows",
+            cfg.node,
+            sh.peers.len(),
+            role,
+            sh.node.internal().len()
+        ),
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut rx = vec![0u8; 65536];
+    loop {
+        let deadline = sh
+            .node
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            r = events.readable_mut() => {
+                let mut guard = r?;
+                let now = Instant::now();
+                let mut n = 0;
+                let node = &mut sh.node;
+                while n < EVENT_BUDGET {
+                    let got = guard.get_inner_mut().recv(|e| match e {
+                        Event::Flow { kind, portid, flow } => {
+                            node.handle_kernel_event(now, kind, flow, portid == own_port);
+                        }
+                        Event::Overrun => {
+                            log("warn", "kernel event socket overran: re-reading the table");
+                            node.handle_kernel_overrun(now);
+                        }
+                        Event::Expectation { .. } => {}
+                    })?;
+                    match got {
+                        Some(k) => n += k.max(1),
+                        None => {
+                            guard.clear_ready();
+                            break;
+                        }
+                    }
+                }
+            }
+            r = sh.udp.readable() => {
+                r?;
+                let now = Instant::now();
+                for _ in 0..DATAGRAM_BUDGET {
+                    match sh.udp.try_recv_from(&mut rx) {
+                        Ok((len, _from)) => {
+                            let _ = sh.node.handle_datagram(now, &mut rx[..len]);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            log("warn", format!("sync socket: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            c = control.accept() => {
+                if let Ok((stream, _)) = c {
+                    sh.control(stream).await;
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                sh.node.handle_timeout(Instant::now());
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+        sh.flush();
+    }
+    let _ = std::fs::remove_file(&sock_path);
+    log("info", format!("{} stopped", sh.name));
+    Ok(())
+}
+
+impl Shell {
+    /// Carry out every output of the core.
+    fn flush(&mut self) {
+        for _ in 0..64 {
+            let now = Instant::now();
+            let mut moved = false;
+            while let Some(to) = self.node.poll_transmit(now, &mut self.buf) {
+                moved = true;
+                if let Some(addr) = self.peers.get(&to)
+                    && let Err(e) = self.udp.try_send_to(&self.buf, *addr)
+                    && e.kind() != std::io::ErrorKind::WouldBlock
+                {
+                    log("warn", format!("sending to {addr}: {e}"));
+                }
+            }
+            let mut ops = Vec::new();
+            while let Some(op) = self.node.poll_kernel_op() {
+                ops.push(op);
+            }
+            moved |= !ops.is_empty();
+            self.kernel_ops(ops);
+            while let Some(n) = self.node.poll_notify() {
+                match n {
+                    Notify::Ready(r) => log("info", format!("ready to take over: {r}")),
+                    other => log("info", format!("{other:?}")),
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn failed(&mut self, what: &str, e: Errno) {
+        *self
+            .kernel_failures
+            .entry(format!("{what}: {e}"))
+            .or_default() += 1;
+    }
+
+    /// Kernel operations, batched: consecutive upserts become one batch of creates and
+    /// one of updates for those that existed; deletes and refreshes likewise.
+    fn kernel_ops(&mut self, ops: Vec<KernelOp>) {
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        let mut refreshes = Vec::new();
+        for op in ops {
+            match op {
+                KernelOp::Upsert(f) => upserts.push(f),
+                KernelOp::Delete(k) => {
+                    let mut f = Flow::new(k.orig, k.orig.inverse());
+                    f.reply.zone = None;
+                    f.zone = (k.zone != 0).then_some(k.zone);
+                    deletes.push(f);
+                }
+                KernelOp::Refresh(f) => {
+                    let mut r = Flow::new(f.orig, f.reply);
+                    r.zone = f.zone;
+                    r.timeout = f.timeout;
+                    refreshes.push(r);
+                }
+                other => {
+                    self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+                    self.kernel_op(other);
+                }
+            }
+        }
+        self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+    }
+
+    fn apply_batches(
+        &mut self,
+        upserts: &mut Vec<Flow>,
+        deletes: &mut Vec<Flow>,
+        refreshes: &mut Vec<Flow>,
+    ) {
+        if !upserts.is_empty() {
+            let mut exists = Vec::new();
+            let mut errs = Vec::new();
+            let r = self.ct.batch(FlowOp::Create, upserts, |i, e| {
+                if e == Errno::EEXIST {
+                    exists.push(i);
+                } else {
+                    errs.push(e);
+                }
+            });
+            if let Err(e) = r {
+                log("warn", format!("kernel create batch: {e}"));
+            }
+            for e in errs {
+                self.failed("create", e);
+            }
+            let again: Vec<Flow> = exists
+                .into_iter()
+                .filter_map(|i| upserts.get(i).cloned())
+                .collect();
+            let mut errs = Vec::new();
+            if let Err(e) = self.ct.batch(FlowOp::Update, &again, |_, e| errs.push(e)) {
+                log("warn", format!("kernel update batch: {e}"));
+            }
+            for e in errs {
+                self.failed("update", e);
+            }
+            upserts.clear();
+        }
+        for (list, op, what) in [
+            (deletes, FlowOp::Delete, "delete"),
+            (refreshes, FlowOp::Update, "refresh"),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let mut errs = Vec::new();
+            if let Err(e) = self.ct.batch(op, list, |_, e| {
+                if e != Errno::ENOENT {
+                    errs.push(e);
+                }
+            }) {
+                log("warn", format!("kernel {what} batch: {e}"));
+            }
+            for e in errs {
+                self.failed(what, e);
+            }
+            list.clear();
+        }
+    }
+
+    fn kernel_op(&mut self, op: KernelOp) {
+        match op {
+            KernelOp::Dump => {
+                let now = Instant::now();
+                self.node.begin_kernel_dump(now);
+                let node = &mut self.node;
+                let r = self.ct.dump(None, |item| match item {
+                    DumpItem::Flow(f) => node.handle_dumped(now, f),
+                    DumpItem::Restart => node.begin_kernel_dump(now),
+                });
+                match r {
+                    Ok(_) => self.node.end_kernel_dump(now),
+                    Err(e) => log("warn", format!("reading the kernel table: {e}")),
+                }
+            }
+            KernelOp::ShortenTimeouts(secs) => {
+                let mut short = Vec::new();
+                let r = self.ct.dump(None, |item| {
+                    if let DumpItem::Flow(f) = item
+                        && f.timeout.is_some_and(|t| t > secs)
+                    {
+                        let mut s = Flow::new(f.orig, f.reply);
+                        s.zone = f.zone;
+                        s.timeout = Some(secs);
+                        short.push(s);
+                    }
+                });
+                if let Err(e) = r {
+                    log("warn", format!("reading the kernel table: {e}"));
+                }
+                let n = short.len();
+                if let Err(e) = self.ct.batch(FlowOp::Update, &short, |_, _| {}) {
+                    log("warn", format!("shortening timeouts: {e}"));
+                }
+                log(
+                    "info",
+                    format!("shortened the timeouts of {n} flows to {secs} s"),
+                );
+            }
+            other => self.kernel_ops(vec![other]),
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let peers: Vec<_> = self
+            .node
+            .peers()
+            .map(|p| {
+                json!({
+                    "id": format!("{:#x}", p.id),
+                    "address": self.peers.get(&p.id).map(|a| a.to_string()),
+                    "up": p.up,
+                    "epoch": p.epoch,
+                    "role": format!("{:?}", p.role).to_lowercase(),
+                    "ready": p.ready,
+                    "synced": p.synced(),
+                    "sent": p.send.stats.sent,
+                    "retransmitted": p.send.stats.retransmitted,
+                    "resets": p.send.stats.resets,
+                    "backlog": p.send.backlog(),
+                })
+            })
+            .collect();
+        let drops: serde_json::Map<String, serde_json::Value> = self
+            .node
+            .drops()
+            .iter()
+            .map(|(k, v)| (format!("{k:?}").to_lowercase(), json!(v)))
+            .collect();
+        let s = self.node.stats();
+        json!({
+            "node": self.name,
+            "role": format!("{:?}", self.node.role()).to_lowercase(),
+            "ready": self.node.is_ready(),
+            "caches": { "internal": self.node.internal().len(), "external": self.node.external_len() },
+            "peers": peers,
+            "dropped": drops,
+            "kernel_failures": self.kernel_failures,
+            "stats": {
+                "datagrams_sent": s.datagrams_sent,
+                "datagrams_received": s.datagrams_received,
+                "flows_received": s.flows_received,
+                "own_events": s.own_events,
+                "kernel_overruns": s.kernel_overruns,
+            },
+        })
+    }
+
+    /// One control connection: a line in, a line of JSON out.
+    async fn control(&mut self, stream: tokio::net::UnixStream) {
+        let (r, mut w) = stream.into_split();
+        let mut line = String::new();
+        let mut reader = BufReader::new(r.take(4096));
+        let read = tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await;
+        let reply = match read {
+            Ok(Ok(_)) => {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["status"] => self.status(),
+                    ["role", r] => match role_of(r) {
+                        Some(role) => {
+                            self.node.set_role(Instant::now(), role);
+                            self.flush();
+                            json!({"ok": true, "role": format!("{role:?}").to_lowercase()})
+                        }
+                        None => {
+                            json!({"error": format!("unknown role {r:?}: expected primary, backup or fault")})
+                        }
+                    },
+                    ["resync"] => {
+                        self.node.resync_internal();
+                        self.flush();
+                        json!({"ok": true})
+                    }
+                    ["request-resync"] => {
+                        self.node.request_resync(Instant::now());
+                        self.flush();
+                        json!({"ok": true})
+                    }
+                    ["bulk"] => {
+                        self.node.bulk(Instant::now());
+                        self.flush();
+                        json!({"ok": true})
+                    }
+                    ["commit"] => {
+                        let n = self.node.commit();
+                        self.flush();
+                        json!({"ok": true, "flows": n})
+                    }
+                    _ => json!({"error": format!("unknown request {:?}", line.trim())}),
+                }
+            }
+            _ => json!({"error": "unreadable request"}),
+        };
+        let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
+    }
+}

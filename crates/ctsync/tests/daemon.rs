@@ -1,0 +1,254 @@
+//! End to end: two firewalls (network namespaces) joined by a sync link, a real `ctsync
+//! run` in each, the real kernel's tables. Flows created in the primary's kernel appear
+//! in the backup's kernel, with their NAT; deletions follow; a backup that joins late gets
+//! everything by bulk transfer. The control phase (no daemons) must replicate nothing.
+
+#![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ctnetlink::{Conntrack, DumpItem, FlowOp, Netns, Status};
+use ctsync::synth::{self, Mix};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .expect("run");
+    assert!(st.success(), "{args:?} failed");
+}
+
+/// Two namespaces `ctsy-e2e-<pid>-a/b` with a veth sync link, removed on drop.
+struct Lab {
+    a: String,
+    b: String,
+    dir: PathBuf,
+    daemons: Vec<Child>,
+}
+
+impl Lab {
+    fn new() -> Option<Lab> {
+        if !is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the end-to-end test needs root, and CI must run it"
+            );
+            eprintln!("\n*** SKIPPED end-to-end test: needs root ***\n");
+            return None;
+        }
+        let pid = std::process::id();
+        let (a, b) = (format!("ctsy-e2e-{pid}-a"), format!("ctsy-e2e-{pid}-b"));
+        let dir = std::env::temp_dir().join(format!("ctsy-e2e-{pid}"));
+        let lab = Lab {
+            a,
+            b,
+            dir,
+            daemons: Vec::new(),
+        };
+        fs::create_dir_all(&lab.dir).unwrap();
+        sh(&["ip", "netns", "add", &lab.a]);
+        sh(&["ip", "netns", "add", &lab.b]);
+        sh(&[
+            "ip", "-n", &lab.a, "link", "add", "sync0", "type", "veth", "peer", "name", "sync0",
+            "netns", &lab.b,
+        ]);
+        for (ns, addr) in [(&lab.a, "198.18.255.1/24"), (&lab.b, "198.18.255.2/24")] {
+            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", "sync0"]);
+            sh(&["ip", "-n", ns, "link", "set", "sync0", "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let key = lab.dir.join("cluster.key");
+        let out = Command::new(env!("CARGO_BIN_EXE_ctsync"))
+            .arg("keygen")
+            .output()
+            .unwrap();
+        fs::write(&key, out.stdout).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        Some(lab)
+    }
+
+    fn config(&self, ns: &str, me: &str, peer: &str, role: &str) -> PathBuf {
+        let path = self.dir.join(format!("{ns}.toml"));
+        fs::write(
+            &path,
+            format!(
+                "node = \"{ns}\"\nnetns = \"{ns}\"\nrole = \"{role}\"\n[sync]\ninterface = \"sync0\"\nlocal = \"{me}:3780\"\npeers = [\"{peer}:3780\"]\nkernel_resync_secs = 2\nkey_file = \"{}\"\n[control]\nsocket = \"{}\"\n",
+                self.dir.join("cluster.key").display(),
+                self.socket(ns).display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn socket(&self, ns: &str) -> PathBuf {
+        self.dir.join(format!("{ns}.sock"))
+    }
+
+    fn start(&mut self, ns: &str, me: &str, peer: &str, role: &str) {
+        let cfg = self.config(ns, me, peer, role);
+        let log = fs::File::create(self.dir.join(format!("{ns}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ctsync"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemons.push(child);
+        let sock = self.socket(ns);
+        wait_for(
+            Duration::from_secs(10),
+            || ctsync::control::request(&sock, "status").is_ok(),
+            || self.logs(),
+        );
+    }
+
+    fn logs(&self) -> String {
+        [&self.a, &self.b]
+            .iter()
+            .map(|ns| {
+                format!(
+                    "--- {ns}:\n{}",
+                    fs::read_to_string(self.dir.join(format!("{ns}.log"))).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.daemons {
+            // SAFETY: signalling our own child by its pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        for c in &mut self.daemons {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Poll `cond` every 50 ms for at most `limit`; on timeout panic with `context()`.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("condition not met within {limit:?}\n{}", context());
+}
+
+fn count(ns: &str) -> usize {
+    let mut ct = Conntrack::open_in(&Netns::named(ns).unwrap()).unwrap();
+    let mut n = 0;
+    ct.dump(None, |i| {
+        if let DumpItem::Flow(_) = i {
+            n += 1;
+        }
+    })
+    .unwrap();
+    n
+}
+
+fn status(sock: &Path) -> serde_json::Value {
+    ctsync::control::request(sock, "status").unwrap()
+}
+
+#[test]
+fn flows_replicate_between_two_daemons_through_the_real_kernel() {
+    let Some(mut lab) = Lab::new() else { return };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    let flows: Vec<_> = (0..3000)
+        .map(|i| synth::flow(i, Mix::Realistic, 3600))
+        .collect();
+
+    // Control: no daemons, no replication. The backup's table stays empty.
+    cta.batch(FlowOp::Create, &flows[..1000], |i, e| {
+        panic!("create {i}: {e}")
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(count(&b), 0, "control: flows appeared without replication");
+
+    // Start both daemons: the backup gets the existing 1000 by bulk transfer.
+    lab.start(&a, "198.18.255.1", "198.18.255.2", "primary");
+    lab.start(&b, "198.18.255.2", "198.18.255.1", "backup");
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) == 1000,
+        || format!("backup has {}\n{}", count(&b), lab.logs()),
+    );
+
+    // New flows follow as they are created, with their NAT.
+    cta.batch(FlowOp::Create, &flows[1000..], |i, e| {
+        panic!("create {i}: {e}")
+    })
+    .unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) == 3000,
+        || format!("backup has {}\n{}", count(&b), lab.logs()),
+    );
+    let mut ctb = Conntrack::open_in(&Netns::named(&b).unwrap()).unwrap();
+    let nated = &flows[1001];
+    assert!(nated.snat().is_some());
+    let got = ctb
+        .get(&nated.key())
+        .unwrap()
+        .expect("replicated flow in the backup's kernel");
+    assert_eq!(got.reply, nated.reply, "NATed reply tuple");
+    assert!(
+        got.status
+            .unwrap_or_default()
+            .contains(Status::SRC_NAT | Status::ASSURED),
+        "{got:?}"
+    );
+
+    // Deletions follow.
+    cta.batch(FlowOp::Delete, &flows[..1500], |i, e| {
+        panic!("delete {i}: {e}")
+    })
+    .unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) == 1500,
+        || format!("backup has {}\n{}", count(&b), lab.logs()),
+    );
+
+    // The backup knows it holds the primary's whole table.
+    let sb = lab.socket(&b);
+    wait_for(
+        Duration::from_secs(15),
+        || status(&sb)["ready"] == true,
+        || format!("{}\n{}", status(&sb), lab.logs()),
+    );
+    let s = status(&sb);
+    assert_eq!(s["role"], "backup");
+    assert_eq!(s["caches"]["external"], 1500);
+    assert_eq!(s["peers"][0]["up"], true);
+}
