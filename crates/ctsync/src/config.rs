@@ -263,3 +263,13 @@ socket = "/run/ctsync/ctsync.sock"
         fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod example {
+    /// The annotated example in etc/ stays valid.
+    #[test]
+    fn the_shipped_example_parses() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../etc/ctsync.toml"));
+        super::Config::load(path).expect("etc/ctsync.toml parses");
+    }
+}
