@@ -269,7 +269,10 @@ mod example {
     /// The annotated example in etc/ stays valid.
     #[test]
     fn the_shipped_example_parses() {
-        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../etc/ctsync.toml"));
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../etc/ctsync.toml"
+        ));
         super::Config::load(path).expect("etc/ctsync.toml parses");
     }
 }
