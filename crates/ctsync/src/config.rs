@@ -100,6 +100,9 @@ pub struct Config {
     /// The control socket.
     #[serde(default)]
     pub control: Control,
+    /// keepalived integration without scripts.
+    #[serde(default)]
+    pub keepalived: Option<crate::keepalived::Keepalived>,
 }
 
 impl Config {
@@ -146,6 +149,15 @@ impl Config {
         {
             bail!(
                 "{}: [sync] cipher {c:?}: expected \"chacha20-poly1305\" or \"aes-256-gcm\"",
+                path.display()
+            );
+        }
+        if let Some(k) = &cfg.keepalived
+            && k.notify_fifo.is_some()
+            && k.instance.is_some() == k.group.is_some()
+        {
+            bail!(
+                "{}: [keepalived] with notify_fifo needs exactly one of instance or group to follow",
                 path.display()
             );
         }

@@ -55,6 +55,7 @@ struct Shell {
     buf: Vec<u8>,
     name: String,
     kernel_failures: BTreeMap<String, u64>,
+    track_file: Option<std::path::PathBuf>,
 }
 
 async fn run_async(cfg: Config) -> Result<()> {
@@ -164,7 +165,9 @@ async fn run_async(cfg: Config) -> Result<()> {
         buf: Vec::with_capacity(2048),
         name: cfg.node.clone(),
         kernel_failures: BTreeMap::new(),
+        track_file: cfg.keepalived.as_ref().and_then(|k| k.track_file.clone()),
     };
+    sh.write_track();
     sh.kernel_op(KernelOp::Dump);
     let role = match cfg.role {
         RoleSetting::Primary => Role::Primary,
@@ -184,6 +187,25 @@ async fn run_async(cfg: Config) -> Result<()> {
         ),
     );
 
+    // keepalived's notify_fifo: opened read-write, so that open does not wait for a
+    // writer and keepalived restarting does not end the stream.
+    let keepalived = cfg.keepalived.clone();
+    let mut fifo = match keepalived.as_ref().and_then(|k| k.notify_fifo.clone()) {
+        Some(path) => {
+            crate::keepalived::ensure_fifo(&path)
+                .with_context(|| format!("creating keepalived's notify_fifo {}", path.display()))?;
+            let rx = tokio::net::unix::pipe::OpenOptions::new()
+                .read_write(true)
+                .open_receiver(&path)
+                .with_context(|| format!("opening keepalived's notify_fifo {}", path.display()))?;
+            log(
+                "info",
+                format!("following keepalived through {}", path.display()),
+            );
+            Some(BufReader::new(rx).lines())
+        }
+        None => None,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut rx = vec![0u8; 65536];
     loop {
@@ -233,6 +255,22 @@ async fn run_async(cfg: Config) -> Result<()> {
                     }
                 }
             }
+            line = async { fifo.as_mut()?.next_line().await.ok().flatten() }, if fifo.is_some() => {
+                match line {
+                    Some(line) => {
+                        let role = crate::keepalived::parse_line(&line)
+                            .and_then(|t| keepalived.as_ref().and_then(|k| k.role_for(&t)));
+                        if let Some(role) = role {
+                            log("info", format!("keepalived: {} -> {role:?}", line.trim()));
+                            sh.node.set_role(Instant::now(), role);
+                        }
+                    }
+                    None => {
+                        log("warn", "keepalived's notify_fifo closed; roles now only by `ctsync role`");
+                        fifo = None;
+                    }
+                }
+            }
             c = control.accept() => {
                 if let Ok((stream, _)) = c {
                     sh.control(stream).await;
@@ -274,13 +312,28 @@ impl Shell {
             self.kernel_ops(ops);
             while let Some(n) = self.node.poll_notify() {
                 match n {
-                    Notify::Ready(r) => log("info", format!("ready to take over: {r}")),
+                    Notify::Ready(r) => {
+                        log("info", format!("ready to take over: {r}"));
+                        self.write_track();
+                    }
                     other => log("info", format!("{other:?}")),
                 }
             }
             if !moved {
                 return;
             }
+        }
+    }
+
+    /// Tell keepalived whether this node may become master (track_file: 0 yes, 1 no).
+    fn write_track(&self) {
+        if let Some(path) = &self.track_file
+            && let Err(e) = crate::keepalived::write_track_file(path, self.node.is_ready())
+        {
+            log(
+                "warn",
+                format!("writing the track file {}: {e}", path.display()),
+            );
         }
     }
 

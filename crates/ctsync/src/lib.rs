@@ -6,5 +6,6 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod keepalived;
 pub mod load;
 pub mod synth;

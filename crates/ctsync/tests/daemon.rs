@@ -78,16 +78,39 @@ impl Lab {
 
     fn config(&self, ns: &str, me: &str, peer: &str, role: &str) -> PathBuf {
         let path = self.dir.join(format!("{ns}.toml"));
+        // Each node follows keepalived's instance VI_1 through its own notify_fifo.
+        let keepalived = format!(
+            "[keepalived]\nnotify_fifo = \"{}\"\ninstance = \"VI_1\"\ntrack_file = \"{}\"\n",
+            self.dir.join(format!("{ns}.fifo")).display(),
+            self.dir.join(format!("{ns}.ready")).display()
+        );
         fs::write(
             &path,
             format!(
                 "node = \"{ns}\"\nnetns = \"{ns}\"\nrole = \"{role}\"\n[sync]\ninterface = \"sync0\"\nlocal = \"{me}:3780\"\npeers = [\"{peer}:3780\"]\nkernel_resync_secs = 2\nkey_file = \"{}\"\n[control]\nsocket = \"{}\"\n",
                 self.dir.join("cluster.key").display(),
                 self.socket(ns).display()
-            ),
+            ) + &keepalived,
         )
         .unwrap();
         path
+    }
+
+    /// What keepalived would write to a node's notify_fifo.
+    fn keepalived_says(&self, ns: &str, line: &str) {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join(format!("{ns}.fifo")))
+            .unwrap();
+        f.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    fn track(&self, ns: &str) -> String {
+        fs::read_to_string(self.dir.join(format!("{ns}.ready")))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
     fn socket(&self, ns: &str) -> PathBuf {
@@ -198,6 +221,13 @@ fn flows_replicate_between_two_daemons_through_the_real_kernel() {
     // Start both daemons: the backup gets the existing 1000 by bulk transfer.
     lab.start(&a, "198.18.255.1", "198.18.255.2", "primary");
     lab.start(&b, "198.18.255.2", "198.18.255.1", "backup");
+    // keepalived's view: the backup may not become master until its copy is complete
+    // (track_file 1), then may (0).
+    wait_for(
+        Duration::from_secs(15),
+        || lab.track(&b) == "0",
+        || format!("track file {:?}\n{}", lab.track(&b), lab.logs()),
+    );
     wait_for(
         Duration::from_secs(15),
         || count(&b) == 1000,
@@ -251,4 +281,21 @@ fn flows_replicate_between_two_daemons_through_the_real_kernel() {
     assert_eq!(s["role"], "backup");
     assert_eq!(s["caches"]["external"], 1500);
     assert_eq!(s["peers"][0]["up"], true);
+
+    // keepalived moves the virtual IPs: the backup becomes primary through its FIFO, with
+    // every flow already in its kernel (hot standby), and back.
+    lab.keepalived_says(&b, "INSTANCE \"OTHER\" MASTER 100");
+    lab.keepalived_says(&b, "INSTANCE \"VI_1\" MASTER 100");
+    wait_for(
+        Duration::from_secs(5),
+        || status(&sb)["role"] == "primary",
+        || format!("{}\n{}", status(&sb), lab.logs()),
+    );
+    assert_eq!(count(&b), 1500);
+    lab.keepalived_says(&b, "INSTANCE \"VI_1\" BACKUP 50");
+    wait_for(
+        Duration::from_secs(5),
+        || status(&sb)["role"] == "backup",
+        || format!("{}\n{}", status(&sb), lab.logs()),
+    );
 }

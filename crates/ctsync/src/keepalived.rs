@@ -1,0 +1,161 @@
+//! keepalived without scripts: read its `notify_fifo`, follow one VRRP instance or sync
+//! group, and keep a `track_file` that stops keepalived from making this node master
+//! before it holds a complete copy of the primary's table.
+//!
+//! keepalived writes one line per transition to the FIFO (keepalived.conf(5),
+//! `notify_fifo`): `INSTANCE "VI_1" MASTER 100`, `GROUP "G1" BACKUP 0`, with states
+//! MASTER, BACKUP, FAULT and STOP (and MASTER_RX_LOWER_PRI, ignored here).
+//!
+//! The track file holds a number. With `weight 0` in keepalived's `track_file` block a
+//! non-zero value puts the instance in FAULT: ctsync writes `0` when ready and `1` when not.
+
+use std::path::Path;
+
+use ctsync_core::Role;
+use serde::Deserialize;
+
+/// `[keepalived]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keepalived {
+    /// keepalived's `notify_fifo` path (ctsync creates the FIFO if it is missing).
+    pub notify_fifo: Option<std::path::PathBuf>,
+    /// Follow this VRRP instance …
+    pub instance: Option<String>,
+    /// … or this sync group.
+    pub group: Option<String>,
+    /// Where to write readiness for keepalived's `track_file` (`0` ready, `1` not).
+    pub track_file: Option<std::path::PathBuf>,
+}
+
+/// What a FIFO line is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// A VRRP instance.
+    Instance,
+    /// A sync group.
+    Group,
+}
+
+/// One parsed FIFO line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// Instance or group.
+    pub subject: Subject,
+    /// Its name.
+    pub name: String,
+    /// The role the new state means for ctsync (`None` for states that mean none).
+    pub role: Option<Role>,
+}
+
+/// Parse a `notify_fifo` line; `None` for lines that are not transitions.
+pub fn parse_line(line: &str) -> Option<Transition> {
+    let line = line.trim();
+    let (kind, rest) = line.split_once(' ')?;
+    let subject = match kind {
+        "INSTANCE" => Subject::Instance,
+        "GROUP" => Subject::Group,
+        _ => return None,
+    };
+    let rest = rest.strip_prefix('"')?;
+    let (name, rest) = rest.split_once('"')?;
+    let state = rest.split_whitespace().next()?;
+    let role = match state {
+        "MASTER" => Some(Role::Primary),
+        "BACKUP" => Some(Role::Backup),
+        "FAULT" | "STOP" => Some(Role::Fault),
+        _ => None,
+    };
+    Some(Transition {
+        subject,
+        name: name.to_string(),
+        role,
+    })
+}
+
+impl Keepalived {
+    /// The role a line means for this node, if it is about what we follow.
+    pub fn role_for(&self, t: &Transition) -> Option<Role> {
+        let ours = match t.subject {
+            Subject::Instance => self.instance.as_deref() == Some(t.name.as_str()),
+            Subject::Group => self.group.as_deref() == Some(t.name.as_str()),
+        };
+        if ours { t.role } else { None }
+    }
+}
+
+/// Write readiness to the track file atomically (write, then rename).
+pub fn write_track_file(path: &Path, ready: bool) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, if ready { "0\n" } else { "1\n" })?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Create the FIFO if nothing is at `path` yet.
+pub fn ensure_fifo(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keepalived_lines() {
+        assert_eq!(
+            parse_line("INSTANCE \"VI_1\" MASTER 100\n"),
+            Some(Transition {
+                subject: Subject::Instance,
+                name: "VI_1".into(),
+                role: Some(Role::Primary)
+            })
+        );
+        assert_eq!(
+            parse_line("GROUP \"G1\" BACKUP 0").map(|t| t.role),
+            Some(Some(Role::Backup))
+        );
+        assert_eq!(
+            parse_line("INSTANCE \"VI 2\" FAULT 0").map(|t| t.name),
+            Some("VI 2".into())
+        );
+        assert_eq!(
+            parse_line("INSTANCE \"VI_1\" MASTER_RX_LOWER_PRI 100").map(|t| t.role),
+            Some(None)
+        );
+        for junk in [
+            "",
+            "HELLO",
+            "INSTANCE VI_1 MASTER",
+            "INSTANCE \"VI_1",
+            "GROUP \"G\"",
+        ] {
+            assert_eq!(parse_line(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn follows_only_its_instance_or_group() {
+        let k = Keepalived {
+            notify_fifo: None,
+            instance: None,
+            group: Some("G1".into()),
+            track_file: None,
+        };
+        let l = |s| parse_line(s).unwrap();
+        assert_eq!(k.role_for(&l("GROUP \"G1\" MASTER 0")), Some(Role::Primary));
+        assert_eq!(k.role_for(&l("GROUP \"G2\" MASTER 0")), None);
+        assert_eq!(k.role_for(&l("INSTANCE \"G1\" MASTER 0")), None);
+    }
+}
