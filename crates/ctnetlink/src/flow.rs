@@ -638,6 +638,16 @@ impl Flow {
         }
     }
 
+    /// The flow a key names, with nothing else set: the reply is the original's inverse
+    /// and the zone is `CTA_ZONE` (absent for zone 0). What a delete or get request carries.
+    pub fn from_key(key: &FlowKey) -> Flow {
+        let mut reply = key.orig.inverse();
+        reply.zone = None;
+        let mut f = Flow::new(key.orig, reply);
+        f.zone = (key.zone != 0).then_some(key.zone);
+        f
+    }
+
     /// The layer-3 family (that of the original tuple).
     pub fn family(&self) -> Family {
         self.orig.family()

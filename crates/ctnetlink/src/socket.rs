@@ -596,8 +596,7 @@ impl Conntrack {
 
     /// Get one entry by key; `Ok(None)` if there is none.
     pub fn get(&mut self, key: &FlowKey) -> Result<Option<Flow>, Error> {
-        let mut probe = Flow::new(key.orig, key.orig.inverse());
-        probe.zone = (key.zone != 0).then_some(key.zone);
+        let probe = Flow::from_key(key);
         let seq = self.next_seq(1);
         self.tx.clear();
         encode::encode_flow(&mut self.tx, FlowOp::Get, &probe, seq, NLM_F_ACK);

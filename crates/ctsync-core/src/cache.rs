@@ -12,9 +12,7 @@ pub const BUCKETS: usize = 64;
 
 /// The bucket of a flow: a hash of its key, the same on every node (docs/PROTOCOL.md §7).
 pub fn bucket_of(key: &FlowKey) -> u16 {
-    let mut f = Flow::new(key.orig, key.orig.inverse());
-    f.reply.zone = None;
-    f.zone = (key.zone != 0).then_some(key.zone);
+    let f = Flow::from_key(key);
     // A key always encodes (one family); an encoding error leaves the buffer short but
     // still deterministic.
     with_buf(|buf| {
@@ -182,29 +180,20 @@ impl FlowTable {
             }
             return Upsert::Changed;
         }
-        let bucket = bucket_of(&key);
-        self.map.insert(
-            key,
-            Entry {
-                flow,
-                bucket,
-                hash,
-                counted,
-                mark,
-            },
-        );
-        if counted {
-            self.digest.add(bucket, hash);
-        }
+        self.put(key, flow, hash, mark, counted);
         Upsert::New
     }
 
-    /// Insert or replace with the given mark; `counted` says whether the flow enters the
-    /// digest. Returns the previous flow.
-    pub fn insert(&mut self, flow: Flow, mark: u64, counted: bool) -> Option<Flow> {
-        let key = flow.key();
+    /// Store an entry, keeping the digest in step; returns the entry it replaced.
+    fn put(
+        &mut self,
+        key: FlowKey,
+        flow: Flow,
+        hash: u64,
+        mark: u64,
+        counted: bool,
+    ) -> Option<Entry> {
         let bucket = bucket_of(&key);
-        let hash = content_hash(&flow);
         let old = self.map.insert(
             key,
             Entry {
@@ -221,7 +210,15 @@ impl FlowTable {
         if counted {
             self.digest.add(bucket, hash);
         }
-        old.map(|o| o.flow)
+        old
+    }
+
+    /// Insert or replace with the given mark; `counted` says whether the flow enters the
+    /// digest. Returns the previous flow.
+    pub fn insert(&mut self, flow: Flow, mark: u64, counted: bool) -> Option<Flow> {
+        let hash = content_hash(&flow);
+        self.put(flow.key(), flow, hash, mark, counted)
+            .map(|o| o.flow)
     }
 
     /// Count a held-back flow in the digest (it is replicated now).

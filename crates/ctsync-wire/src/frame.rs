@@ -182,10 +182,7 @@ impl Message {
                 t::FLOW_UPDATE
             }
             Message::FlowDelete(k) => {
-                let mut f = Flow::new(k.orig, k.orig.inverse());
-                f.reply.zone = None;
-                f.zone = (k.zone != 0).then_some(k.zone);
-                codec::put_flow(body, &f)?;
+                codec::put_flow(body, &Flow::from_key(k))?;
                 t::FLOW_DELETE
             }
             Message::ExpNew(e) => {

@@ -353,12 +353,7 @@ impl Shell {
         for op in ops {
             match op {
                 KernelOp::Upsert(f) => upserts.push(f),
-                KernelOp::Delete(k) => {
-                    let mut f = Flow::new(k.orig, k.orig.inverse());
-                    f.reply.zone = None;
-                    f.zone = (k.zone != 0).then_some(k.zone);
-                    deletes.push(f);
-                }
+                KernelOp::Delete(k) => deletes.push(Flow::from_key(&k)),
                 KernelOp::Refresh(f) => {
                     let mut r = Flow::new(f.orig, f.reply);
                     r.zone = f.zone;
