@@ -190,6 +190,8 @@ pub struct Node {
     stats: NodeStats,
     scratch: Vec<u8>,
     started: Instant,
+    /// Every peer has been heard from, or a dead interval has passed since start.
+    settled: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -257,6 +259,7 @@ impl Node {
             stats: NodeStats::default(),
             scratch: Vec::with_capacity(2048),
             started: now,
+            settled: false,
         })
     }
 
@@ -386,6 +389,8 @@ impl Node {
         if role == self.role && self.role_set {
             return;
         }
+        let first = !self.role_set;
+        let old = self.role;
         self.role_set = true;
         self.role = role;
         match role {
@@ -403,7 +408,7 @@ impl Node {
                 self.kernel_ops.push_back(KernelOp::Dump);
                 self.bulk_after_dump = true;
             }
-            Role::Backup | Role::Fault => {
+            Role::Backup | Role::Fault if first || old == Role::Primary => {
                 // Whatever the kernel holds may be stale (our own flows from when we were
                 // primary, or flows a previous run of ctsync replicated that the primary
                 // has since closed): let it expire soon. The primary's bulk transfer,
@@ -411,6 +416,11 @@ impl Node {
                 self.kernel_ops
                     .push_back(KernelOp::ShortenTimeouts(self.cfg.shorten_timeout));
                 self.request_resync(now);
+            }
+            Role::Backup | Role::Fault => {
+                // Between backup and fault the caches stay valid: asking for a resync
+                // here would drop readiness, and with keepalived's track_file that turns
+                // FAULT -> not ready -> FAULT into a loop.
             }
         }
         self.update_ready();
@@ -737,6 +747,7 @@ impl Node {
             if wire_role_primary(p.role) {
                 p.was_primary = true;
             }
+            self.settle(now);
             self.update_ready();
         }
         Ok(())
@@ -932,18 +943,32 @@ impl Node {
     }
 
     fn update_ready(&mut self) {
+        // A backup (or a node keepalived holds in FAULT, which must be able to leave it)
+        // is ready once it has heard from every peer, or waited a dead interval for
+        // those that are silent, and holds a complete copy of every primary's table.
         let ready = match self.role {
             Role::Primary => true,
-            Role::Fault => false,
-            Role::Backup => self
-                .peers
-                .values()
-                .filter(|p| p.was_primary)
-                .all(Peer::synced),
+            Role::Backup | Role::Fault => {
+                self.settled
+                    && self
+                        .peers
+                        .values()
+                        .filter(|p| p.was_primary)
+                        .all(Peer::synced)
+            }
         };
         if ready != self.ready {
             self.ready = ready;
             self.notes.push_back(Notify::Ready(ready));
+        }
+    }
+
+    fn settle(&mut self, now: Instant) {
+        if !self.settled
+            && (now >= self.started + self.cfg.dead_interval
+                || self.peers.values().all(|p| p.epoch.is_some()))
+        {
+            self.settled = true;
         }
     }
 
@@ -956,6 +981,7 @@ impl Node {
 
     /// Advance timers to `now`: liveness, delayed flows, digests, timeout refresh, rekey.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.settle(now);
         // Peers not heard from.
         let dead: Vec<NodeId> = self
             .peers
@@ -1026,6 +1052,9 @@ impl Node {
     /// earlier; this is a bound).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = Some(self.next_digest.min(self.next_refresh));
+        if !self.settled {
+            t = t.map(|t| t.min(self.started + self.cfg.dead_interval));
+        }
         if let (Some(k), Some(x)) = (self.next_kernel_resync, t) {
             t = Some(x.min(k));
         }

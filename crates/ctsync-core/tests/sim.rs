@@ -634,6 +634,60 @@ fn failover_in_hot_standby_leaves_nothing_to_commit() {
     );
 }
 
+/// keepalived's track_file loop: a node keepalived holds in FAULT must still become
+/// ready (else it never leaves FAULT), and moving between backup and fault must not drop
+/// readiness (else FAULT -> not ready -> FAULT repeats for ever).
+#[test]
+fn fault_is_ready_once_synced_and_backup_fault_moves_keep_readiness() {
+    let mut c = Cluster::new(2, 41, Mode::HotStandby);
+    for i in 0..300 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.set_role(1, Role::Fault);
+    c.run(Duration::from_secs(4));
+    assert!(c.node(1).is_ready(), "a synced node in FAULT is ready");
+    for role in [Role::Backup, Role::Fault, Role::Backup] {
+        c.set_role(1, role);
+        assert!(c.node(1).is_ready(), "still ready after moving to {role:?}");
+    }
+    // Coming back from primary, the copy must be rebuilt first.
+    c.set_role(1, Role::Primary);
+    c.run(Duration::from_secs(1));
+    c.set_role(0, Role::Backup);
+    c.set_role(1, Role::Backup);
+    assert!(!c.node(1).is_ready(), "a former primary waits for a resync");
+}
+
+/// A daemon that has just started cannot know yet that a peer is primary: it is not
+/// ready until it has heard from its peers (or waited a dead interval for them), so a
+/// restarted node is not made master with an empty copy.
+#[test]
+fn a_starting_backup_is_not_ready_before_it_hears_its_peers() {
+    let mut c = Cluster::new(2, 43, Mode::HotStandby);
+    for i in 0..300 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(3));
+    c.crash(1);
+    c.boot(1);
+    assert!(!c.node(1).is_ready(), "not ready at start");
+    c.run(Duration::from_secs(3));
+    assert!(
+        c.node(1).is_ready(),
+        "ready once the primary's table is here"
+    );
+    // Alone, a node becomes ready after a dead interval: nobody to wait for.
+    c.crash(0);
+    c.crash(1);
+    c.boot(1);
+    assert!(!c.node(1).is_ready());
+    c.run(Duration::from_secs(4));
+    assert!(
+        c.node(1).is_ready(),
+        "a lone node is ready after a dead interval"
+    );
+}
+
 /// Found in review: a peer up for several key rotations (60 s each) before the other
 /// verified it, or silent through a long partition, had its traffic dropped for good
 /// (key ids alone cannot tell generations far apart). HELLO_ACK now carries the
