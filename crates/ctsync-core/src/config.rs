@@ -33,6 +33,9 @@ pub struct Filter {
     pub tcp_established_only: bool,
     /// Replicate only these zones (empty: all).
     pub zones: Vec<u16>,
+    /// Never replicate flows touching these prefixes, whatever `prefixes` says (the
+    /// daemon puts the sync link's addresses here: its own traffic is no one's session).
+    pub never: Vec<(IpAddr, u8)>,
 }
 
 fn in_prefix(addr: &IpAddr, (net, len): &(IpAddr, u8)) -> bool {
@@ -72,6 +75,13 @@ impl Filter {
             if !established {
                 return false;
             }
+        }
+        if !self.never.is_empty()
+            && [flow.orig.src, flow.orig.dst]
+                .iter()
+                .any(|a| self.never.iter().any(|p| in_prefix(a, p)))
+        {
+            return false;
         }
         if !self.prefixes.is_empty() {
             let hit = [flow.orig.src, flow.orig.dst]

@@ -83,6 +83,130 @@ impl Default for Control {
     }
 }
 
+/// `[filter]`: which flows are replicated.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSection {
+    /// Layer-4 protocols by name (`tcp`, `udp`, `icmp`, `icmpv6`, `sctp`, `gre`, `udplite`)
+    /// or number; empty or absent: all.
+    #[serde(default)]
+    pub protocols: Vec<ProtocolName>,
+    /// Address prefixes (`198.18.0.0/15`, `2001:db8::/32`, or a single address).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// `true`: replicate only flows touching `addresses`; `false` (default): all but those.
+    #[serde(default)]
+    pub accept: bool,
+    /// Replicate TCP flows only once established.
+    #[serde(default)]
+    pub tcp_established_only: bool,
+    /// Replicate only these conntrack zones; empty: all.
+    #[serde(default)]
+    pub zones: Vec<u16>,
+    /// Do not replicate flows younger than this many seconds.
+    #[serde(default)]
+    pub delay_secs: f64,
+}
+
+/// A protocol as written in `[filter] protocols`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ProtocolName {
+    /// A name.
+    Name(String),
+    /// An IP protocol number.
+    Number(u8),
+}
+
+impl ProtocolName {
+    /// Its IP protocol number.
+    pub fn number(&self) -> Option<u8> {
+        match self {
+            ProtocolName::Number(n) => Some(*n),
+            ProtocolName::Name(n) => match n.as_str() {
+                "tcp" => Some(6),
+                "udp" => Some(17),
+                "icmp" => Some(1),
+                "icmpv6" => Some(58),
+                "sctp" => Some(132),
+                "gre" => Some(47),
+                "udplite" => Some(136),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Parse `198.18.0.0/15` or a bare address.
+pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a.parse::<IpAddr>().ok()?, l.parse::<u8>().ok()?),
+        None => {
+            let a = s.parse::<IpAddr>().ok()?;
+            (a, if a.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((addr, len))
+}
+
+/// `[timers]`, all optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timers {
+    /// Send something to every peer at least this often (milliseconds).
+    #[serde(default = "default_alive_ms")]
+    pub alive_ms: u64,
+    /// A peer silent for this long is down (milliseconds).
+    #[serde(default = "default_dead_ms")]
+    pub dead_ms: u64,
+    /// Hot standby: refresh the kernel timeouts of replicated flows this often (seconds).
+    #[serde(default = "default_refresh_secs")]
+    pub refresh_secs: u64,
+    /// Exchange table digests this often (seconds).
+    #[serde(default = "default_digest_secs")]
+    pub digest_secs: u64,
+    /// Becoming backup: shorten the kernel timeouts of local flows to this (seconds).
+    #[serde(default = "default_shorten_secs")]
+    pub shorten_timeout_secs: u32,
+}
+
+fn default_alive_ms() -> u64 {
+    500
+}
+fn default_dead_ms() -> u64 {
+    3000
+}
+fn default_refresh_secs() -> u64 {
+    30
+}
+fn default_digest_secs() -> u64 {
+    5
+}
+fn default_shorten_secs() -> u32 {
+    60
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            alive_ms: default_alive_ms(),
+            dead_ms: default_dead_ms(),
+            refresh_secs: default_refresh_secs(),
+            digest_secs: default_digest_secs(),
+            shorten_timeout_secs: default_shorten_secs(),
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Serve Prometheus metrics at `http://LISTEN/metrics`.
+    pub listen: SocketAddr,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +227,15 @@ pub struct Config {
     /// keepalived integration without scripts.
     #[serde(default)]
     pub keepalived: Option<crate::keepalived::Keepalived>,
+    /// Which flows are replicated.
+    #[serde(default)]
+    pub filter: FilterSection,
+    /// Protocol timers.
+    #[serde(default)]
+    pub timers: Timers,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
 }
 
 impl Config {
@@ -152,6 +285,49 @@ impl Config {
                 path.display()
             );
         }
+        let at = |key: &str| -> String {
+            match line_of(text, key) {
+                Some(l) => format!("{}:{l}", path.display()),
+                None => path.display().to_string(),
+            }
+        };
+        for p in &cfg.filter.protocols {
+            if p.number().is_none() {
+                bail!(
+                    "{}: [filter] protocols: unknown protocol {p:?}: expected tcp, udp, icmp, icmpv6, sctp, gre, udplite or a number",
+                    at("protocols")
+                );
+            }
+        }
+        for a in &cfg.filter.addresses {
+            if parse_prefix(a).is_none() {
+                bail!(
+                    "{}: [filter] addresses: {a:?} is not an address or prefix: expected e.g. \"198.18.0.0/15\" or \"2001:db8::1\"",
+                    at("addresses")
+                );
+            }
+        }
+        if !(cfg.filter.delay_secs.is_finite() && (0.0..=3600.0).contains(&cfg.filter.delay_secs)) {
+            bail!(
+                "{}: [filter] delay_secs must be between 0 and 3600",
+                at("delay_secs")
+            );
+        }
+        let t = &cfg.timers;
+        if t.alive_ms == 0 || t.dead_ms <= t.alive_ms {
+            bail!(
+                "{}: [timers] dead_ms ({}) must be larger than alive_ms ({}), and alive_ms above 0",
+                at("dead_ms"),
+                t.dead_ms,
+                t.alive_ms
+            );
+        }
+        if t.refresh_secs == 0 || t.digest_secs == 0 || t.shorten_timeout_secs == 0 {
+            bail!(
+                "{}: [timers] refresh_secs, digest_secs and shorten_timeout_secs must be above 0",
+                path.display()
+            );
+        }
         if let Some(k) = &cfg.keepalived
             && k.notify_fifo.is_some()
             && k.instance.is_some() == k.group.is_some()
@@ -162,6 +338,49 @@ impl Config {
             );
         }
         Ok(cfg)
+    }
+}
+
+/// The line where `key = …` is first written, for errors found after parsing.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+impl Config {
+    /// The replication filter this file asks for, with the sync link's own addresses
+    /// never replicated.
+    pub fn core_filter(&self) -> ctsync_core::Filter {
+        let mut never: Vec<(IpAddr, u8)> = vec![(self.sync.local.ip(), 32)];
+        never.extend(self.sync.peers.iter().map(|p| (p.ip(), 32)));
+        for n in &mut never {
+            if n.0.is_ipv6() {
+                n.1 = 128;
+            }
+        }
+        ctsync_core::Filter {
+            protocols: self
+                .filter
+                .protocols
+                .iter()
+                .filter_map(ProtocolName::number)
+                .collect(),
+            prefixes: self
+                .filter
+                .addresses
+                .iter()
+                .filter_map(|a| parse_prefix(a))
+                .collect(),
+            prefixes_accept: self.filter.accept,
+            tcp_established_only: self.filter.tcp_established_only,
+            zones: self.filter.zones.clone(),
+            never,
+        }
     }
 }
 

@@ -141,6 +141,13 @@ async fn run_async(cfg: Config) -> Result<()> {
         cfg.sync.peers.iter().map(|a| (node_id(a), *a)).collect();
     let mut core = ctsync_core::Config::new(me, peers.keys().copied().collect());
     core.kernel_resync_interval = Duration::from_secs(cfg.sync.kernel_resync_secs);
+    core.filter = cfg.core_filter();
+    core.sync_delay = Duration::from_secs_f64(cfg.filter.delay_secs);
+    core.alive_interval = Duration::from_millis(cfg.timers.alive_ms);
+    core.dead_interval = Duration::from_millis(cfg.timers.dead_ms);
+    core.refresh_interval = Duration::from_secs(cfg.timers.refresh_secs);
+    core.digest_interval = Duration::from_secs(cfg.timers.digest_secs);
+    core.shorten_timeout = cfg.timers.shorten_timeout_secs;
     core.mode = match cfg.sync.mode {
         ModeSetting::HotStandby => Mode::HotStandby,
         ModeSetting::Commit => Mode::Commit,

@@ -25,6 +25,20 @@ enum Command {
         #[arg(long, short)]
         config: std::path::PathBuf,
     },
+    /// Build a throwaway two-firewall cluster in network namespaces (root), run sessions
+    /// through it, fail the primary hard, and show what happened; then the same without
+    /// ctsync. Removes everything it built, also on Ctrl-C.
+    Demo {
+        /// TCP connections.
+        #[arg(long, default_value_t = 20)]
+        tcp: usize,
+        /// UDP flows.
+        #[arg(long, default_value_t = 10)]
+        udp: usize,
+        /// Skip the run without ctsync.
+        #[arg(long)]
+        no_control: bool,
+    },
     /// Print a new random cluster key (`ctsync keygen > /etc/ctsync/cluster.key`).
     Keygen,
     /// Show the daemon's state: role, readiness, peers, caches, drops.
@@ -121,6 +135,14 @@ fn run(cli: Cli) -> Result<bool> {
             let cfg = ctsync::config::Config::load(&config)?;
             ctsync::daemon::run(cfg)?;
             return Ok(true);
+        }
+        Command::Demo {
+            tcp,
+            udp,
+            no_control,
+        } => {
+            let me = std::env::current_exe()?;
+            return ctsync::demo::run(me, tcp, udp, !no_control);
         }
         Command::Keygen => {
             println!("{}", ctsync::config::new_key()?);

@@ -1,0 +1,729 @@
+//! A throwaway high-availability firewall lab in network namespaces: what `ctsync demo`
+//! shows a person, and what the end-to-end failover tests drive.
+//!
+//! ```text
+//!                 LAN 198.18.1.0/24              WAN 198.19.0.0/24
+//!                 VIP 198.18.1.1                 VIP 198.19.0.1 (SNAT address)
+//!   client ─ br ─┬─ lan [fw1] wan ─┬─ br ─ server
+//!   .100         └─ lan [fw2] wan ─┘        .100
+//!                     fw1 ── sync 198.18.255.0/24 ── fw2
+//! ```
+//!
+//! Each firewall runs nftables (forward policy drop, established/related accepted, new
+//! connections only from LAN to WAN, SNAT of the LAN to the WAN virtual address with
+//! random ports, `nf_conntrack_tcp_loose=0` so that nothing is picked up mid-stream),
+//! keepalived (VRRP, a sync group over LAN and WAN, fw1 preferred) and, unless the lab is
+//! a control, `ctsync run` following keepalived through its notify_fifo and holding it
+//! back with a track_file until ready.
+//!
+//! Everything is removed when the [`Lab`] is dropped, also on failure. Only processes the
+//! lab started are signalled, by their own pid or process group.
+
+pub mod traffic;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::ModeSetting;
+
+/// The LAN's virtual address (the client's gateway).
+pub const LAN_VIP: &str = "198.18.1.1";
+/// The WAN's virtual address (the SNAT address the server sees).
+pub const WAN_VIP: &str = "198.19.0.1";
+/// The client.
+pub const CLIENT: &str = "198.18.1.100";
+/// The server.
+pub const SERVER: &str = "198.19.0.100";
+/// The server's TCP echo port.
+pub const TCP_PORT: u16 = 7000;
+/// The server's UDP echo port.
+pub const UDP_PORT: u16 = 7001;
+const SYNC_PORT: u16 = 3780;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Turn SIGINT and SIGTERM into [`interrupted`] (for `ctsync demo`: Ctrl-C removes the
+/// lab instead of leaving it behind).
+pub fn catch_interrupts() {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`catch_interrupts`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// How to build a lab.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Part of every namespace name (`ctsy-TAG-PID-…`): unique per test.
+    pub tag: String,
+    /// The `ctsync` binary; `None` builds the control lab, without replication.
+    pub ctsync: Option<PathBuf>,
+    /// Hot standby or commit on takeover.
+    pub mode: ModeSetting,
+    /// VRRP advertisement interval in milliseconds (keepalived declares the master dead
+    /// after about three of them).
+    pub advert_ms: u32,
+}
+
+impl Options {
+    /// A lab with ctsync (`ctsync` is the binary to run), hot standby, 100 ms adverts.
+    pub fn new(tag: &str, ctsync: Option<PathBuf>) -> Options {
+        Options {
+            tag: tag.to_string(),
+            ctsync,
+            mode: ModeSetting::HotStandby,
+            advert_ms: 100,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Procs {
+    keepalived: Option<Child>,
+    ctsync: Option<Child>,
+}
+
+/// The lab. Dropping it stops its processes and removes its namespaces and files.
+#[derive(Debug)]
+pub struct Lab {
+    /// The client's namespace.
+    pub client: String,
+    /// The firewalls' namespaces (fw1, fw2).
+    pub fw: [String; 2],
+    /// The server's namespace.
+    pub server: String,
+    dir: PathBuf,
+    opts: Options,
+    procs: [Procs; 2],
+    priority: [u8; 2],
+    created: Vec<String>,
+}
+
+/// Run a command; on failure, its stderr in the error.
+fn run(args: &[&str]) -> Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", args[0]))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Wait at most `limit` for `cond`, checking every 10 ms; the time it took.
+pub fn wait(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<Option<Duration>> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if interrupted() {
+            bail!("interrupted");
+        }
+        if cond() {
+            return Ok(Some(start.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(None)
+}
+
+/// Sleep, but give up early (with an error) on Ctrl-C.
+pub fn pause(d: Duration) -> Result<()> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if interrupted() {
+            bail!("interrupted");
+        }
+        std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
+    }
+    Ok(())
+}
+
+impl Lab {
+    /// Build the namespaces, links, addresses, firewall rules and keys. Nothing runs yet:
+    /// see [`Lab::start`].
+    pub fn build(opts: Options) -> Result<Lab> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("the lab needs root: it creates network namespaces");
+        }
+        for tool in ["ip", "nft", "keepalived"] {
+            if Command::new(tool)
+                .arg(if tool == "keepalived" { "-v" } else { "-V" })
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_err()
+            {
+                bail!(
+                    "{tool} is missing: run scripts/setup.sh (installs iproute2, nftables, keepalived)"
+                );
+            }
+        }
+        let pid = std::process::id();
+        let name = |n: &str| format!("ctsy-{}-{pid}-{n}", opts.tag);
+        let dir = std::env::temp_dir().join(format!("ctsy-{}-{pid}", opts.tag));
+        let mut lab = Lab {
+            client: name("cl"),
+            fw: [name("fw1"), name("fw2")],
+            server: name("sv"),
+            dir,
+            opts,
+            procs: [Procs::default(), Procs::default()],
+            priority: [150, 100],
+            created: Vec::new(),
+        };
+        fs::create_dir_all(&lab.dir).with_context(|| format!("creating {}", lab.dir.display()))?;
+        lab.wire()?;
+        Ok(lab)
+    }
+
+    fn wire(&mut self) -> Result<()> {
+        let (cl, sv) = (self.client.clone(), self.server.clone());
+        let [f1, f2] = self.fw.clone();
+        for ns in [&cl, &f1, &f2, &sv] {
+            run(&["ip", "netns", "add", ns])?;
+            self.created.push(ns.clone());
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        for (ns, addr) in [(&cl, "198.18.1.100/24"), (&sv, "198.19.0.100/24")] {
+            run(&[
+                "ip", "-n", ns, "link", "add", "name", "br0", "type", "bridge",
+            ])?;
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", "br0"])?;
+            run(&["ip", "-n", ns, "link", "set", "br0", "up"])?;
+        }
+        for (i, fw) in [&f1, &f2].into_iter().enumerate() {
+            let port = format!("fw{}", i + 1);
+            for (ns, side, net) in [(&cl, "lan", "198.18.1"), (&sv, "wan", "198.19.0")] {
+                run(&[
+                    "ip", "-n", ns, "link", "add", "name", &port, "type", "veth", "peer", "name",
+                    side, "netns", fw,
+                ])?;
+                run(&["ip", "-n", ns, "link", "set", &port, "master", "br0", "up"])?;
+                let addr = format!("{net}.{}/24", i + 2);
+                run(&["ip", "-n", fw, "addr", "add", &addr, "dev", side])?;
+            }
+        }
+        run(&[
+            "ip", "-n", &f1, "link", "add", "name", "sync", "type", "veth", "peer", "name", "sync",
+            "netns", &f2,
+        ])?;
+        for (i, fw) in [&f1, &f2].into_iter().enumerate() {
+            let addr = format!("198.18.255.{}/24", i + 1);
+            run(&["ip", "-n", fw, "addr", "add", &addr, "dev", "sync"])?;
+            for dev in ["lan", "wan", "sync"] {
+                run(&["ip", "-n", fw, "link", "set", dev, "up"])?;
+            }
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                fw,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])?;
+            let rules = self.dir.join(format!("fw{}.nft", i + 1));
+            fs::write(&rules, RULES)?;
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                fw,
+                "nft",
+                "-f",
+                &rules.to_string_lossy(),
+            ])?;
+            // After the rules: they load conntrack, which owns this setting.
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                fw,
+                "sysctl",
+                "-qw",
+                "net.netfilter.nf_conntrack_tcp_loose=0",
+            ])?;
+        }
+        run(&["ip", "-n", &cl, "route", "add", "default", "via", LAN_VIP])?;
+        let key = self.dir.join("cluster.key");
+        fs::write(&key, format!("{}\n", crate::config::new_key()?))?;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    }
+
+    /// Start fw1 and wait until it is master, then fw2 and wait until it is a ready
+    /// backup (in the control: until its keepalived had time to settle as backup).
+    pub fn bring_up(&mut self) -> Result<()> {
+        self.start(0)?;
+        if wait(Duration::from_secs(15), || self.is_master(0))?.is_none() {
+            bail!("fw1 did not become master within 15 s:\n{}", self.logs());
+        }
+        self.start(1)?;
+        self.wait_ready(1)?;
+        if self.has_any_vip(1) {
+            bail!(
+                "fw2 took a virtual address while fw1 is master:\n{}",
+                self.logs()
+            );
+        }
+        Ok(())
+    }
+
+    /// Wait (at most 15 s) until firewall `i` is ready to take over: its ctsync holds a
+    /// complete copy (in the control: a second for keepalived to settle).
+    pub fn wait_ready(&self, i: usize) -> Result<()> {
+        if !self.replicates() {
+            return pause(Duration::from_secs(1));
+        }
+        let ok = wait(Duration::from_secs(15), || {
+            self.status(i).is_some_and(|s| {
+                s["ready"] == true
+                    && s["peers"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().all(|p| p["up"] == true))
+            }) && self.track(i) == "0"
+        })?;
+        if ok.is_none() {
+            bail!(
+                "fw{} did not become ready within 15 s: {:?}\n{}",
+                i + 1,
+                self.status(i),
+                self.logs()
+            );
+        }
+        Ok(())
+    }
+
+    /// Wait (at most 15 s) until firewall `i`'s kernel holds at least `n` of the lab's
+    /// sessions (the control returns at once).
+    pub fn wait_replicated(&self, i: usize, n: usize) -> Result<()> {
+        if !self.replicates() {
+            return Ok(());
+        }
+        if wait(Duration::from_secs(15), || {
+            self.kernel_sessions(i).is_ok_and(|k| k >= n)
+        })?
+        .is_none()
+        {
+            bail!(
+                "fw{}'s kernel holds {:?} of {n} sessions after 15 s:\n{}",
+                i + 1,
+                self.kernel_sessions(i),
+                self.logs()
+            );
+        }
+        Ok(())
+    }
+
+    /// Wait (at most `limit`) until firewall `i` is master; how long it took.
+    pub fn wait_master(&self, i: usize, limit: Duration) -> Result<Duration> {
+        match wait(limit, || self.is_master(i))? {
+            Some(d) => Ok(d),
+            None => bail!(
+                "fw{} did not become master within {limit:?}:\n{}",
+                i + 1,
+                self.logs()
+            ),
+        }
+    }
+
+    /// Whether this lab replicates (false: the control).
+    pub fn replicates(&self) -> bool {
+        self.opts.ctsync.is_some()
+    }
+
+    /// The lab's working directory (configs, logs, sockets).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Firewall `i`'s control socket.
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("fw{}.sock", i + 1))
+    }
+
+    fn file(&self, i: usize, ext: &str) -> PathBuf {
+        self.dir.join(format!("fw{}.{ext}", i + 1))
+    }
+
+    fn ctsync_config(&self, i: usize) -> String {
+        let mode = match self.opts.mode {
+            ModeSetting::HotStandby => "hot-standby",
+            ModeSetting::Commit => "commit",
+        };
+        format!(
+            r#"node = "fw{n}"
+netns = "{ns}"
+[sync]
+interface = "sync"
+local = "198.18.255.{n}:{SYNC_PORT}"
+peers = ["198.18.255.{o}:{SYNC_PORT}"]
+key_file = "{key}"
+mode = "{mode}"
+[filter]
+protocols = ["tcp", "udp", "icmp"]
+[control]
+socket = "{sock}"
+[keepalived]
+notify_fifo = "{fifo}"
+group = "G1"
+track_file = "{track}"
+"#,
+            n = i + 1,
+            o = 2 - i,
+            ns = self.fw[i],
+            key = self.dir.join("cluster.key").display(),
+            sock = self.socket(i).display(),
+            fifo = self.file(i, "fifo").display(),
+            track = self.file(i, "ready").display(),
+        )
+    }
+
+    fn keepalived_config(&self, i: usize) -> String {
+        let advert = f64::from(self.opts.advert_ms) / 1000.0;
+        let with = self.replicates();
+        let mut s = format!(
+            "global_defs {{\n    router_id fw{}\n    vrrp_version 3\n",
+            i + 1
+        );
+        if with {
+            s += &format!(
+                "    notify_fifo {}\n}}\ntrack_file ctsync_ready {{\n    file {}\n    weight 0\n}}\n",
+                self.file(i, "fifo").display(),
+                self.file(i, "ready").display()
+            );
+        } else {
+            s += "}\n";
+        }
+        s += "vrrp_sync_group G1 {\n    group {\n        LAN\n        WAN\n    }\n}\n";
+        for (name, dev, vrid, vip) in [("LAN", "lan", 51, LAN_VIP), ("WAN", "wan", 52, WAN_VIP)] {
+            s += &format!(
+                "vrrp_instance {name} {{\n    state BACKUP\n    interface {dev}\n    virtual_router_id {vrid}\n    priority {}\n    advert_int {advert}\n    virtual_ipaddress {{\n        {vip}/24 dev {dev}\n    }}\n",
+                self.priority[i]
+            );
+            if with {
+                s += "    track_file {\n        ctsync_ready\n    }\n";
+            }
+            s += "}\n";
+        }
+        s
+    }
+
+    fn log(&self, i: usize, what: &str) -> Result<fs::File> {
+        let path = self.dir.join(format!("fw{}-{what}.log", i + 1));
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))
+    }
+
+    /// Start firewall `i`: ctsync (unless a control), then keepalived.
+    pub fn start(&mut self, i: usize) -> Result<()> {
+        if self.replicates() {
+            self.start_ctsync(i)?;
+        }
+        self.start_keepalived(i)
+    }
+
+    /// Start firewall `i`'s ctsync and wait until its control socket answers.
+    pub fn start_ctsync(&mut self, i: usize) -> Result<()> {
+        let Some(bin) = self.opts.ctsync.clone() else {
+            return Ok(());
+        };
+        let cfg = self.file(i, "toml");
+        fs::write(&cfg, self.ctsync_config(i))?;
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log(i, "ctsync")?)
+            .spawn()
+            .context("starting ctsync")?;
+        self.procs[i].ctsync = Some(child);
+        let sock = self.socket(i);
+        let up = wait(Duration::from_secs(10), || {
+            crate::control::request(&sock, "status").is_ok()
+        })?;
+        if up.is_none() {
+            bail!(
+                "fw{}'s ctsync did not come up within 10 s:\n{}",
+                i + 1,
+                self.logs()
+            );
+        }
+        Ok(())
+    }
+
+    /// Start firewall `i`'s keepalived (in its own process group, so that a hard failure
+    /// kills its VRRP child too).
+    pub fn start_keepalived(&mut self, i: usize) -> Result<()> {
+        let conf = self.file(i, "keepalived.conf");
+        fs::write(&conf, self.keepalived_config(i))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.fw[i], "keepalived"])
+            .args([
+                "--dont-fork",
+                "--log-console",
+                "--log-detail",
+                "--no-syslog",
+            ])
+            .args(["--vrrp", "--use-file"])
+            .arg(&conf)
+            .arg("--pid")
+            .arg(self.file(i, "keepalived.pid"))
+            .arg("--vrrp_pid")
+            .arg(self.file(i, "vrrp.pid"))
+            .stdin(Stdio::null())
+            .stdout(self.log(i, "keepalived")?)
+            .stderr(self.log(i, "keepalived")?)
+            .process_group(0)
+            .spawn()
+            .context("starting keepalived")?;
+        self.procs[i].keepalived = Some(child);
+        Ok(())
+    }
+
+    /// Change firewall `i`'s VRRP priority and make keepalived reload (a graceful switch:
+    /// both nodes stay up).
+    pub fn set_priority(&mut self, i: usize, priority: u8) -> Result<()> {
+        self.priority[i] = priority;
+        fs::write(self.file(i, "keepalived.conf"), self.keepalived_config(i))?;
+        let Some(k) = &self.procs[i].keepalived else {
+            bail!("fw{}'s keepalived is not running", i + 1);
+        };
+        // SAFETY: signalling the keepalived this lab started, by its pid.
+        if unsafe { libc::kill(k.id() as i32, libc::SIGHUP) } != 0 {
+            bail!(
+                "cannot signal keepalived: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether firewall `i` holds both virtual addresses (is the VRRP master).
+    pub fn is_master(&self, i: usize) -> bool {
+        run(&["ip", "-n", &self.fw[i], "-4", "-o", "addr", "show"])
+            .map(|s| s.contains(&format!("{LAN_VIP}/")) && s.contains(&format!("{WAN_VIP}/")))
+            .unwrap_or(false)
+    }
+
+    /// Whether firewall `i` holds either virtual address.
+    pub fn has_any_vip(&self, i: usize) -> bool {
+        run(&["ip", "-n", &self.fw[i], "-4", "-o", "addr", "show"])
+            .map(|s| s.contains(&format!("{LAN_VIP}/")) || s.contains(&format!("{WAN_VIP}/")))
+            .unwrap_or(false)
+    }
+
+    /// Firewall `i`'s `ctsync status`, if it runs.
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        crate::control::request(&self.socket(i), "status").ok()
+    }
+
+    /// What firewall `i`'s track file says (`0` ready, `1` not).
+    pub fn track(&self, i: usize) -> String {
+        fs::read_to_string(self.file(i, "ready"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Firewall `i` fails hard: its links go down, then keepalived and ctsync are killed
+    /// with SIGKILL. Its kernel (namespace) stays, stale, as a crashed box's disk would.
+    pub fn fail_hard(&mut self, i: usize) -> Result<()> {
+        for dev in ["lan", "wan", "sync"] {
+            run(&["ip", "-n", &self.fw[i], "link", "set", dev, "down"])?;
+        }
+        if let Some(mut k) = self.procs[i].keepalived.take() {
+            // SAFETY: the process group this lab created for keepalived.
+            unsafe { libc::killpg(k.id() as i32, libc::SIGKILL) };
+            let _ = k.wait();
+        }
+        self.kill_ctsync(i);
+        Ok(())
+    }
+
+    /// Kill firewall `i`'s ctsync with SIGKILL (a crash).
+    pub fn kill_ctsync(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].ctsync.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Bring a failed firewall back: links up, ctsync and keepalived started again.
+    pub fn restore(&mut self, i: usize) -> Result<()> {
+        for dev in ["lan", "wan", "sync"] {
+            run(&["ip", "-n", &self.fw[i], "link", "set", dev, "up"])?;
+        }
+        self.start(i)
+    }
+
+    /// Drop sync datagrams larger than `bytes` arriving at firewall `i` (an impaired sync
+    /// link: handshakes and keepalives pass, table transfers do not); `None` heals it.
+    pub fn impair_sync(&self, i: usize, bytes: Option<u16>) -> Result<()> {
+        let ns = &self.fw[i];
+        let _ = run(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "ctsync_lab_impair",
+        ]);
+        if let Some(b) = bytes {
+            let rules = format!(
+                "table inet ctsync_lab_impair {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n    udp dport {SYNC_PORT} meta length > {b} drop\n  }}\n}}\n"
+            );
+            let path = self.file(i, "impair.nft");
+            fs::write(&path, rules)?;
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "-f",
+                &path.to_string_lossy(),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Conntrack entries in firewall `i`'s kernel for the lab's echo service.
+    pub fn kernel_sessions(&self, i: usize) -> Result<usize> {
+        let ns = ctnetlink::Netns::named(&self.fw[i])?;
+        let mut ct = ctnetlink::Conntrack::open_in(&ns)?;
+        let server: std::net::IpAddr = SERVER.parse()?;
+        let mut n = 0;
+        ct.dump(None, |item| {
+            if let ctnetlink::DumpItem::Flow(f) = item
+                && f.orig.dst == server
+                && [TCP_PORT, UDP_PORT].contains(&f.orig.dst_port().unwrap_or(0))
+            {
+                n += 1;
+            }
+        })?;
+        Ok(n)
+    }
+
+    /// Every log of the lab, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return out;
+        };
+        let mut paths: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let text = fs::read_to_string(&p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            out += &format!("--- {} (last {} lines)\n", p.display(), tail.len());
+            for l in tail {
+                out += l;
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn stop(&mut self, i: usize) {
+        if let Some(mut k) = self.procs[i].keepalived.take() {
+            // SAFETY: the process group this lab created for keepalived.
+            unsafe { libc::killpg(k.id() as i32, libc::SIGTERM) };
+            let g = k.id() as i32;
+            stop_child(&mut k, Some(g));
+        }
+        if let Some(mut c) = self.procs[i].ctsync.take() {
+            // SAFETY: the ctsync this lab started, by its pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            stop_child(&mut c, None);
+        }
+    }
+}
+
+/// Wait up to 3 s for a signalled child, then kill it (and its group, if it has one).
+fn stop_child(c: &mut Child, group: Option<i32>) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if c.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match group {
+        // SAFETY: the process group this lab created.
+        Some(g) => unsafe {
+            libc::killpg(g, libc::SIGKILL);
+        },
+        None => {
+            let _ = c.kill();
+        }
+    }
+    let _ = c.wait();
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for i in 0..2 {
+            self.stop(i);
+        }
+        for ns in &self.created {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The firewalls' rules (nft syntax).
+const RULES: &str = r#"table inet ctsync_lab {
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+        iifname "lan" oifname "wan" ct state new accept
+    }
+}
+table ip ctsync_lab_nat {
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan" ip saddr 198.18.1.0/24 snat to 198.19.0.1 random
+    }
+}
+"#;
