@@ -53,6 +53,10 @@ pub struct Sync {
     /// AEAD: `chacha20-poly1305` (default) or `aes-256-gcm`.
     #[serde(default)]
     pub cipher: Option<String>,
+    /// Keep TCP window tracking on flows written to the kernel (default false: written
+    /// with the kernel's be-liberal flag, as conntrackd does; see docs/KERNEL.md).
+    #[serde(default)]
+    pub tcp_window_tracking: bool,
     /// Seconds between re-reads of the kernel table (default 300; 0: never).
     #[serde(default = "default_kernel_resync")]
     pub kernel_resync_secs: u64,

@@ -56,6 +56,7 @@ struct Shell {
     name: String,
     kernel_failures: BTreeMap<String, u64>,
     track_file: Option<std::path::PathBuf>,
+    window_tracking: bool,
 }
 
 async fn run_async(cfg: Config) -> Result<()> {
@@ -173,6 +174,7 @@ async fn run_async(cfg: Config) -> Result<()> {
         name: cfg.node.clone(),
         kernel_failures: BTreeMap::new(),
         track_file: cfg.keepalived.as_ref().and_then(|k| k.track_file.clone()),
+        window_tracking: cfg.sync.tcp_window_tracking,
     };
     sh.write_track();
     sh.kernel_op(KernelOp::Dump);
@@ -296,6 +298,26 @@ async fn run_async(cfg: Config) -> Result<()> {
     Ok(())
 }
 
+/// Prepare a replicated TCP flow for the kernel without window tracking (conntrackd's
+/// default too): the writer's window data is not on the wire, and an entry that already
+/// exists here keeps window data from when this node last saw the connection, possibly
+/// long ago, against which current segments are out of window (INVALID, dropped:
+/// connections stall after a failback). Liberal entries accept any in-connection
+/// segment. `MAXACK_SET` is cleared: it would make the kernel compare acks against a
+/// maximum this node never saw.
+fn be_liberal(f: &mut Flow) {
+    use ctnetlink::{ProtoInfo, TcpFlags, tcp_flags as t};
+    if let Some(ProtoInfo::Tcp(tcp)) = &mut f.protoinfo {
+        for dir in [&mut tcp.flags_orig, &mut tcp.flags_reply] {
+            let keep = dir.map_or(0, |d| d.flags & (t::WINDOW_SCALE | t::SACK_PERM));
+            *dir = Some(TcpFlags {
+                flags: keep | t::BE_LIBERAL,
+                mask: t::WINDOW_SCALE | t::SACK_PERM | t::BE_LIBERAL | t::MAXACK_SET,
+            });
+        }
+    }
+}
+
 impl Shell {
     /// Carry out every output of the core.
     fn flush(&mut self) {
@@ -359,7 +381,12 @@ impl Shell {
         let mut refreshes = Vec::new();
         for op in ops {
             match op {
-                KernelOp::Upsert(f) => upserts.push(f),
+                KernelOp::Upsert(mut f) => {
+                    if !self.window_tracking {
+                        be_liberal(&mut f);
+                    }
+                    upserts.push(f);
+                }
                 KernelOp::Delete(k) => deletes.push(Flow::from_key(&k)),
                 KernelOp::Refresh(f) => {
                     let mut r = Flow::new(f.orig, f.reply);

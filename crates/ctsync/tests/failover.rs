@@ -1,0 +1,308 @@
+//! End to end, as in `ctsync demo`: a client, two firewalls (nftables with SNAT to the
+//! virtual address with random ports, `nf_conntrack_tcp_loose=0`, keepalived VRRP with a
+//! sync group) and a server, each in its own network namespace (`ctsy-<test>-<pid>-*`).
+//! Sessions run through the cluster while firewalls fail. Every scenario also runs as a
+//! control, the same lab without ctsync, which must lose the sessions: otherwise the
+//! test would prove nothing.
+//!
+//! The scenarios run one at a time (a lock): each lab runs keepalived with 100 ms
+//! adverts and dozens of sessions, and two at once on a small machine would make VRRP
+//! flap for reasons that have nothing to do with ctsync.
+
+#![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use ctsync::lab::traffic::{EchoServer, Report, Sessions};
+use ctsync::lab::{self, Lab, Options};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Patience: a session that waited longer than this for an echo counts as lost.
+const PATIENCE: Duration = Duration::from_secs(3);
+
+fn serial() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the failover tests need root, and CI must run them"
+    );
+    eprintln!("\n*** SKIPPED failover test: needs root ***\n");
+    false
+}
+
+fn bin(with_ctsync: bool) -> Option<PathBuf> {
+    with_ctsync.then(|| PathBuf::from(env!("CARGO_BIN_EXE_ctsync")))
+}
+
+/// A lab with its server and sessions, up and working, fw1 master and fw2 ready.
+struct Running {
+    // Dropped in this order: sessions, server, then the lab.
+    sessions: Sessions,
+    server: EchoServer,
+    lab: Lab,
+}
+
+impl Running {
+    fn up(tag: &str, with_ctsync: bool, tcp: usize, udp: usize) -> Running {
+        let mut lab = Lab::build(Options::new(tag, bin(with_ctsync))).unwrap();
+        let server = EchoServer::start(&lab.server).unwrap();
+        lab.bring_up().unwrap();
+        let sessions = Sessions::open(&lab.client, tcp, udp).unwrap();
+        let r = Running {
+            sessions,
+            server,
+            lab,
+        };
+        std::thread::sleep(Duration::from_secs(2));
+        let rep = r.report(Instant::now() - Duration::from_secs(1));
+        assert!(
+            rep.tcp_alive == tcp && rep.udp_alive == udp,
+            "sessions must work before anything fails: {rep:?} {:?}\n{}",
+            r.sessions.errors(),
+            r.lab.logs()
+        );
+        r.lab.wait_replicated(1, tcp + udp).unwrap();
+        r.lab.wait_ready(1).unwrap();
+        r
+    }
+
+    fn report(&self, since: Instant) -> Report {
+        self.sessions.report(since, PATIENCE)
+    }
+
+    /// Let traffic run `secs` after `since`, then report.
+    fn after(&self, since: Instant, secs: u64) -> Report {
+        let end = since + Duration::from_secs(secs);
+        std::thread::sleep(end.saturating_duration_since(Instant::now()));
+        self.report(since)
+    }
+
+    fn resets(&self) -> u64 {
+        self.server.stats.resets.load(Ordering::SeqCst)
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "errors {:?}, server resets {}, udp port changes {}\n{}",
+            self.sessions.errors(),
+            self.resets(),
+            self.server.stats.udp_changed(),
+            self.lab.logs()
+        )
+    }
+
+    /// Every session alive, none reset, no UDP source port changed.
+    fn assert_all_kept(&self, what: &str, r: &Report) {
+        assert!(
+            r.tcp_alive == r.tcp && r.udp_alive == r.udp && r.tcp_failed == 0,
+            "{what}: sessions lost: {r:?} {}",
+            self.context()
+        );
+        assert_eq!(self.resets(), 0, "{what}: resets at the server");
+        assert_eq!(
+            self.server.stats.udp_changed(),
+            0,
+            "{what}: a UDP flow's source port changed {}",
+            self.context()
+        );
+    }
+}
+
+/// 50 TCP connections, the primary fails hard, every connection goes on in order with no
+/// reset. fw1 comes back while its sync link passes only small datagrams: it hears fw2
+/// but cannot receive the table, so it is not ready and keepalived must not make it
+/// master although its priority is higher (track_file). Once the link heals, fw1 gets the
+/// table, becomes ready, takes over again, and the connections survive that too.
+#[test]
+fn tcp_sessions_survive_a_hard_failover_and_the_failback() {
+    if !root() {
+        return;
+    }
+    let _one = serial();
+    let mut r = Running::up("tcp", true, 50, 0);
+
+    let t0 = Instant::now();
+    r.lab.fail_hard(0).unwrap();
+    let takeover = r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    let rep = r.after(t0, 6);
+    eprintln!("hard failover: takeover {takeover:?}, {rep:?}");
+    r.assert_all_kept("hard failover", &rep);
+
+    // fw1 returns with an impaired sync link: not ready, so not master.
+    r.lab.impair_sync(0, Some(300)).unwrap();
+    r.lab.restore(0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        assert!(
+            !r.lab.has_any_vip(0),
+            "keepalived made fw1 master before its ctsync was ready: track {:?}, {:?}\n{}",
+            r.lab.track(0),
+            r.lab.status(0),
+            r.lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(r.lab.track(0), "1", "fw1 says it is not ready");
+    assert!(r.lab.is_master(1));
+    let s = r.lab.status(0).unwrap();
+    assert_eq!(s["ready"], false, "{s}");
+    assert_eq!(s["peers"][0]["up"], true, "fw1 hears fw2: {s}");
+
+    // The link heals: fw1 gets the table, becomes ready, and preempts.
+    r.lab.impair_sync(0, None).unwrap();
+    let t1 = Instant::now();
+    r.lab.wait_master(0, Duration::from_secs(20)).unwrap();
+    let rep = r.after(t1.max(Instant::now()), 5);
+    eprintln!("failback: {rep:?}");
+    r.assert_all_kept("failback", &rep);
+    assert!(!r.lab.has_any_vip(1), "fw2 gave the addresses up");
+}
+
+/// The control: the same hard failover without ctsync loses at least 90% of the TCP
+/// connections (the new primary never saw them; with tcp_loose=0 it drops them).
+#[test]
+fn control_tcp_sessions_die_in_a_hard_failover_without_ctsync() {
+    if !root() {
+        return;
+    }
+    let _one = serial();
+    let mut r = Running::up("tcpctl", false, 50, 0);
+    let t0 = Instant::now();
+    r.lab.fail_hard(0).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    let rep = r.after(t0, 6);
+    eprintln!("control: {rep:?}");
+    assert!(
+        rep.tcp_alive * 10 <= rep.tcp,
+        "control: without ctsync at least 90% must die, yet {rep:?}"
+    );
+}
+
+/// UDP flows through SNAT with random ports: a flow re-created on the new primary would
+/// get another source port. With ctsync the server sees every flow keep its port.
+#[test]
+fn udp_flows_keep_their_snat_ports_through_a_hard_failover() {
+    if !root() {
+        return;
+    }
+    let _one = serial();
+    let mut r = Running::up("udp", true, 0, 30);
+    let t0 = Instant::now();
+    r.lab.fail_hard(0).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    let rep = r.after(t0, 5);
+    eprintln!("udp: {rep:?}");
+    r.assert_all_kept("udp hard failover", &rep);
+    assert_eq!(r.server.stats.udp_sources.lock().unwrap().len(), 30);
+}
+
+/// The control: without ctsync the new primary makes new mappings with new ports.
+#[test]
+fn control_udp_flows_change_ports_in_a_hard_failover_without_ctsync() {
+    if !root() {
+        return;
+    }
+    let _one = serial();
+    let mut r = Running::up("udpctl", false, 0, 30);
+    let t0 = Instant::now();
+    r.lab.fail_hard(0).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    let rep = r.after(t0, 5);
+    let changed = r.server.stats.udp_changed();
+    eprintln!("udp control: {rep:?}, {changed} changed ports");
+    assert!(
+        changed * 10 >= 9 * 30,
+        "control: without ctsync the flows must get new ports, yet only {changed} of 30 did"
+    );
+}
+
+/// A graceful switch (both nodes up, keepalived priorities swapped) and back keeps
+/// every session; then the backup's ctsync crashes and restarts while traffic flows,
+/// resyncs, becomes ready, and a hard failover after that still keeps every session.
+#[test]
+fn graceful_switches_and_a_backup_restart_keep_every_session() {
+    if !root() {
+        return;
+    }
+    let _one = serial();
+    let mut r = Running::up("swap", true, 20, 10);
+
+    let t0 = Instant::now();
+    r.lab.set_priority(0, 50).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    let rep = r.after(t0, 4);
+    r.assert_all_kept("graceful switch to fw2", &rep);
+    wait_role(&r, 0, "backup");
+    wait_role(&r, 1, "primary");
+
+    r.lab.wait_ready(0).unwrap();
+    let t1 = Instant::now();
+    r.lab.set_priority(0, 150).unwrap();
+    r.lab.wait_master(0, Duration::from_secs(10)).unwrap();
+    let rep = r.after(t1, 4);
+    r.assert_all_kept("graceful switch back to fw1", &rep);
+    wait_role(&r, 1, "backup");
+
+    // The backup's ctsync crashes and comes back while traffic flows.
+    r.lab.kill_ctsync(1);
+    std::thread::sleep(Duration::from_millis(500));
+    r.lab.start_ctsync(1).unwrap();
+    r.lab.wait_ready(1).unwrap();
+    assert!(r.lab.is_master(0), "fw1 stayed master");
+    let s = r.lab.status(1).unwrap();
+    assert!(
+        s["caches"]["external"].as_u64().unwrap() >= 30,
+        "the restarted backup holds the primary's sessions again: {s}"
+    );
+
+    let t2 = Instant::now();
+    r.lab.fail_hard(0).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    let rep = r.after(t2, 6);
+    eprintln!("after backup restart and hard failover: {rep:?}");
+    r.assert_all_kept("hard failover after the backup restarted", &rep);
+}
+
+/// The control for the graceful switch: without ctsync even a planned switch loses the
+/// TCP connections.
+#[test]
+fn control_a_graceful_switch_loses_sessions_without_ctsync() {
+    if !root() {
+        return;
+    }
+    let _one = serial();
+    let mut r = Running::up("swapctl", false, 20, 0);
+    let t0 = Instant::now();
+    r.lab.set_priority(0, 50).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    let rep = r.after(t0, 6);
+    assert!(
+        rep.tcp_alive * 10 <= rep.tcp,
+        "control: without ctsync a switch must lose the TCP connections, yet {rep:?}"
+    );
+}
+
+fn wait_role(r: &Running, i: usize, role: &str) {
+    let ok = lab::wait(Duration::from_secs(10), || {
+        r.lab.status(i).is_some_and(|s| s["role"] == role)
+    })
+    .unwrap();
+    assert!(
+        ok.is_some(),
+        "fw{} did not become {role}: {:?}\n{}",
+        i + 1,
+        r.lab.status(i),
+        r.lab.logs()
+    );
+}
