@@ -485,6 +485,14 @@ impl Node {
         self.kernel_ops.push_back(KernelOp::Dump);
     }
 
+    /// Replace the replication filter and sync delay, and re-read the kernel table:
+    /// flows the new filter lets through are sent, those it stops are deleted at peers.
+    pub fn set_filter(&mut self, filter: crate::Filter, sync_delay: std::time::Duration) {
+        self.cfg.filter = filter;
+        self.cfg.sync_delay = sync_delay;
+        self.kernel_ops.push_back(KernelOp::Dump);
+    }
+
     /// Forget the internal cache (it is rebuilt by the next dump).
     pub fn flush_internal(&mut self) {
         self.internal.clear();

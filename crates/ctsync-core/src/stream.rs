@@ -364,6 +364,8 @@ pub struct RecvStream {
     pub duplicates: u64,
     /// Messages dropped because they were too far ahead.
     pub overflow: u64,
+    /// Messages delivered.
+    pub received: u64,
 }
 
 impl RecvStream {
@@ -378,6 +380,7 @@ impl RecvStream {
             nack_due: false,
             duplicates: 0,
             overflow: 0,
+            received: 0,
         }
     }
 
@@ -443,6 +446,7 @@ impl RecvStream {
         if !self.buffered.is_empty() {
             self.nack_due = true;
         }
+        self.received += out.messages.len() as u64;
         out
     }
 

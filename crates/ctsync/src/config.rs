@@ -155,7 +155,7 @@ pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
 }
 
 /// `[timers]`, all optional.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timers {
     /// Send something to every peer at least this often (milliseconds).
@@ -240,6 +240,9 @@ pub struct Config {
     /// Prometheus metrics.
     #[serde(default)]
     pub metrics: Option<Metrics>,
+    /// The file and text it was read from, for errors found later.
+    #[serde(skip)]
+    source: (PathBuf, String),
 }
 
 impl Config {
@@ -252,7 +255,7 @@ impl Config {
 
     /// Parse and check configuration text (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
@@ -341,7 +344,59 @@ impl Config {
                 path.display()
             );
         }
+        cfg.source = (path.to_path_buf(), text.to_string());
         Ok(cfg)
+    }
+
+    /// `file:line` of `key = …` in the file this came from.
+    fn at(&self, key: &str) -> String {
+        let (path, text) = &self.source;
+        match line_of(text, key) {
+            Some(l) => format!("{}:{l}", path.display()),
+            None => path.display().to_string(),
+        }
+    }
+
+    /// Check what the file names on this machine: the network namespace, the sync
+    /// interface, the key file. `ctsync run` calls this before anything starts.
+    pub fn check_environment(&self) -> Result<()> {
+        let netns = match &self.netns {
+            Some(n) => Some(ctnetlink::Netns::named(n).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: netns {n:?}: {e}: expected the name of a namespace in /run/netns (`ip netns list`)",
+                    self.at("netns")
+                )
+            })?),
+            None => None,
+        };
+        let iface = std::ffi::CString::new(self.sync.interface.clone()).map_err(|_| {
+            anyhow::anyhow!(
+                "{}: [sync] interface: not a valid interface name",
+                self.at("interface")
+            )
+        })?;
+        let exists = || -> std::io::Result<bool> {
+            // SAFETY: a valid NUL-terminated string.
+            Ok(unsafe { libc::if_nametoindex(iface.as_ptr()) } != 0)
+        };
+        let found = match &netns {
+            Some(ns) => ns.run(exists)?,
+            None => exists()?,
+        };
+        if !found {
+            bail!(
+                "{}: [sync] interface {:?} does not exist{}: expected the sync link's interface (`ip link`)",
+                self.at("interface"),
+                self.sync.interface,
+                self.netns
+                    .as_ref()
+                    .map(|n| format!(" in namespace {n:?}"))
+                    .unwrap_or_default()
+            );
+        }
+        read_key(&self.sync.key_file)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", self.at("key_file")))?;
+        Ok(())
     }
 }
 

@@ -9,12 +9,7 @@ use anyhow::{Context, Result, bail};
 
 /// Send `request` to the daemon at `socket` and return its reply.
 pub fn request(socket: &Path, request: &str) -> Result<serde_json::Value> {
-    let mut s = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the daemon at {} (is `ctsync run` running?)",
-            socket.display()
-        )
-    })?;
+    let mut s = connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(format!("{request}\n").as_bytes())?;
     let mut line = String::new();
@@ -30,4 +25,55 @@ pub fn request(socket: &Path, request: &str) -> Result<serde_json::Value> {
         );
     }
     Ok(v)
+}
+
+/// Send `request` and hand each JSON line of the reply to `each` until the closing
+/// `{"end":true,…}` line; the number of lines handled.
+pub fn stream(
+    socket: &Path,
+    request: &str,
+    mut each: impl FnMut(&serde_json::Value) -> std::io::Result<()>,
+) -> Result<u64> {
+    let mut s = connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(format!("{request}\n").as_bytes())?;
+    let mut n = 0;
+    for line in BufReader::new(s).lines() {
+        let line = line.context("reading the daemon's reply")?;
+        let v: serde_json::Value =
+            serde_json::from_str(line.trim()).context("the daemon's reply is not JSON")?;
+        if let Some(e) = v.get("error") {
+            bail!(
+                "the daemon refused: {}",
+                e.as_str().unwrap_or("unknown error")
+            );
+        }
+        if v["end"] == true {
+            return Ok(n);
+        }
+        match each(&v) {
+            Ok(()) => n += 1,
+            // `ctsync dump … | head`: the reader went away, which is fine.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(n),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("the daemon closed the connection before the end of the reply")
+}
+
+fn connect(socket: &Path) -> Result<UnixStream> {
+    UnixStream::connect(socket).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                "is `ctsync run` running?"
+            }
+            std::io::ErrorKind::PermissionDenied => "the control socket is root-only",
+            _ => "",
+        };
+        anyhow::anyhow!(
+            "cannot reach the daemon at {}: {e}{}{hint}",
+            socket.display(),
+            if hint.is_empty() { "" } else { " — " }
+        )
+    })
 }

@@ -3,12 +3,11 @@
 //! of the core is carried out right after the input that caused it.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ctnetlink::{Conntrack, DumpItem, Errno, Event, EventSocket, Flow, FlowOp, Groups, Netns};
 use ctsync_core::{KernelOp, Mode, Node, Notify, Role};
 use ctsync_wire::{Cipher, ClusterSecret, NodeId};
@@ -29,13 +28,19 @@ fn log(level: &str, msg: impl std::fmt::Display) {
     eprintln!("ctsync[{level}]: {msg}");
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
-pub fn run(cfg: Config) -> Result<()> {
+/// Run the daemon until SIGTERM or SIGINT. `path` is the configuration file, re-read on
+/// SIGHUP.
+pub fn run(cfg: Config, path: &std::path::Path) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    rt.block_on(run_async(cfg))
+    rt.block_on(run_async(cfg, path))
+}
+
+/// Tell systemd (when it started us with `Type=notify`; a no-op otherwise).
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    let _ = sd_notify::notify(state);
 }
 
 fn role_of(r: &str) -> Option<Role> {
@@ -57,25 +62,23 @@ struct Shell {
     kernel_failures: BTreeMap<String, u64>,
     track_file: Option<std::path::PathBuf>,
     window_tracking: bool,
+    timing: Timing,
 }
 
-async fn run_async(cfg: Config) -> Result<()> {
+/// Durations the metrics report.
+#[derive(Debug, Default)]
+struct Timing {
+    last_takeover: Option<Duration>,
+    last_dump: Option<Duration>,
+    dumps: u64,
+}
+
+async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
+    cfg.check_environment()?;
     let netns = match &cfg.netns {
         Some(n) => Some(Netns::named(n).with_context(|| format!("network namespace {n:?}"))?),
         None => None,
     };
-    let iface = CString::new(cfg.sync.interface.clone()).context("interface name")?;
-    let exists = |iface: &CString| -> std::io::Result<bool> {
-        // SAFETY: a valid NUL-terminated string.
-        Ok(unsafe { libc::if_nametoindex(iface.as_ptr()) } != 0)
-    };
-    let found = match &netns {
-        Some(ns) => ns.run(|| exists(&iface))?,
-        None => exists(&iface)?,
-    };
-    if !found {
-        bail!("[sync] interface {:?} does not exist", cfg.sync.interface);
-    }
     let key = read_key(&cfg.sync.key_file)?;
     let cipher = match cfg.sync.cipher.as_deref() {
         Some("aes-256-gcm") => Cipher::Aes256Gcm,
@@ -175,6 +178,7 @@ async fn run_async(cfg: Config) -> Result<()> {
         kernel_failures: BTreeMap::new(),
         track_file: cfg.keepalived.as_ref().and_then(|k| k.track_file.clone()),
         window_tracking: cfg.sync.tcp_window_tracking,
+        timing: Timing::default(),
     };
     sh.write_track();
     sh.kernel_op(KernelOp::Dump);
@@ -198,8 +202,11 @@ async fn run_async(cfg: Config) -> Result<()> {
 
     // keepalived's notify_fifo: opened read-write, so that open does not wait for a
     // writer and keepalived restarting does not end the stream.
-    let keepalived = cfg.keepalived.clone();
-    let mut fifo = match keepalived.as_ref().and_then(|k| k.notify_fifo.clone()) {
+    let mut keepalived_follow = cfg.keepalived.clone();
+    let mut fifo = match keepalived_follow
+        .as_ref()
+        .and_then(|k| k.notify_fifo.clone())
+    {
         Some(path) => {
             crate::keepalived::ensure_fifo(&path)
                 .with_context(|| format!("creating keepalived's notify_fifo {}", path.display()))?;
@@ -215,7 +222,23 @@ async fn run_async(cfg: Config) -> Result<()> {
         }
         None => None,
     };
+    let metrics = match &cfg.metrics {
+        Some(m) => Some(
+            tokio::net::TcpListener::bind(m.listen)
+                .await
+                .with_context(|| format!("[metrics] listen {}: cannot bind", m.listen))?,
+        ),
+        None => None,
+    };
+    if let Some(m) = &cfg.metrics {
+        log("info", format!("metrics at http://{}/metrics", m.listen));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&sh.status_line()),
+    ]);
     let mut rx = vec![0u8; 65536];
     loop {
         let deadline = sh
@@ -268,10 +291,10 @@ async fn run_async(cfg: Config) -> Result<()> {
                 match line {
                     Some(line) => {
                         let role = crate::keepalived::parse_line(&line)
-                            .and_then(|t| keepalived.as_ref().and_then(|k| k.role_for(&t)));
+                            .and_then(|t| keepalived_follow.as_ref().and_then(|k| k.role_for(&t)));
                         if let Some(role) = role {
                             log("info", format!("keepalived: {} -> {role:?}", line.trim()));
-                            sh.node.set_role(Instant::now(), role);
+                            sh.set_role(role);
                         }
                     }
                     None => {
@@ -285,6 +308,24 @@ async fn run_async(cfg: Config) -> Result<()> {
                     sh.control(stream).await;
                 }
             }
+            m = async { metrics.as_ref()?.accept().await.ok() }, if metrics.is_some() => {
+                if let Some((stream, _)) = m {
+                    let body = crate::metrics::render(&sh.status());
+                    tokio::spawn(crate::metrics::serve(stream, move || body));
+                }
+            }
+            _ = hup.recv() => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                match Config::load(path) {
+                    Ok(new) => {
+                        sh.reload(&cfg, &new);
+                        keepalived_follow = new.keepalived.clone();
+                        cfg = new;
+                    }
+                    Err(e) => log("error", format!("reload refused, keeping the running configuration: {e:#}")),
+                }
+                notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&sh.status_line())]);
+            }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 sh.node.handle_timeout(Instant::now());
             }
@@ -293,9 +334,36 @@ async fn run_async(cfg: Config) -> Result<()> {
         }
         sh.flush();
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&sock_path);
     log("info", format!("{} stopped", sh.name));
     Ok(())
+}
+
+/// A flow as `ctsync dump --json` prints it.
+fn flow_json(f: &Flow, origin: Option<&str>) -> serde_json::Value {
+    let tcp_state = match &f.protoinfo {
+        Some(ctnetlink::ProtoInfo::Tcp(t)) => t.state,
+        _ => None,
+    };
+    json!({
+        "proto": f.orig.proto,
+        "src": f.orig.src.to_string(),
+        "dst": f.orig.dst.to_string(),
+        "sport": f.orig.src_port(),
+        "dport": f.orig.dst_port(),
+        "reply_src": f.reply.src.to_string(),
+        "reply_dst": f.reply.dst.to_string(),
+        "reply_sport": f.reply.src_port(),
+        "reply_dport": f.reply.dst_port(),
+        "zone": f.zone,
+        "mark": f.mark,
+        "timeout": f.timeout,
+        "tcp_state": tcp_state,
+        "status": f.status.map(|s| s.bits()),
+        "text": f.to_string(),
+        "origin": origin,
+    })
 }
 
 /// Prepare a replicated TCP flow for the kernel without window tracking (conntrackd's
@@ -344,6 +412,7 @@ impl Shell {
                     Notify::Ready(r) => {
                         log("info", format!("ready to take over: {r}"));
                         self.write_track();
+                        notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
                     }
                     other => log("info", format!("{other:?}")),
                 }
@@ -471,7 +540,11 @@ impl Shell {
                     DumpItem::Restart => node.begin_kernel_dump(now),
                 });
                 match r {
-                    Ok(_) => self.node.end_kernel_dump(now),
+                    Ok(_) => {
+                        self.node.end_kernel_dump(now);
+                        self.timing.last_dump = Some(now.elapsed());
+                        self.timing.dumps += 1;
+                    }
                     Err(e) => log("warn", format!("reading the kernel table: {e}")),
                 }
             }
@@ -516,6 +589,10 @@ impl Shell {
                     "role": format!("{:?}", p.role).to_lowercase(),
                     "ready": p.ready,
                     "synced": p.synced(),
+                    "last_seen_ms": p.last_heard.map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                    "received": p.recv.received,
+                    "duplicates": p.recv.duplicates,
+                    "lag": p.send.backlog(),
                     "sent": p.send.stats.sent,
                     "retransmitted": p.send.stats.retransmitted,
                     "resets": p.send.stats.resets,
@@ -545,7 +622,127 @@ impl Shell {
                 "own_events": s.own_events,
                 "kernel_overruns": s.kernel_overruns,
             },
+            "timing": {
+                "last_takeover_seconds": self.timing.last_takeover.map(|d| d.as_secs_f64()),
+                "last_kernel_dump_seconds": self.timing.last_dump.map(|d| d.as_secs_f64()),
+                "kernel_dumps": self.timing.dumps,
+            },
         })
+    }
+
+    /// One line for systemd's status and logs.
+    fn status_line(&self) -> String {
+        format!(
+            "{:?}, {}, {} own flows, {} from peers",
+            self.node.role(),
+            if self.node.is_ready() {
+                "ready"
+            } else {
+                "not ready"
+            },
+            self.node.internal().len(),
+            self.node.external_len()
+        )
+    }
+
+    /// Change role and carry it out; a move to primary is timed (kernel writes included).
+    fn set_role(&mut self, role: Role) {
+        let start = Instant::now();
+        let was = self.node.role();
+        self.node.set_role(start, role);
+        self.flush();
+        if role == Role::Primary && was != Role::Primary {
+            let d = start.elapsed();
+            self.timing.last_takeover = Some(d);
+            log(
+                "info",
+                format!(
+                    "primary in {:.3} s ({} own flows)",
+                    d.as_secs_f64(),
+                    self.node.internal().len()
+                ),
+            );
+        }
+        notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
+    }
+
+    /// SIGHUP: apply what can change while running; say what needs a restart.
+    fn reload(&mut self, old: &Config, new: &Config) {
+        let mut restart = Vec::new();
+        if old.node != new.node {
+            restart.push("node");
+        }
+        if old.netns != new.netns {
+            restart.push("netns");
+        }
+        if old.sync.interface != new.sync.interface
+            || old.sync.local != new.sync.local
+            || old.sync.peers != new.sync.peers
+            || old.sync.key_file != new.sync.key_file
+            || old.sync.cipher != new.sync.cipher
+            || old.sync.mode != new.sync.mode
+            || old.sync.kernel_resync_secs != new.sync.kernel_resync_secs
+        {
+            restart.push("[sync]");
+        }
+        if old.control.socket != new.control.socket {
+            restart.push("[control]");
+        }
+        if old.metrics.as_ref().map(|m| m.listen) != new.metrics.as_ref().map(|m| m.listen) {
+            restart.push("[metrics]");
+        }
+        if old.timers != new.timers {
+            restart.push("[timers]");
+        }
+        if old.keepalived.as_ref().and_then(|k| k.notify_fifo.clone())
+            != new.keepalived.as_ref().and_then(|k| k.notify_fifo.clone())
+        {
+            restart.push("[keepalived] notify_fifo");
+        }
+        self.window_tracking = new.sync.tcp_window_tracking;
+        self.track_file = new.keepalived.as_ref().and_then(|k| k.track_file.clone());
+        self.write_track();
+        self.node.set_filter(
+            new.core_filter(),
+            Duration::from_secs_f64(new.filter.delay_secs),
+        );
+        self.flush();
+        log(
+            "info",
+            "reloaded: [filter], [keepalived] instance/group/track_file, tcp_window_tracking",
+        );
+        if !restart.is_empty() {
+            log(
+                "warn",
+                format!(
+                    "changed but needing a restart to take effect: {}",
+                    restart.join(", ")
+                ),
+            );
+        }
+    }
+
+    /// `dump internal|external`: a JSON line per flow, then `{"end":true,"flows":N}`.
+    fn dump_lines(&self, which: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        if which == "internal" {
+            for f in self.node.internal().flows() {
+                lines.push(format!("{}\n", flow_json(f, None)));
+            }
+        } else {
+            for p in self.node.peers() {
+                let origin = self
+                    .peers
+                    .get(&p.id)
+                    .map_or_else(|| format!("{:#x}", p.id), |a| a.to_string());
+                for f in self.node.external(p.id).into_iter().flat_map(|t| t.flows()) {
+                    lines.push(format!("{}\n", flow_json(f, Some(&origin))));
+                }
+            }
+        }
+        let n = lines.len();
+        lines.push(format!("{}\n", json!({"end": true, "flows": n})));
+        lines
     }
 
     /// One control connection: a line in, a line of JSON out.
@@ -561,8 +758,7 @@ impl Shell {
                     ["status"] => self.status(),
                     ["role", r] => match role_of(r) {
                         Some(role) => {
-                            self.node.set_role(Instant::now(), role);
-                            self.flush();
+                            self.set_role(role);
                             json!({"ok": true, "role": format!("{role:?}").to_lowercase()})
                         }
                         None => {
@@ -588,6 +784,33 @@ impl Shell {
                         let n = self.node.commit();
                         self.flush();
                         json!({"ok": true, "flows": n})
+                    }
+                    ["flush", which] if ["internal", "external", "all"].contains(which) => {
+                        if *which != "external" {
+                            self.node.flush_internal();
+                            // Rebuilt from the kernel at once: the internal cache must
+                            // not stay empty while the kernel holds flows.
+                            self.node.resync_internal();
+                        }
+                        if *which != "internal" {
+                            self.node.flush_external();
+                            self.node.request_resync(Instant::now());
+                        }
+                        self.flush();
+                        json!({"ok": true})
+                    }
+                    ["dump", which] if ["internal", "external"].contains(which) => {
+                        let lines = self.dump_lines(which);
+                        tokio::spawn(async move {
+                            let write = async {
+                                for l in lines {
+                                    w.write_all(l.as_bytes()).await?;
+                                }
+                                w.flush().await
+                            };
+                            let _ = tokio::time::timeout(Duration::from_secs(60), write).await;
+                        });
+                        return;
                     }
                     _ => json!({"error": format!("unknown request {:?}", line.trim())}),
                 }

@@ -10,4 +10,5 @@ pub mod demo;
 pub mod keepalived;
 pub mod lab;
 pub mod load;
+pub mod metrics;
 pub mod synth;

@@ -43,9 +43,8 @@ enum Command {
     Keygen,
     /// Show the daemon's state: role, readiness, peers, caches, drops.
     Status {
-        /// The control socket.
-        #[arg(long, default_value = "/run/ctsync/ctsync.sock")]
-        socket: std::path::PathBuf,
+        #[command(flatten)]
+        at: Socket,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
@@ -53,20 +52,50 @@ enum Command {
     /// Set the role: what a keepalived notify script calls.
     Role {
         /// primary, backup or fault.
+        #[arg(value_parser = ["primary", "backup", "fault"])]
         role: String,
-        /// The control socket.
-        #[arg(long, default_value = "/run/ctsync/ctsync.sock")]
-        socket: std::path::PathBuf,
+        #[command(flatten)]
+        at: Socket,
     },
-    /// Ask the daemon for an operation: resync (re-read the kernel), request-resync
-    /// (ask peers for their tables), bulk (send ours), commit (write peers' flows to the
-    /// kernel).
-    Do {
-        /// resync, request-resync, bulk or commit.
-        what: String,
-        /// The control socket.
-        #[arg(long, default_value = "/run/ctsync/ctsync.sock")]
-        socket: std::path::PathBuf,
+    /// Write every flow the peers replicated to this node's kernel.
+    Commit {
+        #[command(flatten)]
+        at: Socket,
+    },
+    /// Forget a cache: internal (re-read from the kernel at once), external (asked from
+    /// the peers again) or both.
+    Flush {
+        /// internal, external or all.
+        #[arg(value_parser = ["internal", "external", "all"], default_value = "all")]
+        which: String,
+        #[command(flatten)]
+        at: Socket,
+    },
+    /// Re-read the internal cache from the kernel table.
+    Resync {
+        #[command(flatten)]
+        at: Socket,
+    },
+    /// Ask the peers for their whole tables.
+    RequestResync {
+        #[command(flatten)]
+        at: Socket,
+    },
+    /// Send this node's whole table to the peers.
+    Bulk {
+        #[command(flatten)]
+        at: Socket,
+    },
+    /// List the flows of a cache: internal (this node's) or external (the peers').
+    Dump {
+        /// internal or external.
+        #[arg(value_parser = ["internal", "external"])]
+        which: String,
+        /// One JSON object per flow.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: Socket,
     },
     /// Load a kernel conntrack table with synthetic entries (root; for tests and
     /// benchmarks). Each operation prints one line of JSON.
@@ -77,6 +106,34 @@ enum Command {
         #[command(subcommand)]
         op: LoadOp,
     },
+}
+
+/// Where the daemon's control socket is.
+#[derive(Debug, clap::Args)]
+struct Socket {
+    /// The control socket [default: [control] socket of --config, else
+    /// /run/ctsync/ctsync.sock].
+    #[arg(long)]
+    socket: Option<std::path::PathBuf>,
+    /// Take the socket path from this configuration file.
+    #[arg(long, short)]
+    config: Option<std::path::PathBuf>,
+}
+
+impl Socket {
+    fn path(&self) -> Result<std::path::PathBuf> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        match &self.config {
+            Some(c) => Ok(ctsync::config::Config::load(c)?.control.socket),
+            None => Ok(std::path::PathBuf::from("/run/ctsync/ctsync.sock")),
+        }
+    }
+
+    fn ask(&self, request: &str) -> Result<serde_json::Value> {
+        ctsync::control::request(&self.path()?, request)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,7 +190,7 @@ fn run(cli: Cli) -> Result<bool> {
     let (netns, op) = match cli.command {
         Command::Run { config } => {
             let cfg = ctsync::config::Config::load(&config)?;
-            ctsync::daemon::run(cfg)?;
+            ctsync::daemon::run(cfg, &config)?;
             return Ok(true);
         }
         Command::Demo {
@@ -148,8 +205,8 @@ fn run(cli: Cli) -> Result<bool> {
             println!("{}", ctsync::config::new_key()?);
             return Ok(true);
         }
-        Command::Status { socket, json } => {
-            let v = ctsync::control::request(&socket, "status")?;
+        Command::Status { at, json } => {
+            let v = at.ask("status")?;
             if json {
                 println!("{v}");
             } else {
@@ -157,18 +214,53 @@ fn run(cli: Cli) -> Result<bool> {
             }
             return Ok(true);
         }
-        Command::Role { role, socket } => {
-            let v = ctsync::control::request(&socket, &format!("role {role}"))?;
+        Command::Role { role, at } => {
+            let v = at.ask(&format!("role {role}"))?;
             println!("role: {}", v["role"].as_str().unwrap_or("?"));
             return Ok(true);
         }
-        Command::Do { what, socket } => {
-            if !["resync", "request-resync", "bulk", "commit"].contains(&what.as_str()) {
-                anyhow::bail!(
-                    "unknown operation {what:?}: expected resync, request-resync, bulk or commit"
-                );
+        Command::Commit { at } => {
+            let v = at.ask("commit")?;
+            println!("committed {} flows to the kernel", v["flows"]);
+            return Ok(true);
+        }
+        Command::Flush { which, at } => {
+            at.ask(&format!("flush {which}"))?;
+            println!("flushed {which}");
+            return Ok(true);
+        }
+        Command::Resync { at } => {
+            at.ask("resync")?;
+            println!("re-reading the kernel table");
+            return Ok(true);
+        }
+        Command::RequestResync { at } => {
+            at.ask("request-resync")?;
+            println!("asked the peers for their tables");
+            return Ok(true);
+        }
+        Command::Bulk { at } => {
+            at.ask("bulk")?;
+            println!("sending our table to the peers");
+            return Ok(true);
+        }
+        Command::Dump { which, json, at } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = ctsync::control::stream(&at.path()?, &format!("dump {which}"), |v| {
+                use std::io::Write;
+                if json {
+                    writeln!(out, "{v}")
+                } else {
+                    match v["origin"].as_str() {
+                        Some(o) => writeln!(out, "{} from {o}", v["text"].as_str().unwrap_or("?")),
+                        None => writeln!(out, "{}", v["text"].as_str().unwrap_or("?")),
+                    }
+                }
+            })?;
+            drop(out);
+            if !json {
+                eprintln!("{n} flows");
             }
-            println!("{}", ctsync::control::request(&socket, &what)?);
             return Ok(true);
         }
         Command::Load { netns, op } => (netns, op),

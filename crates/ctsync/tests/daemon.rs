@@ -27,7 +27,7 @@ fn sh(args: &[&str]) {
     assert!(st.success(), "{args:?} failed");
 }
 
-/// Two namespaces `ctsy-e2e-<pid>-a/b` with a veth sync link, removed on drop.
+/// Two namespaces `ctsy-<test>-<pid>-a/b` with a veth sync link, removed on drop.
 struct Lab {
     a: String,
     b: String,
@@ -36,7 +36,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Option<Lab> {
+    fn new(tag: &str) -> Option<Lab> {
         if !is_root() {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -46,8 +46,8 @@ impl Lab {
             return None;
         }
         let pid = std::process::id();
-        let (a, b) = (format!("ctsy-e2e-{pid}-a"), format!("ctsy-e2e-{pid}-b"));
-        let dir = std::env::temp_dir().join(format!("ctsy-e2e-{pid}"));
+        let (a, b) = (format!("ctsy-{tag}-{pid}-a"), format!("ctsy-{tag}-{pid}-b"));
+        let dir = std::env::temp_dir().join(format!("ctsy-{tag}-{pid}"));
         let lab = Lab {
             a,
             b,
@@ -77,6 +77,10 @@ impl Lab {
     }
 
     fn config(&self, ns: &str, me: &str, peer: &str, role: &str) -> PathBuf {
+        self.config_with(ns, me, peer, role, "")
+    }
+
+    fn config_with(&self, ns: &str, me: &str, peer: &str, role: &str, extra: &str) -> PathBuf {
         let path = self.dir.join(format!("{ns}.toml"));
         // Each node follows keepalived's instance VI_1 through its own notify_fifo.
         let keepalived = format!(
@@ -90,7 +94,8 @@ impl Lab {
                 "node = \"{ns}\"\nnetns = \"{ns}\"\nrole = \"{role}\"\n[sync]\ninterface = \"sync0\"\nlocal = \"{me}:3780\"\npeers = [\"{peer}:3780\"]\nkernel_resync_secs = 2\nkey_file = \"{}\"\n[control]\nsocket = \"{}\"\n",
                 self.dir.join("cluster.key").display(),
                 self.socket(ns).display()
-            ) + &keepalived,
+            ) + &keepalived
+                + extra,
         )
         .unwrap();
         path
@@ -119,14 +124,21 @@ impl Lab {
 
     fn start(&mut self, ns: &str, me: &str, peer: &str, role: &str) {
         let cfg = self.config(ns, me, peer, role);
+        self.spawn(ns, &cfg, None);
+    }
+
+    /// Start a daemon on `cfg`, optionally with systemd's NOTIFY_SOCKET.
+    fn spawn(&mut self, ns: &str, cfg: &Path, notify: Option<&Path>) {
         let log = fs::File::create(self.dir.join(format!("{ns}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ctsync"))
-            .args(["run", "--config"])
-            .arg(&cfg)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctsync"));
+        cmd.args(["run", "--config"])
+            .arg(cfg)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(n) = notify {
+            cmd.env("NOTIFY_SOCKET", n);
+        }
+        let child = cmd.spawn().unwrap();
         self.daemons.push(child);
         let sock = self.socket(ns);
         wait_for(
@@ -203,7 +215,9 @@ fn status(sock: &Path) -> serde_json::Value {
 
 #[test]
 fn flows_replicate_between_two_daemons_through_the_real_kernel() {
-    let Some(mut lab) = Lab::new() else { return };
+    let Some(mut lab) = Lab::new("e2e") else {
+        return;
+    };
     let (a, b) = (lab.a.clone(), lab.b.clone());
     let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
     let flows: Vec<_> = (0..3000)
@@ -298,4 +312,156 @@ fn flows_replicate_between_two_daemons_through_the_real_kernel() {
         || status(&sb)["role"] == "backup",
         || format!("{}\n{}", status(&sb), lab.logs()),
     );
+}
+
+fn ctsync(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ctsync"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctsync {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// What an operator uses: systemd readiness and stopping, status fields, `ctsync dump`
+/// of both caches, Prometheus metrics, SIGHUP reloading the filter (and refusing a
+/// broken file without stopping), `ctsync flush`, SIGTERM.
+#[test]
+fn operator_interfaces_notify_dump_metrics_reload_flush() {
+    let Some(mut lab) = Lab::new("ops") else {
+        return;
+    };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    let notify_path = lab.dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let extra = format!("[metrics]\nlisten = \"{metrics}\"\n");
+    let cfg_a = lab.config_with(&a, "198.18.255.1", "198.18.255.2", "primary", &extra);
+    lab.spawn(&a, &cfg_a, Some(&notify_path));
+    lab.start(&b, "198.18.255.2", "198.18.255.1", "backup");
+    let mut got = [0u8; 512];
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let n = notify.recv(&mut got).unwrap();
+        seen.push(String::from_utf8_lossy(&got[..n]).to_string());
+        if seen.last().is_some_and(|m| m.contains("READY=1")) {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|m| m.contains("READY=1")), "{seen:?}");
+
+    let flows: Vec<_> = (0..100)
+        .map(|i| synth::flow(i, Mix::Realistic, 3600))
+        .collect();
+    let tcp = flows.iter().filter(|f| f.orig.proto == 6).count();
+    assert!(tcp > 0 && tcp < 100, "the mix has TCP and others");
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    cta.batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    let (sa, sb) = (lab.socket(&a), lab.socket(&b));
+    wait_for(
+        Duration::from_secs(15),
+        || status(&sb)["caches"]["external"] == 100,
+        || format!("{}\n{}", status(&sb), lab.logs()),
+    );
+    // The sync link's own flow is never replicated: exactly the 100.
+    let sa_s = sa.to_str().unwrap();
+    let sb_s = sb.to_str().unwrap();
+    let dump = ctsync(&["dump", "internal", "--json", "--socket", sa_s]);
+    assert_eq!(dump.lines().count(), 100, "{dump}");
+    let first: serde_json::Value = serde_json::from_str(dump.lines().next().unwrap()).unwrap();
+    assert!(
+        first["src"].is_string() && first["text"].is_string(),
+        "{first}"
+    );
+    let ext = ctsync(&["dump", "external", "--socket", sb_s]);
+    assert_eq!(ext.lines().count(), 100);
+    assert!(
+        ext.lines().all(|l| l.ends_with("from 198.18.255.1:3780")),
+        "{ext}"
+    );
+    let s = status(&sb);
+    let p = &s["peers"][0];
+    assert!(p["received"].as_u64().unwrap() >= 100, "{s}");
+    assert!(
+        p["last_seen_ms"].as_u64().is_some() && p["lag"].is_u64(),
+        "{s}"
+    );
+
+    let m = http_get(&metrics, "/metrics");
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    for want in [
+        "ctsync_role{role=\"primary\"} 1",
+        "ctsync_flows{cache=\"internal\"} 100",
+        "ctsync_peer_up{peer=\"198.18.255.2:3780\"} 1",
+        "ctsync_last_kernel_dump_seconds",
+    ] {
+        assert!(m.contains(want), "{want} missing:\n{m}");
+    }
+    assert!(http_get(&metrics, "/").starts_with("HTTP/1.1 404"));
+
+    // SIGHUP: only TCP now. The backup loses the rest, by deletions from the primary.
+    let text = fs::read_to_string(&cfg_a).unwrap();
+    fs::write(&cfg_a, format!("{text}[filter]\nprotocols = [\"tcp\"]\n")).unwrap();
+    let pid_a = lab.daemons[0].id() as i32;
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(pid_a, libc::SIGHUP) };
+    wait_for(
+        Duration::from_secs(15),
+        || status(&sb)["caches"]["external"] == tcp,
+        || format!("{}\n{}", status(&sb), lab.logs()),
+    );
+    // A broken file is refused; the daemon goes on.
+    fs::write(&cfg_a, format!("{text}[filter]\nprotocols = [\"tcpp\"]\n")).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid_a, libc::SIGHUP) };
+    wait_for(
+        Duration::from_secs(5),
+        || lab.logs().contains("reload refused"),
+        || lab.logs(),
+    );
+    assert_eq!(status(&sa)["caches"]["internal"], tcp);
+
+    // Flush the backup's copy: it asks again and gets it back.
+    ctsync(&["flush", "external", "--socket", sb_s]);
+    wait_for(
+        Duration::from_secs(15),
+        || status(&sb)["caches"]["external"] == tcp && status(&sb)["ready"] == true,
+        || format!("{}\n{}", status(&sb), lab.logs()),
+    );
+
+    // SIGTERM: a clean stop, told to systemd.
+    // SAFETY: as above.
+    unsafe { libc::kill(pid_a, libc::SIGTERM) };
+    let mut stopping = false;
+    for _ in 0..20 {
+        let Ok(n) = notify.recv(&mut got) else { break };
+        if String::from_utf8_lossy(&got[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING=1\n{}", lab.logs());
+    let st = lab.daemons[0].wait().unwrap();
+    assert!(st.success(), "{st:?}\n{}", lab.logs());
 }
