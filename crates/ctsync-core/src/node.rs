@@ -149,6 +149,8 @@ pub struct NodeStats {
     pub own_events: u64,
     /// Kernel events not replicated because of the filter.
     pub filtered: u64,
+    /// Kernel entries seen on a backup that a peer replicated to it (not ours to send).
+    pub foreign: u64,
     /// Flows never sent because they died within the sync delay.
     pub delayed_and_gone: u64,
     /// Streams reset because a peer fell behind.
@@ -327,6 +329,16 @@ impl Node {
             return;
         }
         let key = flow.key();
+        if self.role != Role::Primary && self.external.values().any(|e| e.table.get(&key).is_some())
+        {
+            // A flow a peer replicated to us (hot standby wrote it to our kernel; a dump
+            // after an overrun or a restart finds it there): it is the peer's, not ours.
+            self.stats.foreign += 1;
+            if self.internal.remove(&key).is_some() {
+                self.replicate(Message::FlowDelete(key));
+            }
+            return;
+        }
         let hold =
             self.cfg.sync_delay > std::time::Duration::ZERO && !self.internal.is_counted(&key);
         let outcome = self.internal.upsert(flow.clone(), self.dump_mark, !hold);

@@ -688,6 +688,33 @@ fn a_starting_backup_is_not_ready_before_it_hears_its_peers() {
     );
 }
 
+/// Found by bench/failover.sh: a hot-standby backup writing 200,000 replicated flows to its
+/// kernel overran its own event socket; the re-read of the table took the primary's
+/// flows for its own and sent them back. Flows a peer replicated are the peer's.
+#[test]
+fn a_backup_rereading_its_kernel_does_not_claim_replicated_flows() {
+    let mut c = Cluster::new(2, 47, Mode::HotStandby);
+    for i in 0..300 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(3));
+    assert_eq!(c.nodes[1].kernel.len(), 300, "hot standby wrote them");
+    let now = c.now;
+    c.node(1).handle_kernel_overrun(now);
+    c.drain(1);
+    c.run(Duration::from_secs(3));
+    assert_eq!(
+        c.node(1).internal().len(),
+        0,
+        "the backup owns none of them"
+    );
+    assert!(
+        c.node(0).external(2).is_none_or(|t| t.is_empty()),
+        "the primary got nothing back"
+    );
+    c.assert_converged(Mode::HotStandby);
+}
+
 /// Found in review: a peer up for several key rotations (60 s each) before the other
 /// verified it, or silent through a long partition, had its traffic dropped for good
 /// (key ids alone cannot tell generations far apart). HELLO_ACK now carries the
