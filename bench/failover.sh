@@ -17,7 +17,8 @@
 # Prints a Markdown table; BENCHMARKS.md records the figures with this command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-200000}
+REQ=${1:-200000}
+N=$REQ
 scripts/setup.sh
 cargo build --release --locked -q -p ctsync
 CT=$PWD/target/release/ctsync
@@ -65,14 +66,27 @@ wait_until() {
 }
 fill_primary() {
     for ns in "$A" "$B"; do "$CT" load --netns "$ns" flush >/dev/null; done
-    "$CT" load --netns "$A" fill --count "$N" --timeout 3600 >/dev/null
+    "$CT" load --netns "$A" fill --count "$REQ" --timeout 3600 >/dev/null || true
 }
-# takeover NS: seconds from now until NS's kernel holds N flows.
-takeover_clock() {
-    local t0=$1 t1
-    wait_until 60 bash -c "(( \$(ip netns exec $B cat /proc/sys/net/netfilter/nf_conntrack_count) >= $N ))"
-    t1=$(now)
-    echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}'
+# takeover CMD...: run CMD (the MASTER transition) and print the seconds from just
+# before it until the backup's kernel holds N flows (0 if it held them before). A waiter
+# reading nf_conntrack_count every millisecond runs from before the signal.
+takeover() {
+    local before t0 out
+    before=$(count "$B")
+    if ((before >= N)); then
+        "$@" >/dev/null 2>&1 || true
+        echo "0.000"
+        return
+    fi
+    "$CT" load --netns "$B" wait-count --count "$N" --timeout 60 >"$DIR/wait.json" &
+    local w=$!
+    sleep 0.2
+    t0=$(now)
+    "$@" >/dev/null 2>&1 || true
+    wait "$w" || { echo "the backup's kernel never held $N flows: $(cat "$DIR/wait.json")" >&2; exit 1; }
+    out=$(sed -n 's/.*"reached_at":\([0-9.]*\).*/\1/p' "$DIR/wait.json")
+    echo "$t0 $out" | awk '{printf "%.3f", $2 - $1}'
 }
 
 ctsync_conf() { # ns me peer mode
@@ -92,27 +106,33 @@ EOF
 }
 
 run_ctsync() { # mode
-    local mode=$1 pa pb t0 took
+    local mode=$1 pa pb took
     fill_primary
     ctsync_conf "$A" 198.18.255.1 198.18.255.2 "$mode"
     ctsync_conf "$B" 198.18.255.2 198.18.255.1 "$mode"
     sed -i '2a role = "primary"' "$DIR/$A.toml"
+    rm -f "$DIR/$A.sock" "$DIR/$B.sock"
     "$CT" run --config "$DIR/$A.toml" 2>"$DIR/$A-$mode.log" &
     pa=$!
     PIDS+=("$pa")
     "$CT" run --config "$DIR/$B.toml" 2>"$DIR/$B-$mode.log" &
     pb=$!
     PIDS+=("$pb")
+    wait_until 10 "$CT" status --socket "$DIR/$A.sock" >/dev/null 2>&1
+    # The target: what the primary replicates (its internal cache; a few synthetic
+    # entries use the sync link's addresses, which are never replicated).
+    N=$("$CT" status --json --socket "$DIR/$A.sock" | sed -n 's/.*"internal":\([0-9]*\).*/\1/p')
     wait_until 120 bash -c "$CT status --json --socket $DIR/$B.sock 2>/dev/null | grep -q '\"external\":$N,.*\"ready\":true\\|\"ready\":true.*\"external\":$N'" \
         || { echo "ctsync $mode: the backup never held $N flows" >&2; tail "$DIR/$B-$mode.log" >&2; exit 1; }
-    local before
+    local before rep
     before=$(count "$B")
-    t0=$(now)
-    "$CT" role primary --socket "$DIR/$B.sock" >/dev/null
-    took=$(takeover_clock "$t0")
-    echo "| ctsync $mode | $took | $before | $(report "$pa" "$pb") |"
-    kill "$pa" "$pb"
-    wait "$pa" "$pb" 2>/dev/null || true
+    rep=$(usage "$pa")
+    fail_primary "$pa"
+    took=$(takeover "$CT" role primary --socket "$DIR/$B.sock")
+    sleep 1
+    echo "| ctsync $mode | $took | $before | $rep | $(usage "$pb") |"
+    kill "$pb"
+    wait "$pb" 2>/dev/null || true
 }
 
 conntrackd_conf() { # ns me peer inject(on/off)
@@ -154,9 +174,11 @@ General {
 EOF
 }
 
-ext_count() { # conf
-    conntrackd -C "$1" -s cache 2>/dev/null | awk '/external cache/ {e=1} e && /current active connections/ {print $NF; exit}'
+ext_count() { # conf: objects in conntrackd's external cache
+    ip netns exec "$B" conntrackd -C "$1" -s cache 2>/dev/null | awk '/^cache:external/ {print $NF; exit}'
 }
+export -f ext_count
+export B
 
 run_conntrackd() { # inject(on/off)
     local inject=$1 pa pb t0 took label
@@ -165,6 +187,7 @@ run_conntrackd() { # inject(on/off)
     fill_primary
     conntrackd_conf "$A" 198.18.255.1 198.18.255.2 "$inject"
     conntrackd_conf "$B" 198.18.255.2 198.18.255.1 "$inject"
+    rm -f "$DIR/$A.ctl" "$DIR/$B.ctl" "$DIR/$A.lock" "$DIR/$B.lock"
     ip netns exec "$A" conntrackd -C "$DIR/$A.conf" >/dev/null 2>&1 &
     pa=$!
     PIDS+=("$pa")
@@ -173,42 +196,47 @@ run_conntrackd() { # inject(on/off)
     PIDS+=("$pb")
     wait_until 10 test -S "$DIR/$A.ctl"
     wait_until 10 test -S "$DIR/$B.ctl"
+    # The target: what the primary replicates (its internal cache, filtered alike).
+    N=$(ip netns exec "$A" conntrackd -C "$DIR/$A.conf" -s cache 2>/dev/null | awk '/^cache:internal/ {print $NF; exit}')
     # The backup asks for the primary's table, as primary-backup.sh does on BACKUP.
-    conntrackd -C "$DIR/$B.conf" -n
+    ip netns exec "$B" conntrackd -C "$DIR/$B.conf" -n
     if [[ $inject == on ]]; then
         wait_until 120 bash -c "(( \$(ip netns exec $B cat /proc/sys/net/netfilter/nf_conntrack_count) >= $N ))" \
             || { echo "$label: the backup's kernel never held $N flows ($(count "$B"))" >&2; exit 1; }
     else
-        wait_until 120 bash -c "(( \$(conntrackd -C $DIR/$B.conf -s cache 2>/dev/null | awk '/external cache/ {e=1} e && /current active connections/ {print \$NF; exit}') >= $N ))" \
+        wait_until 120 bash -c "(( \$(ext_count $DIR/$B.conf) + 0 >= $N ))" \
             || { echo "$label: the backup's external cache never held $N flows ($(ext_count "$DIR/$B.conf"))" >&2; exit 1; }
     fi
-    local before
+    local before rep
     before=$(count "$B")
-    t0=$(now)
-    conntrackd -C "$DIR/$B.conf" -c >/dev/null 2>&1 || true
-    took=$(takeover_clock "$t0")
-    echo "| $label | $took | $before | $(report "$pa" "$pb") |"
-    kill "$pa" "$pb"
-    wait "$pa" "$pb" 2>/dev/null || true
+    rep=$(usage "$pa")
+    fail_primary "$pa"
+    took=$(takeover ip netns exec "$B" conntrackd -C "$DIR/$B.conf" -c)
+    sleep 1
+    echo "| $label | $took | $before | $rep | $(usage "$pb") |"
+    kill "$pb"
+    wait "$pb" 2>/dev/null || true
 }
 
-report() { # pid-primary pid-backup: per 100k flows
-    local per=$((N / 100000))
-    ((per > 0)) || per=1
-    local ha hb ca cb
-    ha=$(hwm_kib "$1")
-    hb=$(hwm_kib "$2")
-    ca=$(cpu_s "$1")
-    cb=$(cpu_s "$2")
-    awk -v ha="$ha" -v hb="$hb" -v ca="$ca" -v cb="$cb" -v n="$N" 'BEGIN {
+# The primary fails (SIGKILL) before the backup is told to take over, as in a real
+# failover. It also matters for fairness: the kernel's list of event listeners is global
+# across network namespaces, so a live daemon in the primary's namespace would make every
+# write in the backup's namespace build events too.
+fail_primary() {
+    kill -9 "$1"
+    wait "$1" 2>/dev/null || true
+}
+
+usage() { # pid: "peak RSS MiB | CPU s", per 100k flows
+    awk -v h="$(hwm_kib "$1")" -v c="$(cpu_s "$1")" -v n="$N" 'BEGIN {
         k = n / 100000
-        printf "%.1f | %.1f | %.2f | %.2f", ha / 1024 / k, hb / 1024 / k, ca / k, cb / k
+        printf "%.1f | %.2f", h / 1024 / k, c / k
     }'
 }
 
-echo "Takeover with $N replicated flows ($(nproc) cores, $(uname -r), $(conntrackd -v 2>&1 | head -1))"
+echo "Takeover with $REQ replicated flows ($(nproc) cores, $(uname -r), $(conntrackd -v 2>&1 | head -1))"
 echo
-echo "| system | MASTER → all flows in the backup's kernel (s) | flows already in its kernel before | peak RSS primary (MiB/100k) | peak RSS backup (MiB/100k) | CPU primary (s/100k) | CPU backup (s/100k) |"
+echo "| system | MASTER → all flows in the backup's kernel (s) | flows in its kernel before | primary: peak RSS (MiB/100k) | primary: CPU (s/100k) | backup: peak RSS (MiB/100k) | backup: CPU (s/100k) |"
 echo "|---|---|---|---|---|---|---|"
 run_ctsync hot-standby
 run_ctsync commit

@@ -31,5 +31,5 @@ pub use flow::{
 pub use netns::Netns;
 pub use socket::{
     BatchReport, Conntrack, DumpItem, DumpSummary, Errno, Error, Event, EventKind, EventSocket,
-    EventStats, Groups,
+    EventStats, Groups, set_event_groups,
 };

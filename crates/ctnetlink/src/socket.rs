@@ -811,6 +811,39 @@ pub enum Event<'a> {
     Overrun,
 }
 
+/// Join or leave conntrack event groups on an event socket, by a descriptor of it (a
+/// `dup` of [`EventSocket`]'s, so that a caller can change groups while the socket itself
+/// is registered with an event loop). Leaving `new` while creating many entries spares
+/// the kernel building an event per entry when nobody else listens.
+pub fn set_event_groups(fd: std::os::fd::BorrowedFd<'_>, groups: Groups) -> io::Result<()> {
+    use attr::group;
+    for (on, g) in [
+        (groups.new, group::CT_NEW),
+        (groups.update, group::CT_UPDATE),
+        (groups.destroy, group::CT_DESTROY),
+    ] {
+        let opt = if on {
+            libc::NETLINK_ADD_MEMBERSHIP
+        } else {
+            libc::NETLINK_DROP_MEMBERSHIP
+        };
+        // SAFETY: a valid descriptor and a u32 option value of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                opt,
+                (&raw const g).cast(),
+                size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Which event groups to join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Groups {

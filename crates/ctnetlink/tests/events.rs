@@ -119,3 +119,38 @@ fn overrun_is_reported_and_the_stream_goes_on() {
     );
     assert_eq!(ev.stats().overruns, overruns);
 }
+
+/// Leaving the NEW group (through a duplicate of the socket's descriptor, as the daemon
+/// does during a commit) stops NEW events; rejoining brings them back; UPDATE and DESTROY
+/// keep coming throughout.
+#[test]
+fn event_groups_can_be_left_and_rejoined() {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+    let Some(t) = TestNetns::new("evgroups") else {
+        return;
+    };
+    let mut ev = EventSocket::open_in(&t.ns, Groups::CONNTRACK).expect("event socket");
+    // SAFETY: dup of an open descriptor, owned by the OwnedFd.
+    let dup =
+        unsafe { OwnedFd::from_raw_fd(libc::fcntl(ev.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0)) };
+    let mut ct = Conntrack::open_in(&t.ns).expect("socket");
+    let quiet = Groups {
+        new: false,
+        ..Groups::CONNTRACK
+    };
+    ctnetlink::set_event_groups(dup.as_fd(), quiet).expect("leave NEW");
+    let a = sample_flow(11, false, ipproto::TCP, Nat::Snat);
+    ct.create(&a).expect("create");
+    ct.delete(&a).expect("delete");
+    let got = collect(&mut ev, 2, Duration::from_millis(500));
+    let kinds: Vec<_> = got.iter().map(|e| e.0).collect();
+    assert_eq!(
+        kinds,
+        vec![EventKind::Destroy],
+        "no NEW while out of the group"
+    );
+    ctnetlink::set_event_groups(dup.as_fd(), Groups::CONNTRACK).expect("rejoin");
+    ct.create(&a).expect("create");
+    let got = collect(&mut ev, 1, Duration::from_secs(5));
+    assert_eq!(got.first().map(|e| e.0), Some(EventKind::New));
+}

@@ -49,6 +49,11 @@ pub enum KernelOp {
     Dump,
     /// Lower the timeout of every local entry to at most this many seconds.
     ShortenTimeouts(u32),
+    /// Write these flows (create, or update those that exist): a commit of the external
+    /// caches. A [`KernelOp::Dump`] always follows, so the shell may stop listening for
+    /// the kernel's events about these writes (creating many entries costs the kernel
+    /// much more while someone listens).
+    Commit(Vec<Flow>),
 }
 
 /// Something an operator or the daemon may want to know.
@@ -307,7 +312,10 @@ impl Node {
         }
         self.dumping = false;
         for key in self.internal.sweep(self.dump_mark, None) {
-            self.replicate(Message::FlowDelete(key));
+            // A bulk transfer follows (with its sweep): it says this already.
+            if !self.bulk_after_dump {
+                self.replicate(Message::FlowDelete(key));
+            }
         }
         if self.bulk_after_dump {
             self.bulk_after_dump = false;
@@ -346,6 +354,11 @@ impl Node {
             if outcome == Upsert::New {
                 self.delayed.push_back((now + self.cfg.sync_delay, key));
             }
+            return;
+        }
+        if self.dumping && self.bulk_after_dump {
+            // The bulk transfer after this dump carries every flow: sending each one
+            // now as well would double a takeover's work.
             return;
         }
         match outcome {
@@ -408,16 +421,17 @@ impl Node {
         match role {
             Role::Primary => {
                 // Commit what peers told us (hot standby: already in the kernel), then
-                // take the kernel's table as ours and send it to everyone.
+                // take the kernel's table as ours (the dump) and send it to everyone.
                 if self.cfg.mode == Mode::Commit {
                     self.commit();
+                } else {
+                    self.kernel_ops.push_back(KernelOp::Dump);
                 }
                 self.external.clear();
                 for p in self.peers.values_mut() {
                     p.bulk_done = false;
                     p.digest_ok = false;
                 }
-                self.kernel_ops.push_back(KernelOp::Dump);
                 self.bulk_after_dump = true;
             }
             Role::Backup | Role::Fault if first || old == Role::Primary => {
@@ -443,9 +457,10 @@ impl Node {
         self.role
     }
 
-    /// Write every flow of every external cache to the kernel.
+    /// Write every flow of every external cache to the kernel ([`KernelOp::Commit`],
+    /// then a [`KernelOp::Dump`]).
     pub fn commit(&mut self) -> usize {
-        let mut n = 0;
+        let mut flows = Vec::new();
         // Only what a primary owned: other tables may hold stale copies (see
         // `apply_message`).
         let owners: Vec<NodeId> = self
@@ -455,11 +470,11 @@ impl Node {
             .map(|p| p.id)
             .collect();
         for ext in owners.iter().filter_map(|o| self.external.get(o)) {
-            for f in ext.table.flows() {
-                self.kernel_ops.push_back(KernelOp::Upsert(f.clone()));
-                n += 1;
-            }
+            flows.extend(ext.table.flows().cloned());
         }
+        let n = flows.len();
+        self.kernel_ops.push_back(KernelOp::Commit(flows));
+        self.kernel_ops.push_back(KernelOp::Dump);
         n
     }
 

@@ -294,6 +294,12 @@ impl Cluster {
                 self.nodes[i].expiry.remove(&f.key());
                 self.nodes[i].kernel.insert(f.key(), f);
             }
+            KernelOp::Commit(flows) => {
+                for f in flows {
+                    self.nodes[i].expiry.remove(&f.key());
+                    self.nodes[i].kernel.insert(f.key(), f);
+                }
+            }
             KernelOp::Delete(k) => {
                 self.nodes[i].expiry.remove(&k);
                 self.nodes[i].kernel.remove(&k);

@@ -264,3 +264,35 @@ pub fn dump(ct: &mut Conntrack) -> Result<DumpReport> {
 pub fn had_errors(r: &BulkReport) -> bool {
     r.errors.total() > 0
 }
+
+/// Wait until the kernel table of `netns` (or this namespace) holds at least `n` entries,
+/// reading `nf_conntrack_count` every millisecond for at most `limit`. Returns the wall
+/// clock (seconds since the epoch) when it did, or `None`, and the last count: benchmark
+/// scripts compare it with a time they took before signalling a takeover.
+pub fn wait_count(netns: Option<&str>, n: u64, limit: Duration) -> Result<(Option<f64>, u64)> {
+    use std::io::{Read, Seek};
+    let open = || std::fs::File::open("/proc/sys/net/netfilter/nf_conntrack_count");
+    // /proc/sys/net belongs to the namespace of the thread that opens it.
+    let mut f = match netns {
+        Some(name) => Netns::named(name)?.run(open)?,
+        None => open()?,
+    };
+    let start = Instant::now();
+    let mut buf = String::new();
+    let mut count = 0;
+    while start.elapsed() < limit {
+        buf.clear();
+        f.rewind()?;
+        f.read_to_string(&mut buf)?;
+        count = buf.trim().parse().unwrap_or(0);
+        if count >= n {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            return Ok((Some(wall), count));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok((None, count))
+}

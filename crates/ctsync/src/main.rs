@@ -182,6 +182,16 @@ enum LoadOp {
     },
     /// Read the whole table once and report how fast.
     Dump,
+    /// Wait until the table holds at least COUNT entries; print the wall-clock time when it
+    /// did (for takeover benchmarks).
+    WaitCount {
+        /// How many entries.
+        #[arg(long)]
+        count: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Delete every entry.
     Flush,
 }
@@ -265,6 +275,14 @@ fn run(cli: Cli) -> Result<bool> {
         }
         Command::Load { netns, op } => (netns, op),
     };
+    if let LoadOp::WaitCount { count, timeout } = op {
+        let (at, seen) = load::wait_count(netns.as_deref(), count, Duration::from_secs(timeout))?;
+        println!(
+            "{}",
+            serde_json::json!({"op": "wait-count", "reached_at": at, "count": seen})
+        );
+        return Ok(at.is_some());
+    }
     let mut ct = load::open(netns.as_deref())?;
     let ok = match op {
         LoadOp::Fill {
@@ -306,6 +324,7 @@ fn run(cli: Cli) -> Result<bool> {
             println!("{}", serde_json::to_string(&load::dump(&mut ct)?)?);
             true
         }
+        LoadOp::WaitCount { .. } => true,
         LoadOp::Flush => {
             ct.flush(None)?;
             println!("{}", serde_json::json!({"op": "flush", "ok": true}));
