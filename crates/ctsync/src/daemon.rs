@@ -66,6 +66,12 @@ struct Shell {
     timing: Timing,
     events_ctl: std::os::fd::OwnedFd,
     rx: Vec<u8>,
+    /// Indices of the last refresh batch the kernel did not know (ENOENT).
+    refresh_missing: Vec<usize>,
+    /// Replicated flows written again because the kernel had lost them.
+    recreated: u64,
+    /// Control clients refused for their credentials.
+    control_refused: u64,
 }
 
 /// Durations the metrics report.
@@ -196,6 +202,9 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
         timing: Timing::default(),
         events_ctl,
         rx: vec![0u8; 65536],
+        refresh_missing: Vec::new(),
+        recreated: 0,
+        control_refused: 0,
     };
     sh.write_track();
     sh.kernel_op(KernelOp::Dump);
@@ -511,6 +520,7 @@ impl Shell {
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         let mut refreshes = Vec::new();
+        let mut refresh_full = Vec::new();
         for op in ops {
             match op {
                 KernelOp::Upsert(mut f) => {
@@ -525,14 +535,41 @@ impl Shell {
                     r.zone = f.zone;
                     r.timeout = f.timeout;
                     refreshes.push(r);
+                    refresh_full.push(f);
                 }
                 other => {
                     self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+                    self.recreate_missing(&mut refresh_full);
                     self.kernel_op(other);
                 }
             }
         }
         self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+        self.recreate_missing(&mut refresh_full);
+    }
+
+    /// Refreshed flows the kernel did not have (it was full when they arrived, or
+    /// someone deleted them behind our back): written again, whole. This is how a backup
+    /// heals after `nf_conntrack_max` was reached: nothing is lost from the external
+    /// cache, and the next refresh puts what is missing back.
+    fn recreate_missing(&mut self, full: &mut Vec<Flow>) {
+        let missing = std::mem::take(&mut self.refresh_missing);
+        let mut again: Vec<Flow> = missing
+            .into_iter()
+            .filter_map(|i| full.get(i).cloned())
+            .collect();
+        full.clear();
+        if again.is_empty() {
+            return;
+        }
+        if !self.window_tracking {
+            again.iter_mut().for_each(be_liberal);
+        }
+        let errs = upsert_batch(&mut self.ct, &again);
+        self.recreated += (again.len() - errs.len()) as u64;
+        for (what, e) in errs {
+            self.failed(what, e);
+        }
     }
 
     fn apply_batches(
@@ -555,9 +592,12 @@ impl Shell {
                 continue;
             }
             let mut errs = Vec::new();
-            if let Err(e) = self.ct.batch(op, list, |_, e| {
+            let missing = &mut self.refresh_missing;
+            if let Err(e) = self.ct.batch(op, list, |i, e| {
                 if e != Errno::ENOENT {
                     errs.push(e);
+                } else if what == "refresh" {
+                    missing.push(i);
                 }
             }) {
                 log("warn", format!("kernel {what} batch: {e}"));
@@ -704,6 +744,8 @@ impl Shell {
                 "flows_received": s.flows_received,
                 "own_events": s.own_events,
                 "kernel_overruns": s.kernel_overruns,
+                "kernel_recreated": self.recreated,
+                "control_refused": self.control_refused,
             },
             "timing": {
                 "last_takeover_seconds": self.timing.last_takeover.map(|d| d.as_secs_f64()),
@@ -830,6 +872,27 @@ impl Shell {
 
     /// One control connection: a line in, a line of JSON out.
     async fn control(&mut self, stream: tokio::net::UnixStream) {
+        // The socket is mode 0600; the peer's credentials are checked as well, so that a
+        // socket directory with loose permissions or a passed descriptor does not open it.
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let uid = stream.peer_cred().map(|c| c.uid());
+        if !matches!(uid, Ok(u) if u == 0 || u == me) {
+            self.control_refused += 1;
+            log(
+                "warn",
+                format!("control socket: refused a client with uid {uid:?}: root only"),
+            );
+            let (r, mut w) = stream.into_split();
+            // Read the request first, so the client is not cut off mid-write.
+            let mut line = String::new();
+            let mut reader = BufReader::new(r.take(4096));
+            let _ = tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await;
+            let _ = w
+                .write_all(b"{\"error\":\"permission denied: the control socket is root-only\"}\n")
+                .await;
+            return;
+        }
         let (r, mut w) = stream.into_split();
         let mut line = String::new();
         let mut reader = BufReader::new(r.take(4096));

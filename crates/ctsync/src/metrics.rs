@@ -131,6 +131,18 @@ pub fn render(s: &Value) -> String {
         "Times the kernel event socket overran (each followed by a table re-read)",
         u(&st["kernel_overruns"]),
     );
+    counter(
+        &mut reg,
+        "kernel_recreated",
+        "Replicated flows written again because the kernel had lost them (e.g. it was full)",
+        u(&st["kernel_recreated"]),
+    );
+    counter(
+        &mut reg,
+        "control_refused",
+        "Control socket clients refused because they are not root",
+        u(&st["control_refused"]),
+    );
     let dropped = Family::<Labels, Counter>::default();
     for (k, v) in s["dropped"].as_object().into_iter().flatten() {
         dropped.get_or_create(&label("reason", k)).inc_by(u(v));

@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -464,4 +465,73 @@ fn operator_interfaces_notify_dump_metrics_reload_flush() {
     assert!(stopping, "no STOPPING=1\n{}", lab.logs());
     let st = lab.daemons[0].wait().unwrap();
     assert!(st.success(), "{st:?}\n{}", lab.logs());
+}
+
+/// A hot-standby backup whose kernel loses replicated entries (its table was full when
+/// they arrived, or someone deleted them) writes them again at the next refresh: nothing
+/// is lost from its copy. The control socket refuses a client that is not root.
+#[test]
+fn a_backup_puts_back_entries_its_kernel_lost() {
+    let Some(mut lab) = Lab::new("heal") else {
+        return;
+    };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    let timers = "[timers]\nrefresh_secs = 1\n";
+    let ca = lab.config_with(&a, "198.18.255.1", "198.18.255.2", "primary", timers);
+    lab.spawn(&a, &ca, None);
+    let cb = lab.config_with(&b, "198.18.255.2", "198.18.255.1", "backup", timers);
+    lab.spawn(&b, &cb, None);
+    let flows: Vec<_> = (0..200)
+        .map(|i| synth::flow(i, Mix::Realistic, 3600))
+        .collect();
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    cta.batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    let sb = lab.socket(&b);
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) >= 200 && status(&sb)["caches"]["external"] == 200,
+        || format!("{}\n{}", status(&sb), lab.logs()),
+    );
+    // Behind ctsync's back: half of the backup's entries disappear.
+    let mut ctb = Conntrack::open_in(&Netns::named(&b).unwrap()).unwrap();
+    ctb.batch(FlowOp::Delete, &flows[..100], |i, e| {
+        panic!("delete {i}: {e}")
+    })
+    .unwrap();
+    assert!(count(&b) < 200);
+    wait_for(
+        Duration::from_secs(10),
+        || count(&b) >= 200,
+        || {
+            format!(
+                "backup kernel {}\n{}\n{}",
+                count(&b),
+                status(&sb),
+                lab.logs()
+            )
+        },
+    );
+    let s = status(&sb);
+    assert!(
+        s["stats"]["kernel_recreated"].as_u64().unwrap() >= 100,
+        "{s}"
+    );
+    assert_eq!(s["caches"]["external"], 200);
+    assert_eq!(
+        s["caches"]["internal"], 0,
+        "the backup claims none of them: {s}"
+    );
+
+    // A client that is not root is refused, even if it can reach the socket.
+    fs::set_permissions(&sb, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ctsync"))
+        .args(["status", "--socket", sb.to_str().unwrap()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("root-only"), "{err}");
+    assert_eq!(status(&sb)["stats"]["control_refused"], 1);
 }
