@@ -6,7 +6,8 @@
 //!                 VIP 198.18.1.1                 VIP 198.19.0.1 (SNAT address)
 //!   client ─ br ─┬─ lan [fw1] wan ─┬─ br ─ server
 //!   .100         └─ lan [fw2] wan ─┘        .100
-//!                     fw1 ── sync 198.18.255.0/24 ── fw2
+//!                     fw1 ── sync 198.18.255.0/24 ── fw2   (a bridge, with room
+//!                                                           for a third host)
 //! ```
 //!
 //! Each firewall runs nftables (forward policy drop, established/related accepted, new
@@ -110,6 +111,8 @@ pub struct Lab {
     pub fw: [String; 2],
     /// The server's namespace.
     pub server: String,
+    /// The sync segment's namespace (a bridge, and the address 198.18.255.66).
+    pub sync_ns: String,
     dir: PathBuf,
     opts: Options,
     procs: [Procs; 2],
@@ -189,6 +192,7 @@ impl Lab {
             client: name("cl"),
             fw: [name("fw1"), name("fw2")],
             server: name("sv"),
+            sync_ns: name("sx"),
             dir,
             opts,
             procs: [Procs::default(), Procs::default()],
@@ -227,10 +231,45 @@ impl Lab {
                 run(&["ip", "-n", fw, "addr", "add", &addr, "dev", side])?;
             }
         }
+        // The sync segment is a bridge in its own namespace, where a third host (the
+        // attacker of tests/attacker.rs, 198.18.255.66) sits. The bridge forgets MAC
+        // addresses at once, so it floods like a hub and that host sees all sync traffic.
+        let sx = self.sync_ns.clone();
+        run(&["ip", "netns", "add", &sx])?;
+        self.created.push(sx.clone());
+        run(&["ip", "-n", &sx, "link", "set", "lo", "up"])?;
         run(&[
-            "ip", "-n", &f1, "link", "add", "name", "sync", "type", "veth", "peer", "name", "sync",
-            "netns", &f2,
+            "ip",
+            "-n",
+            &sx,
+            "link",
+            "add",
+            "name",
+            "br0",
+            "type",
+            "bridge",
+            "ageing_time",
+            "0",
         ])?;
+        run(&[
+            "ip",
+            "-n",
+            &sx,
+            "addr",
+            "add",
+            "198.18.255.66/24",
+            "dev",
+            "br0",
+        ])?;
+        run(&["ip", "-n", &sx, "link", "set", "br0", "promisc", "on", "up"])?;
+        for (i, fw) in [&f1, &f2].into_iter().enumerate() {
+            let port = format!("fw{}", i + 1);
+            run(&[
+                "ip", "-n", &sx, "link", "add", "name", &port, "type", "veth", "peer", "name",
+                "sync", "netns", fw,
+            ])?;
+            run(&["ip", "-n", &sx, "link", "set", &port, "master", "br0", "up"])?;
+        }
         for (i, fw) in [&f1, &f2].into_iter().enumerate() {
             let addr = format!("198.18.255.{}/24", i + 1);
             run(&["ip", "-n", fw, "addr", "add", &addr, "dev", "sync"])?;

@@ -1,0 +1,125 @@
+//! What the end-to-end lab tests share: a running lab with sessions, and its checks.
+
+#![allow(clippy::panic, clippy::unwrap_used, dead_code, missing_docs)] // test code
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use ctsync::lab::traffic::{EchoServer, Report, Sessions};
+use ctsync::lab::{self, Lab, Options};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Patience: a session that waited longer than this for an echo counts as lost.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(3);
+
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the failover tests need root, and CI must run them"
+    );
+    eprintln!("\n*** SKIPPED failover test: needs root ***\n");
+    false
+}
+
+fn bin(with_ctsync: bool) -> Option<PathBuf> {
+    with_ctsync.then(|| PathBuf::from(env!("CARGO_BIN_EXE_ctsync")))
+}
+
+/// A lab with its server and sessions, up and working, fw1 master and fw2 ready.
+pub(crate) struct Running {
+    // Dropped in this order: sessions, server, then the lab.
+    pub(crate) sessions: Sessions,
+    pub(crate) server: EchoServer,
+    pub(crate) lab: Lab,
+}
+
+impl Running {
+    pub(crate) fn up(tag: &str, with_ctsync: bool, tcp: usize, udp: usize) -> Running {
+        let mut lab = Lab::build(Options::new(tag, bin(with_ctsync))).unwrap();
+        let server = EchoServer::start(&lab.server).unwrap();
+        lab.bring_up().unwrap();
+        let sessions = Sessions::open(&lab.client, tcp, udp).unwrap();
+        let r = Running {
+            sessions,
+            server,
+            lab,
+        };
+        std::thread::sleep(Duration::from_secs(2));
+        let rep = r.report(Instant::now() - Duration::from_secs(1));
+        assert!(
+            rep.tcp_alive == tcp && rep.udp_alive == udp,
+            "sessions must work before anything fails: {rep:?} {:?}\n{}",
+            r.sessions.errors(),
+            r.lab.logs()
+        );
+        r.lab.wait_replicated(1, tcp + udp).unwrap();
+        r.lab.wait_ready(1).unwrap();
+        r
+    }
+
+    pub(crate) fn report(&self, since: Instant) -> Report {
+        self.sessions.report(since, PATIENCE)
+    }
+
+    /// Let traffic run `secs` after `since`, then report.
+    pub(crate) fn after(&self, since: Instant, secs: u64) -> Report {
+        let end = since + Duration::from_secs(secs);
+        std::thread::sleep(end.saturating_duration_since(Instant::now()));
+        self.report(since)
+    }
+
+    pub(crate) fn resets(&self) -> u64 {
+        self.server.stats.resets.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn context(&self) -> String {
+        format!(
+            "errors {:?}, server resets {}, udp port changes {}\n{}",
+            self.sessions.errors(),
+            self.resets(),
+            self.server.stats.udp_changed(),
+            self.lab.logs()
+        )
+    }
+
+    /// Every session alive, none reset, no UDP source port changed.
+    pub(crate) fn assert_all_kept(&self, what: &str, r: &Report) {
+        assert!(
+            r.tcp_alive == r.tcp && r.udp_alive == r.udp && r.tcp_failed == 0,
+            "{what}: sessions lost: {r:?} {}",
+            self.context()
+        );
+        assert_eq!(self.resets(), 0, "{what}: resets at the server");
+        assert_eq!(
+            self.server.stats.udp_changed(),
+            0,
+            "{what}: a UDP flow's source port changed {}",
+            self.context()
+        );
+    }
+}
+
+pub(crate) fn wait_role(r: &Running, i: usize, role: &str) {
+    let ok = lab::wait(Duration::from_secs(10), || {
+        r.lab.status(i).is_some_and(|s| s["role"] == role)
+    })
+    .unwrap();
+    assert!(
+        ok.is_some(),
+        "fw{} did not become {role}: {:?}\n{}",
+        i + 1,
+        r.lab.status(i),
+        r.lab.logs()
+    );
+}
