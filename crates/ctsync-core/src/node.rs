@@ -65,6 +65,15 @@ pub enum Notify {
     PeerDown(NodeId),
     /// A peer came back with a new epoch (it restarted).
     PeerRestarted(NodeId),
+    /// A peer speaks only protocol versions `min..=max`, none of which is ours.
+    IncompatiblePeer {
+        /// The peer.
+        peer: NodeId,
+        /// Its lowest version.
+        min: u8,
+        /// Its highest version.
+        max: u8,
+    },
     /// Readiness to take over changed.
     Ready(bool),
     /// A bulk transfer to a peer finished sending.
@@ -687,10 +696,22 @@ impl Node {
             match f {
                 Frame::Hello {
                     challenge,
+                    min_version,
+                    max_version,
                     role,
                     ready,
-                    ..
                 } => {
+                    if !(min_version..=max_version).contains(&VERSION) {
+                        // A peer that cannot speak our version: no answer (its epoch is
+                        // never verified, so nothing it sends counts), counted and told.
+                        *self.drops.entry(DropReason::Version).or_default() += 1;
+                        self.notes.push_back(Notify::IncompatiblePeer {
+                            peer: id,
+                            min: min_version,
+                            max: max_version,
+                        });
+                        continue;
+                    }
                     let p = self.peer(id);
                     p.hello_ack_due = Some(challenge);
                     if verified {

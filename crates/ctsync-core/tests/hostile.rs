@@ -243,6 +243,52 @@ fn a_recorded_epoch_cannot_be_replayed() {
     );
 }
 
+/// An authentic HELLO from a peer that speaks only other protocol versions is not
+/// answered: counted under `Version`, reported, and its epoch never verified. One whose
+/// range includes ours is answered as usual.
+#[test]
+fn a_peer_with_no_common_version_is_refused_and_reported() {
+    use ctsync_core::Notify;
+    use ctsync_wire::{FrameWriter, HEADER_LEN, Header, VERSION, WireRole};
+    let now = Instant::now();
+    let mut b = node(2, 1 << 40, &PSK, now);
+    let secret = ClusterSecret::new(&PSK, Cipher::ChaCha20Poly1305).unwrap();
+    let hello = |packet: u64, min: u8, max: u8| {
+        let epoch = 5 << 40;
+        let mut buf = Vec::new();
+        Header {
+            version: VERSION,
+            key_id: 0,
+            node: 1,
+            epoch,
+            packet,
+        }
+        .emit(&mut buf);
+        FrameWriter::new(&mut buf).hello(99, min, max, WireRole::Primary, true);
+        secret
+            .traffic_key(1, epoch, 0)
+            .unwrap()
+            .seal(packet, &mut buf, HEADER_LEN)
+            .unwrap();
+        buf
+    };
+    let mut d = hello(1, VERSION + 1, VERSION + 3);
+    let _ = b.handle_datagram(now, &mut d);
+    assert_eq!(b.drops().get(&DropReason::Version), Some(&1));
+    let mut told = false;
+    while let Some(n) = b.poll_notify() {
+        told |= matches!(n, Notify::IncompatiblePeer { peer: 1, .. });
+    }
+    assert!(told, "the incompatible peer is reported");
+    let mut d = hello(2, VERSION.saturating_sub(1), VERSION + 1);
+    let _ = b.handle_datagram(now, &mut d);
+    assert_eq!(
+        b.drops().get(&DropReason::Version),
+        Some(&1),
+        "a compatible range passes"
+    );
+}
+
 proptest! {
     /// Arbitrary bytes, and arbitrary bytes behind a genuine-looking header: no panic,
     /// nothing accepted.
