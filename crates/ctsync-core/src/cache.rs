@@ -265,6 +265,55 @@ impl FlowTable {
         stale
     }
 
+    /// Like [`FlowTable::sweep`] for several buckets at once, each with its own mark, in
+    /// one pass over the table (a repair of many buckets costs one scan, not one each).
+    pub fn sweep_buckets(&mut self, marks: &[(u16, u64)]) -> Vec<FlowKey> {
+        let mut by_bucket = [None; BUCKETS];
+        for &(b, m) in marks {
+            if let Some(slot) = by_bucket.get_mut(usize::from(b)) {
+                *slot = Some(m);
+            }
+        }
+        let stale: Vec<FlowKey> = self
+            .map
+            .iter()
+            .filter(|(_, e)| {
+                by_bucket
+                    .get(usize::from(e.bucket))
+                    .copied()
+                    .flatten()
+                    .is_some_and(|m| e.mark < m)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &stale {
+            self.remove(k);
+        }
+        stale
+    }
+
+    /// The counted flows of the given buckets, grouped by bucket, in one pass.
+    pub fn flows_of_buckets(&self, buckets: &[u16]) -> Vec<(u16, Vec<&Flow>)> {
+        let mut slot = [usize::MAX; BUCKETS];
+        let mut out: Vec<(u16, Vec<&Flow>)> = Vec::new();
+        for &b in buckets {
+            if let Some(s) = slot.get_mut(usize::from(b))
+                && *s == usize::MAX
+            {
+                *s = out.len();
+                out.push((b, Vec::new()));
+            }
+        }
+        for e in self.map.values().filter(|e| e.counted) {
+            if let Some(&i) = slot.get(usize::from(e.bucket))
+                && let Some((_, v)) = out.get_mut(i)
+            {
+                v.push(&e.flow);
+            }
+        }
+        out
+    }
+
     /// Every flow.
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
         self.map.values().map(|e| &e.flow)

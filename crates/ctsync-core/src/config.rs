@@ -139,6 +139,9 @@ pub struct Config {
     /// Flows the caches are sized for up front (growing a large table later costs a
     /// pause while it is rehashed); use the kernel's `nf_conntrack_max`.
     pub expected_flows: usize,
+    /// The most flows one cache holds (internal, and each external); beyond it new flows
+    /// are refused and counted (conntrackd's `HashLimit`).
+    pub max_flows: usize,
 }
 
 impl Config {
@@ -163,6 +166,7 @@ impl Config {
             shorten_timeout: 60,
             bulk_step: 1024,
             expected_flows: 1 << 16,
+            max_flows: 1 << 22,
             kernel_resync_interval: Duration::from_secs(300),
         }
     }

@@ -65,6 +65,12 @@ pub enum Notify {
     PeerDown(NodeId),
     /// A peer came back with a new epoch (it restarted).
     PeerRestarted(NodeId),
+    /// A cache reached `max_flows`: flows were refused (`origin` `None`: the internal
+    /// cache, else that peer's external cache).
+    CacheFull {
+        /// Whose flows.
+        origin: Option<NodeId>,
+    },
     /// A peer speaks only protocol versions `min..=max`, none of which is ours.
     IncompatiblePeer {
         /// The peer.
@@ -133,6 +139,8 @@ struct External {
     mark: u64,
     bulk_mark: Option<u64>,
     bucket_marks: HashMap<u16, u64>,
+    /// Buckets whose repair ended, swept together when the last one ends.
+    ended: Vec<(u16, u64)>,
 }
 
 /// A small deterministic generator (SplitMix64) for challenges and transfer ids;
@@ -165,6 +173,8 @@ pub struct NodeStats {
     pub filtered: u64,
     /// Kernel entries seen on a backup that a peer replicated to it (not ours to send).
     pub foreign: u64,
+    /// Flows refused because a cache held `max_flows`.
+    pub cache_full: u64,
     /// Flows never sent because they died within the sync delay.
     pub delayed_and_gone: u64,
     /// Streams reset because a peer fell behind.
@@ -358,6 +368,13 @@ impl Node {
         }
         let hold =
             self.cfg.sync_delay > std::time::Duration::ZERO && !self.internal.is_counted(&key);
+        if self.internal.len() >= self.cfg.max_flows && self.internal.get(&key).is_none() {
+            if self.stats.cache_full == 0 {
+                self.notes.push_back(Notify::CacheFull { origin: None });
+            }
+            self.stats.cache_full += 1;
+            return;
+        }
         let outcome = self.internal.upsert(flow.clone(), self.dump_mark, !hold);
         if hold {
             if outcome == Upsert::New {
@@ -890,6 +907,7 @@ impl Node {
         let hot =
             self.cfg.mode == Mode::HotStandby && self.role != Role::Primary && origin_is_primary;
         let expected = self.cfg.expected_flows;
+        let max_flows = self.cfg.max_flows;
         let Node {
             external,
             peers,
@@ -909,6 +927,16 @@ impl Node {
         match m {
             Message::FlowNew(f) | Message::FlowUpdate(f) => {
                 stats.flows_received += 1;
+                if ext.table.len() >= max_flows && ext.table.get(&f.key()).is_none() {
+                    // The cap (like conntrackd's HashLimit): refused, counted, and this
+                    // copy is incomplete until a digest agrees again (not ready).
+                    if stats.cache_full == 0 || p.digest_ok {
+                        notes.push_back(Notify::CacheFull { origin: Some(from) });
+                    }
+                    stats.cache_full += 1;
+                    p.digest_ok = false;
+                    return;
+                }
                 // Same state: only remember it was mentioned; the kernel already has it.
                 let upsert = hot.then(|| f.clone());
                 if ext.table.upsert(f, ext.mark, true) != Upsert::Same
@@ -926,6 +954,7 @@ impl Node {
                 ext.mark += 1;
                 ext.bulk_mark = Some(ext.mark);
                 ext.bucket_marks.clear();
+                ext.ended.clear();
                 p.bulk_done = false;
                 // The whole table follows: repairs asked for before are moot.
                 p.repairs_pending = 0;
@@ -948,6 +977,9 @@ impl Node {
                 let differing = ext.table.digest().differing(&hashes);
                 if differing.is_empty() {
                     p.digest_ok = true;
+                } else if ext.table.len() >= max_flows {
+                    // Full: a repair could not be held. Not ready until the table fits.
+                    p.digest_ok = false;
                 } else if p.repairs_pending == 0 {
                     p.digest_ok = false;
                     p.repairs_pending = differing.len();
@@ -967,19 +999,27 @@ impl Node {
             }
             Message::BucketEnd { bucket } => {
                 if let Some(mark) = ext.bucket_marks.remove(&bucket) {
-                    let swept = ext.table.sweep(mark, Some(bucket));
+                    ext.ended.push((bucket, mark));
+                }
+                p.repairs_pending = p.repairs_pending.saturating_sub(1);
+                if p.repairs_pending == 0 || ext.bucket_marks.is_empty() {
+                    let swept = ext.table.sweep_buckets(&ext.ended);
+                    ext.ended.clear();
                     if hot {
                         kernel_ops.extend(swept.iter().map(|k| KernelOp::Delete(*k)));
                     }
                 }
-                p.repairs_pending = p.repairs_pending.saturating_sub(1);
             }
             Message::ResyncRequest => self.start_bulk(from, now),
             Message::BucketRequest(buckets) => {
                 let mut overflow = false;
-                for b in buckets.into_iter().filter(|&b| usize::from(b) < BUCKETS) {
+                let wanted: Vec<u16> = buckets
+                    .into_iter()
+                    .filter(|&b| usize::from(b) < BUCKETS)
+                    .collect();
+                for (b, flows) in internal.flows_of_buckets(&wanted) {
                     overflow |= !p.send.push(Message::BucketBegin { bucket: b });
-                    for f in internal.bucket_flows(b) {
+                    for f in flows {
                         overflow |= !p.send.push(Message::FlowUpdate(f.clone()));
                     }
                     overflow |= !p.send.push(Message::BucketEnd { bucket: b });

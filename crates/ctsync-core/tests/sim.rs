@@ -721,6 +721,36 @@ fn a_backup_rereading_its_kernel_does_not_claim_replicated_flows() {
     c.assert_converged(Mode::HotStandby);
 }
 
+/// A cap on cache entries (like conntrackd's HashLimit): a backup whose copy would
+/// exceed it refuses the rest, counts them, is not ready (its copy is incomplete), and
+/// heals by itself through anti-entropy once the primary's table fits again.
+#[test]
+fn a_full_cache_refuses_counts_is_not_ready_and_heals() {
+    let mut c = Cluster::new(2, 53, Mode::HotStandby);
+    c.nodes[1].cfg.max_flows = 100;
+    c.crash(1);
+    c.boot(1);
+    for i in 0..150 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(6));
+    assert_eq!(c.node(1).external_len(), 100);
+    assert!(c.node(1).stats().cache_full >= 50);
+    assert!(!c.node(1).is_ready(), "an incomplete copy is not ready");
+    assert_eq!(
+        c.nodes[1].kernel.len(),
+        100,
+        "nothing beyond the cap in the kernel"
+    );
+    for i in 0..80 {
+        c.traffic(0, EventKind::Destroy, flow(i));
+    }
+    c.run(Duration::from_secs(15));
+    assert_eq!(c.node(1).external_len(), 70);
+    assert!(c.node(1).is_ready(), "healed by repair once it fits");
+    c.assert_converged(Mode::HotStandby);
+}
+
 /// Found in review: a peer up for several key rotations (60 s each) before the other
 /// verified it, or silent through a long partition, had its traffic dropped for good
 /// (key ids alone cannot tell generations far apart). HELLO_ACK now carries the

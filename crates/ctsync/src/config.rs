@@ -57,9 +57,18 @@ pub struct Sync {
     /// with the kernel's be-liberal flag, as conntrackd does; see docs/KERNEL.md).
     #[serde(default)]
     pub tcp_window_tracking: bool,
+    /// The most flows one cache holds (this node's, and each peer's copy); beyond it new
+    /// flows are refused, counted and logged, and the copy is not ready (default
+    /// 4194304, like conntrackd's HashLimit: set it to about 2 × nf_conntrack_max).
+    #[serde(default = "default_max_flows")]
+    pub max_flows: usize,
     /// Seconds between re-reads of the kernel table (default 300; 0: never).
     #[serde(default = "default_kernel_resync")]
     pub kernel_resync_secs: u64,
+}
+
+fn default_max_flows() -> usize {
+    1 << 22
 }
 
 fn default_kernel_resync() -> u64 {

@@ -167,6 +167,7 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
     let mut core = ctsync_core::Config::new(me, peers.keys().copied().collect());
     core.kernel_resync_interval = Duration::from_secs(cfg.sync.kernel_resync_secs);
     core.filter = cfg.core_filter();
+    core.max_flows = cfg.sync.max_flows.max(1);
     core.sync_delay = Duration::from_secs_f64(cfg.filter.delay_secs);
     core.alive_interval = Duration::from_millis(cfg.timers.alive_ms);
     core.dead_interval = Duration::from_millis(cfg.timers.dead_ms);
@@ -464,6 +465,23 @@ impl Shell {
                         self.write_track();
                         notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
                     }
+                    Notify::CacheFull { origin } => log(
+                        "warn",
+                        format!(
+                            "a cache is full ([sync] max_flows): new flows {} are refused and counted",
+                            match origin {
+                                Some(p) => format!("from peer {:#x}", p),
+                                None => "of this node".to_string(),
+                            }
+                        ),
+                    ),
+                    Notify::IncompatiblePeer { peer, min, max } => log(
+                        "error",
+                        format!(
+                            "peer {peer:#x} speaks protocol versions {min}..={max} only, not ours ({}): upgrade one side",
+                            ctsync_wire::VERSION
+                        ),
+                    ),
                     other => log("info", format!("{other:?}")),
                 }
             }
@@ -745,6 +763,7 @@ impl Shell {
                 "own_events": s.own_events,
                 "kernel_overruns": s.kernel_overruns,
                 "kernel_recreated": self.recreated,
+                "cache_full": s.cache_full,
                 "control_refused": self.control_refused,
             },
             "timing": {

@@ -139,6 +139,12 @@ pub fn render(s: &Value) -> String {
     );
     counter(
         &mut reg,
+        "cache_full_refused",
+        "Flows refused because a cache held [sync] max_flows",
+        u(&st["cache_full"]),
+    );
+    counter(
+        &mut reg,
         "control_refused",
         "Control socket clients refused because they are not root",
         u(&st["control_refused"]),
