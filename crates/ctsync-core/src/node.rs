@@ -194,6 +194,8 @@ pub struct Node {
     packet: u64,
     tx_key: TrafficKey,
     handshake_key: TrafficKey,
+    /// Further cluster keys accepted from peers (a rotation's overlap period).
+    accept: Vec<ClusterSecret>,
     key_started: Instant,
     key_packets: u64,
     role: Role,
@@ -266,6 +268,7 @@ impl Node {
             packet: 0,
             tx_key,
             handshake_key,
+            accept: Vec::new(),
             key_started: now,
             key_packets: 0,
             role: Role::Backup,
@@ -538,6 +541,27 @@ impl Node {
         self.kernel_ops.push_back(KernelOp::Dump);
     }
 
+    /// Change the cluster keys while running (online rotation): send under `send` from
+    /// now on, accept datagrams under it or any of `accept`. Rotating a cluster: every
+    /// node accepts the new key; then every node sends with it (accepting the old); then
+    /// the old one is dropped. Packet numbers go on, so no (key, nonce) pair repeats.
+    pub fn set_secrets(
+        &mut self,
+        send: ClusterSecret,
+        accept: Vec<ClusterSecret>,
+    ) -> Result<(), WireError> {
+        let g = self.tx_key.generation();
+        self.tx_key = send.traffic_key(self.cfg.node, self.epoch, g)?;
+        self.handshake_key = send.traffic_key(self.cfg.node, self.epoch, 0)?;
+        self.secret = send;
+        self.accept = accept;
+        for p in self.peers.values_mut() {
+            p.forget_rx_keys();
+            p.rx_secret = 0;
+        }
+        Ok(())
+    }
+
     /// Replace the replication filter and sync delay, and re-read the kernel table:
     /// flows the new filter lets through are sent, those it stops are deleted at peers.
     pub fn set_filter(&mut self, filter: crate::Filter, sync_delay: std::time::Duration) {
@@ -644,7 +668,9 @@ impl Node {
         if h.node == self.cfg.node {
             return Err(DropReason::SelfNode);
         }
-        let secret = &self.secret;
+        let secrets: Vec<&ClusterSecret> = std::iter::once(&self.secret)
+            .chain(self.accept.iter())
+            .collect();
         let peer = self.peers.get_mut(&h.node).ok_or(DropReason::UnknownNode)?;
         let verified = peer.epoch == Some(h.epoch);
         if peer.epoch.is_some_and(|e| h.epoch < e) {
@@ -677,12 +703,39 @@ impl Node {
         if verified && generation > peer.rx_generation.saturating_add(2) {
             return Err(DropReason::Authentication);
         }
-        let key = peer
-            .rx_key(secret, h.epoch, generation)
-            .map_err(|_| DropReason::Authentication)?;
-        let body = key
-            .open(h.packet, buf, HEADER_LEN)
-            .map_err(|_| DropReason::Authentication)?;
+        // During a key rotation more than one cluster key is accepted: the one this peer
+        // used last is tried first; a failed open leaves the buffer unspecified, so the
+        // others get a fresh copy.
+        let mut opened = None;
+        if secrets.len() == 1 {
+            let key = peer
+                .rx_key(secrets[0], h.epoch, generation)
+                .map_err(|_| DropReason::Authentication)?;
+            if key.open(h.packet, buf, HEADER_LEN).is_ok() {
+                opened = Some(0);
+            }
+        } else {
+            let original = buf.to_vec();
+            let first = peer.rx_secret.min(secrets.len() - 1);
+            for i in std::iter::once(first).chain((0..secrets.len()).filter(|&i| i != first)) {
+                if i != peer.rx_secret {
+                    peer.forget_rx_keys();
+                    peer.rx_secret = i;
+                }
+                buf.copy_from_slice(&original);
+                let Ok(key) = peer.rx_key(secrets[i], h.epoch, generation) else {
+                    continue;
+                };
+                if key.open(h.packet, buf, HEADER_LEN).is_ok() {
+                    opened = Some(i);
+                    break;
+                }
+            }
+        }
+        if opened.is_none() {
+            return Err(DropReason::Authentication);
+        }
+        let body = &buf[HEADER_LEN..buf.len() - TAG_LEN];
         if verified {
             peer.replay.insert(h.packet);
             peer.rx_generation = peer.rx_generation.max(generation);

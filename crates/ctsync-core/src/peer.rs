@@ -64,6 +64,9 @@ pub struct Peer {
     pub candidate: Option<(u64, ReplayWindow)>,
     rx_keys: Vec<TrafficKey>,
     rx_epoch: u64,
+    /// Which of the node's accepted cluster keys this peer's datagrams verified under
+    /// last (0: the sending key); tried first.
+    pub rx_secret: usize,
     /// Highest traffic-key generation seen.
     pub rx_generation: u32,
     /// Last authenticated datagram from it.
@@ -119,6 +122,7 @@ impl Peer {
             candidate: None,
             rx_keys: Vec::new(),
             rx_epoch: 0,
+            rx_secret: 0,
             rx_generation: 0,
             last_heard: None,
             last_sent: None,
@@ -144,6 +148,11 @@ impl Peer {
     /// Whether its copy of what it sent us is complete (our readiness).
     pub fn synced(&self) -> bool {
         self.bulk_done && self.digest_ok && self.repairs_pending == 0 && !self.recv.has_gap()
+    }
+
+    /// Forget cached receive keys (the cluster keys changed, or another one verified).
+    pub fn forget_rx_keys(&mut self) {
+        self.rx_keys.clear();
     }
 
     /// The receive key of `epoch`, generation `generation` (cached: current and previous).

@@ -47,6 +47,10 @@ pub struct Sync {
     pub peers: Vec<SocketAddr>,
     /// The cluster key: 64 hex digits, root-only (`ctsync keygen` writes one).
     pub key_file: PathBuf,
+    /// Further cluster keys accepted from peers, for an online rotation (see
+    /// docs/SECURITY.md); each must be root-only like `key_file`.
+    #[serde(default)]
+    pub accept_key_files: Vec<PathBuf>,
     /// `hot-standby` (default) or `commit`.
     #[serde(default)]
     pub mode: ModeSetting,
@@ -405,6 +409,9 @@ impl Config {
         }
         read_key(&self.sync.key_file)
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", self.at("key_file")))?;
+        for k in &self.sync.accept_key_files {
+            read_key(k).map_err(|e| anyhow::anyhow!("{}: {e:#}", self.at("accept_key_files")))?;
+        }
         Ok(())
     }
 }

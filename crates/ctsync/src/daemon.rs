@@ -39,6 +39,27 @@ pub fn run(cfg: Config, path: &std::path::Path) -> Result<()> {
     rt.block_on(run_async(cfg, path))
 }
 
+/// The cluster key to send with and the further keys accepted (a rotation's overlap).
+fn cluster_keys(cfg: &Config) -> Result<(ClusterSecret, Vec<ClusterSecret>)> {
+    let cipher = match cfg.sync.cipher.as_deref() {
+        Some("aes-256-gcm") => Cipher::Aes256Gcm,
+        _ => Cipher::ChaCha20Poly1305,
+    };
+    let load = |path: &std::path::Path| -> Result<ClusterSecret> {
+        let key = read_key(path)?;
+        ClusterSecret::new(&key, cipher)
+            .map_err(|e| anyhow::anyhow!("cluster key {}: {e}", path.display()))
+    };
+    let send = load(&cfg.sync.key_file)?;
+    let accept = cfg
+        .sync
+        .accept_key_files
+        .iter()
+        .map(|p| load(p))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((send, accept))
+}
+
 /// Tell systemd (when it started us with `Type=notify`; a no-op otherwise).
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(state);
@@ -88,13 +109,7 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
         Some(n) => Some(Netns::named(n).with_context(|| format!("network namespace {n:?}"))?),
         None => None,
     };
-    let key = read_key(&cfg.sync.key_file)?;
-    let cipher = match cfg.sync.cipher.as_deref() {
-        Some("aes-256-gcm") => Cipher::Aes256Gcm,
-        _ => Cipher::ChaCha20Poly1305,
-    };
-    let secret =
-        ClusterSecret::new(&key, cipher).map_err(|e| anyhow::anyhow!("cluster key: {e}"))?;
+    let (secret, accept) = cluster_keys(&cfg)?;
 
     // Subscribe before reading the table: with nf_conntrack_events=2 (the default) the
     // kernel gives no events at all for entries created while nobody listens. Setting 1
@@ -189,7 +204,12 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
         rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15],
     ]);
     let now = Instant::now();
-    let node = Node::new(core, secret, epoch, seed, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let send_copy = cluster_keys(&cfg)?.0;
+    let mut node = Node::new(core, secret, epoch, seed, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !accept.is_empty() {
+        node.set_secrets(send_copy, accept)
+            .map_err(|e| anyhow::anyhow!("cluster keys: {e}"))?;
+    }
     let mut sh = Shell {
         node,
         ct,
@@ -822,7 +842,6 @@ impl Shell {
         if old.sync.interface != new.sync.interface
             || old.sync.local != new.sync.local
             || old.sync.peers != new.sync.peers
-            || old.sync.key_file != new.sync.key_file
             || old.sync.cipher != new.sync.cipher
             || old.sync.mode != new.sync.mode
             || old.sync.kernel_resync_secs != new.sync.kernel_resync_secs
@@ -843,6 +862,26 @@ impl Shell {
         {
             restart.push("[keepalived] notify_fifo");
         }
+        if old.sync.key_file != new.sync.key_file
+            || old.sync.accept_key_files != new.sync.accept_key_files
+        {
+            match cluster_keys(new).and_then(|(send, accept)| {
+                let n = accept.len();
+                self.node
+                    .set_secrets(send, accept)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(n)
+            }) {
+                Ok(n) => log(
+                    "info",
+                    format!(
+                        "cluster keys changed: sending with {}, accepting {n} more",
+                        new.sync.key_file.display()
+                    ),
+                ),
+                Err(e) => log("error", format!("cluster keys not changed: {e:#}")),
+            }
+        }
         self.window_tracking = new.sync.tcp_window_tracking;
         self.track_file = new.keepalived.as_ref().and_then(|k| k.track_file.clone());
         self.write_track();
@@ -853,7 +892,7 @@ impl Shell {
         self.flush();
         log(
             "info",
-            "reloaded: [filter], [keepalived] instance/group/track_file, tcp_window_tracking",
+            "reloaded: [filter], keys, [keepalived] instance/group/track_file, tcp_window_tracking",
         );
         if !restart.is_empty() {
             log(

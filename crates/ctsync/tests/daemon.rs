@@ -535,3 +535,98 @@ fn a_backup_puts_back_entries_its_kernel_lost() {
     assert!(!out.status.success() && err.contains("root-only"), "{err}");
     assert_eq!(status(&sb)["stats"]["control_refused"], 1);
 }
+
+/// Online rotation of the cluster key by SIGHUP, while flows keep being created: both
+/// nodes accept the new key, then send with it, then drop the old one. Every flow
+/// arrives and nothing fails authentication.
+#[test]
+fn the_cluster_key_rotates_online_by_sighup() {
+    let Some(mut lab) = Lab::new("rekey") else {
+        return;
+    };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    let old = lab.dir.join("cluster.key");
+    let new = lab.dir.join("new.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_ctsync"))
+        .arg("keygen")
+        .output()
+        .unwrap();
+    fs::write(&new, out.stdout).unwrap();
+    fs::set_permissions(&new, fs::Permissions::from_mode(0o600)).unwrap();
+    let ca = lab.config(&a, "198.18.255.1", "198.18.255.2", "primary");
+    lab.spawn(&a, &ca, None);
+    let cb = lab.config(&b, "198.18.255.2", "198.18.255.1", "backup");
+    lab.spawn(&b, &cb, None);
+    let (sa, sb) = (lab.socket(&a), lab.socket(&b));
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    let mut next = 0u64;
+    let mut traffic = |n: u64| {
+        let flows: Vec<_> = (next..next + n)
+            .map(|i| synth::flow(i, Mix::TcpSnat, 3600))
+            .collect();
+        next += n;
+        cta.batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let pids = [lab.daemons[0].id() as i32, lab.daemons[1].id() as i32];
+    let rewrite = |cfg: &Path, send: &Path, accept: Option<&Path>| {
+        let text = fs::read_to_string(cfg).unwrap();
+        let mut out = String::new();
+        for l in text.lines() {
+            if l.starts_with("key_file") {
+                out += &format!("key_file = \"{}\"\n", send.display());
+                if let Some(x) = accept {
+                    out += &format!("accept_key_files = [\"{}\"]\n", x.display());
+                }
+            } else if !l.starts_with("accept_key_files") {
+                out += l;
+                out.push('\n');
+            }
+        }
+        fs::write(cfg, out).unwrap();
+    };
+    let hup = |i: usize| {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(pids[i], libc::SIGHUP) };
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    traffic(200);
+    // 1. Both accept the new key.
+    rewrite(&cb, &old, Some(&new));
+    hup(1);
+    traffic(200);
+    rewrite(&ca, &old, Some(&new));
+    hup(0);
+    traffic(200);
+    // 2. Both send with it.
+    rewrite(&ca, &new, Some(&old));
+    hup(0);
+    traffic(200);
+    rewrite(&cb, &new, Some(&old));
+    hup(1);
+    traffic(200);
+    // 3. The old key is dropped.
+    rewrite(&ca, &new, None);
+    hup(0);
+    rewrite(&cb, &new, None);
+    hup(1);
+    traffic(200);
+    wait_for(
+        Duration::from_secs(15),
+        || status(&sb)["caches"]["external"] == 1200 && status(&sb)["ready"] == true,
+        || format!("{}\n{}", status(&sb), lab.logs()),
+    );
+    for s in [&sa, &sb] {
+        let st = status(s);
+        assert!(
+            st["dropped"]["authentication"].is_null(),
+            "authentication failures during the rotation: {st}"
+        );
+    }
+    assert!(
+        lab.logs().contains("cluster keys changed"),
+        "{}",
+        lab.logs()
+    );
+}
