@@ -1,5 +1,6 @@
-//! Untrusted text into the configuration parser and keepalived's FIFO line parser: never a
-//! panic; an accepted configuration yields a filter, and its errors name the file.
+//! Untrusted text into the configuration parser, keepalived's FIFO line parser and the
+//! control request parser: never a panic; an accepted configuration yields a filter, and
+//! its errors name the file.
 #![no_main]
 
 use std::path::Path;
@@ -18,5 +19,6 @@ fuzz_target!(|data: &[u8]| {
     }
     for line in text.lines() {
         let _ = ctsync::keepalived::parse_line(line);
+        let _ = ctsync::control::Request::parse(line);
     }
 });

@@ -77,3 +77,105 @@ fn connect(socket: &Path) -> Result<UnixStream> {
         )
     })
 }
+
+/// Which cache a request is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// This node's flows.
+    Internal,
+    /// The peers' flows.
+    External,
+    /// Both (flush only).
+    All,
+}
+
+/// A control request, as the daemon understands it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `status`
+    Status,
+    /// `role primary|backup|fault`
+    Role(ctsync_core::Role),
+    /// `resync`
+    Resync,
+    /// `request-resync`
+    RequestResync,
+    /// `bulk`
+    Bulk,
+    /// `commit`
+    Commit,
+    /// `flush internal|external|all`
+    Flush(Cache),
+    /// `dump internal|external`
+    Dump(Cache),
+}
+
+impl Request {
+    /// Parse one request line; the error is the reply's message.
+    pub fn parse(line: &str) -> Result<Request, String> {
+        use ctsync_core::Role;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let cache = |w: &str, all: bool| match w {
+            "internal" => Some(Cache::Internal),
+            "external" => Some(Cache::External),
+            "all" if all => Some(Cache::All),
+            _ => None,
+        };
+        Ok(match words.as_slice() {
+            ["status"] => Request::Status,
+            ["role", r] => Request::Role(match *r {
+                "primary" | "master" | "MASTER" => Role::Primary,
+                "backup" | "BACKUP" => Role::Backup,
+                "fault" | "FAULT" => Role::Fault,
+                _ => {
+                    return Err(format!(
+                        "unknown role {r:?}: expected primary, backup or fault"
+                    ));
+                }
+            }),
+            ["resync"] => Request::Resync,
+            ["request-resync"] => Request::RequestResync,
+            ["bulk"] => Request::Bulk,
+            ["commit"] => Request::Commit,
+            ["flush", w] => Request::Flush(
+                cache(w, true)
+                    .ok_or_else(|| format!("flush {w:?}: expected internal, external or all"))?,
+            ),
+            ["dump", w] => Request::Dump(
+                cache(w, false)
+                    .ok_or_else(|| format!("dump {w:?}: expected internal or external"))?,
+            ),
+            _ => {
+                let shown: String = line.trim().chars().take(80).collect();
+                return Err(format!("unknown request {shown:?}"));
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_bad_ones_say_why() {
+        assert_eq!(Request::parse("status\n"), Ok(Request::Status));
+        assert_eq!(Request::parse("flush all"), Ok(Request::Flush(Cache::All)));
+        assert!(
+            Request::parse("dump all")
+                .unwrap_err()
+                .contains("internal or external")
+        );
+        assert!(
+            Request::parse("role boss")
+                .unwrap_err()
+                .contains("primary, backup or fault")
+        );
+        assert!(
+            Request::parse("\u{0}\u{ff}garbage")
+                .unwrap_err()
+                .starts_with("unknown request")
+        );
+        assert!(Request::parse("").is_err());
+    }
+}

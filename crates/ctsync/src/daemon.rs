@@ -65,15 +65,6 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(state);
 }
 
-fn role_of(r: &str) -> Option<Role> {
-    match r {
-        "primary" | "master" | "MASTER" => Some(Role::Primary),
-        "backup" | "BACKUP" => Some(Role::Backup),
-        "fault" | "FAULT" => Some(Role::Fault),
-        _ => None,
-    }
-}
-
 struct Shell {
     node: Node,
     ct: Conntrack,
@@ -545,6 +536,24 @@ impl Shell {
         }
     }
 
+    /// Count failed kernel writes and say so (once per batch): a full table
+    /// (`nf_conntrack_max`) shows here; the other writes of the batch still land, and a
+    /// hot-standby backup writes the missing ones again at its next refresh.
+    fn failures(&mut self, errs: Vec<(&'static str, Errno)>) {
+        if let Some((what, e)) = errs.first() {
+            log(
+                "warn",
+                format!(
+                    "the kernel refused {} writes (first: {what}: {e}); is the table full (net.netfilter.nf_conntrack_max)?",
+                    errs.len()
+                ),
+            );
+        }
+        for (what, e) in errs {
+            self.failed(what, e);
+        }
+    }
+
     fn failed(&mut self, what: &str, e: Errno) {
         *self
             .kernel_failures
@@ -605,9 +614,7 @@ impl Shell {
         }
         let errs = upsert_batch(&mut self.ct, &again);
         self.recreated += (again.len() - errs.len()) as u64;
-        for (what, e) in errs {
-            self.failed(what, e);
-        }
+        self.failures(errs);
     }
 
     fn apply_batches(
@@ -617,9 +624,8 @@ impl Shell {
         refreshes: &mut Vec<Flow>,
     ) {
         if !upserts.is_empty() {
-            for (what, e) in upsert_batch(&mut self.ct, upserts) {
-                self.failed(what, e);
-            }
+            let errs = upsert_batch(&mut self.ct, upserts);
+            self.failures(errs);
             upserts.clear();
         }
         for (list, op, what) in [
@@ -715,9 +721,7 @@ impl Shell {
                 // second thread only spins on it (measured: no gain, a quarter of the CPU
                 // time in mutex_spin_on_owner).
                 let errs = upsert_batch(&mut self.ct, &flows);
-                for (what, e) in errs {
-                    self.failed(what, e);
-                }
+                self.failures(errs);
                 if paused.is_ok()
                     && let Err(e) =
                         ctnetlink::set_event_groups(self.events_ctl.as_fd(), Groups::CONNTRACK)
@@ -906,9 +910,9 @@ impl Shell {
     }
 
     /// `dump internal|external`: a JSON line per flow, then `{"end":true,"flows":N}`.
-    fn dump_lines(&self, which: &str) -> Vec<String> {
+    fn dump_lines(&self, internal: bool) -> Vec<String> {
         let mut lines = Vec::new();
-        if which == "internal" {
+        if internal {
             for f in self.node.internal().flows() {
                 lines.push(format!("{}\n", flow_json(f, None)));
             }
@@ -957,54 +961,50 @@ impl Shell {
         let read = tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await;
         let reply = match read {
             Ok(Ok(_)) => {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                match words.as_slice() {
-                    ["status"] => self.status(),
-                    ["role", r] => match role_of(r) {
-                        Some(role) => {
-                            self.set_role(role);
-                            json!({"ok": true, "role": format!("{role:?}").to_lowercase()})
-                        }
-                        None => {
-                            json!({"error": format!("unknown role {r:?}: expected primary, backup or fault")})
-                        }
-                    },
-                    ["resync"] => {
+                use crate::control::{Cache, Request};
+                match Request::parse(&line) {
+                    Err(e) => json!({ "error": e }),
+                    Ok(Request::Status) => self.status(),
+                    Ok(Request::Role(role)) => {
+                        self.set_role(role);
+                        json!({"ok": true, "role": format!("{role:?}").to_lowercase()})
+                    }
+                    Ok(Request::Resync) => {
                         self.node.resync_internal();
                         self.flush();
                         json!({"ok": true})
                     }
-                    ["request-resync"] => {
+                    Ok(Request::RequestResync) => {
                         self.node.request_resync(Instant::now());
                         self.flush();
                         json!({"ok": true})
                     }
-                    ["bulk"] => {
+                    Ok(Request::Bulk) => {
                         self.node.bulk(Instant::now());
                         self.flush();
                         json!({"ok": true})
                     }
-                    ["commit"] => {
+                    Ok(Request::Commit) => {
                         let n = self.node.commit();
                         self.flush();
                         json!({"ok": true, "flows": n})
                     }
-                    ["flush", which] if ["internal", "external", "all"].contains(which) => {
-                        if *which != "external" {
+                    Ok(Request::Flush(which)) => {
+                        if which != Cache::External {
                             self.node.flush_internal();
                             // Rebuilt from the kernel at once: the internal cache must
                             // not stay empty while the kernel holds flows.
                             self.node.resync_internal();
                         }
-                        if *which != "internal" {
+                        if which != Cache::Internal {
                             self.node.flush_external();
                             self.node.request_resync(Instant::now());
                         }
                         self.flush();
                         json!({"ok": true})
                     }
-                    ["dump", which] if ["internal", "external"].contains(which) => {
-                        let lines = self.dump_lines(which);
+                    Ok(Request::Dump(which)) => {
+                        let lines = self.dump_lines(which == Cache::Internal);
                         tokio::spawn(async move {
                             let write = async {
                                 for l in lines {
@@ -1016,7 +1016,6 @@ impl Shell {
                         });
                         return;
                     }
-                    _ => json!({"error": format!("unknown request {:?}", line.trim())}),
                 }
             }
             _ => json!({"error": "unreadable request"}),

@@ -421,6 +421,17 @@ fn operator_interfaces_notify_dump_metrics_reload_flush() {
     }
     assert!(http_get(&metrics, "/").starts_with("HTTP/1.1 404"));
 
+    // A malformed control request gets an error reply; the daemon goes on.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(&sa).unwrap();
+        c.write_all(b"\xff\x00 flush everything\n").unwrap();
+        let mut reply = String::new();
+        BufReader::new(c).read_line(&mut reply).unwrap();
+        assert!(reply.contains("\"error\""), "{reply}");
+    }
+    assert_eq!(status(&sa)["role"], "primary");
+
     // SIGHUP: only TCP now. The backup loses the rest, by deletions from the primary.
     let text = fs::read_to_string(&cfg_a).unwrap();
     fs::write(&cfg_a, format!("{text}[filter]\nprotocols = [\"tcp\"]\n")).unwrap();
