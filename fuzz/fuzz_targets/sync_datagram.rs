@@ -21,8 +21,12 @@ fn base() -> Instant {
 fn verified_node() -> Node {
     let now = base();
     let secret = || ClusterSecret::new(&[9u8; 32], Cipher::ChaCha20Poly1305).expect("32-byte key");
-    let mut a = Node::new(Config::new(1, vec![1, 2]), secret(), EPOCH_A, 1, now).expect("node 1");
-    let mut b = Node::new(Config::new(2, vec![1, 2]), secret(), 2 << 32, 2, now).expect("node 2");
+    let small = |id| Config {
+        expected_flows: 64,
+        ..Config::new(id, vec![1, 2])
+    };
+    let mut a = Node::new(small(1), secret(), EPOCH_A, 1, now).expect("node 1");
+    let mut b = Node::new(small(2), secret(), 2 << 32, 2, now).expect("node 2");
     a.set_role(now, Role::Primary);
     b.set_role(now, Role::Backup);
     let mut buf = Vec::new();
