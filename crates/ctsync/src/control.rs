@@ -16,6 +16,11 @@ pub fn request(socket: &Path, request: &str) -> Result<serde_json::Value> {
     BufReader::new(s)
         .read_line(&mut line)
         .context("reading the daemon's reply")?;
+    reply(&line)
+}
+
+/// One reply line as JSON; the daemon's refusal as an error.
+fn reply(line: &str) -> Result<serde_json::Value> {
     let v: serde_json::Value =
         serde_json::from_str(line.trim()).context("the daemon's reply is not JSON")?;
     if let Some(e) = v.get("error") {
@@ -39,15 +44,7 @@ pub fn stream(
     s.write_all(format!("{request}\n").as_bytes())?;
     let mut n = 0;
     for line in BufReader::new(s).lines() {
-        let line = line.context("reading the daemon's reply")?;
-        let v: serde_json::Value =
-            serde_json::from_str(line.trim()).context("the daemon's reply is not JSON")?;
-        if let Some(e) = v.get("error") {
-            bail!(
-                "the daemon refused: {}",
-                e.as_str().unwrap_or("unknown error")
-            );
-        }
+        let v = reply(&line.context("reading the daemon's reply")?)?;
         if v["end"] == true {
             return Ok(n);
         }

@@ -48,10 +48,12 @@ fn planted_flow(i: u16) -> Flow {
 fn forged(me: u32, peer: u32) -> Vec<Vec<u8>> {
     let wrong = ClusterSecret::new(&[0x5a; 32], Cipher::ChaCha20Poly1305).unwrap();
     let now = Instant::now();
+    // An epoch above any real one (wall-clock seconds << 24), so that the victim cannot
+    // dismiss it as stale and must try the key: counted as `authentication`.
     let mut n = Node::new(
         ctsync_core::Config::new(me, vec![peer]),
         wrong,
-        1 << 40,
+        1 << 62,
         7,
         now,
     )

@@ -276,36 +276,17 @@ impl Lab {
             for dev in ["lan", "wan", "sync"] {
                 run(&["ip", "-n", fw, "link", "set", dev, "up"])?;
             }
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                fw,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ])?;
+            let exec = |args: &[&str]| -> Result<String> {
+                let mut all = vec!["ip", "netns", "exec", fw.as_str()];
+                all.extend_from_slice(args);
+                run(&all)
+            };
+            exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
             let rules = self.dir.join(format!("fw{}.nft", i + 1));
             fs::write(&rules, RULES)?;
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                fw,
-                "nft",
-                "-f",
-                &rules.to_string_lossy(),
-            ])?;
+            exec(&["nft", "-f", &rules.to_string_lossy()])?;
             // After the rules: they load conntrack, which owns this setting.
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                fw,
-                "sysctl",
-                "-qw",
-                "net.netfilter.nf_conntrack_tcp_loose=0",
-            ])?;
+            exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"])?;
         }
         run(&["ip", "-n", &cl, "route", "add", "default", "via", LAN_VIP])?;
         let key = self.dir.join("cluster.key");
