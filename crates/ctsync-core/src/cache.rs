@@ -314,6 +314,11 @@ impl FlowTable {
         out
     }
 
+    /// Every flow, the table consumed.
+    pub fn into_flows(self) -> impl Iterator<Item = Flow> {
+        self.map.into_values().map(|e| e.flow)
+    }
+
     /// Every flow.
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
         self.map.values().map(|e| &e.flow)

@@ -452,7 +452,16 @@ impl Node {
                 // Commit what peers told us (hot standby: already in the kernel), then
                 // take the kernel's table as ours (the dump) and send it to everyone.
                 if self.cfg.mode == Mode::Commit {
-                    self.commit();
+                    // The external caches are dropped below: their flows move to the
+                    // kernel instead of being copied.
+                    let flows: Vec<Flow> = self
+                        .primary_owners()
+                        .into_iter()
+                        .filter_map(|o| self.external.remove(&o))
+                        .flat_map(|e| e.table.into_flows())
+                        .collect();
+                    self.kernel_ops.push_back(KernelOp::Commit(flows));
+                    self.kernel_ops.push_back(KernelOp::Dump);
                 } else {
                     self.kernel_ops.push_back(KernelOp::Dump);
                 }
@@ -490,21 +499,27 @@ impl Node {
     /// then a [`KernelOp::Dump`]).
     pub fn commit(&mut self) -> usize {
         let mut flows = Vec::new();
-        // Only what a primary owned: other tables may hold stale copies (see
-        // `apply_message`).
-        let owners: Vec<NodeId> = self
-            .peers
-            .values()
-            .filter(|p| p.was_primary)
-            .map(|p| p.id)
-            .collect();
-        for ext in owners.iter().filter_map(|o| self.external.get(o)) {
+        for ext in self
+            .primary_owners()
+            .iter()
+            .filter_map(|o| self.external.get(o))
+        {
             flows.extend(ext.table.flows().cloned());
         }
         let n = flows.len();
         self.kernel_ops.push_back(KernelOp::Commit(flows));
         self.kernel_ops.push_back(KernelOp::Dump);
         n
+    }
+
+    /// Peers whose tables a commit writes: only what a primary owned (other tables may
+    /// hold stale copies, see `apply_message`).
+    fn primary_owners(&self) -> Vec<NodeId> {
+        self.peers
+            .values()
+            .filter(|p| p.was_primary)
+            .map(|p| p.id)
+            .collect()
     }
 
     /// Ask every peer for its whole table.

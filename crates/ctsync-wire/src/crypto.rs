@@ -67,6 +67,7 @@ impl KeyType for Len {
 }
 
 /// The cluster secret, from which every traffic key is derived.
+#[derive(Clone)]
 pub struct ClusterSecret {
     prk: Prk,
     cipher: Cipher,

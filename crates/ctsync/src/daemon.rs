@@ -78,8 +78,6 @@ struct Shell {
     timing: Timing,
     events_ctl: std::os::fd::OwnedFd,
     rx: Vec<u8>,
-    /// Indices of the last refresh batch the kernel did not know (ENOENT).
-    refresh_missing: Vec<usize>,
     /// Replicated flows written again because the kernel had lost them.
     recreated: u64,
     /// Control clients refused for their credentials.
@@ -195,10 +193,10 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
         rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15],
     ]);
     let now = Instant::now();
-    let send_copy = cluster_keys(&cfg)?.0;
-    let mut node = Node::new(core, secret, epoch, seed, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut node =
+        Node::new(core, secret.clone(), epoch, seed, now).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !accept.is_empty() {
-        node.set_secrets(send_copy, accept)
+        node.set_secrets(secret, accept)
             .map_err(|e| anyhow::anyhow!("cluster keys: {e}"))?;
     }
     let mut sh = Shell {
@@ -214,7 +212,6 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
         timing: Timing::default(),
         events_ctl,
         rx: vec![0u8; 65536],
-        refresh_missing: Vec::new(),
         recreated: 0,
         control_refused: 0,
     };
@@ -567,54 +564,30 @@ impl Shell {
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         let mut refreshes = Vec::new();
-        let mut refresh_full = Vec::new();
         for op in ops {
             match op {
-                KernelOp::Upsert(mut f) => {
-                    if !self.window_tracking {
-                        be_liberal(&mut f);
-                    }
-                    upserts.push(f);
-                }
+                KernelOp::Upsert(f) => upserts.push(f),
                 KernelOp::Delete(k) => deletes.push(Flow::from_key(&k)),
-                KernelOp::Refresh(f) => {
-                    let mut r = Flow::new(f.orig, f.reply);
-                    r.zone = f.zone;
-                    r.timeout = f.timeout;
-                    refreshes.push(r);
-                    refresh_full.push(f);
-                }
+                KernelOp::Refresh(f) => refreshes.push(f),
                 other => {
                     self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
-                    self.recreate_missing(&mut refresh_full);
                     self.kernel_op(other);
                 }
             }
         }
         self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
-        self.recreate_missing(&mut refresh_full);
     }
 
-    /// Refreshed flows the kernel did not have (it was full when they arrived, or
-    /// someone deleted them behind our back): written again, whole. This is how a backup
-    /// heals after `nf_conntrack_max` was reached: nothing is lost from the external
-    /// cache, and the next refresh puts what is missing back.
-    fn recreate_missing(&mut self, full: &mut Vec<Flow>) {
-        let missing = std::mem::take(&mut self.refresh_missing);
-        let mut again: Vec<Flow> = missing
-            .into_iter()
-            .filter_map(|i| full.get(i).cloned())
-            .collect();
-        full.clear();
-        if again.is_empty() {
-            return;
-        }
+    /// Write replicated flows (create, or update those that exist), prepared for the
+    /// kernel; failures counted and logged. The number written.
+    fn upsert(&mut self, flows: &mut [Flow]) -> usize {
         if !self.window_tracking {
-            again.iter_mut().for_each(be_liberal);
+            flows.iter_mut().for_each(be_liberal);
         }
-        let errs = upsert_batch(&mut self.ct, &again);
-        self.recreated += (again.len() - errs.len()) as u64;
+        let errs = upsert_batch(&mut self.ct, flows);
+        let written = flows.len() - errs.len();
         self.failures(errs);
+        written
     }
 
     fn apply_batches(
@@ -624,32 +597,59 @@ impl Shell {
         refreshes: &mut Vec<Flow>,
     ) {
         if !upserts.is_empty() {
-            let errs = upsert_batch(&mut self.ct, upserts);
-            self.failures(errs);
+            self.upsert(upserts);
             upserts.clear();
         }
-        for (list, op, what) in [
-            (deletes, FlowOp::Delete, "delete"),
-            (refreshes, FlowOp::Update, "refresh"),
-        ] {
-            if list.is_empty() {
-                continue;
-            }
+        if !deletes.is_empty() {
             let mut errs = Vec::new();
-            let missing = &mut self.refresh_missing;
-            if let Err(e) = self.ct.batch(op, list, |i, e| {
+            if let Err(e) = self.ct.batch(FlowOp::Delete, deletes, |_, e| {
                 if e != Errno::ENOENT {
-                    errs.push(e);
-                } else if what == "refresh" {
-                    missing.push(i);
+                    errs.push(("delete", e));
                 }
             }) {
-                log("warn", format!("kernel {what} batch: {e}"));
+                log("warn", format!("kernel delete batch: {e}"));
             }
-            for e in errs {
-                self.failed(what, e);
+            self.failures(errs);
+            deletes.clear();
+        }
+        if !refreshes.is_empty() {
+            self.refresh(refreshes);
+            refreshes.clear();
+        }
+    }
+
+    /// Hot standby: reset the timeouts of replicated flows. Those the kernel no longer
+    /// has (it was full when they arrived, or someone deleted them behind our back) are
+    /// written again, whole: a backup heals after `nf_conntrack_max` was reached, and
+    /// nothing is lost from the external cache.
+    fn refresh(&mut self, flows: &[Flow]) {
+        let bare: Vec<Flow> = flows
+            .iter()
+            .map(|f| {
+                let mut r = Flow::new(f.orig, f.reply);
+                r.zone = f.zone;
+                r.timeout = f.timeout;
+                r
+            })
+            .collect();
+        let mut missing = Vec::new();
+        let mut errs = Vec::new();
+        if let Err(e) = self.ct.batch(FlowOp::Update, &bare, |i, e| {
+            if e == Errno::ENOENT {
+                missing.push(i);
+            } else {
+                errs.push(("refresh", e));
             }
-            list.clear();
+        }) {
+            log("warn", format!("kernel refresh batch: {e}"));
+        }
+        self.failures(errs);
+        let mut again: Vec<Flow> = missing
+            .into_iter()
+            .filter_map(|i| flows.get(i).cloned())
+            .collect();
+        if !again.is_empty() {
+            self.recreated += self.upsert(&mut again) as u64;
         }
     }
 
@@ -713,15 +713,11 @@ impl Shell {
                         format!("leaving the NEW event group for the commit: {e}"),
                     );
                 }
-                if !self.window_tracking {
-                    flows.iter_mut().for_each(be_liberal);
-                }
                 let n = flows.len();
                 // One socket: ctnetlink's create runs under the subsystem's mutex, so a
                 // second thread only spins on it (measured: no gain, a quarter of the CPU
                 // time in mutex_spin_on_owner).
-                let errs = upsert_batch(&mut self.ct, &flows);
-                self.failures(errs);
+                self.upsert(&mut flows);
                 if paused.is_ok()
                     && let Err(e) =
                         ctnetlink::set_event_groups(self.events_ctl.as_fd(), Groups::CONNTRACK)

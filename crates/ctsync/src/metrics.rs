@@ -107,48 +107,41 @@ pub fn render(s: &Value) -> String {
         resets,
     );
     let st = &s["stats"];
-    counter(
-        &mut reg,
-        "datagrams_sent",
-        "Sync datagrams sent",
-        u(&st["datagrams_sent"]),
-    );
-    counter(
-        &mut reg,
-        "datagrams_received",
-        "Sync datagrams received and authenticated",
-        u(&st["datagrams_received"]),
-    );
-    counter(
-        &mut reg,
-        "flows_received",
-        "Flow messages received from peers",
-        u(&st["flows_received"]),
-    );
-    counter(
-        &mut reg,
-        "kernel_overruns",
-        "Times the kernel event socket overran (each followed by a table re-read)",
-        u(&st["kernel_overruns"]),
-    );
-    counter(
-        &mut reg,
-        "kernel_recreated",
-        "Replicated flows written again because the kernel had lost them (e.g. it was full)",
-        u(&st["kernel_recreated"]),
-    );
-    counter(
-        &mut reg,
-        "cache_full_refused",
-        "Flows refused because a cache held [sync] max_flows",
-        u(&st["cache_full"]),
-    );
-    counter(
-        &mut reg,
-        "control_refused",
-        "Control socket clients refused because they are not root",
-        u(&st["control_refused"]),
-    );
+    for (name, help, key) in [
+        ("datagrams_sent", "Sync datagrams sent", "datagrams_sent"),
+        (
+            "datagrams_received",
+            "Sync datagrams received and authenticated",
+            "datagrams_received",
+        ),
+        (
+            "flows_received",
+            "Flow messages received from peers",
+            "flows_received",
+        ),
+        (
+            "kernel_overruns",
+            "Times the kernel event socket overran (each followed by a table re-read)",
+            "kernel_overruns",
+        ),
+        (
+            "kernel_recreated",
+            "Replicated flows written again because the kernel had lost them (e.g. it was full)",
+            "kernel_recreated",
+        ),
+        (
+            "cache_full_refused",
+            "Flows refused because a cache held [sync] max_flows",
+            "cache_full",
+        ),
+        (
+            "control_refused",
+            "Control socket clients refused because they are not root",
+            "control_refused",
+        ),
+    ] {
+        counter(&mut reg, name, help, u(&st[key]));
+    }
     let dropped = Family::<Labels, Counter>::default();
     for (k, v) in s["dropped"].as_object().into_iter().flatten() {
         dropped.get_or_create(&label("reason", k)).inc_by(u(v));

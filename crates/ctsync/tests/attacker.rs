@@ -323,10 +323,7 @@ fn an_attacker_on_the_sync_link_plants_nothing_and_sessions_survive() {
     // The sessions still survive a failover.
     r.lab.wait_ready(1).unwrap();
     r.lab.wait_replicated(1, 15).unwrap();
-    let t0 = Instant::now();
-    r.lab.fail_hard(0).unwrap();
-    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
-    let rep = r.after(t0, 6);
+    let (_, rep) = r.hard_failover(6);
     r.assert_all_kept("failover after the attack", &rep);
     assert_nothing_planted(&r, "after the failover");
 }

@@ -30,10 +30,7 @@ fn tcp_sessions_survive_a_hard_failover_and_the_failback() {
     let _one = serial();
     let mut r = Running::up("tcp", true, 50, 0);
 
-    let t0 = Instant::now();
-    r.lab.fail_hard(0).unwrap();
-    let takeover = r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
-    let rep = r.after(t0, 6);
+    let (takeover, rep) = r.hard_failover(6);
     eprintln!("hard failover: takeover {takeover:?}, {rep:?}");
     r.assert_all_kept("hard failover", &rep);
 
@@ -76,10 +73,7 @@ fn control_tcp_sessions_die_in_a_hard_failover_without_ctsync() {
     }
     let _one = serial();
     let mut r = Running::up("tcpctl", false, 50, 0);
-    let t0 = Instant::now();
-    r.lab.fail_hard(0).unwrap();
-    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
-    let rep = r.after(t0, 6);
+    let (_, rep) = r.hard_failover(6);
     eprintln!("control: {rep:?}");
     assert!(
         rep.tcp_alive * 10 <= rep.tcp,
@@ -96,10 +90,7 @@ fn udp_flows_keep_their_snat_ports_through_a_hard_failover() {
     }
     let _one = serial();
     let mut r = Running::up("udp", true, 0, 30);
-    let t0 = Instant::now();
-    r.lab.fail_hard(0).unwrap();
-    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
-    let rep = r.after(t0, 5);
+    let (_, rep) = r.hard_failover(5);
     eprintln!("udp: {rep:?}");
     r.assert_all_kept("udp hard failover", &rep);
     assert_eq!(r.server.stats.udp_sources.lock().unwrap().len(), 30);
@@ -113,10 +104,7 @@ fn control_udp_flows_change_ports_in_a_hard_failover_without_ctsync() {
     }
     let _one = serial();
     let mut r = Running::up("udpctl", false, 0, 30);
-    let t0 = Instant::now();
-    r.lab.fail_hard(0).unwrap();
-    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
-    let rep = r.after(t0, 5);
+    let (_, rep) = r.hard_failover(5);
     let changed = r.server.stats.udp_changed();
     eprintln!("udp control: {rep:?}, {changed} changed ports");
     assert!(
@@ -164,10 +152,7 @@ fn graceful_switches_and_a_backup_restart_keep_every_session() {
         "the restarted backup holds the primary's sessions again: {s}"
     );
 
-    let t2 = Instant::now();
-    r.lab.fail_hard(0).unwrap();
-    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
-    let rep = r.after(t2, 6);
+    let (_, rep) = r.hard_failover(6);
     eprintln!("after backup restart and hard failover: {rep:?}");
     r.assert_all_kept("hard failover after the backup restarted", &rep);
 }

@@ -79,6 +79,15 @@ impl Running {
         self.report(since)
     }
 
+    /// fw1 fails hard; wait until fw2 is master and let traffic run `secs` from the
+    /// failure. The takeover time and the sessions then.
+    pub(crate) fn hard_failover(&mut self, secs: u64) -> (Duration, Report) {
+        let t0 = Instant::now();
+        self.lab.fail_hard(0).unwrap();
+        let takeover = self.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+        (takeover, self.after(t0, secs))
+    }
+
     pub(crate) fn resets(&self) -> u64 {
         self.server.stats.resets.load(Ordering::SeqCst)
     }
