@@ -38,10 +38,8 @@ fn with_buf<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
 /// What a digest compares of a flow: its replicated state, less the timeout (which the
 /// kernel counts down, so two faithful copies differ in it).
 pub fn content_hash(flow: &Flow) -> u64 {
-    let mut n = codec::normalize(flow);
-    n.timeout = None;
     with_buf(|buf| {
-        let _ = codec::put_flow(buf, &n);
+        let _ = codec::put_flow_state(buf, flow);
         xxh3_64(buf)
     })
 }
@@ -103,23 +101,39 @@ impl Digest {
     }
 }
 
+/// One flow as a table holds it: its replicated state in wire form (about 33 bytes for
+/// an IPv4 TCP flow with SNAT, where a decoded [`Flow`] takes 424), decoded on demand.
 #[derive(Debug, Clone)]
 struct Entry {
-    flow: Flow,
-    bucket: u16,
+    /// [`codec::put_flow_state`] of the flow: everything replicated but the timeout.
+    state: Box<[u8]>,
+    /// The content hash: `xxh3_64(state)`.
     hash: u64,
+    /// The mark of the last transfer or dump that mentioned it (see [`FlowTable::sweep`]).
+    mark: u64,
+    /// The timeout last reported.
+    timeout: Option<u32>,
+    bucket: u16,
     /// Whether it is in the digest (the internal table holds back flows younger than
     /// the sync delay: they are neither replicated nor counted).
     counted: bool,
-    /// The mark of the last transfer or dump that mentioned it (see [`FlowTable::sweep`]).
-    mark: u64,
 }
 
-/// A flow table with a digest, keyed by [`FlowKey`].
+impl Entry {
+    fn flow(&self) -> Option<Flow> {
+        let mut f = codec::read_flow(&mut codec::Reader::new(&self.state)).ok()?;
+        f.timeout = self.timeout;
+        Some(f)
+    }
+}
+
+/// A flow table with a digest, keyed by [`FlowKey`]. Flows are kept in their compact
+/// wire form: the methods that return flows decode them.
 #[derive(Debug, Clone, Default)]
 pub struct FlowTable {
     map: HashMap<FlowKey, Entry>,
     digest: Digest,
+    scratch: Vec<u8>,
 }
 
 impl FlowTable {
@@ -128,6 +142,7 @@ impl FlowTable {
         FlowTable {
             map: HashMap::with_capacity(n),
             digest: Digest::default(),
+            scratch: Vec::with_capacity(256),
         }
     }
 
@@ -146,22 +161,32 @@ impl FlowTable {
         &self.digest
     }
 
-    /// A flow by key.
-    pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
-        self.map.get(key).map(|e| &e.flow)
+    /// A flow by key (decoded).
+    pub fn get(&self, key: &FlowKey) -> Option<Flow> {
+        self.map.get(key).and_then(Entry::flow)
+    }
+
+    /// Whether a flow is held.
+    pub fn contains(&self, key: &FlowKey) -> bool {
+        self.map.contains_key(key)
     }
 
     /// Insert or replace, unless the table already holds the same state (by content
-    /// hash): then only the mark (and the flow's timeout) is refreshed. One hash
-    /// computation and no copy of the old flow: this is the hot path of every event and
-    /// every received flow.
-    pub fn upsert(&mut self, flow: Flow, mark: u64, counted: bool) -> Upsert {
+    /// hash): then only the mark (and the flow's timeout) is refreshed. One encoding and
+    /// one hash: this is the hot path of every event and every received flow. A flow
+    /// that cannot be encoded (tuples of two families, which no kernel makes) is not
+    /// stored ([`Upsert::Same`]).
+    pub fn upsert(&mut self, flow: &Flow, mark: u64, counted: bool) -> Upsert {
+        self.scratch.clear();
+        if codec::put_flow_state(&mut self.scratch, flow).is_err() {
+            return Upsert::Same;
+        }
         let key = flow.key();
-        let hash = content_hash(&flow);
+        let hash = xxh3_64(&self.scratch);
         if let Some(e) = self.map.get_mut(&key) {
+            e.mark = mark;
+            e.timeout = flow.timeout;
             if e.hash == hash {
-                e.mark = mark;
-                e.flow.timeout = flow.timeout;
                 if counted && !e.counted {
                     e.counted = true;
                     self.digest.add(e.bucket, e.hash);
@@ -171,54 +196,42 @@ impl FlowTable {
             if e.counted {
                 self.digest.remove(e.bucket, e.hash);
             }
-            e.flow = flow;
+            if e.state.len() == self.scratch.len() {
+                e.state.copy_from_slice(&self.scratch);
+            } else {
+                e.state = self.scratch.as_slice().into();
+            }
             e.hash = hash;
-            e.mark = mark;
             e.counted = counted;
             if counted {
                 self.digest.add(e.bucket, hash);
             }
             return Upsert::Changed;
         }
-        self.put(key, flow, hash, mark, counted);
-        Upsert::New
-    }
-
-    /// Store an entry, keeping the digest in step; returns the entry it replaced.
-    fn put(
-        &mut self,
-        key: FlowKey,
-        flow: Flow,
-        hash: u64,
-        mark: u64,
-        counted: bool,
-    ) -> Option<Entry> {
         let bucket = bucket_of(&key);
-        let old = self.map.insert(
+        self.map.insert(
             key,
             Entry {
-                flow,
-                bucket,
+                state: self.scratch.as_slice().into(),
                 hash,
-                counted,
                 mark,
+                timeout: flow.timeout,
+                bucket,
+                counted,
             },
         );
-        if let Some(o) = old.as_ref().filter(|o| o.counted) {
-            self.digest.remove(o.bucket, o.hash);
-        }
         if counted {
             self.digest.add(bucket, hash);
         }
-        old
+        Upsert::New
     }
 
     /// Insert or replace with the given mark; `counted` says whether the flow enters the
-    /// digest. Returns the previous flow.
-    pub fn insert(&mut self, flow: Flow, mark: u64, counted: bool) -> Option<Flow> {
-        let hash = content_hash(&flow);
-        self.put(flow.key(), flow, hash, mark, counted)
-            .map(|o| o.flow)
+    /// digest. Returns whether it replaced a flow.
+    pub fn insert(&mut self, flow: &Flow, mark: u64, counted: bool) -> bool {
+        let had = self.remove(&flow.key());
+        self.upsert(flow, mark, counted);
+        had
     }
 
     /// Count a held-back flow in the digest (it is replicated now).
@@ -241,13 +254,15 @@ impl FlowTable {
         }
     }
 
-    /// Remove by key.
-    pub fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
-        let e = self.map.remove(key)?;
+    /// Remove by key; returns whether it was there.
+    pub fn remove(&mut self, key: &FlowKey) -> bool {
+        let Some(e) = self.map.remove(key) else {
+            return false;
+        };
         if e.counted {
             self.digest.remove(e.bucket, e.hash);
         }
-        Some(e.flow)
+        true
     }
 
     /// Remove every flow (optionally only in `bucket`) whose mark is below `mark`;
@@ -293,9 +308,9 @@ impl FlowTable {
     }
 
     /// The counted flows of the given buckets, grouped by bucket, in one pass.
-    pub fn flows_of_buckets(&self, buckets: &[u16]) -> Vec<(u16, Vec<&Flow>)> {
+    pub fn flows_of_buckets(&self, buckets: &[u16]) -> Vec<(u16, Vec<Flow>)> {
         let mut slot = [usize::MAX; BUCKETS];
-        let mut out: Vec<(u16, Vec<&Flow>)> = Vec::new();
+        let mut out: Vec<(u16, Vec<Flow>)> = Vec::new();
         for &b in buckets {
             if let Some(s) = slot.get_mut(usize::from(b))
                 && *s == usize::MAX
@@ -308,28 +323,29 @@ impl FlowTable {
             if let Some(&i) = slot.get(usize::from(e.bucket))
                 && let Some((_, v)) = out.get_mut(i)
             {
-                v.push(&e.flow);
+                v.extend(e.flow());
             }
         }
         out
     }
 
-    /// Every flow, the table consumed.
+    /// Every flow, the table consumed (each decoded as it is taken, the table's memory
+    /// freed as a whole at the end).
     pub fn into_flows(self) -> impl Iterator<Item = Flow> {
-        self.map.into_values().map(|e| e.flow)
+        self.map.into_values().filter_map(|e| e.flow())
     }
 
-    /// Every flow.
-    pub fn flows(&self) -> impl Iterator<Item = &Flow> {
-        self.map.values().map(|e| &e.flow)
+    /// Every flow, decoded.
+    pub fn flows(&self) -> impl Iterator<Item = Flow> + '_ {
+        self.map.values().filter_map(Entry::flow)
     }
 
-    /// Counted flows of one bucket.
-    pub fn bucket_flows(&self, bucket: u16) -> impl Iterator<Item = &Flow> {
+    /// Counted flows of one bucket, decoded.
+    pub fn bucket_flows(&self, bucket: u16) -> impl Iterator<Item = Flow> + '_ {
         self.map
             .values()
             .filter(move |e| e.bucket == bucket && e.counted)
-            .map(|e| &e.flow)
+            .filter_map(Entry::flow)
     }
 
     /// Keys of every counted flow (a snapshot for a paced bulk transfer).
@@ -375,20 +391,20 @@ mod tests {
         let mut a = FlowTable::default();
         let mut b = FlowTable::default();
         for i in 0..50 {
-            a.insert(flow(i, 1), 0, true);
+            a.insert(&flow(i, 1), 0, true);
         }
         for i in (0..50).rev() {
             let mut f = flow(i, 1);
             f.timeout = Some(999);
-            b.insert(f, 0, true);
+            b.insert(&f, 0, true);
         }
         assert_eq!(a.digest(), b.digest());
-        b.insert(flow(7, 2), 0, true);
+        b.insert(&flow(7, 2), 0, true);
         assert_eq!(
             a.digest().differing(&b.digest().hashes),
             vec![bucket_of(&flow(7, 2).key())]
         );
-        b.insert(flow(7, 1), 0, true);
+        b.insert(&flow(7, 1), 0, true);
         assert_eq!(a.digest(), b.digest());
         b.remove(&flow(3, 1).key());
         assert_eq!(b.digest().count, 49);
@@ -398,7 +414,7 @@ mod tests {
     #[test]
     fn uncounted_flows_stay_out_of_the_digest_until_counted() {
         let mut t = FlowTable::default();
-        t.insert(flow(1, 1), 0, false);
+        t.insert(&flow(1, 1), 0, false);
         assert_eq!(t.digest(), &Digest::default());
         t.count_in(&flow(1, 1).key());
         assert_eq!(t.digest().count, 1);
@@ -410,10 +426,10 @@ mod tests {
     fn sweep_removes_what_a_transfer_did_not_mention() {
         let mut t = FlowTable::default();
         for i in 0..10 {
-            t.insert(flow(i, 1), 1, true);
+            t.insert(&flow(i, 1), 1, true);
         }
         for i in 0..5 {
-            t.insert(flow(i, 1), 2, true);
+            t.insert(&flow(i, 1), 2, true);
         }
         let mut gone = t.sweep(2, None);
         gone.sort_by_key(|k| k.orig.src);

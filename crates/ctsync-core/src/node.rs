@@ -353,32 +353,31 @@ impl Node {
             self.stats.filtered += 1;
             // A flow that stops passing the filter (e.g. it left its zone) is gone for
             // the peers.
-            if self.internal.remove(&flow.key()).is_some() {
+            if self.internal.remove(&flow.key()) {
                 self.replicate(Message::FlowDelete(flow.key()));
             }
             return;
         }
         let key = flow.key();
-        if self.role != Role::Primary && self.external.values().any(|e| e.table.get(&key).is_some())
-        {
+        if self.role != Role::Primary && self.external.values().any(|e| e.table.contains(&key)) {
             // A flow a peer replicated to us (hot standby wrote it to our kernel; a dump
             // after an overrun or a restart finds it there): it is the peer's, not ours.
             self.stats.foreign += 1;
-            if self.internal.remove(&key).is_some() {
+            if self.internal.remove(&key) {
                 self.replicate(Message::FlowDelete(key));
             }
             return;
         }
         let hold =
             self.cfg.sync_delay > std::time::Duration::ZERO && !self.internal.is_counted(&key);
-        if self.internal.len() >= self.cfg.max_flows && self.internal.get(&key).is_none() {
+        if self.internal.len() >= self.cfg.max_flows && !self.internal.contains(&key) {
             if self.stats.cache_full == 0 {
                 self.notes.push_back(Notify::CacheFull { origin: None });
             }
             self.stats.cache_full += 1;
             return;
         }
-        let outcome = self.internal.upsert(flow.clone(), self.dump_mark, !hold);
+        let outcome = self.internal.upsert(flow, self.dump_mark, !hold);
         if hold {
             if outcome == Upsert::New {
                 self.delayed.push_back((now + self.cfg.sync_delay, key));
@@ -400,7 +399,7 @@ impl Node {
 
     fn local_remove(&mut self, key: &FlowKey) {
         let counted = self.internal.is_counted(key);
-        if self.internal.remove(key).is_some() {
+        if self.internal.remove(key) {
             if counted {
                 self.replicate(Message::FlowDelete(*key));
             } else {
@@ -504,7 +503,7 @@ impl Node {
             .iter()
             .filter_map(|o| self.external.get(o))
         {
-            flows.extend(ext.table.flows().cloned());
+            flows.extend(ext.table.flows());
         }
         let n = flows.len();
         self.kernel_ops.push_back(KernelOp::Commit(flows));
@@ -636,7 +635,7 @@ impl Node {
         for _ in 0..self.cfg.bulk_step {
             let Some(key) = bulk.keys.pop() else { break };
             if let Some(f) = internal.get(&key).filter(|_| internal.is_counted(&key)) {
-                p.send.push(Message::FlowUpdate(f.clone()));
+                p.send.push(Message::FlowUpdate(f));
                 bulk.sent += 1;
             }
         }
@@ -926,7 +925,7 @@ impl Node {
             && let Some(ext) = self.external.get(&id)
         {
             self.kernel_ops
-                .extend(ext.table.flows().map(|f| KernelOp::Upsert(f.clone())));
+                .extend(ext.table.flows().map(KernelOp::Upsert));
         }
     }
 
@@ -995,7 +994,7 @@ impl Node {
         match m {
             Message::FlowNew(f) | Message::FlowUpdate(f) => {
                 stats.flows_received += 1;
-                if ext.table.len() >= max_flows && ext.table.get(&f.key()).is_none() {
+                if ext.table.len() >= max_flows && !ext.table.contains(&f.key()) {
                     // The cap (like conntrackd's HashLimit): refused, counted, and this
                     // copy is incomplete until a digest agrees again (not ready).
                     if stats.cache_full == 0 || p.digest_ok {
@@ -1006,15 +1005,12 @@ impl Node {
                     return;
                 }
                 // Same state: only remember it was mentioned; the kernel already has it.
-                let upsert = hot.then(|| f.clone());
-                if ext.table.upsert(f, ext.mark, true) != Upsert::Same
-                    && let Some(f) = upsert
-                {
+                if ext.table.upsert(&f, ext.mark, true) != Upsert::Same && hot {
                     kernel_ops.push_back(KernelOp::Upsert(f));
                 }
             }
             Message::FlowDelete(key) => {
-                if ext.table.remove(&key).is_some() && hot {
+                if ext.table.remove(&key) && hot {
                     kernel_ops.push_back(KernelOp::Delete(key));
                 }
             }
@@ -1088,7 +1084,7 @@ impl Node {
                 for (b, flows) in internal.flows_of_buckets(&wanted) {
                     overflow |= !p.send.push(Message::BucketBegin { bucket: b });
                     for f in flows {
-                        overflow |= !p.send.push(Message::FlowUpdate(f.clone()));
+                        overflow |= !p.send.push(Message::FlowUpdate(f));
                     }
                     overflow |= !p.send.push(Message::BucketEnd { bucket: b });
                 }
@@ -1172,7 +1168,7 @@ impl Node {
             let Some((_, key)) = self.delayed.pop_front() else {
                 break;
             };
-            if let Some(f) = self.internal.get(&key).cloned() {
+            if let Some(f) = self.internal.get(&key) {
                 self.internal.count_in(&key);
                 self.replicate(Message::FlowNew(f));
             }
@@ -1205,7 +1201,7 @@ impl Node {
                     .collect();
                 for ext in owners.iter().filter_map(|o| self.external.get(o)) {
                     self.kernel_ops
-                        .extend(ext.table.flows().map(|f| KernelOp::Refresh(f.clone())));
+                        .extend(ext.table.flows().map(KernelOp::Refresh));
                 }
             }
         }

@@ -442,7 +442,7 @@ impl Cluster {
                 for f in own.flows() {
                     let got = ext.and_then(|e| e.get(&f.key()));
                     assert!(
-                        got.is_some_and(|g| same_state(g, f)),
+                        got.as_ref().is_some_and(|g| same_state(g, &f)),
                         "node {} has {:?} for {f}",
                         other.id,
                         got
@@ -604,8 +604,8 @@ fn anti_entropy_repairs_a_silent_divergence() {
     ext.remove(&flow(200).key());
     let mut changed = flow(50);
     changed.mark = Some(4242);
-    ext.insert(changed, 0, true);
-    ext.insert(flow(100_000), 0, true);
+    ext.insert(&changed, 0, true);
+    ext.insert(&flow(100_000), 0, true);
     c.nodes[1].kernel.insert(flow(100_000).key(), flow(100_000));
     c.run(Duration::from_secs(6));
     c.assert_converged(Mode::HotStandby);

@@ -287,6 +287,17 @@ pub fn encodable(f: &Flow) -> bool {
 ///
 /// Fails only for flows the kernel cannot hold: tuples of different families.
 pub fn put_flow(buf: &mut Vec<u8>, f: &Flow) -> Result<(), WireError> {
+    put_flow_with(buf, f, f.timeout)
+}
+
+/// Like [`put_flow`], without the timeout: a flow's replicated state, which two faithful
+/// copies share while their kernels count the timeout down apart. [`read_flow`] reads
+/// it back with no timeout.
+pub fn put_flow_state(buf: &mut Vec<u8>, f: &Flow) -> Result<(), WireError> {
+    put_flow_with(buf, f, None)
+}
+
+fn put_flow_with(buf: &mut Vec<u8>, f: &Flow, timeout: Option<u32>) -> Result<(), WireError> {
     let v6 = matches!(f.orig.src, IpAddr::V6(_));
     let same_family =
         |t: &Tuple| matches!(t.src, IpAddr::V6(_)) == v6 && matches!(t.dst, IpAddr::V6(_)) == v6;
@@ -316,7 +327,7 @@ pub fn put_flow(buf: &mut Vec<u8>, f: &Flow) -> Result<(), WireError> {
     for (present, bit) in [
         (f.zone.is_some(), flag::ZONE),
         (mark.is_some(), flag::MARK),
-        (f.timeout.is_some(), flag::TIMEOUT),
+        (timeout.is_some(), flag::TIMEOUT),
         (f.status.is_some(), flag::STATUS),
         (f.protoinfo.is_some(), flag::PROTOINFO),
         (f.labels.is_some(), flag::LABELS),
@@ -359,7 +370,7 @@ pub fn put_flow(buf: &mut Vec<u8>, f: &Flow) -> Result<(), WireError> {
     if let Some(m) = mark {
         buf.extend_from_slice(&m.to_be_bytes());
     }
-    if let Some(t) = f.timeout {
+    if let Some(t) = timeout {
         buf.extend_from_slice(&t.to_be_bytes());
     }
     if let Some(s) = f.status {

@@ -910,7 +910,7 @@ impl Shell {
         let mut lines = Vec::new();
         if internal {
             for f in self.node.internal().flows() {
-                lines.push(format!("{}\n", flow_json(f, None)));
+                lines.push(format!("{}\n", flow_json(&f, None)));
             }
         } else {
             for p in self.node.peers() {
@@ -919,7 +919,7 @@ impl Shell {
                     .get(&p.id)
                     .map_or_else(|| format!("{:#x}", p.id), |a| a.to_string());
                 for f in self.node.external(p.id).into_iter().flat_map(|t| t.flows()) {
-                    lines.push(format!("{}\n", flow_json(f, Some(&origin))));
+                    lines.push(format!("{}\n", flow_json(&f, Some(&origin))));
                 }
             }
         }
