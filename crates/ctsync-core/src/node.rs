@@ -14,6 +14,7 @@ use ctsync_wire::{
 use crate::cache::{BUCKETS, FlowTable, Upsert};
 use crate::config::{Config, Mode};
 use crate::peer::{BulkOut, Peer, generation_of, key_id_of};
+use crate::stream::Kind;
 
 /// What this node does for the cluster now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -418,12 +419,20 @@ impl Node {
             self.stats.unencodable += 1;
             return;
         }
+        let key = match &m {
+            Message::FlowNew(f) | Message::FlowUpdate(f) => Some(f.key()),
+            Message::FlowDelete(k) => Some(*k),
+            _ => None,
+        };
+        let kind = Kind::of(&m);
+        // Encoded once, shared by every peer's queue.
+        let bytes = crate::stream::encode(&m);
         let mut overflowed = Vec::new();
         for (id, p) in self.peers.iter_mut() {
             if p.epoch.is_none() || !p.up || p.resync_needed {
                 continue;
             }
-            if !p.send.push(m.clone()) {
+            if !p.send.push_encoded(key, kind, bytes.clone()) {
                 overflowed.push(*id);
             }
         }
@@ -1348,7 +1357,10 @@ impl Node {
             w.alive(role, ready);
             p.announced = Some((role, ready));
             // DATA: retransmissions first, then new messages, while they fit.
-            let mut runs: Vec<(u64, Vec<u8>, u16)> = Vec::new();
+            // Runs of consecutive sequence numbers, each one DATA frame: (first seq,
+            // where its bytes start in `scratch`, count).
+            let mut runs: Vec<(u64, usize, u16)> = Vec::new();
+            self.scratch.clear();
             let mut used = w.len() - body_start;
             loop {
                 let next = if p.send.retransmit_due(now, cfg.rto) {
@@ -1359,17 +1371,10 @@ impl Node {
                     None
                 };
                 let Some((seq, m)) = next else { break };
-                self.scratch.clear();
-                if m.put(&mut self.scratch).is_err() {
-                    // Cannot happen (replicate() refuses unencodable flows); if it did,
-                    // padding keeps the sequence number, so the receiver is not stuck.
-                    self.scratch.clear();
-                    Message::put_padding(&mut self.scratch);
-                }
                 let extends = runs
                     .last()
                     .is_some_and(|(s, _, c)| s + u64::from(*c) == seq && *c < u16::MAX);
-                let extra = self.scratch.len()
+                let extra = m.len()
                     + if extends {
                         0
                     } else {
@@ -1380,18 +1385,16 @@ impl Node {
                     break;
                 }
                 used += extra;
-                if extends {
-                    if let Some((_, b, c)) = runs.last_mut() {
-                        b.extend_from_slice(&self.scratch);
-                        *c += 1;
-                    }
-                } else {
-                    runs.push((seq, self.scratch.clone(), 1));
+                match runs.last_mut() {
+                    Some((_, _, c)) if extends => *c += 1,
+                    _ => runs.push((seq, self.scratch.len(), 1)),
                 }
+                self.scratch.extend_from_slice(m);
             }
             let generation = p.send.generation();
-            for (seq, bytes, count) in &runs {
-                w.data(generation, *seq as u32, *count, bytes);
+            for (i, &(seq, start, count)) in runs.iter().enumerate() {
+                let end = runs.get(i + 1).map_or(self.scratch.len(), |r| r.1);
+                w.data(generation, seq as u32, count, &self.scratch[start..end]);
                 any = true;
             }
         }

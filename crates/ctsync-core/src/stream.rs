@@ -6,7 +6,8 @@
 //! stream has a generation: a reset starts a new generation at 0, and the sender follows
 //! it with a bulk transfer, so nothing is lost across a reset.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ctnetlink::FlowKey;
@@ -27,17 +28,59 @@ pub fn expand_seq(low: u32, expected: u64) -> u64 {
         .unwrap_or(u64::from(low))
 }
 
+/// A message encoded once, shared by every peer's stream that carries it.
+pub type Encoded = Arc<[u8]>;
+
+/// What a queued message is, for coalescing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A flow the receiver has not heard of (a kernel NEW): a deletion before it is
+    /// sent cancels both.
+    FlowNew,
+    /// A flow's state (update, bulk, repair).
+    FlowUpdate,
+    /// A flow is gone.
+    FlowDelete,
+    /// Anything else: a barrier that flow messages are not merged across.
+    Control,
+}
+
+impl Kind {
+    /// The kind of a message.
+    pub fn of(m: &Message) -> Kind {
+        match m {
+            Message::FlowNew(_) => Kind::FlowNew,
+            Message::FlowUpdate(_) => Kind::FlowUpdate,
+            Message::FlowDelete(_) => Kind::FlowDelete,
+            _ => Kind::Control,
+        }
+    }
+}
+
+/// Encode a message for a stream. A message that cannot be encoded (never built by the
+/// node: it refuses unencodable flows) becomes padding, which keeps its sequence number.
+pub fn encode(m: &Message) -> Encoded {
+    let mut buf = Vec::with_capacity(48);
+    if m.put(&mut buf).is_err() {
+        buf.clear();
+        Message::put_padding(&mut buf);
+    }
+    buf.into()
+}
+
 /// A message waiting to be numbered, with the flow it concerns (for coalescing).
 #[derive(Debug, Clone)]
 struct Pending {
     key: Option<FlowKey>,
-    message: Message,
+    /// The receiver has not heard of this flow (see [`Kind::FlowNew`]).
+    fresh: bool,
+    bytes: Encoded,
 }
 
 #[derive(Debug, Clone)]
 struct InFlight {
     seq: u64,
-    message: Message,
+    bytes: Encoded,
     sent_at: Option<Instant>,
     acked: bool,
 }
@@ -68,7 +111,7 @@ pub struct SendStream {
     pending: VecDeque<Option<Pending>>,
     pending_base: u64,
     pending_live: usize,
-    by_key: HashMap<FlowKey, u64>,
+    by_key: crate::cache::KeyMap<u64>,
     window: usize,
     limit: usize,
     /// Counters.
@@ -87,7 +130,7 @@ impl SendStream {
             pending: VecDeque::new(),
             pending_base: 0,
             pending_live: 0,
-            by_key: HashMap::new(),
+            by_key: crate::cache::KeyMap::default(),
             window,
             limit,
             stats: SendStats::default(),
@@ -123,41 +166,41 @@ impl SendStream {
         self.backlog() == 0
     }
 
-    /// Queue a message. Flow messages for a flow that already has one pending are merged
-    /// into it (the receiver only needs the latest state). Returns `false` when the
-    /// pending queue is full: the caller must reset the stream and resynchronise.
+    /// Queue a message (encoded here; see [`SendStream::push_encoded`]).
     pub fn push(&mut self, message: Message) -> bool {
         let key = match &message {
             Message::FlowNew(f) | Message::FlowUpdate(f) => Some(f.key()),
             Message::FlowDelete(k) => Some(*k),
             _ => None,
         };
+        self.push_encoded(key, Kind::of(&message), encode(&message))
+    }
+
+    /// Queue an encoded message about flow `key` (`None` for control messages). Flow
+    /// messages for a flow that already has one pending replace it (the receiver only
+    /// needs the latest state); a deletion of a flow whose creation is still pending
+    /// cancels both. Returns `false` when the pending queue is full: the caller must
+    /// reset the stream and resynchronise.
+    pub fn push_encoded(&mut self, key: Option<FlowKey>, kind: Kind, bytes: Encoded) -> bool {
+        let key = key.filter(|_| kind != Kind::Control);
         let slot = key
             .and_then(|k| self.by_key.get(&k).copied())
             .and_then(|at| self.pending.get_mut((at - self.pending_base) as usize));
         if let (Some(k), Some(slot)) = (key, slot)
-            && let Some(p) = slot.take()
+            && let Some(p) = slot.as_mut()
         {
-            {
-                self.stats.coalesced += 1;
-                match (p.message, message) {
-                    // Created and gone before it was sent: nothing to send.
-                    (Message::FlowNew(_), Message::FlowDelete(_)) => {
-                        self.by_key.remove(&k);
-                        self.pending_live -= 1;
-                        return true;
-                    }
-                    (Message::FlowNew(_), Message::FlowUpdate(f))
-                    | (Message::FlowDelete(_), Message::FlowUpdate(f) | Message::FlowNew(f)) => {
-                        *slot = Some(Pending {
-                            key,
-                            message: Message::FlowNew(f),
-                        });
-                    }
-                    (_, m) => *slot = Some(Pending { key, message: m }),
-                }
-                return true;
+            self.stats.coalesced += 1;
+            if p.fresh && kind == Kind::FlowDelete {
+                // Created and gone before it was sent: nothing to send.
+                *slot = None;
+                self.by_key.remove(&k);
+                self.pending_live -= 1;
+            } else {
+                // The receiver's knowledge of the flow is what it was: a flow it knew
+                // stays known (a later deletion must reach it), a fresh one stays fresh.
+                p.bytes = bytes;
             }
+            return true;
         }
         if key.is_none() {
             // Control messages (bulk and repair boundaries, digests) are barriers: a flow
@@ -171,7 +214,11 @@ impl SendStream {
         if let Some(k) = key {
             self.by_key.insert(k, at);
         }
-        self.pending.push_back(Some(Pending { key, message }));
+        self.pending.push_back(Some(Pending {
+            key,
+            fresh: kind == Kind::FlowNew,
+            bytes,
+        }));
         self.pending_live += 1;
         true
     }
@@ -182,7 +229,7 @@ impl SendStream {
     }
 
     /// Take the next pending message and number it (call only while the window is open).
-    pub fn next_new(&mut self, now: Instant) -> Option<(u64, &Message)> {
+    pub fn next_new(&mut self, now: Instant) -> Option<(u64, &[u8])> {
         if !self.window_open() {
             return None;
         }
@@ -206,12 +253,12 @@ impl SendStream {
         self.stats.sent += 1;
         self.in_flight.push_back(InFlight {
             seq,
-            message: p.message,
+            bytes: p.bytes,
             sent_at: Some(now),
             acked: false,
         });
         self.timers.push_back((now, seq));
-        self.in_flight.back().map(|f| (f.seq, &f.message))
+        self.in_flight.back().map(|f| (f.seq, &f.bytes[..]))
     }
 
     /// The in-flight entry of `seq`: in-flight sequence numbers are contiguous.
@@ -252,7 +299,7 @@ impl SendStream {
     }
 
     /// The next message due for retransmission, marked as sent now.
-    pub fn next_retransmit(&mut self, now: Instant, rto: Duration) -> Option<(u64, &Message)> {
+    pub fn next_retransmit(&mut self, now: Instant, rto: Duration) -> Option<(u64, &[u8])> {
         if !self.retransmit_due(now, rto) {
             return None;
         }
@@ -264,7 +311,7 @@ impl SendStream {
         self.stats.retransmitted += 1;
         let f = self.slot(seq)?;
         f.sent_at = Some(now);
-        Some((f.seq, &f.message))
+        Some((f.seq, &f.bytes[..]))
     }
 
     /// Give up on a message that cannot be encoded: count it as delivered.
@@ -534,13 +581,22 @@ mod tests {
         assert_eq!(s.backlog(), 1);
         let now = Instant::now();
         let (_, m) = s.next_new(now).unwrap();
-        assert_eq!(m, &Message::FlowNew(f.clone()));
+        assert_eq!(m, &encode(&Message::FlowUpdate(f.clone()))[..]);
         // New then delete before sending: nothing at all.
         let mut s = SendStream::new(10, 10);
         s.push(Message::FlowNew(f.clone()));
         s.push(Message::FlowDelete(f.key()));
         assert_eq!(s.backlog(), 0);
         assert!(s.next_new(now).is_none());
+        // A flow the receiver knows, deleted and created again, then deleted before
+        // anything was sent: the deletion must still reach the receiver.
+        let mut s = SendStream::new(10, 10);
+        s.push(Message::FlowDelete(f.key()));
+        s.push(Message::FlowNew(f.clone()));
+        s.push(Message::FlowDelete(f.key()));
+        assert_eq!(s.backlog(), 1);
+        let (_, m) = s.next_new(now).unwrap();
+        assert_eq!(m, &encode(&Message::FlowDelete(f.key()))[..]);
     }
 
     #[test]
