@@ -143,6 +143,22 @@ pub struct FlowTable {
     scratch: Vec<u8>,
 }
 
+impl PartialEq for FlowTable {
+    /// The same flows with the same states and timeouts.
+    fn eq(&self, other: &FlowTable) -> bool {
+        self.digest == other.digest
+            && self.map.len() == other.map.len()
+            && self.map.iter().all(|(k, e)| {
+                other
+                    .map
+                    .get(k)
+                    .is_some_and(|o| o.state == e.state && o.timeout == e.timeout)
+            })
+    }
+}
+
+impl Eq for FlowTable {}
+
 impl FlowTable {
     /// An empty table with room for `n` flows.
     pub fn with_capacity(n: usize) -> FlowTable {

@@ -50,11 +50,13 @@ pub enum KernelOp {
     Dump,
     /// Lower the timeout of every local entry to at most this many seconds.
     ShortenTimeouts(u32),
-    /// Write these flows (create, or update those that exist): a commit of the external
-    /// caches. A [`KernelOp::Dump`] always follows, so the shell may stop listening for
-    /// the kernel's events about these writes (creating many entries costs the kernel
-    /// much more while someone listens).
-    Commit(Vec<Flow>),
+    /// Write the flows of these tables (create, or update those that exist): a commit
+    /// of the external caches, in their compact form ([`FlowTable::into_flows`] decodes
+    /// them one at a time, so a commit of 200,000 flows never holds them all decoded).
+    /// A [`KernelOp::Dump`] always follows, so the shell may stop listening for the
+    /// kernel's events about these writes (creating many entries costs the kernel much
+    /// more while someone listens).
+    Commit(Vec<FlowTable>),
 }
 
 /// Something an operator or the daemon may want to know.
@@ -462,13 +464,13 @@ impl Node {
                 if self.cfg.mode == Mode::Commit {
                     // The external caches are dropped below: their flows move to the
                     // kernel instead of being copied.
-                    let flows: Vec<Flow> = self
+                    let tables: Vec<FlowTable> = self
                         .primary_owners()
                         .into_iter()
                         .filter_map(|o| self.external.remove(&o))
-                        .flat_map(|e| e.table.into_flows())
+                        .map(|e| e.table)
                         .collect();
-                    self.kernel_ops.push_back(KernelOp::Commit(flows));
+                    self.kernel_ops.push_back(KernelOp::Commit(tables));
                     self.kernel_ops.push_back(KernelOp::Dump);
                 } else {
                     self.kernel_ops.push_back(KernelOp::Dump);
@@ -506,16 +508,14 @@ impl Node {
     /// Write every flow of every external cache to the kernel ([`KernelOp::Commit`],
     /// then a [`KernelOp::Dump`]).
     pub fn commit(&mut self) -> usize {
-        let mut flows = Vec::new();
-        for ext in self
+        let tables: Vec<FlowTable> = self
             .primary_owners()
             .iter()
             .filter_map(|o| self.external.get(o))
-        {
-            flows.extend(ext.table.flows());
-        }
-        let n = flows.len();
-        self.kernel_ops.push_back(KernelOp::Commit(flows));
+            .map(|e| e.table.clone())
+            .collect();
+        let n = tables.iter().map(FlowTable::len).sum();
+        self.kernel_ops.push_back(KernelOp::Commit(tables));
         self.kernel_ops.push_back(KernelOp::Dump);
         n
     }

@@ -145,9 +145,14 @@ impl Peer {
         }
     }
 
-    /// Whether its copy of what it sent us is complete (our readiness).
+    /// Whether its copy of what it sent us is complete (our readiness): the last bulk
+    /// transfer arrived, the last digest agreed and no repair is outstanding. A gap in
+    /// the stream does not count: under load a datagram lost now and then is normal and
+    /// comes again within a retransmission timeout, and readiness that dropped at each
+    /// one would make keepalived's track_file flap the node between BACKUP and FAULT,
+    /// so that a primary failing at such a moment would not be replaced at all.
     pub fn synced(&self) -> bool {
-        self.bulk_done && self.digest_ok && self.repairs_pending == 0 && !self.recv.has_gap()
+        self.bulk_done && self.digest_ok && self.repairs_pending == 0
     }
 
     /// Forget cached receive keys (the cluster keys changed, or another one verified).

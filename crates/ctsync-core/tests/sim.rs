@@ -294,8 +294,8 @@ impl Cluster {
                 self.nodes[i].expiry.remove(&f.key());
                 self.nodes[i].kernel.insert(f.key(), f);
             }
-            KernelOp::Commit(flows) => {
-                for f in flows {
+            KernelOp::Commit(tables) => {
+                for f in tables.into_iter().flat_map(|t| t.into_flows()) {
                     self.nodes[i].expiry.remove(&f.key());
                     self.nodes[i].kernel.insert(f.key(), f);
                 }
@@ -662,6 +662,39 @@ fn fault_is_ready_once_synced_and_backup_fault_moves_keep_readiness() {
     c.set_role(0, Role::Backup);
     c.set_role(1, Role::Backup);
     assert!(!c.node(1).is_ready(), "a former primary waits for a resync");
+}
+
+/// Readiness drives keepalived's track_file: if it dropped at every lost datagram, a
+/// busy cluster's backup would flap between BACKUP and FAULT, and a primary failing at
+/// such a moment would not be replaced at all. A synced backup stays ready while the
+/// primary's stream loses datagrams under load (they are retransmitted).
+#[test]
+fn a_synced_backup_stays_ready_through_loss_under_load() {
+    let mut c = Cluster::new(2, 43, Mode::HotStandby);
+    c.set_role(0, Role::Primary);
+    c.set_role(1, Role::Backup);
+    for i in 0..100 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(4));
+    assert!(c.node(1).is_ready(), "ready once synced");
+    c.faults = Faults {
+        loss: 0.1,
+        duplicate: 0.0,
+        jitter: Duration::from_millis(2),
+    };
+    let mut gaps_seen = false;
+    for step in 0..100 {
+        for i in 0..50 {
+            c.traffic(0, EventKind::New, flow(1000 + step * 50 + i));
+        }
+        c.run(Duration::from_millis(20));
+        gaps_seen |= c.node(1).peers().any(|p| p.recv.has_gap());
+        assert!(c.node(1).is_ready(), "not ready at step {step} under loss");
+    }
+    assert!(gaps_seen, "the test must see stream gaps to mean anything");
+    c.heal_and_settle(Duration::from_secs(10));
+    c.assert_converged(Mode::HotStandby);
 }
 
 /// A daemon that has just started cannot know yet that a peer is primary: it is not

@@ -24,6 +24,8 @@ use crate::config::{Config, ModeSetting, RoleSetting, node_id, read_key};
 const EVENT_BUDGET: usize = 4096;
 /// Datagrams read per loop turn.
 const DATAGRAM_BUDGET: usize = 1024;
+/// Flows decoded and written per kernel batch during a commit.
+const COMMIT_CHUNK: usize = 16384;
 
 fn log(level: &str, msg: impl std::fmt::Display) {
     eprintln!("ctsync[{level}]: {msg}");
@@ -697,7 +699,7 @@ impl Shell {
                     format!("shortened the timeouts of {n} flows to {secs} s"),
                 );
             }
-            KernelOp::Commit(mut flows) => {
+            KernelOp::Commit(tables) => {
                 let start = Instant::now();
                 // Creating many entries while subscribed to NEW events makes the kernel
                 // build an event per entry for us to throw away; the dump that follows
@@ -713,11 +715,23 @@ impl Shell {
                         format!("leaving the NEW event group for the commit: {e}"),
                     );
                 }
-                let n = flows.len();
+                let n: usize = tables.iter().map(|t| t.len()).sum();
                 // One socket: ctnetlink's create runs under the subsystem's mutex, so a
                 // second thread only spins on it (measured: no gain, a quarter of the CPU
-                // time in mutex_spin_on_owner).
-                self.upsert(&mut flows);
+                // time in mutex_spin_on_owner). Decoded a chunk at a time from the
+                // compact tables: memory stays flat however large the commit.
+                let mut chunk = Vec::with_capacity(COMMIT_CHUNK);
+                for table in tables {
+                    let mut flows = table.into_flows();
+                    loop {
+                        chunk.clear();
+                        chunk.extend(flows.by_ref().take(COMMIT_CHUNK));
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        self.upsert(&mut chunk);
+                    }
+                }
                 if paused.is_ok()
                     && let Err(e) =
                         ctnetlink::set_event_groups(self.events_ctl.as_fd(), Groups::CONNTRACK)

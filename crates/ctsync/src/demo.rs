@@ -37,11 +37,11 @@ pub fn run(ctsync: PathBuf, tcp: usize, udp: usize, control: bool) -> Result<boo
         "  nftables: forward policy drop, new connections only LAN to WAN, nf_conntrack_tcp_loose=0.\n"
     );
     println!("== with ctsync (hot standby)");
-    let with = once(Some(ctsync), tcp, udp)?;
+    let with = once(Options::new("demo", Some(ctsync)), tcp, udp, true)?;
     show(&with);
     let without = if control {
         println!("\n== the same without ctsync (control)");
-        let o = once(None, tcp, udp)?;
+        let o = once(Options::new("demo", None), tcp, udp, true)?;
         show(&o);
         Some(o)
     } else {
@@ -90,10 +90,28 @@ fn show(o: &Outcome) {
     );
 }
 
-/// One run: build the lab, bring it up, open sessions, fail fw1 hard, look.
-pub fn once(ctsync: Option<PathBuf>, tcp: usize, udp: usize) -> Result<Outcome> {
-    let with = ctsync.is_some();
-    let mut lab = Lab::build(Options::new("demo", ctsync))?;
+/// One run: build the lab, bring it up, open sessions, fail fw1 hard, look. `tell`
+/// prints the steps.
+pub fn once(opts: Options, tcp: usize, udp: usize, tell: bool) -> Result<Outcome> {
+    once_with(opts, tcp, udp, 0, tell)
+}
+
+/// [`once`], with `background` more entries in fw1's table (a busy firewall's): they are
+/// replicated like the sessions, so a takeover has that many to write.
+pub fn once_with(
+    opts: Options,
+    tcp: usize,
+    udp: usize,
+    background: u64,
+    tell: bool,
+) -> Result<Outcome> {
+    let step = |s: &str| {
+        if tell {
+            step(s);
+        }
+    };
+    let mut lab = Lab::build(opts)?;
+    let with = lab.replicates();
     let server = EchoServer::start(&lab.server)?;
     step("fw1 and fw2 up, fw1 master");
     lab.bring_up()?;
@@ -121,6 +139,40 @@ pub fn once(ctsync: Option<PathBuf>, tcp: usize, udp: usize) -> Result<Outcome> 
             lab.logs()
         );
     }
+    if background > 0 {
+        let mut ct = crate::load::open(Some(&lab.fw[0]))?;
+        let r = crate::load::bulk(
+            &mut ct,
+            ctnetlink::FlowOp::Create,
+            crate::synth::Mix::Realistic,
+            0,
+            background,
+            3600,
+        )?;
+        if r.applied < background {
+            bail!(
+                "only {} of {background} background entries were created",
+                r.applied
+            );
+        }
+    }
+    if with && background > 0 {
+        // The whole table, not only the sessions, before the failure.
+        // What fw1 replicates: its sync daemon's own table (a few synthetic entries
+        // use the sync link's addresses, which are never replicated).
+        let mut want = 0;
+        let done = lab::wait(Duration::from_secs(60), || {
+            want = lab.own_count(0).unwrap_or(usize::MAX);
+            want >= tcp + udp && lab.replicated_count(1).is_some_and(|n| n >= want)
+        })?;
+        if done.is_none() {
+            bail!(
+                "fw2 holds {:?} of {want} entries after 60 s:\n{}",
+                lab.replicated_count(1),
+                lab.logs()
+            );
+        }
+    }
     if with {
         lab.wait_replicated(1, tcp + udp)?;
         lab.wait_ready(1)?;
@@ -129,10 +181,12 @@ pub fn once(ctsync: Option<PathBuf>, tcp: usize, udp: usize) -> Result<Outcome> 
             tcp + udp
         ));
     }
-    step("fw1 fails hard: links down, keepalived and ctsync killed (SIGKILL)");
+    step("fw1 fails hard: links down, keepalived and the sync daemon killed (SIGKILL)");
     let t0 = Instant::now();
     lab.fail_hard(0)?;
     let takeover = lab.wait_master(1, Duration::from_secs(10))?;
+    // Long enough for TCP's retransmissions to find out (a dropped segment is sent again
+    // after 0.2, 0.6, 1.4, 3 s ...).
     lab::pause(Duration::from_secs(6))?;
     let report = sessions.report(t0, Duration::from_secs(3));
     let out = Outcome {
@@ -153,4 +207,58 @@ pub fn once(ctsync: Option<PathBuf>, tcp: usize, udp: usize) -> Result<Outcome> 
 
 fn step(s: &str) {
     println!("  .. {s}");
+}
+
+/// Which sync daemon a benchmark run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchDaemon {
+    /// ctsync, hot standby.
+    Ctsync,
+    /// ctsync, commit on takeover.
+    CtsyncCommit,
+    /// conntrackd (FTFW), with its primary-backup.sh.
+    Conntrackd,
+    /// Nothing (the control).
+    None,
+}
+
+/// One failover run for `bench/sessions.sh`: the lab with `daemon`, VRRP adverts every
+/// `advert_ms`; prints one JSON line with what the sessions saw.
+pub fn bench(
+    ctsync: PathBuf,
+    daemon: BenchDaemon,
+    advert_ms: u32,
+    tcp: usize,
+    udp: usize,
+    background: u64,
+) -> Result<bool> {
+    lab::catch_interrupts();
+    let mut opts = Options::new(
+        "bench",
+        matches!(daemon, BenchDaemon::Ctsync | BenchDaemon::CtsyncCommit).then_some(ctsync),
+    );
+    opts.advert_ms = advert_ms;
+    opts.conntrackd = daemon == BenchDaemon::Conntrackd;
+    if daemon == BenchDaemon::CtsyncCommit {
+        opts.mode = crate::config::ModeSetting::Commit;
+    }
+    let o = once_with(opts, tcp, udp, background, false)?;
+    let r = &o.report;
+    println!(
+        "{}",
+        serde_json::json!({
+            "daemon": format!("{daemon:?}"),
+            "advert_ms": advert_ms,
+            "background": background,
+            "tcp": r.tcp,
+            "tcp_alive": r.tcp_alive,
+            "tcp_resets": o.resets,
+            "udp": r.udp,
+            "udp_alive": r.udp_alive,
+            "udp_changed": o.udp_changed,
+            "takeover_s": o.takeover.as_secs_f64(),
+            "longest_stall_s": r.max_stall.as_secs_f64(),
+        })
+    );
+    Ok(true)
 }

@@ -39,6 +39,26 @@ enum Command {
         #[arg(long)]
         no_control: bool,
     },
+    /// One failover run of the side-by-side benchmark (`bench/sessions.sh`): the demo's
+    /// lab with the given sync daemon, printing one JSON line.
+    #[command(hide = true)]
+    BenchSessions {
+        /// The sync daemon.
+        #[arg(long, value_enum)]
+        daemon: ctsync::demo::BenchDaemon,
+        /// VRRP advertisement interval, milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        advert_ms: u32,
+        /// TCP connections.
+        #[arg(long, default_value_t = 50)]
+        tcp: usize,
+        /// UDP flows.
+        #[arg(long, default_value_t = 0)]
+        udp: usize,
+        /// Further entries in the primary's table, replicated before the failure.
+        #[arg(long, default_value_t = 0)]
+        background: u64,
+    },
     /// Print a new random cluster key (`ctsync keygen > /etc/ctsync/cluster.key`).
     Keygen,
     /// Show the daemon's state: role, readiness, peers, caches, drops.
@@ -210,6 +230,16 @@ fn run(cli: Cli) -> Result<bool> {
         } => {
             let me = std::env::current_exe()?;
             return ctsync::demo::run(me, tcp, udp, !no_control);
+        }
+        Command::BenchSessions {
+            daemon,
+            advert_ms,
+            tcp,
+            udp,
+            background,
+        } => {
+            let me = std::env::current_exe()?;
+            return ctsync::demo::bench(me, daemon, advert_ms, tcp, udp, background);
         }
         Command::Keygen => {
             println!("{}", ctsync::config::new_key()?);

@@ -82,6 +82,10 @@ pub struct Options {
     /// VRRP advertisement interval in milliseconds (keepalived declares the master dead
     /// after about three of them).
     pub advert_ms: u32,
+    /// Without ctsync: run the incumbent, conntrackd (FTFW over UDP on the sync link,
+    /// driven by its own `primary-backup.sh` from keepalived's notify hooks), for
+    /// side-by-side benchmarks.
+    pub conntrackd: bool,
 }
 
 impl Options {
@@ -92,6 +96,7 @@ impl Options {
             ctsync,
             mode: ModeSetting::HotStandby,
             advert_ms: 100,
+            conntrackd: false,
         }
     }
 }
@@ -100,6 +105,7 @@ impl Options {
 struct Procs {
     keepalived: Option<Child>,
     ctsync: Option<Child>,
+    conntrackd: Option<Child>,
 }
 
 /// The lab. Dropping it stops its processes and removes its namespaces and files.
@@ -316,7 +322,9 @@ impl Lab {
     /// Wait (at most 15 s) until firewall `i` is ready to take over: its ctsync holds a
     /// complete copy (in the control: a second for keepalived to settle).
     pub fn wait_ready(&self, i: usize) -> Result<()> {
-        if !self.replicates() {
+        if !self.replicates() || self.opts.conntrackd {
+            // conntrackd has no readiness to wait for (its backup asked for the table
+            // when keepalived made it backup).
             return pause(Duration::from_secs(1));
         }
         let ok = wait(Duration::from_secs(15), || {
@@ -342,6 +350,22 @@ impl Lab {
     /// sessions (the control returns at once).
     pub fn wait_replicated(&self, i: usize, n: usize) -> Result<()> {
         if !self.replicates() {
+            return Ok(());
+        }
+        if self.opts.conntrackd {
+            // Its external cache, which `-c` commits on takeover.
+            if wait(Duration::from_secs(15), || {
+                self.conntrackd_external(i).is_some_and(|k| k >= n)
+            })?
+            .is_none()
+            {
+                bail!(
+                    "fw{}'s conntrackd holds {:?} of {n} sessions after 15 s:\n{}",
+                    i + 1,
+                    self.conntrackd_external(i),
+                    self.logs()
+                );
+            }
             return Ok(());
         }
         if wait(Duration::from_secs(15), || {
@@ -373,7 +397,155 @@ impl Lab {
 
     /// Whether this lab replicates (false: the control).
     pub fn replicates(&self) -> bool {
-        self.opts.ctsync.is_some()
+        self.opts.ctsync.is_some() || self.opts.conntrackd
+    }
+
+    /// How many entries firewall `i` holds of its peer's table: ctsync's external cache,
+    /// or conntrackd's.
+    pub fn replicated_count(&self, i: usize) -> Option<usize> {
+        if self.opts.conntrackd {
+            return self.conntrackd_external(i);
+        }
+        self.status(i)?["caches"]["external"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+    }
+
+    /// How many entries firewall `i` replicates (its own table as its sync daemon holds
+    /// it: ctsync's internal cache, or conntrackd's).
+    pub fn own_count(&self, i: usize) -> Option<usize> {
+        if self.opts.conntrackd {
+            return self.conntrackd_cache(i, "internal");
+        }
+        self.status(i)?["caches"]["internal"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+    }
+
+    /// Entries in firewall `i`'s conntrackd external cache (`conntrackd -s cache`).
+    pub fn conntrackd_external(&self, i: usize) -> Option<usize> {
+        self.conntrackd_cache(i, "external")
+    }
+
+    fn conntrackd_cache(&self, i: usize, which: &str) -> Option<usize> {
+        let out = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.fw[i],
+            "conntrackd",
+            "-C",
+            &self.file(i, "conntrackd.conf").to_string_lossy(),
+            "-s",
+            "cache",
+        ])
+        .ok()?;
+        // "cache:external  active objects:   50" (the first line of that cache).
+        out.lines()
+            .find(|l| l.starts_with(&format!("cache:{which}")))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+    }
+
+    fn conntrackd_config(&self, i: usize) -> String {
+        format!(
+            r#"Sync {{
+    Mode FTFW {{
+        DisableExternalCache off
+    }}
+    UDP {{
+        IPv4_address 198.18.255.{n}
+        IPv4_Destination_Address 198.18.255.{o}
+        Port {SYNC_PORT}
+        Interface sync
+        SndSocketBuffer 1249280
+        RcvSocketBuffer 1249280
+        Checksum on
+    }}
+}}
+General {{
+    Systemd off
+    HashSize 32768
+    HashLimit 131072
+    LogFile {dir}/fw{n}-conntrackd.log
+    Syslog off
+    LockFile {dir}/fw{n}.conntrackd.lock
+    UNIX {{
+        Path {dir}/fw{n}.conntrackd.ctl
+    }}
+    NetlinkBufferSize 2097152
+    NetlinkBufferSizeMaxGrowth 8388608
+    Filter From Userspace {{
+        Protocol Accept {{
+            TCP
+            UDP
+            ICMP
+        }}
+        Address Ignore {{
+            IPv4_address 127.0.0.1
+            IPv4_address 198.18.255.1
+            IPv4_address 198.18.255.2
+        }}
+    }}
+}}
+"#,
+            n = i + 1,
+            o = 2 - i,
+            dir = self.dir.display(),
+        )
+    }
+
+    /// conntrackd's own `primary-backup.sh` (Debian's example), with this lab's config
+    /// and lock file.
+    fn conntrackd_script(&self, i: usize) -> Result<PathBuf> {
+        const SHIPPED: &str = "/usr/share/doc/conntrackd/examples/sync/primary-backup.sh";
+        let text = fs::read_to_string(SHIPPED)
+            .with_context(|| format!("reading {SHIPPED} (package conntrackd)"))?;
+        let text = text
+            .replace(
+                "CONNTRACKD_CONFIG=/etc/conntrackd/conntrackd.conf",
+                &format!(
+                    "CONNTRACKD_CONFIG={}",
+                    self.file(i, "conntrackd.conf").display()
+                ),
+            )
+            .replace(
+                "CONNTRACKD_LOCK=/var/lock/conntrack.lock",
+                &format!(
+                    "CONNTRACKD_LOCK={}",
+                    self.file(i, "conntrackd.lock").display()
+                ),
+            );
+        let path = self.file(i, "primary-backup.sh");
+        fs::write(&path, text)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
+        Ok(path)
+    }
+
+    /// Start firewall `i`'s conntrackd (in the foreground, as a child of this lab).
+    pub fn start_conntrackd(&mut self, i: usize) -> Result<()> {
+        let conf = self.file(i, "conntrackd.conf");
+        fs::write(&conf, self.conntrackd_config(i))?;
+        let _ = fs::remove_file(self.file(i, "conntrackd.lock"));
+        let _ = fs::remove_file(self.file(i, "conntrackd.ctl"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.fw[i], "conntrackd", "-C"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(self.log(i, "conntrackd-stdout")?)
+            .stderr(self.log(i, "conntrackd-stdout")?)
+            .spawn()
+            .context("starting conntrackd (package conntrackd)")?;
+        self.procs[i].conntrackd = Some(child);
+        let ctl = self.file(i, "conntrackd.ctl");
+        if wait(Duration::from_secs(10), || ctl.exists())?.is_none() {
+            bail!(
+                "fw{}'s conntrackd did not come up within 10 s:\n{}",
+                i + 1,
+                self.logs()
+            );
+        }
+        Ok(())
     }
 
     /// The lab's working directory (configs, logs, sockets).
@@ -430,16 +602,31 @@ track_file = "{track}"
             "global_defs {{\n    router_id fw{}\n    vrrp_version 3\n",
             i + 1
         );
+        let conntrackd = self.opts.conntrackd && self.opts.ctsync.is_none();
+        let with = with && !conntrackd;
         if with {
             s += &format!(
                 "    notify_fifo {}\n}}\ntrack_file ctsync_ready {{\n    file {}\n    weight 0\n}}\n",
                 self.file(i, "fifo").display(),
                 self.file(i, "ready").display()
             );
+        } else if conntrackd {
+            s += "    enable_script_security\n    script_user root\n}\n";
         } else {
             s += "}\n";
         }
-        s += "vrrp_sync_group G1 {\n    group {\n        LAN\n        WAN\n    }\n}\n";
+        s += "vrrp_sync_group G1 {\n    group {\n        LAN\n        WAN\n    }\n";
+        if conntrackd {
+            let script = self.file(i, "primary-backup.sh");
+            for (hook, arg) in [
+                ("master", "primary"),
+                ("backup", "backup"),
+                ("fault", "fault"),
+            ] {
+                s += &format!("    notify_{hook} \"{} {arg}\"\n", script.display());
+            }
+        }
+        s += "}\n";
         for (name, dev, vrid, vip) in [("LAN", "lan", 51, LAN_VIP), ("WAN", "wan", 52, WAN_VIP)] {
             s += &format!(
                 "vrrp_instance {name} {{\n    state BACKUP\n    interface {dev}\n    virtual_router_id {vrid}\n    priority {}\n    advert_int {advert}\n    virtual_ipaddress {{\n        {vip}/24 dev {dev}\n    }}\n",
@@ -464,8 +651,11 @@ track_file = "{track}"
 
     /// Start firewall `i`: ctsync (unless a control), then keepalived.
     pub fn start(&mut self, i: usize) -> Result<()> {
-        if self.replicates() {
+        if self.opts.ctsync.is_some() {
             self.start_ctsync(i)?;
+        } else if self.opts.conntrackd {
+            self.conntrackd_script(i)?;
+            self.start_conntrackd(i)?;
         }
         self.start_keepalived(i)
     }
@@ -587,6 +777,10 @@ track_file = "{track}"
             let _ = k.wait();
         }
         self.kill_ctsync(i);
+        if let Some(mut c) = self.procs[i].conntrackd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         Ok(())
     }
 
@@ -690,6 +884,12 @@ track_file = "{track}"
         }
         if let Some(mut c) = self.procs[i].ctsync.take() {
             // SAFETY: the ctsync this lab started, by its pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            stop_child(&mut c, None);
+        }
+        if let Some(mut c) = self.procs[i].conntrackd.take() {
+            // SAFETY: the `ip netns exec` this lab started, by its pid: it execs
+            // conntrackd, so the pid is conntrackd's.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             stop_child(&mut c, None);
         }
