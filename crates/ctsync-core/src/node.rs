@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
-use ctnetlink::{EventKind, Flow, FlowKey};
+use ctnetlink::{EventKind, Expectation, Flow, FlowKey, Tuple};
 use ctsync_wire::frame::{DataMessages, Frame, FrameWriter};
 use ctsync_wire::header::{HEADER_LEN, Header, VERSION};
 use ctsync_wire::{
@@ -57,6 +57,35 @@ pub enum KernelOp {
     /// kernel's events about these writes (creating many entries costs the kernel much
     /// more while someone listens).
     Commit(Vec<FlowTable>),
+    /// Create this expectation (its master flow was written before).
+    ExpCreate(Box<Expectation>),
+    /// Delete this expectation (by its tuple and zone) if it exists.
+    ExpDelete(Box<Expectation>),
+}
+
+/// An expectation's identity: its expected tuple and zone.
+pub type ExpKey = (Tuple, Option<u16>);
+
+fn exp_key(e: &Expectation) -> ExpKey {
+    (e.tuple, e.zone.filter(|&z| z != 0))
+}
+
+/// What is replicated of an expectation: not the kernel's id.
+fn exp_normalize(e: &Expectation) -> Expectation {
+    let mut n = e.clone();
+    n.id = None;
+    n.other.clear();
+    n
+}
+
+/// An expectation a peer told us about.
+#[derive(Debug, Clone)]
+struct ExtExp {
+    exp: Expectation,
+    /// The transfer mark that last mentioned it (a bulk sweeps the others).
+    mark: u64,
+    /// When it expires, by its timeout (a lost deletion cannot leave it forever).
+    until: Option<Instant>,
 }
 
 /// Something an operator or the daemon may want to know.
@@ -144,6 +173,8 @@ struct External {
     bucket_marks: HashMap<u16, u64>,
     /// Buckets whose repair ended, swept together when the last one ends.
     ended: Vec<(u16, u64)>,
+    /// The peer's expectations (connections its helpers expect, e.g. FTP data).
+    expectations: HashMap<ExpKey, ExtExp>,
 }
 
 /// A small deterministic generator (SplitMix64) for challenges and transfer ids;
@@ -186,6 +217,10 @@ pub struct NodeStats {
     pub kernel_overruns: u64,
     /// Flows not replicated because they cannot be encoded (tuples of two families).
     pub unencodable: u64,
+    /// Expectations sent (created or deleted here).
+    pub expectations_sent: u64,
+    /// Expectations received from peers.
+    pub expectations_received: u64,
 }
 
 /// One ctsync node. See the crate documentation.
@@ -205,6 +240,8 @@ pub struct Node {
     role_set: bool,
     ready: bool,
     internal: FlowTable,
+    /// This node's expectations (helpers' expected connections), by tuple and zone.
+    expectations: HashMap<ExpKey, Expectation>,
     dump_mark: u64,
     dumping: bool,
     bulk_after_dump: bool,
@@ -278,6 +315,7 @@ impl Node {
             role_set: false,
             ready: false,
             internal: FlowTable::with_capacity(expected_flows),
+            expectations: HashMap::new(),
             dump_mark: 0,
             dumping: false,
             bulk_after_dump: false,
@@ -309,6 +347,79 @@ impl Node {
                 self.local_upsert(now, flow, kind == EventKind::New)
             }
             EventKind::Destroy => self.local_remove(&flow.key()),
+        }
+    }
+
+    /// A kernel expectation event (a helper, e.g. FTP's, expects a related connection).
+    /// Replicated when its master flow is: a backup that takes over then lets the
+    /// expected connection in as RELATED. `ours` as for [`Node::handle_kernel_event`].
+    pub fn handle_expectation_event(
+        &mut self,
+        _now: Instant,
+        kind: EventKind,
+        exp: &Expectation,
+        ours: bool,
+    ) {
+        if ours {
+            self.stats.own_events += 1;
+            return;
+        }
+        let key = exp_key(exp);
+        match kind {
+            EventKind::New | EventKind::Update => {
+                let master = FlowKey {
+                    orig: exp.master,
+                    zone: key.1.unwrap_or(0),
+                };
+                if !self.internal.is_counted(&master) {
+                    // Its master is not replicated (filtered, or held by the sync
+                    // delay): the expectation would be of no use to a peer.
+                    self.stats.filtered += 1;
+                    return;
+                }
+                let n = exp_normalize(exp);
+                let same = |o: &Expectation| {
+                    Expectation {
+                        timeout: None,
+                        ..o.clone()
+                    } == Expectation {
+                        timeout: None,
+                        ..n.clone()
+                    }
+                };
+                if self.expectations.get(&key).is_some_and(same) {
+                    // Only its timeout moved (a re-read of the table).
+                    return;
+                }
+                self.expectations.insert(key, n.clone());
+                self.stats.expectations_sent += 1;
+                self.replicate(Message::ExpNew(Box::new(n)));
+            }
+            EventKind::Destroy => {
+                if self.expectations.remove(&key).is_some() {
+                    self.stats.expectations_sent += 1;
+                    self.replicate(Message::ExpDelete(key.0, key.1));
+                }
+            }
+        }
+    }
+
+    /// Every expectation the kernel holds (read after each table dump): new ones are
+    /// sent, and those we hold that the kernel no longer has (a lost event) are deleted
+    /// at the peers.
+    pub fn expectations_dumped(&mut self, now: Instant, all: &[Expectation]) {
+        let seen: std::collections::HashSet<ExpKey> = all.iter().map(exp_key).collect();
+        let gone: Vec<Expectation> = self
+            .expectations
+            .iter()
+            .filter(|(k, _)| !seen.contains(k))
+            .map(|(_, e)| e.clone())
+            .collect();
+        for e in &gone {
+            self.handle_expectation_event(now, EventKind::Destroy, e, false);
+        }
+        for e in all {
+            self.handle_expectation_event(now, EventKind::New, e, false);
         }
     }
 
@@ -464,13 +575,19 @@ impl Node {
                 if self.cfg.mode == Mode::Commit {
                     // The external caches are dropped below: their flows move to the
                     // kernel instead of being copied.
-                    let tables: Vec<FlowTable> = self
+                    let (tables, exps): (Vec<FlowTable>, Vec<_>) = self
                         .primary_owners()
                         .into_iter()
                         .filter_map(|o| self.external.remove(&o))
-                        .map(|e| e.table)
-                        .collect();
+                        .map(|e| (e.table, e.expectations))
+                        .unzip();
                     self.kernel_ops.push_back(KernelOp::Commit(tables));
+                    // After their masters.
+                    self.kernel_ops.extend(
+                        exps.into_iter()
+                            .flat_map(|m| m.into_values())
+                            .map(|x| KernelOp::ExpCreate(Box::new(x.exp))),
+                    );
                     self.kernel_ops.push_back(KernelOp::Dump);
                 } else {
                     self.kernel_ops.push_back(KernelOp::Dump);
@@ -516,6 +633,14 @@ impl Node {
             .collect();
         let n = tables.iter().map(FlowTable::len).sum();
         self.kernel_ops.push_back(KernelOp::Commit(tables));
+        let exps: Vec<KernelOp> = self
+            .primary_owners()
+            .iter()
+            .filter_map(|o| self.external.get(o))
+            .flat_map(|e| e.expectations.values())
+            .map(|x| KernelOp::ExpCreate(Box::new(x.exp.clone())))
+            .collect();
+        self.kernel_ops.extend(exps);
         self.kernel_ops.push_back(KernelOp::Dump);
         n
     }
@@ -651,6 +776,11 @@ impl Node {
         if bulk.keys.is_empty() {
             let (bulk_id, sent) = (bulk.id, bulk.sent);
             p.bulk = None;
+            // Expectations after every flow (their masters), inside the transfer so that
+            // its end sweeps those the receiver holds and we no longer have.
+            for e in self.expectations.values() {
+                p.send.push(Message::ExpNew(Box::new(e.clone())));
+            }
             p.send.push(Message::BulkEnd {
                 id: bulk_id,
                 count: sent,
@@ -935,6 +1065,11 @@ impl Node {
         {
             self.kernel_ops
                 .extend(ext.table.flows().map(KernelOp::Upsert));
+            self.kernel_ops.extend(
+                ext.expectations
+                    .values()
+                    .map(|x| KernelOp::ExpCreate(Box::new(x.exp.clone()))),
+            );
         }
     }
 
@@ -1034,7 +1169,22 @@ impl Node {
             }
             Message::BulkEnd { .. } => {
                 let swept = match ext.bulk_mark.take() {
-                    Some(mark) => ext.table.sweep(mark, None),
+                    Some(mark) => {
+                        let gone: Vec<ExpKey> = ext
+                            .expectations
+                            .iter()
+                            .filter(|(_, x)| x.mark < mark)
+                            .map(|(k, _)| *k)
+                            .collect();
+                        for k in gone {
+                            if let Some(x) = ext.expectations.remove(&k)
+                                && hot
+                            {
+                                kernel_ops.push_back(KernelOp::ExpDelete(Box::new(x.exp)));
+                            }
+                        }
+                        ext.table.sweep(mark, None)
+                    }
                     None => Vec::new(),
                 };
                 if hot {
@@ -1107,7 +1257,33 @@ impl Node {
                     self.start_bulk(from, now);
                 }
             }
-            Message::ExpNew(_) | Message::ExpDelete(..) => {}
+            Message::ExpNew(e) => {
+                stats.expectations_received += 1;
+                let key = exp_key(&e);
+                let until = e
+                    .timeout
+                    .map(|t| now + std::time::Duration::from_secs(u64::from(t)));
+                let changed = ext.expectations.get(&key).is_none_or(|x| x.exp != *e);
+                ext.expectations.insert(
+                    key,
+                    ExtExp {
+                        exp: (*e).clone(),
+                        mark: ext.mark,
+                        until,
+                    },
+                );
+                if hot && changed {
+                    kernel_ops.push_back(KernelOp::ExpCreate(e));
+                }
+            }
+            Message::ExpDelete(tuple, zone) => {
+                stats.expectations_received += 1;
+                if let Some(x) = ext.expectations.remove(&(tuple, zone.filter(|&z| z != 0)))
+                    && hot
+                {
+                    kernel_ops.push_back(KernelOp::ExpDelete(Box::new(x.exp)));
+                }
+            }
         }
     }
 
@@ -1171,6 +1347,12 @@ impl Node {
             p.send.reset();
             p.bulk = None;
             self.notes.push_back(Notify::PeerDown(id));
+        }
+        // Expectations whose timeout passed (their deletion may have been lost, or the
+        // peer died): the kernel dropped them too.
+        for ext in self.external.values_mut() {
+            ext.expectations
+                .retain(|_, x| x.until.is_none_or(|u| now < u));
         }
         // Flows that outlived the sync delay are replicated now.
         while self.delayed.front().is_some_and(|(t, _)| *t <= now) {

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use ctnetlink::{EventKind, Flow, FlowKey, ProtoInfo, Status, TcpInfo, Tuple, ipproto};
+use ctnetlink::{
+    EventKind, Expectation, Flow, FlowKey, Name, ProtoInfo, Status, TcpInfo, Tuple, ipproto,
+};
 use ctsync_core::cache::same_state;
 use ctsync_core::{Config, KernelOp, Mode, Node, Role};
 use ctsync_wire::{Cipher, ClusterSecret, Header, NodeId};
@@ -62,6 +64,8 @@ struct SimNode {
     kernel: HashMap<FlowKey, Flow>,
     /// Entries whose timeout was shortened expire at these times unless refreshed.
     expiry: HashMap<FlowKey, Instant>,
+    /// The kernel's expectations, by expected tuple.
+    exps: HashMap<Tuple, Expectation>,
     starts: u64,
 }
 
@@ -144,6 +148,7 @@ impl Cluster {
                     node: None,
                     kernel: HashMap::new(),
                     expiry: HashMap::new(),
+                    exps: HashMap::new(),
                     starts: 0,
                 }
             })
@@ -299,6 +304,19 @@ impl Cluster {
                     self.nodes[i].expiry.remove(&f.key());
                     self.nodes[i].kernel.insert(f.key(), f);
                 }
+            }
+            KernelOp::ExpCreate(e) => {
+                // The kernel refuses an expectation whose master it does not hold.
+                let master = FlowKey {
+                    orig: e.master,
+                    zone: e.zone.unwrap_or(0),
+                };
+                if self.nodes[i].kernel.contains_key(&master) {
+                    self.nodes[i].exps.insert(e.tuple, *e);
+                }
+            }
+            KernelOp::ExpDelete(e) => {
+                self.nodes[i].exps.remove(&e.tuple);
             }
             KernelOp::Delete(k) => {
                 self.nodes[i].expiry.remove(&k);
@@ -662,6 +680,85 @@ fn fault_is_ready_once_synced_and_backup_fault_moves_keep_readiness() {
     c.set_role(0, Role::Backup);
     c.set_role(1, Role::Backup);
     assert!(!c.node(1).is_ready(), "a former primary waits for a resync");
+}
+
+/// An FTP data connection expected on the primary: the expectation reaches the hot
+/// standby's kernel after its master flow, its deletion follows, and a restarted backup
+/// gets every live one by bulk transfer.
+#[test]
+fn expectations_follow_their_master_flows_to_the_backup() {
+    let mut c = Cluster::new(2, 47, Mode::HotStandby);
+    c.set_role(0, Role::Primary);
+    c.set_role(1, Role::Backup);
+    let mut master = flow(7);
+    master.helper = Name::new(b"ftp");
+    c.traffic(0, EventKind::New, master.clone());
+    c.run(Duration::from_secs(2));
+    let exp = |port: u16| Expectation {
+        master: master.orig,
+        tuple: Tuple::ports(ipproto::TCP, master.orig.dst, 20, master.orig.src, port),
+        mask: master.orig,
+        timeout: Some(300),
+        id: Some(1234),
+        helper: Name::new(b"ftp"),
+        zone: None,
+        flags: None,
+        class: None,
+        nat: None,
+        function: None,
+        other: Vec::new(),
+    };
+    let now = c.now;
+    c.node(0)
+        .handle_expectation_event(now, EventKind::New, &exp(50000), false);
+    c.drain(0);
+    // One whose master is not replicated is not sent.
+    let mut orphan = exp(50001);
+    orphan.master = flow(8).orig;
+    c.node(0)
+        .handle_expectation_event(now, EventKind::New, &orphan, false);
+    c.drain(0);
+    c.run(Duration::from_secs(1));
+    let got = c.nodes[1].exps.get(&exp(50000).tuple).cloned();
+    assert_eq!(
+        got.map(|e| (e.master, e.helper, e.id)),
+        Some((master.orig, Name::new(b"ftp"), None)),
+        "the backup's kernel holds the expectation (without the kernel's id)"
+    );
+    assert_eq!(c.nodes[1].exps.len(), 1, "the orphan was not replicated");
+    // Gone on the primary: gone on the backup.
+    let now = c.now;
+    c.node(0)
+        .handle_expectation_event(now, EventKind::Destroy, &exp(50000), false);
+    c.drain(0);
+    c.run(Duration::from_secs(1));
+    assert!(c.nodes[1].exps.is_empty(), "the deletion arrived");
+    // A backup that restarts (its kernel's expectations gone, say after a reboot) gets
+    // every live expectation again by bulk transfer, those created while it was down too.
+    c.node(0)
+        .handle_expectation_event(now, EventKind::New, &exp(50002), false);
+    c.drain(0);
+    c.run(Duration::from_secs(1));
+    assert!(c.nodes[1].exps.contains_key(&exp(50002).tuple));
+    c.crash(1);
+    c.nodes[1].exps.clear();
+    let now = c.now;
+    c.node(0)
+        .handle_expectation_event(now, EventKind::New, &exp(50003), false);
+    c.drain(0);
+    c.boot(1);
+    c.run(Duration::from_secs(5));
+    let mut held: Vec<u16> = c.nodes[1]
+        .exps
+        .keys()
+        .filter_map(|t| t.dst_port())
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        vec![50002, 50003],
+        "the restarted backup got both by bulk"
+    );
 }
 
 /// Readiness drives keepalived's track_file: if it dropped at every lost datagram, a

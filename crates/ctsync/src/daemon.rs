@@ -117,9 +117,15 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
             format!("cannot set net.netfilter.nf_conntrack_events=1: {e}"),
         );
     }
+    // Expectations too: a helper's expected connection (FTP data, SIP media) is
+    // replicated with its master flow.
+    let groups = Groups {
+        expectations: true,
+        ..Groups::CONNTRACK
+    };
     let mut events = match &netns {
-        Some(ns) => EventSocket::open_in(ns, Groups::CONNTRACK),
-        None => EventSocket::open(Groups::CONNTRACK),
+        Some(ns) => EventSocket::open_in(ns, groups),
+        None => EventSocket::open(groups),
     }
     .context("subscribing to conntrack events")?;
     let granted = events.set_recv_buffer(64 << 20)?;
@@ -302,7 +308,18 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
                             log("warn", "kernel event socket overran: re-reading the table");
                             node.handle_kernel_overrun(now);
                         }
-                        Event::Expectation { .. } => {}
+                        Event::Expectation {
+                            kind,
+                            portid,
+                            expectation,
+                        } => {
+                            node.handle_expectation_event(
+                                now,
+                                kind,
+                                expectation,
+                                portid == own_port,
+                            );
+                        }
                     })?;
                     match got {
                         Some(k) => n += k.max(1),
@@ -673,6 +690,11 @@ impl Shell {
                 match r {
                     Ok(_) => {
                         self.node.end_kernel_dump(now);
+                        let mut exps = Vec::new();
+                        match self.ct.dump_expectations(None, |e| exps.push(e.clone())) {
+                            Ok(_) => self.node.expectations_dumped(now, &exps),
+                            Err(e) => log("warn", format!("reading the expectations: {e}")),
+                        }
                         self.timing.last_dump = Some(now.elapsed());
                         self.timing.dumps += 1;
                         self.service_network();
@@ -752,6 +774,19 @@ impl Shell {
                 );
                 self.service_network();
             }
+            KernelOp::ExpCreate(e) => {
+                // EEXIST: already there (a bulk transfer repeats it).
+                match self.ct.create_expectation(&e) {
+                    Ok(()) | Err(ctnetlink::Error::Kernel(Errno::EEXIST)) => {}
+                    Err(ctnetlink::Error::Kernel(e)) => self.failed("expectation create", e),
+                    Err(e) => log("warn", format!("creating an expectation: {e}")),
+                }
+            }
+            KernelOp::ExpDelete(e) => match self.ct.delete_expectation(&e) {
+                Ok(()) | Err(ctnetlink::Error::Kernel(Errno::ENOENT)) => {}
+                Err(ctnetlink::Error::Kernel(e)) => self.failed("expectation delete", e),
+                Err(e) => log("warn", format!("deleting an expectation: {e}")),
+            },
             other => self.kernel_ops(vec![other]),
         }
     }
@@ -801,6 +836,8 @@ impl Shell {
                 "flows_received": s.flows_received,
                 "own_events": s.own_events,
                 "kernel_overruns": s.kernel_overruns,
+                "expectations_sent": s.expectations_sent,
+                "expectations_received": s.expectations_received,
                 "kernel_recreated": self.recreated,
                 "cache_full": s.cache_full,
                 "control_refused": self.control_refused,

@@ -125,6 +125,16 @@ pub fn render(s: &Value) -> String {
             "kernel_overruns",
         ),
         (
+            "expectations_sent",
+            "Expectations (helpers' expected connections) sent to peers, created or deleted",
+            "expectations_sent",
+        ),
+        (
+            "expectations_received",
+            "Expectation messages received from peers",
+            "expectations_received",
+        ),
+        (
             "kernel_recreated",
             "Replicated flows written again because the kernel had lost them (e.g. it was full)",
             "kernel_recreated",

@@ -641,3 +641,111 @@ fn the_cluster_key_rotates_online_by_sighup() {
         lab.logs()
     );
 }
+
+/// An FTP control connection with the kernel's FTP helper, and the data connection the
+/// helper expects: the expectation reaches the backup's kernel (after its master flow)
+/// and its deletion follows. The control (no daemons) replicates nothing.
+#[test]
+fn expectations_follow_their_master_flow_into_the_backups_kernel() {
+    use std::net::IpAddr;
+
+    use ctnetlink::{Expectation, Flow, Name, ProtoInfo, TcpInfo, Tuple, ipproto};
+    let Some(mut lab) = Lab::new("exp") else {
+        return;
+    };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    let mut ctb = Conntrack::open_in(&Netns::named(&b).unwrap()).unwrap();
+    let client: IpAddr = "198.18.10.1".parse().unwrap();
+    let server: IpAddr = "198.19.10.1".parse().unwrap();
+    let master_of = |port: u16| {
+        let orig = Tuple::ports(ipproto::TCP, client, port, server, 21);
+        let mut f = Flow::new(orig, orig.inverse());
+        f.timeout = Some(3600);
+        f.status = Some(Status::SEEN_REPLY | Status::ASSURED | Status::CONFIRMED);
+        f.protoinfo = Some(ProtoInfo::Tcp(TcpInfo {
+            state: Some(3),
+            ..TcpInfo::default()
+        }));
+        f.helper = Name::new(b"ftp");
+        f
+    };
+    let ones = IpAddr::V4(std::net::Ipv4Addr::BROADCAST);
+    let exp_of = |master: &Flow, port: u16| Expectation {
+        master: master.orig,
+        tuple: Tuple::ports(ipproto::TCP, server, 20, client, port),
+        mask: Tuple::ports(ipproto::TCP, ones, 0xffff, ones, 0xffff),
+        timeout: Some(300),
+        id: None,
+        helper: Name::new(b"ftp"),
+        zone: None,
+        flags: None,
+        class: None,
+        nat: None,
+        function: None,
+        other: Vec::new(),
+    };
+    let exps = |ns: &str| {
+        let mut ct = Conntrack::open_in(&Netns::named(ns).unwrap()).unwrap();
+        let mut v = Vec::new();
+        ct.dump_expectations(None, |e| v.push(e.tuple)).unwrap();
+        v
+    };
+
+    // Control: without daemons the backup's kernel gets nothing.
+    let m1 = master_of(40001);
+    cta.create(&m1).unwrap();
+    cta.create_expectation(&exp_of(&m1, 50001)).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(exps(&b).is_empty(), "control: an expectation appeared");
+
+    lab.start(&a, "198.18.255.1", "198.18.255.2", "primary");
+    lab.start(&b, "198.18.255.2", "198.18.255.1", "backup");
+    // The one that existed before the daemons: read from the kernel at start, sent by
+    // the bulk transfer.
+    let e1 = exp_of(&m1, 50001);
+    wait_for(
+        Duration::from_secs(15),
+        || exps(&b).contains(&e1.tuple),
+        || {
+            format!(
+                "expectation not sent by bulk: {:?}\n{}",
+                exps(&b),
+                lab.logs()
+            )
+        },
+    );
+    // A new one follows as it is created.
+    let m2 = master_of(40002);
+    cta.create(&m2).unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || ctb.get(&m2.key()).unwrap().is_some(),
+        || format!("master flow not replicated\n{}", lab.logs()),
+    );
+    let e2 = exp_of(&m2, 50002);
+    cta.create_expectation(&e2).unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || exps(&b).contains(&e2.tuple),
+        || format!("expectation not replicated: {:?}\n{}", exps(&b), lab.logs()),
+    );
+    let mut got = Vec::new();
+    ctb.dump_expectations(None, |e| got.push(e.clone()))
+        .unwrap();
+    let g = got.iter().find(|e| e.tuple == e2.tuple).unwrap();
+    assert_eq!((g.master, g.helper), (m2.orig, Name::new(b"ftp")));
+
+    // Gone on the primary, gone on the backup.
+    cta.delete_expectation(&e2).unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || !exps(&b).contains(&e2.tuple),
+        || format!("expectation deletion not replicated\n{}", lab.logs()),
+    );
+    let s = status(&lab.socket(&a));
+    assert!(
+        s["stats"]["expectations_sent"].as_u64().unwrap_or(0) >= 2,
+        "{s}"
+    );
+}
