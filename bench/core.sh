@@ -5,6 +5,7 @@
 # --write puts the table into BENCHMARKS.md between the core markers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 write=0
 if [[ "${1:-}" == "--write" ]]; then write=1; shift; fi
 n="${1:-500000}"
@@ -27,7 +28,4 @@ $(row Aes256Gcm steady)
 TXT
 )
 echo "$table"
-if ((write)); then
-    TABLE="$table" perl -0pi -e 's/(<!-- core:begin -->\n).*?(\n<!-- core:end -->)/$1$ENV{TABLE}$2/s' BENCHMARKS.md
-    echo "wrote BENCHMARKS.md" >&2
-fi
+if ((write)); then write_section core "$table"; fi

@@ -3,7 +3,9 @@
 # conntrackd (FTFW with its external cache, the default; and DisableExternalCache, its
 # inject-directly mode). Root; Debian 12.
 #
-#   bench/failover.sh [FLOWS]        (default 200000)
+#   bench/failover.sh [--write] [FLOWS]        (default 200000)
+#   CTSYNC_BIN=path: a prebuilt ctsync (absolute, or relative to the repository's root)
+#   instead of building the release with cargo.
 #
 # For each system: two network namespaces joined by a sync link; FLOWS entries in the
 # primary's kernel (`ctsync load fill`, realistic mix with SNAT); both daemons started,
@@ -14,13 +16,19 @@
 # kernel holds every flow (nf_conntrack_count, polled every few ms). Also reported: peak
 # RSS (VmHWM) and CPU seconds of each daemon, per 100,000 flows.
 #
-# Prints a Markdown table; BENCHMARKS.md records the figures with this command.
+# Prints a Markdown table; --write also puts it into BENCHMARKS.md between the failover
+# markers, under a line saying when and how it was measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+write=0
+if [[ "${1:-}" == "--write" ]]; then write=1; shift; fi
 REQ=${1:-200000}
 N=$REQ
 TAG=bfo
+source bench/lib.sh
 source bench/two-nodes.sh
+# emit LINE: print a line of the table, and keep it for --write.
+emit() { printf '%s\n' "$1" | tee -a "$DIR/table.md"; }
 
 fill_primary() {
     for ns in "$A" "$B"; do "$CT" load --netns "$ns" flush >/dev/null; done
@@ -62,7 +70,7 @@ run_ctsync() { # mode
     fail_primary "$PA"
     took=$(takeover "$CT" role primary --socket "$DIR/$B.sock")
     sleep 1
-    echo "| ctsync $mode | $took | $before | $rep | $(usage "$PB") |"
+    emit "| ctsync $mode | $took | $before | $rep | $(usage "$PB") |"
     stop_pair
 }
 
@@ -87,15 +95,26 @@ run_conntrackd() { # inject(on/off)
     fail_primary "$PA"
     took=$(takeover ip netns exec "$B" conntrackd -C "$DIR/$B.conf" -c)
     sleep 1
-    echo "| $label | $took | $before | $rep | $(usage "$PB") |"
+    emit "| $label | $took | $before | $rep | $(usage "$PB") |"
     stop_pair
 }
 
 echo "Takeover with $REQ replicated flows ($(nproc) cores, $(uname -r), $(conntrackd -v 2>&1 | head -1))"
 echo
-echo "| system | MASTER → all flows in the backup's kernel (s) | flows in its kernel before | primary: peak RSS (MiB/100k) | primary: CPU (s/100k) | backup: peak RSS (MiB/100k) | backup: CPU (s/100k) |"
-echo "|---|---|---|---|---|---|---|"
+emit "| system | MASTER → all flows in the backup's kernel (s) | flows in its kernel before | primary: peak RSS (MiB/100k) | primary: CPU (s/100k) | backup: peak RSS (MiB/100k) | backup: CPU (s/100k) |"
+emit "|---|---|---|---|---|---|---|"
 run_ctsync hot-standby
 run_ctsync commit
 run_conntrackd off
 run_conntrackd on
+if ((write)); then
+    write_section failover "$(
+        cat <<TXT
+Measured $(date -u +%Y-%m-%d) on $(machine), conntrackd $(conntrackd_version); $REQ entries loaded, $N replicated$( ((N == REQ)) || echo "
+(a few synthetic entries use the sync link's addresses, which neither daemon replicates)"), one run.
+Reproduce: \`bench/failover.sh --write $REQ\` (as root).
+
+$(cat "$DIR/table.md")
+TXT
+    )"
+fi

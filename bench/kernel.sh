@@ -6,6 +6,8 @@
 #   * peak memory of a streaming dump at N/20 and N entries (it must not grow).
 # Usage: bench/kernel.sh [--write] [N] [ROUNDS]   (default 200000 entries, 5 rounds)
 # --write puts the table into BENCHMARKS.md between the kernel markers.
+# CTSYNC_BIN=path: a prebuilt ctsync (absolute, or relative to the repository's root)
+# instead of building the release with cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 write=0
@@ -13,10 +15,16 @@ if [[ "${1:-}" == "--write" ]]; then write=1; shift; fi
 n="${1:-200000}"
 rounds="${2:-5}"
 
+source bench/lib.sh
 scripts/setup.sh
-cargo build --release --locked -q -p ctsync
+if [[ -n "${CTSYNC_BIN:-}" ]]; then
+    ctsync=$(realpath -m "$CTSYNC_BIN")
+    [[ -x "$ctsync" ]] || { echo "CTSYNC_BIN=$CTSYNC_BIN is not an executable" >&2; exit 1; }
+else
+    cargo build --release --locked -q -p ctsync
+    ctsync=target/release/ctsync
+fi
 make -s -C bench/c-loader
-ctsync=target/release/ctsync
 cload=bench/c-loader/ctload
 
 ns="ctsync-bench-$$"
@@ -26,7 +34,6 @@ ip netns add "$ns"
 inns() { ip netns exec "$ns" "$@"; }
 
 json() { sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p"; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 c_create=() ; r_create=() ; r_dump=() ; l_dump=()
 for ((r = 1; r <= rounds; r++)); do
@@ -75,7 +82,7 @@ int() { awk "BEGIN{printf \"%d\", $1}"; }
 sec() { awk "BEGIN{printf \"%.3f\", $1}"; }
 
 table=$(cat <<TXT
-Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $n entries (tcp-snat mix), median of $rounds alternating rounds.
+Measured $(date -u +%Y-%m-%d) on $(machine); $n entries (tcp-snat mix), median of $rounds alternating rounds.
 Reproduce: \`bench/kernel.sh --write $n $rounds\` (as root).
 
 | what | ctsync | reference | ratio |
@@ -89,7 +96,4 @@ Rounds (entries/s, create): ctsync ${r_create[*]%.*}; C ${c_create[*]%.*}.
 TXT
 )
 echo "$table"
-if ((write)); then
-    TABLE="$table" perl -0pi -e 's/(<!-- kernel:begin -->\n).*?(\n<!-- kernel:end -->)/$1$ENV{TABLE}$2/s' BENCHMARKS.md
-    echo "wrote BENCHMARKS.md" >&2
-fi
+if ((write)); then write_section kernel "$table"; fi

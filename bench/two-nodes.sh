@@ -1,10 +1,17 @@
+# shellcheck shell=bash
 # Shared by the benchmarks that compare ctsync and conntrackd on two nodes: sourced, not
 # run. Expects TAG (part of the namespace names) and N (flows, sizes conntrackd's cache).
 # Sets up two network namespaces A and B joined by a sync link (198.18.255.1/.2), the
-# release build CT, a cluster key in DIR, and removes everything on exit.
+# release build CT (or the binary CTSYNC_BIN names, without building), a cluster key in
+# DIR, and removes everything on exit.
 scripts/setup.sh
-cargo build --release --locked -q -p ctsync
-CT=$PWD/target/release/ctsync
+if [[ -n "${CTSYNC_BIN:-}" ]]; then
+    CT=$(realpath -m "$CTSYNC_BIN")
+    [[ -x "$CT" ]] || { echo "CTSYNC_BIN=$CTSYNC_BIN is not an executable" >&2; exit 1; }
+else
+    cargo build --release --locked -q -p ctsync
+    CT=$PWD/target/release/ctsync
+fi
 
 P="ctsy-$TAG-$$"
 A="$P-a"
