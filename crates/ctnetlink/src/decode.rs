@@ -568,20 +568,7 @@ fn decode_counters(buf: &[u8]) -> Result<Counters, DecodeError> {
 pub fn decode_expectation(family: u8, buf: &[u8]) -> Result<Expectation, DecodeError> {
     let fam = Family::from_af(family);
     let (mut master, mut tuple, mut mask) = (None, None, None);
-    let mut exp = Expectation {
-        master: empty_tuple(),
-        tuple: empty_tuple(),
-        mask: empty_tuple(),
-        timeout: None,
-        id: None,
-        helper: None,
-        zone: None,
-        flags: None,
-        class: None,
-        nat: None,
-        function: None,
-        other: Vec::new(),
-    };
+    let mut exp = Expectation::new(empty_tuple(), empty_tuple(), empty_tuple());
     for a in attrs(buf) {
         let (kind, raw, v) = a?;
         match kind {

@@ -722,6 +722,27 @@ pub struct Expectation {
     pub other: Vec<OtherAttr>,
 }
 
+impl Expectation {
+    /// An expectation of `tuple` (matched under `mask`) related to the flow whose original
+    /// tuple is `master`; every optional attribute absent.
+    pub fn new(master: Tuple, tuple: Tuple, mask: Tuple) -> Expectation {
+        Expectation {
+            master,
+            tuple,
+            mask,
+            timeout: None,
+            id: None,
+            helper: None,
+            zone: None,
+            flags: None,
+            class: None,
+            nat: None,
+            function: None,
+            other: Vec::new(),
+        }
+    }
+}
+
 /// `CTA_EXPECT_NAT`: direction and tuple of the expected connection's NAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ExpectNat {

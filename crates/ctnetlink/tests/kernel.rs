@@ -239,18 +239,9 @@ fn expectations_round_trip_through_the_kernel() {
         zone: None,
     };
     let exp = Expectation {
-        master: master.orig,
-        tuple,
-        mask,
         timeout: Some(300),
-        id: None,
         helper: Name::new(b"ftp"),
-        zone: None,
-        flags: None,
-        class: None,
-        nat: None,
-        function: None,
-        other: Vec::new(),
+        ..Expectation::new(master.orig, tuple, mask)
     };
     ct.create_expectation(&exp).expect("create expectation");
     let mut dumped = Vec::new();

@@ -379,13 +379,9 @@ impl Node {
                 }
                 let n = exp_normalize(exp);
                 let same = |o: &Expectation| {
-                    Expectation {
-                        timeout: None,
-                        ..o.clone()
-                    } == Expectation {
-                        timeout: None,
-                        ..n.clone()
-                    }
+                    let mut o = o.clone();
+                    o.timeout = n.timeout;
+                    o == n
                 };
                 if self.expectations.get(&key).is_some_and(same) {
                     // Only its timeout moved (a re-read of the table).
@@ -532,11 +528,7 @@ impl Node {
             self.stats.unencodable += 1;
             return;
         }
-        let key = match &m {
-            Message::FlowNew(f) | Message::FlowUpdate(f) => Some(f.key()),
-            Message::FlowDelete(k) => Some(*k),
-            _ => None,
-        };
+        let key = crate::stream::flow_key(&m);
         let kind = Kind::of(&m);
         // Encoded once, shared by every peer's queue.
         let bytes = crate::stream::encode(&m);

@@ -45,6 +45,15 @@ pub enum Kind {
     Control,
 }
 
+/// The flow a message is about, if any (what queued messages coalesce by).
+pub fn flow_key(m: &Message) -> Option<FlowKey> {
+    match m {
+        Message::FlowNew(f) | Message::FlowUpdate(f) => Some(f.key()),
+        Message::FlowDelete(k) => Some(*k),
+        _ => None,
+    }
+}
+
 impl Kind {
     /// The kind of a message.
     pub fn of(m: &Message) -> Kind {
@@ -168,12 +177,7 @@ impl SendStream {
 
     /// Queue a message (encoded here; see [`SendStream::push_encoded`]).
     pub fn push(&mut self, message: Message) -> bool {
-        let key = match &message {
-            Message::FlowNew(f) | Message::FlowUpdate(f) => Some(f.key()),
-            Message::FlowDelete(k) => Some(*k),
-            _ => None,
-        };
-        self.push_encoded(key, Kind::of(&message), encode(&message))
+        self.push_encoded(flow_key(&message), Kind::of(&message), encode(&message))
     }
 
     /// Queue an encoded message about flow `key` (`None` for control messages). Flow

@@ -695,18 +695,14 @@ fn expectations_follow_their_master_flows_to_the_backup() {
     c.traffic(0, EventKind::New, master.clone());
     c.run(Duration::from_secs(2));
     let exp = |port: u16| Expectation {
-        master: master.orig,
-        tuple: Tuple::ports(ipproto::TCP, master.orig.dst, 20, master.orig.src, port),
-        mask: master.orig,
         timeout: Some(300),
         id: Some(1234),
         helper: Name::new(b"ftp"),
-        zone: None,
-        flags: None,
-        class: None,
-        nat: None,
-        function: None,
-        other: Vec::new(),
+        ..Expectation::new(
+            master.orig,
+            Tuple::ports(ipproto::TCP, master.orig.dst, 20, master.orig.src, port),
+            master.orig,
+        )
     };
     let now = c.now;
     c.node(0)

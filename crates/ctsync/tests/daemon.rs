@@ -672,18 +672,13 @@ fn expectations_follow_their_master_flow_into_the_backups_kernel() {
     };
     let ones = IpAddr::V4(std::net::Ipv4Addr::BROADCAST);
     let exp_of = |master: &Flow, port: u16| Expectation {
-        master: master.orig,
-        tuple: Tuple::ports(ipproto::TCP, server, 20, client, port),
-        mask: Tuple::ports(ipproto::TCP, ones, 0xffff, ones, 0xffff),
         timeout: Some(300),
-        id: None,
         helper: Name::new(b"ftp"),
-        zone: None,
-        flags: None,
-        class: None,
-        nat: None,
-        function: None,
-        other: Vec::new(),
+        ..Expectation::new(
+            master.orig,
+            Tuple::ports(ipproto::TCP, server, 20, client, port),
+            Tuple::ports(ipproto::TCP, ones, 0xffff, ones, 0xffff),
+        )
     };
     let exps = |ns: &str| {
         let mut ct = Conntrack::open_in(&Netns::named(ns).unwrap()).unwrap();
