@@ -935,6 +935,47 @@ impl EventSocket {
         )?)
     }
 
+    /// Have the kernel drop every event caused by requests of the netlink socket
+    /// `portid` before it is queued here: a classic BPF filter on the message header's
+    /// `nlmsg_pid` (the kernel puts the requester's port id there, 0 for traffic).
+    /// A daemon that writes many entries (a hot-standby backup) is then not flooded with
+    /// the echo of its own writes, which it would only read to throw away, and which
+    /// could overrun this socket and hide the events it does need.
+    pub fn ignore_port(&mut self, portid: u32) -> Result<(), Error> {
+        // Classic BPF opcodes (linux/filter.h).
+        const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+        const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+        const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+        // A word load reads network order; the header holds the port id in host order.
+        let pid = u32::from_be_bytes(portid.to_ne_bytes());
+        let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+        let prog = [
+            op(LD_W_ABS, 0, 0, 12), // nlmsg_pid: after len (4), type (2), flags (2), seq (4)
+            op(JEQ_K, 0, 1, pid),
+            op(RET_K, 0, 0, 0),        // ours: drop
+            op(RET_K, 0, 0, u32::MAX), // anything else: keep it whole
+        ];
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr().cast_mut(),
+        };
+        // SAFETY: a valid descriptor; `fprog` points at `prog`, both alive for the call
+        // (the kernel copies the program).
+        let r = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&raw const fprog).cast(),
+                size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        Ok(())
+    }
+
     /// Make [`EventSocket::recv`] return `Ok(None)` instead of blocking.
     pub fn set_nonblocking(&mut self, on: bool) -> Result<(), Error> {
         Ok(self.sock.set_non_blocking(on)?)

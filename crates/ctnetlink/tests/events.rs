@@ -154,3 +154,45 @@ fn event_groups_can_be_left_and_rejoined() {
     let got = collect(&mut ev, 1, Duration::from_secs(5));
     assert_eq!(got.first().map(|e| e.0), Some(EventKind::New));
 }
+
+/// With its own port ignored, an event socket gets nothing of that socket's changes and
+/// everything of another's (the kernel filters; nothing is queued, nothing overruns).
+#[test]
+fn a_sockets_own_changes_can_be_filtered_out_in_the_kernel() {
+    let Some(t) = TestNetns::new("evignore") else {
+        return;
+    };
+    let mut ev = EventSocket::open_in(&t.ns, Groups::CONNTRACK).expect("event socket");
+    let mut mine = Conntrack::open_in(&t.ns).expect("socket");
+    let mut other = Conntrack::open_in(&t.ns).expect("socket");
+    ev.ignore_port(mine.portid()).expect("filter");
+    // Enough of our own to overrun a small buffer if they were queued.
+    ev.set_recv_buffer(4096).expect("small buffer");
+    let flows: Vec<_> = (0..2000)
+        .map(|i| sample_flow(i, false, ipproto::UDP, Nat::None))
+        .collect();
+    mine.batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+        .expect("batch");
+    let b = sample_flow(2500, false, ipproto::TCP, Nat::Snat);
+    other.create(&b).expect("create");
+    other.delete(&b).expect("delete");
+    let mut got = Vec::new();
+    let mut overruns = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < 2 && Instant::now() < deadline {
+        ev.recv_timeout(Duration::from_millis(200), |e| match e {
+            Event::Flow { kind, portid, flow } => got.push((kind, portid, flow.key())),
+            Event::Overrun => overruns += 1,
+            Event::Expectation { .. } => {}
+        })
+        .expect("recv");
+    }
+    assert_eq!(overruns, 0, "our own changes reached the socket");
+    assert_eq!(
+        got,
+        vec![
+            (EventKind::New, other.portid(), b.key()),
+            (EventKind::Destroy, other.portid(), b.key()),
+        ]
+    );
+}

@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use ahash::RandomState;
 
 use ctnetlink::{Flow, FlowKey};
-use ctsync_wire::codec;
+use ctsync_wire::{Message, codec};
 use xxhash_rust::xxh3::xxh3_64;
+
+use crate::stream::Encoded;
 
 /// Buckets of a digest. Both sides must agree; it is fixed by the protocol version.
 pub const BUCKETS: usize = 64;
@@ -34,6 +36,14 @@ fn with_buf<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
             f(&mut b)
         }
         Err(_) => f(&mut Vec::with_capacity(256)),
+    })
+}
+
+/// The flow message for a flow's stored state and timeout, ready to queue.
+fn state_message(state: &[u8], fresh: bool, timeout: Option<u32>) -> Option<Encoded> {
+    with_buf(|buf| {
+        Message::put_flow_from_state(buf, fresh, state, timeout).ok()?;
+        Some(Encoded::from(&buf[..]))
     })
 }
 
@@ -122,6 +132,12 @@ struct Entry {
 }
 
 impl Entry {
+    /// Its flow message (a flow new when `fresh`, else an update), built from the stored
+    /// state: nothing decoded or encoded again.
+    fn message(&self, fresh: bool) -> Option<Encoded> {
+        state_message(&self.state, fresh, self.timeout)
+    }
+
     fn flow(&self) -> Option<Flow> {
         let mut f = codec::read_flow(&mut codec::Reader::new(&self.state)).ok()?;
         f.timeout = self.timeout;
@@ -187,6 +203,18 @@ impl FlowTable {
     /// A flow by key (decoded).
     pub fn get(&self, key: &FlowKey) -> Option<Flow> {
         self.map.get(key).and_then(Entry::flow)
+    }
+
+    /// The flow message of a counted flow (a flow new when `fresh`, else an update),
+    /// from its stored state: what a transfer sends, with nothing decoded.
+    pub fn message(&self, key: &FlowKey, fresh: bool) -> Option<Encoded> {
+        self.map.get(key).filter(|e| e.counted)?.message(fresh)
+    }
+
+    /// The flow message of the flow last given to [`FlowTable::upsert`], with `timeout`
+    /// (its state is still at hand: the event path queues it without encoding again).
+    pub fn last_upserted_message(&self, fresh: bool, timeout: Option<u32>) -> Option<Encoded> {
+        state_message(&self.scratch, fresh, timeout)
     }
 
     /// Whether a flow is held.
@@ -330,10 +358,11 @@ impl FlowTable {
         stale
     }
 
-    /// The counted flows of the given buckets, grouped by bucket, in one pass.
-    pub fn flows_of_buckets(&self, buckets: &[u16]) -> Vec<(u16, Vec<Flow>)> {
+    /// The flow updates of the counted flows of the given buckets, grouped by bucket,
+    /// in one pass, from their stored states (nothing decoded).
+    pub fn messages_of_buckets(&self, buckets: &[u16]) -> Vec<(u16, Vec<(FlowKey, Encoded)>)> {
         let mut slot = [usize::MAX; BUCKETS];
-        let mut out: Vec<(u16, Vec<Flow>)> = Vec::new();
+        let mut out: Vec<(u16, Vec<(FlowKey, Encoded)>)> = Vec::new();
         for &b in buckets {
             if let Some(s) = slot.get_mut(usize::from(b))
                 && *s == usize::MAX
@@ -342,11 +371,12 @@ impl FlowTable {
                 out.push((b, Vec::new()));
             }
         }
-        for e in self.map.values().filter(|e| e.counted) {
+        for (k, e) in self.map.iter().filter(|(_, e)| e.counted) {
             if let Some(&i) = slot.get(usize::from(e.bucket))
                 && let Some((_, v)) = out.get_mut(i)
+                && let Some(m) = e.message(false)
             {
-                v.extend(e.flow());
+                v.push((*k, m));
             }
         }
         out

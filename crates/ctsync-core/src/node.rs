@@ -14,7 +14,7 @@ use ctsync_wire::{
 use crate::cache::{BUCKETS, FlowTable, Upsert};
 use crate::config::{Config, Mode};
 use crate::peer::{BulkOut, Peer, generation_of, key_id_of};
-use crate::stream::Kind;
+use crate::stream::{Encoded, Kind};
 
 /// What this node does for the cluster now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -499,11 +499,17 @@ impl Node {
             // now as well would double a takeover's work.
             return;
         }
-        match outcome {
-            Upsert::Same => {}
-            Upsert::Changed => self.replicate(Message::FlowUpdate(flow.clone())),
-            Upsert::New if new => self.replicate(Message::FlowNew(flow.clone())),
-            Upsert::New => self.replicate(Message::FlowUpdate(flow.clone())),
+        let kind = match outcome {
+            Upsert::Same => return,
+            Upsert::New if new => Kind::FlowNew,
+            Upsert::Changed | Upsert::New => Kind::FlowUpdate,
+        };
+        // The state upsert just encoded, with the timeout spliced in: no second encoding.
+        if let Some(m) = self
+            .internal
+            .last_upserted_message(kind == Kind::FlowNew, flow.timeout)
+        {
+            self.replicate_encoded(Some(key), kind, m);
         }
     }
 
@@ -528,10 +534,16 @@ impl Node {
             self.stats.unencodable += 1;
             return;
         }
-        let key = crate::stream::flow_key(&m);
-        let kind = Kind::of(&m);
         // Encoded once, shared by every peer's queue.
-        let bytes = crate::stream::encode(&m);
+        self.replicate_encoded(
+            crate::stream::flow_key(&m),
+            Kind::of(&m),
+            crate::stream::encode(&m),
+        );
+    }
+
+    /// Queue an encoded message on every live peer's stream (see [`Node::replicate`]).
+    fn replicate_encoded(&mut self, key: Option<FlowKey>, kind: Kind, bytes: Encoded) {
         let mut overflowed = Vec::new();
         for (id, p) in self.peers.iter_mut() {
             if p.epoch.is_none() || !p.up || p.resync_needed {
@@ -760,8 +772,9 @@ impl Node {
         }
         for _ in 0..self.cfg.bulk_step {
             let Some(key) = bulk.keys.pop() else { break };
-            if let Some(f) = internal.get(&key).filter(|_| internal.is_counted(&key)) {
-                p.send.push(Message::FlowUpdate(f));
+            // Read now, not when the transfer began: the latest state goes out.
+            if let Some(m) = internal.message(&key, false) {
+                p.send.push_transfer(key, m);
                 bulk.sent += 1;
             }
         }
@@ -1000,6 +1013,7 @@ impl Node {
                 self.peer_role(id, role, ready);
             }
             let ack_delay = self.cfg.ack_delay;
+            let ack_every = (self.cfg.window / 4).max(1);
             for (generation, first, ms) in data {
                 let p = self.peer(id);
                 let d = p.recv.receive(generation, first, ms);
@@ -1007,7 +1021,13 @@ impl Node {
                     // Its new stream supersedes repairs the old one promised.
                     p.repairs_pending = 0;
                 }
-                if p.ack_at.is_none() {
+                p.unacked += d.messages.len();
+                if p.unacked >= ack_every {
+                    // A quarter of a window: acknowledge now, so that a sender with a
+                    // full window does not sit out the ACK delay (a bulk transfer of
+                    // 200k flows waited ~25 times for it).
+                    p.ack_at = Some(now);
+                } else if p.ack_at.is_none() {
                     p.ack_at = Some(now + ack_delay);
                 }
                 for m in d.messages {
@@ -1142,7 +1162,7 @@ impl Node {
                 }
                 // Same state: only remember it was mentioned; the kernel already has it.
                 if ext.table.upsert(&f, ext.mark, true) != Upsert::Same && hot {
-                    kernel_ops.push_back(KernelOp::Upsert(f));
+                    kernel_ops.push_back(KernelOp::Upsert(*f));
                 }
             }
             Message::FlowDelete(key) => {
@@ -1232,10 +1252,10 @@ impl Node {
                     .into_iter()
                     .filter(|&b| usize::from(b) < BUCKETS)
                     .collect();
-                for (b, flows) in internal.flows_of_buckets(&wanted) {
+                for (b, flows) in internal.messages_of_buckets(&wanted) {
                     overflow |= !p.send.push(Message::BucketBegin { bucket: b });
-                    for f in flows {
-                        overflow |= !p.send.push(Message::FlowUpdate(f));
+                    for (key, m) in flows {
+                        overflow |= !p.send.push_transfer(key, m);
                     }
                     overflow |= !p.send.push(Message::BucketEnd { bucket: b });
                 }
@@ -1351,9 +1371,9 @@ impl Node {
             let Some((_, key)) = self.delayed.pop_front() else {
                 break;
             };
-            if let Some(f) = self.internal.get(&key) {
-                self.internal.count_in(&key);
-                self.replicate(Message::FlowNew(f));
+            self.internal.count_in(&key);
+            if let Some(m) = self.internal.message(&key, true) {
+                self.replicate_encoded(Some(key), Kind::FlowNew, m);
             }
         }
         if now >= self.next_digest {
@@ -1514,6 +1534,7 @@ impl Node {
                 let (g, next, ranges) = p.recv.ack();
                 w.ack(g, next, &ranges);
                 p.ack_at = None;
+                p.unacked = 0;
                 any = true;
             }
             if p.recv.nack_due && p.nack_sent.is_none_or(|t| now >= t + cfg.rto / 2) {

@@ -87,6 +87,8 @@ pub struct Peer {
     pub recv: RecvStream,
     /// When a standalone ACK is due.
     pub ack_at: Option<Instant>,
+    /// Messages delivered since our last ACK.
+    pub unacked: usize,
     /// When we last sent a NACK.
     pub nack_sent: Option<Instant>,
     /// A bulk transfer to it in progress.
@@ -133,6 +135,7 @@ impl Peer {
             send: SendStream::new(window, queue_limit),
             recv: RecvStream::new(window * 4),
             ack_at: None,
+            unacked: 0,
             nack_sent: None,
             bulk: None,
             resync_needed: false,

@@ -6,6 +6,7 @@
 //! stream has a generation: a reset starts a new generation at 0, and the sender follows
 //! it with a bulk transfer, so nothing is lost across a reset.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -186,37 +187,69 @@ impl SendStream {
     /// cancels both. Returns `false` when the pending queue is full: the caller must
     /// reset the stream and resynchronise.
     pub fn push_encoded(&mut self, key: Option<FlowKey>, kind: Kind, bytes: Encoded) -> bool {
-        let key = key.filter(|_| kind != Kind::Control);
-        let slot = key
-            .and_then(|k| self.by_key.get(&k).copied())
-            .and_then(|at| self.pending.get_mut((at - self.pending_base) as usize));
-        if let (Some(k), Some(slot)) = (key, slot)
-            && let Some(p) = slot.as_mut()
-        {
-            self.stats.coalesced += 1;
-            if p.fresh && kind == Kind::FlowDelete {
-                // Created and gone before it was sent: nothing to send.
-                *slot = None;
-                self.by_key.remove(&k);
-                self.pending_live -= 1;
-            } else {
-                // The receiver's knowledge of the flow is what it was: a flow it knew
-                // stays known (a later deletion must reach it), a fresh one stays fresh.
-                p.bytes = bytes;
-            }
-            return true;
-        }
-        if key.is_none() {
+        let Some(k) = key.filter(|_| kind != Kind::Control) else {
             // Control messages (bulk and repair boundaries, digests) are barriers: a flow
             // message after one must not be merged into a slot before it.
             self.by_key.clear();
+            return self.enqueue(None, kind, bytes);
+        };
+        // One hash of the key, whether it coalesces or is queued.
+        let at = self.pending_base + self.pending.len() as u64;
+        match self.by_key.entry(k) {
+            Entry::Occupied(o) => {
+                let idx = (*o.get() - self.pending_base) as usize;
+                let Some(p) = self.pending.get_mut(idx).and_then(Option::as_mut) else {
+                    // Stale (cannot happen: taken and cancelled slots leave the map).
+                    o.remove();
+                    return self.enqueue(Some(k), kind, bytes) && self.index(k);
+                };
+                self.stats.coalesced += 1;
+                if p.fresh && kind == Kind::FlowDelete {
+                    // Created and gone before it was sent: nothing to send.
+                    self.pending[idx] = None;
+                    o.remove();
+                    self.pending_live -= 1;
+                } else {
+                    // The receiver's knowledge of the flow is what it was: a flow it knew
+                    // stays known (a later deletion must reach it), a fresh one stays fresh.
+                    p.bytes = bytes;
+                }
+                true
+            }
+            Entry::Vacant(v) => {
+                if self.pending_live >= self.limit {
+                    return false;
+                }
+                v.insert(at);
+                self.enqueue(Some(k), kind, bytes)
+            }
         }
+    }
+
+    /// Queue a flow update from a transfer (bulk or bucket repair): merged into a
+    /// pending message for the flow if there is one, otherwise queued without being
+    /// indexed, so that a transfer of 200,000 flows costs no index upkeep. Safe because a
+    /// later message for the flow is then appended after this one (never merged into an
+    /// earlier slot), and a later flow-new for it (which a deletion could cancel) only
+    /// follows a deletion, itself queued after this one.
+    pub fn push_transfer(&mut self, key: FlowKey, bytes: Encoded) -> bool {
+        if self.by_key.contains_key(&key) {
+            return self.push_encoded(Some(key), Kind::FlowUpdate, bytes);
+        }
+        self.enqueue(None, Kind::FlowUpdate, bytes)
+    }
+
+    /// Index a just-queued flow message for coalescing.
+    fn index(&mut self, k: FlowKey) -> bool {
+        let at = self.pending_base + self.pending.len() as u64 - 1;
+        self.by_key.insert(k, at);
+        true
+    }
+
+    /// Append to the pending queue, unless it is full.
+    fn enqueue(&mut self, key: Option<FlowKey>, kind: Kind, bytes: Encoded) -> bool {
         if self.pending_live >= self.limit {
             return false;
-        }
-        let at = self.pending_base + self.pending.len() as u64;
-        if let Some(k) = key {
-            self.by_key.insert(k, at);
         }
         self.pending.push_back(Some(Pending {
             key,
@@ -245,12 +278,12 @@ impl SendStream {
             }
         };
         self.pending_live -= 1;
-        if let Some(k) = p
-            .key
-            .as_ref()
-            .filter(|k| self.by_key.get(k) == Some(&(self.pending_base - 1)))
+        if let Some(k) = p.key
+            && !self.by_key.is_empty()
+            && let Entry::Occupied(o) = self.by_key.entry(k)
+            && *o.get() == self.pending_base - 1
         {
-            self.by_key.remove(k);
+            o.remove();
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -579,16 +612,16 @@ mod tests {
         );
         let mut f = Flow::new(t, t.inverse());
         let mut s = SendStream::new(10, 10);
-        assert!(s.push(Message::FlowNew(f.clone())));
+        assert!(s.push(Message::FlowNew(Box::new(f.clone()))));
         f.mark = Some(9);
-        assert!(s.push(Message::FlowUpdate(f.clone())));
+        assert!(s.push(Message::FlowUpdate(Box::new(f.clone()))));
         assert_eq!(s.backlog(), 1);
         let now = Instant::now();
         let (_, m) = s.next_new(now).unwrap();
-        assert_eq!(m, &encode(&Message::FlowUpdate(f.clone()))[..]);
+        assert_eq!(m, &encode(&Message::FlowUpdate(Box::new(f.clone())))[..]);
         // New then delete before sending: nothing at all.
         let mut s = SendStream::new(10, 10);
-        s.push(Message::FlowNew(f.clone()));
+        s.push(Message::FlowNew(Box::new(f.clone())));
         s.push(Message::FlowDelete(f.key()));
         assert_eq!(s.backlog(), 0);
         assert!(s.next_new(now).is_none());
@@ -596,7 +629,7 @@ mod tests {
         // anything was sent: the deletion must still reach the receiver.
         let mut s = SendStream::new(10, 10);
         s.push(Message::FlowDelete(f.key()));
-        s.push(Message::FlowNew(f.clone()));
+        s.push(Message::FlowNew(Box::new(f.clone())));
         s.push(Message::FlowDelete(f.key()));
         assert_eq!(s.backlog(), 1);
         let (_, m) = s.next_new(now).unwrap();

@@ -529,6 +529,79 @@ fn read_nat(
     Ok((addr, port))
 }
 
+/// Where a flow encoding's timeout sits (or would sit): the offset just past its
+/// tuples, NAT, zone and mark, found without decoding the flow. Returns the flags too.
+fn timeout_offset(bytes: &[u8]) -> Result<(u16, usize), WireError> {
+    let mut r = Reader::new(bytes);
+    let flags = r.u16()?;
+    let addr = if flags & flag::IPV6 != 0 { 16 } else { 4 };
+    let (k_orig, k_reply) = if flags & flag::L4_EXPLICIT != 0 {
+        let a = r.u8()?;
+        r.u8()?;
+        (Some(a & 0x0f), Some(a >> 4))
+    } else {
+        (None, None)
+    };
+    // A tuple body: two addresses, the protocol, then its layer-4 identity (4 bytes for
+    // every shape but none; the shape is the protocol's unless given). Returns the shape.
+    let tuple = |r: &mut Reader<'_>, kind: Option<u8>| -> Result<u8, WireError> {
+        r.take(2 * addr)?;
+        let proto = r.u8()?;
+        let kind = kind.unwrap_or_else(|| canonical_l4_kind(proto));
+        match kind {
+            0 => {}
+            1..=4 => {
+                r.take(4)?;
+            }
+            _ => return Err(WireError::Malformed),
+        }
+        Ok(kind)
+    };
+    let orig = tuple(&mut r, k_orig)?;
+    if flags & flag::REPLY_FULL != 0 {
+        tuple(&mut r, k_reply)?;
+    } else {
+        // NAT carries a port when the tuples have one (as `read_flow` decides).
+        let port = if orig == 0 { 0 } else { 2 };
+        for bit in [flag::DNAT, flag::SNAT] {
+            if flags & bit != 0 {
+                r.take(addr + port)?;
+            }
+        }
+    }
+    if flags & flag::ZONE != 0 {
+        r.take(2)?;
+    }
+    if flags & flag::MARK != 0 {
+        r.take(4)?;
+    }
+    Ok((flags, bytes.len() - r.remaining()))
+}
+
+/// Append the encoding of a flow with `timeout`, from its state ([`put_flow_state`]'s
+/// output): the timeout spliced in, nothing decoded. What [`put_flow`] would write for
+/// that flow with that timeout.
+pub fn put_state_with_timeout(
+    buf: &mut Vec<u8>,
+    state: &[u8],
+    timeout: Option<u32>,
+) -> Result<(), WireError> {
+    let (flags, at) = timeout_offset(state)?;
+    if flags & flag::TIMEOUT != 0 {
+        return Err(WireError::Malformed);
+    }
+    match timeout {
+        None => buf.extend_from_slice(state),
+        Some(t) => {
+            buf.extend_from_slice(&(flags | flag::TIMEOUT).to_be_bytes());
+            buf.extend_from_slice(&state[2..at]);
+            buf.extend_from_slice(&t.to_be_bytes());
+            buf.extend_from_slice(&state[at..]);
+        }
+    }
+    Ok(())
+}
+
 /// Decode a flow written by [`put_flow`].
 pub fn read_flow(r: &mut Reader<'_>) -> Result<Flow, WireError> {
     let flags = r.u16()?;

@@ -95,10 +95,11 @@ pub const MAX_RANGES: usize = 32;
 /// A reliable message of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// A new flow.
-    FlowNew(Flow),
+    /// A new flow (boxed: a decoded flow is 424 bytes, moved several times on its way
+    /// from a datagram to a cache).
+    FlowNew(Box<Flow>),
     /// A changed flow.
-    FlowUpdate(Flow),
+    FlowUpdate(Box<Flow>),
     /// A flow is gone.
     FlowDelete(FlowKey),
     /// A new expectation.
@@ -244,6 +245,28 @@ impl Message {
         Ok(Self::read_body(ty, body).ok().flatten())
     }
 
+    /// Append a flow update (`fresh`: a flow new) for a flow held as its state
+    /// ([`codec::put_flow_state`]) with `timeout`: the same bytes as
+    /// `Message::FlowUpdate(flow).put(buf)`, without decoding the flow.
+    pub fn put_flow_from_state(
+        buf: &mut Vec<u8>,
+        fresh: bool,
+        state: &[u8],
+        timeout: Option<u32>,
+    ) -> Result<(), WireError> {
+        let start = buf.len();
+        buf.push(if fresh {
+            message_type::FLOW_NEW
+        } else {
+            message_type::FLOW_UPDATE
+        });
+        put_varint(
+            buf,
+            (state.len() + if timeout.is_some() { 4 } else { 0 }) as u32,
+        );
+        codec::put_state_with_timeout(buf, state, timeout).inspect_err(|_| buf.truncate(start))
+    }
+
     /// Append a padding message: it fills a sequence number and means nothing. Sent in
     /// place of a message that could not be encoded.
     pub fn put_padding(buf: &mut Vec<u8>) {
@@ -254,8 +277,8 @@ impl Message {
         use message_type as t;
         let mut b = Reader::new(body);
         let m = match ty {
-            t::FLOW_NEW => Message::FlowNew(codec::read_flow(&mut b)?),
-            t::FLOW_UPDATE => Message::FlowUpdate(codec::read_flow(&mut b)?),
+            t::FLOW_NEW => Message::FlowNew(Box::new(codec::read_flow(&mut b)?)),
+            t::FLOW_UPDATE => Message::FlowUpdate(Box::new(codec::read_flow(&mut b)?)),
             t::FLOW_DELETE => Message::FlowDelete(codec::read_flow(&mut b)?.key()),
             t::EXP_NEW => Message::ExpNew(Box::new(read_expectation(&mut b)?)),
             t::EXP_DELETE => {

@@ -147,6 +147,29 @@ proptest! {
         prop_assert_eq!(decode_one(&buf), codec::normalize(&f));
     }
 
+    /// A message built from a flow's state and timeout is the one built from the flow.
+    #[test]
+    fn flow_message_from_state_equals_from_flow(f in flow(), fresh: bool) {
+        let mut state = Vec::new();
+        codec::put_flow_state(&mut state, &f).unwrap();
+        let mut direct = Vec::new();
+        let m = if fresh { Message::FlowNew(Box::new(f.clone())) } else { Message::FlowUpdate(Box::new(f.clone())) };
+        m.put(&mut direct).unwrap();
+        let mut spliced = vec![7u8];
+        Message::put_flow_from_state(&mut spliced, fresh, &state, f.timeout).unwrap();
+        prop_assert_eq!(&spliced[1..], &direct[..]);
+    }
+
+    /// Splicing a timeout into arbitrary bytes fails cleanly or succeeds; never panics.
+    #[test]
+    fn splicing_a_timeout_into_garbage_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..80),
+        t: Option<u32>,
+    ) {
+        let mut out = Vec::new();
+        let _ = Message::put_flow_from_state(&mut out, false, &bytes, t);
+    }
+
     /// Messages round-trip inside a DATA frame, in order.
     #[test]
     fn data_frame_round_trip(fs in proptest::collection::vec(flow(), 0..20)) {
@@ -154,8 +177,8 @@ proptest! {
             .iter()
             .enumerate()
             .map(|(i, f)| match i % 3 {
-                0 => Message::FlowNew(codec::normalize(f)),
-                1 => Message::FlowUpdate(codec::normalize(f)),
+                0 => Message::FlowNew(Box::new(codec::normalize(f))),
+                1 => Message::FlowUpdate(Box::new(codec::normalize(f))),
                 _ => Message::FlowDelete(f.key()),
             })
             .collect();
@@ -228,7 +251,9 @@ fn benchmark_flow() -> Flow {
 #[test]
 fn an_ipv4_tcp_snat_flow_is_small() {
     let mut buf = Vec::new();
-    Message::FlowUpdate(benchmark_flow()).put(&mut buf).unwrap();
+    Message::FlowUpdate(Box::new(benchmark_flow()))
+        .put(&mut buf)
+        .unwrap();
     assert!(buf.len() <= 40, "{} bytes", buf.len());
     println!("IPv4 TCP SNAT flow message: {} bytes", buf.len());
 }

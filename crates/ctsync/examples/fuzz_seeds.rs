@@ -60,8 +60,8 @@ fn write_wire_seeds() -> std::io::Result<()> {
     let mut msgs = Vec::new();
     for (i, f) in flows.iter().enumerate() {
         let m = match i % 3 {
-            0 => Message::FlowNew(f.clone()),
-            1 => Message::FlowUpdate(f.clone()),
+            0 => Message::FlowNew(Box::new(f.clone())),
+            1 => Message::FlowUpdate(Box::new(f.clone())),
             _ => Message::FlowDelete(f.key()),
         };
         m.put(&mut msgs).map_err(std::io::Error::other)?;

@@ -23,7 +23,7 @@ use crate::config::{Config, ModeSetting, RoleSetting, node_id, read_key};
 /// must not starve acknowledgements and timers).
 const EVENT_BUDGET: usize = 4096;
 /// Datagrams read per loop turn.
-const DATAGRAM_BUDGET: usize = 1024;
+const DATAGRAM_BUDGET: usize = 64;
 /// Flows decoded and written per kernel batch during a commit.
 const COMMIT_CHUNK: usize = 16384;
 
@@ -203,6 +203,17 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
     }
     .context("ctnetlink request socket")?;
     let own_port = ct.portid();
+    // The echo of our own kernel writes (a hot-standby backup writes every replicated
+    // flow) is dropped by the kernel before it reaches the event socket; the port-id
+    // check on each event stays as the fallback.
+    if let Err(e) = events.get_mut().ignore_port(own_port) {
+        log(
+            "warn",
+            format!(
+                "cannot filter our own writes' events in the kernel ({e}): they are read and dropped here"
+            ),
+        );
+    }
     let local = cfg.sync.local;
     let bind = move || -> std::io::Result<StdUdpSocket> {
         let s = StdUdpSocket::bind(local)?;
