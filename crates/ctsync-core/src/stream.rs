@@ -196,12 +196,13 @@ impl SendStream {
         // One hash of the key, whether it coalesces or is queued.
         let at = self.pending_base + self.pending.len() as u64;
         match self.by_key.entry(k) {
-            Entry::Occupied(o) => {
+            Entry::Occupied(mut o) => {
                 let idx = (*o.get() - self.pending_base) as usize;
                 let Some(p) = self.pending.get_mut(idx).and_then(Option::as_mut) else {
-                    // Stale (cannot happen: taken and cancelled slots leave the map).
-                    o.remove();
-                    return self.enqueue(Some(k), kind, bytes) && self.index(k);
+                    // Stale (cannot happen: taken and cancelled slots leave the map):
+                    // index the new message instead.
+                    o.insert(at);
+                    return self.enqueue(Some(k), kind, bytes);
                 };
                 self.stats.coalesced += 1;
                 if p.fresh && kind == Kind::FlowDelete {
@@ -237,13 +238,6 @@ impl SendStream {
             return self.push_encoded(Some(key), Kind::FlowUpdate, bytes);
         }
         self.enqueue(None, Kind::FlowUpdate, bytes)
-    }
-
-    /// Index a just-queued flow message for coalescing.
-    fn index(&mut self, k: FlowKey) -> bool {
-        let at = self.pending_base + self.pending.len() as u64 - 1;
-        self.by_key.insert(k, at);
-        true
     }
 
     /// Append to the pending queue, unless it is full.

@@ -1,5 +1,6 @@
 //! Hostile datagrams against a running pair: every one is dropped, counted under its own
-//! reason, and nothing reaches a cache or a kernel. No input panics.
+//! reason, and nothing reaches a cache or a kernel. No input panics. (Also the pair's
+//! acknowledgement pacing, which needs the same back-to-back pair.)
 
 #![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
 #![allow(clippy::disallowed_methods)] // the test plays the shell, which owns the clock
@@ -358,5 +359,39 @@ proptest! {
         d.extend_from_slice(&body);
         prop_assert!(b.handle_datagram(now, &mut d).is_err());
         prop_assert_eq!(b.external_len(), 0);
+    }
+}
+
+/// Flow control, not hostility, but on the same pair: a receiver acknowledges at once
+/// when a quarter of the window has arrived, so that a sender with a full window (a bulk
+/// transfer) does not sit out the ACK delay each time; a few messages wait for the delay.
+#[test]
+fn a_quarter_window_is_acknowledged_without_waiting_for_the_ack_delay() {
+    let mut p = Pair::new();
+    let quarter = Config::new(1, vec![1, 2]).window / 4;
+    let mut buf = Vec::new();
+    let mut next = 0u32;
+    for (count, ack_at_once) in [(100, false), (quarter + 100, true)] {
+        // Let everything before settle, then hold the clock still.
+        p.settle(Duration::from_millis(50));
+        for _ in 0..count {
+            let t = Tuple::ports(
+                ipproto::UDP,
+                IpAddr::V4(Ipv4Addr::from(0xC612_0000 + next)),
+                5000,
+                IpAddr::V4(Ipv4Addr::new(198, 19, 0, 9)),
+                53,
+            );
+            next += 1;
+            p.a.handle_kernel_event(p.now, EventKind::New, &Flow::new(t, t.inverse()), false);
+        }
+        while p.a.poll_transmit(p.now, &mut buf).is_some() {
+            p.b.handle_datagram(p.now, &mut buf).unwrap();
+        }
+        assert_eq!(
+            p.b.poll_transmit(p.now, &mut buf).is_some(),
+            ack_at_once,
+            "{count} messages delivered"
+        );
     }
 }
