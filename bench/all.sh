@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Every side-by-side benchmark, one after the other, each writing its section of
-# BENCHMARKS.md (root; Debian 12). About 10 minutes on the project's 2-core machine, plus
-# the build and bench/sessions.sh:
+# BENCHMARKS.md (root; Debian 12). About 12 minutes on the project's 2-core machine (732 s
+# in the last full run), plus the build:
 #   bench/kernel.sh --write          ctsync vs a batched C loader and conntrack -L   ~1 min
 #   bench/replication.sh --write     table replication, resync, bulk, bytes/flow     ~2 min
 #   bench/failover.sh --write        takeover with 200,000 flows                    ~1 min
 #   bench/events.sh --write          churn at 5k-100k flows/s and flat out          ~5 min
 #   bench/sessions.sh --write        50 live sessions through a lab failover, 3 rounds of
-#                                    8 failovers (not timed yet)
+#                                    8 failovers                                    ~6 min
 # (bench/core.sh, the replication core alone, has no reference to run next to; run it by
 # itself.) A benchmark whose section has no markers in BENCHMARKS.md is skipped, and said
 # so, before anything runs; the run stops at the first benchmark that fails.
