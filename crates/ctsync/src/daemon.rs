@@ -22,7 +22,8 @@ use crate::config::{Config, ModeSetting, RoleSetting, node_id, read_key};
 /// Events drained per loop turn before the other sources get a look (an event storm
 /// must not starve acknowledgements and timers).
 const EVENT_BUDGET: usize = 4096;
-/// Datagrams read per loop turn.
+/// Datagrams read per loop turn. Small, so that acknowledgements go out between turns
+/// while a peer streams (with 1,024 a bulk transfer's sender sat on a full window).
 const DATAGRAM_BUDGET: usize = 64;
 /// Flows decoded and written per kernel batch during a commit.
 const COMMIT_CHUNK: usize = 16384;
