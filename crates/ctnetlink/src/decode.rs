@@ -463,6 +463,16 @@ fn decode_protoinfo(
     let mut info = None;
     for a in attrs(buf) {
         let (kind, raw, v) = a?;
+        if matches!(
+            kind,
+            attr::protoinfo::TCP | attr::protoinfo::SCTP | attr::protoinfo::DCCP
+        ) {
+            // A later protocol nest replaces an earlier one, its unknown attributes too:
+            // they belong to the other protocol and could mean something else in this
+            // one (found by fuzzing: SCTP's unknown 5 re-encoded inside TCP is a
+            // malformed TCP_FLAGS_REPLY).
+            others.retain(|o| o.nest != Nest::ProtoInfoProto);
+        }
         match kind {
             attr::protoinfo::TCP => {
                 let mut tcp = TcpInfo::default();

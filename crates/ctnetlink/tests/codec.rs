@@ -477,6 +477,32 @@ fn a_later_unknown_protoinfo_does_not_erase_the_known_one() {
     assert_eq!(roundtrip(&f), f);
 }
 
+/// Found by fuzzing (CI): a PROTOINFO with an SCTP nest, then a TCP one. TCP wins, and
+/// the SCTP nest's unknown attributes (4 and 5) used to stay, to be re-encoded inside the
+/// TCP nest, where 5 is TCP_FLAGS_REPLY and one byte is too short: the re-encoded flow
+/// did not decode.
+#[test]
+fn a_replaced_protocol_nest_takes_its_unknown_attributes_with_it() {
+    let mut buf = Vec::new();
+    encode::put_tuple(&mut buf, attr::cta::TUPLE_ORIG, &sample().orig);
+    // PROTOINFO { SCTP { unknown 4: [39, 16], unknown 5: [15] }, TCP { state 3 } }
+    buf.extend_from_slice(&[
+        36, 0, 4, 0x80, 20, 0, 3, 0x80, 6, 0, 4, 0, 39, 16, 0, 0, 5, 0, 5, 0, 15, 0, 0, 0, 12, 0,
+        1, 0x80, 5, 0, 1, 0, 3, 0, 0, 0,
+    ]);
+    let f = decode::decode_flow(2, &buf).expect("decodes");
+    assert!(
+        matches!(
+            f.protoinfo,
+            Some(ProtoInfo::Tcp(TcpInfo { state: Some(3), .. }))
+        ),
+        "{:?}",
+        f.protoinfo
+    );
+    assert!(f.other.is_empty(), "{:?}", f.other);
+    assert_eq!(roundtrip(&f), f);
+}
+
 /// Review finding: NLMSG_DONE carries the errno of a failed dump.
 #[test]
 fn done_carries_the_dump_errno() {
