@@ -457,14 +457,20 @@ fn unknown_attributes_come_back_in_canonical_order() {
 /// TCP state of the first, leaving unknown TCP attributes with no TCP nest to go in.
 #[test]
 fn a_later_unknown_protoinfo_does_not_erase_the_known_one() {
+    tcp_state_3_that_round_trips(&[
+        // PROTOINFO { TCP { state 3, unknown 515: [4, 4] } }
+        24, 0, 4, 0x80, 20, 0, 1, 0x80, 5, 0, 1, 0, 3, 0, 0, 0, 6, 0, 3, 2, 4, 4, 0, 0,
+        // PROTOINFO { unknown 9729: [] }
+        8, 0, 4, 0x80, 4, 0, 0x01, 0x26,
+    ]);
+}
+
+/// The original tuple of [`sample`] followed by `attrs`, decoded: asserts that it holds
+/// TCP state 3 and survives a round trip.
+fn tcp_state_3_that_round_trips(attrs: &[u8]) -> Flow {
     let mut buf = Vec::new();
     encode::put_tuple(&mut buf, attr::cta::TUPLE_ORIG, &sample().orig);
-    // PROTOINFO { TCP { state 3, unknown 515: [4, 4] } }
-    buf.extend_from_slice(&[
-        24, 0, 4, 0x80, 20, 0, 1, 0x80, 5, 0, 1, 0, 3, 0, 0, 0, 6, 0, 3, 2, 4, 4, 0, 0,
-    ]);
-    // PROTOINFO { unknown 9729: [] }
-    buf.extend_from_slice(&[8, 0, 4, 0x80, 4, 0, 0x01, 0x26]);
+    buf.extend_from_slice(attrs);
     let f = decode::decode_flow(2, &buf).expect("decodes");
     assert!(
         matches!(
@@ -475,6 +481,7 @@ fn a_later_unknown_protoinfo_does_not_erase_the_known_one() {
         f.protoinfo
     );
     assert_eq!(roundtrip(&f), f);
+    f
 }
 
 /// Found by fuzzing (CI): a PROTOINFO with an SCTP nest, then a TCP one. TCP wins, and
@@ -483,24 +490,12 @@ fn a_later_unknown_protoinfo_does_not_erase_the_known_one() {
 /// did not decode.
 #[test]
 fn a_replaced_protocol_nest_takes_its_unknown_attributes_with_it() {
-    let mut buf = Vec::new();
-    encode::put_tuple(&mut buf, attr::cta::TUPLE_ORIG, &sample().orig);
-    // PROTOINFO { SCTP { unknown 4: [39, 16], unknown 5: [15] }, TCP { state 3 } }
-    buf.extend_from_slice(&[
-        36, 0, 4, 0x80, 20, 0, 3, 0x80, 6, 0, 4, 0, 39, 16, 0, 0, 5, 0, 5, 0, 15, 0, 0, 0, 12, 0,
-        1, 0x80, 5, 0, 1, 0, 3, 0, 0, 0,
+    let f = tcp_state_3_that_round_trips(&[
+        // PROTOINFO { SCTP { unknown 4: [39, 16], unknown 5: [15] }, TCP { state 3 } }
+        36, 0, 4, 0x80, 20, 0, 3, 0x80, 6, 0, 4, 0, 39, 16, 0, 0, 5, 0, 5, 0, 15, 0, 0, 0, 12, 0, 1,
+        0x80, 5, 0, 1, 0, 3, 0, 0, 0,
     ]);
-    let f = decode::decode_flow(2, &buf).expect("decodes");
-    assert!(
-        matches!(
-            f.protoinfo,
-            Some(ProtoInfo::Tcp(TcpInfo { state: Some(3), .. }))
-        ),
-        "{:?}",
-        f.protoinfo
-    );
     assert!(f.other.is_empty(), "{:?}", f.other);
-    assert_eq!(roundtrip(&f), f);
 }
 
 /// Review finding: NLMSG_DONE carries the errno of a failed dump.
