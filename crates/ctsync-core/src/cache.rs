@@ -1,9 +1,11 @@
 //! The caches: this node's kernel table (internal) and what peers told us (external),
 //! each with an incrementally maintained digest by bucket for anti-entropy.
 
-use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use ahash::RandomState;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as Slot;
 
 use ctnetlink::{Flow, FlowKey};
 use ctsync_wire::{Message, codec};
@@ -113,10 +115,55 @@ impl Digest {
     }
 }
 
+/// The hasher of flow keys. aHash with a per-process random seed: several times faster
+/// than SipHash on 44-byte keys, and flow keys are partly chosen by whoever sends traffic
+/// through the firewall, so the seed must stay secret (no fixed-seed hasher). One seed
+/// for every table and queue of the process, so that a hash computed once serves them all.
+fn key_hasher() -> &'static RandomState {
+    static HASHER: OnceLock<RandomState> = OnceLock::new();
+    HASHER.get_or_init(RandomState::new)
+}
+
+/// A flow key with its hash, computed once per event or received flow and carried to
+/// every table and queue that looks the flow up (hashing a key costs more than a probe
+/// of a table that is in cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyed {
+    key: FlowKey,
+    hash: u64,
+}
+
+impl Keyed {
+    /// Hash a key.
+    pub fn new(key: FlowKey) -> Keyed {
+        Keyed {
+            hash: key_hasher().hash_one(key),
+            key,
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &FlowKey {
+        &self.key
+    }
+
+    /// Its hash (secretly seeded; meaningful only inside this process).
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl From<FlowKey> for Keyed {
+    fn from(key: FlowKey) -> Keyed {
+        Keyed::new(key)
+    }
+}
+
 /// One flow as a table holds it: its replicated state in wire form (about 33 bytes for
 /// an IPv4 TCP flow with SNAT, where a decoded [`Flow`] takes 424), decoded on demand.
 #[derive(Debug, Clone)]
 struct Entry {
+    key: FlowKey,
     /// [`codec::put_flow_state`] of the flow: everything replicated but the timeout.
     state: Box<[u8]>,
     /// The content hash: `xxh3_64(state)`.
@@ -145,16 +192,11 @@ impl Entry {
     }
 }
 
-/// A map keyed by flow. aHash with a per-process random seed: several times faster
-/// than SipHash on 44-byte keys, and flow keys are partly chosen by whoever sends traffic
-/// through the firewall, so the seed must stay secret (no fixed-seed hasher).
-pub type KeyMap<V> = HashMap<FlowKey, V, RandomState>;
-
 /// A flow table with a digest, keyed by [`FlowKey`]. Flows are kept in their compact
 /// wire form: the methods that return flows decode them.
 #[derive(Debug, Clone, Default)]
 pub struct FlowTable {
-    map: KeyMap<Entry>,
+    map: HashTable<Entry>,
     digest: Digest,
     scratch: Vec<u8>,
 }
@@ -164,10 +206,9 @@ impl PartialEq for FlowTable {
     fn eq(&self, other: &FlowTable) -> bool {
         self.digest == other.digest
             && self.map.len() == other.map.len()
-            && self.map.iter().all(|(k, e)| {
+            && self.map.iter().all(|e| {
                 other
-                    .map
-                    .get(k)
+                    .find(&Keyed::new(e.key))
                     .is_some_and(|o| o.state == e.state && o.timeout == e.timeout)
             })
     }
@@ -179,7 +220,7 @@ impl FlowTable {
     /// An empty table with room for `n` flows.
     pub fn with_capacity(n: usize) -> FlowTable {
         FlowTable {
-            map: KeyMap::with_capacity_and_hasher(n, RandomState::new()),
+            map: HashTable::with_capacity(n),
             digest: Digest::default(),
             scratch: Vec::with_capacity(256),
         }
@@ -200,15 +241,23 @@ impl FlowTable {
         &self.digest
     }
 
+    fn find(&self, key: &Keyed) -> Option<&Entry> {
+        self.map.find(key.hash, |e| e.key == key.key)
+    }
+
+    fn find_mut(&mut self, key: &Keyed) -> Option<&mut Entry> {
+        self.map.find_mut(key.hash, |e| e.key == key.key)
+    }
+
     /// A flow by key (decoded).
-    pub fn get(&self, key: &FlowKey) -> Option<Flow> {
-        self.map.get(key).and_then(Entry::flow)
+    pub fn get(&self, key: &Keyed) -> Option<Flow> {
+        self.find(key).and_then(Entry::flow)
     }
 
     /// The flow message of a counted flow (a flow new when `fresh`, else an update),
     /// from its stored state: what a transfer sends, with nothing decoded.
-    pub fn message(&self, key: &FlowKey, fresh: bool) -> Option<Encoded> {
-        self.map.get(key).filter(|e| e.counted)?.message(fresh)
+    pub fn message(&self, key: &Keyed, fresh: bool) -> Option<Encoded> {
+        self.find(key).filter(|e| e.counted)?.message(fresh)
     }
 
     /// The flow message of the flow last given to [`FlowTable::upsert`], with `timeout`
@@ -218,23 +267,29 @@ impl FlowTable {
     }
 
     /// Whether a flow is held.
-    pub fn contains(&self, key: &FlowKey) -> bool {
-        self.map.contains_key(key)
+    pub fn contains(&self, key: &Keyed) -> bool {
+        self.find(key).is_some()
     }
 
     /// Insert or replace, unless the table already holds the same state (by content
     /// hash): then only the mark (and the flow's timeout) is refreshed. One encoding and
     /// one hash: this is the hot path of every event and every received flow. A flow
     /// that cannot be encoded (tuples of two families, which no kernel makes) is not
-    /// stored ([`Upsert::Same`]).
-    pub fn upsert(&mut self, flow: &Flow, mark: u64, counted: bool) -> Upsert {
+    /// stored ([`Upsert::Same`]). `key` is the flow's key.
+    pub fn upsert(&mut self, key: &Keyed, flow: &Flow, mark: u64, counted: bool) -> Upsert {
+        debug_assert_eq!(key.key, flow.key());
         self.scratch.clear();
         if codec::put_flow_state(&mut self.scratch, flow).is_err() {
             return Upsert::Same;
         }
-        let key = flow.key();
         let hash = xxh3_64(&self.scratch);
-        if let Some(e) = self.map.get_mut(&key) {
+        let slot = self.map.entry(
+            key.hash,
+            |e| e.key == key.key,
+            |e| key_hasher().hash_one(e.key),
+        );
+        if let Slot::Occupied(mut o) = slot {
+            let e = o.get_mut();
             e.mark = mark;
             e.timeout = flow.timeout;
             if e.hash == hash {
@@ -259,18 +314,19 @@ impl FlowTable {
             }
             return Upsert::Changed;
         }
-        let bucket = bucket_of(&key);
-        self.map.insert(
-            key,
-            Entry {
-                state: self.scratch.as_slice().into(),
-                hash,
-                mark,
-                timeout: flow.timeout,
-                bucket,
-                counted,
-            },
-        );
+        let Slot::Vacant(v) = slot else {
+            return Upsert::Same;
+        };
+        let bucket = bucket_of(&key.key);
+        v.insert(Entry {
+            key: key.key,
+            state: self.scratch.as_slice().into(),
+            hash,
+            mark,
+            timeout: flow.timeout,
+            bucket,
+            counted,
+        });
         if counted {
             self.digest.add(bucket, hash);
         }
@@ -280,55 +336,68 @@ impl FlowTable {
     /// Insert or replace with the given mark; `counted` says whether the flow enters the
     /// digest. Returns whether it replaced a flow.
     pub fn insert(&mut self, flow: &Flow, mark: u64, counted: bool) -> bool {
-        let had = self.remove(&flow.key());
-        self.upsert(flow, mark, counted);
+        let key = Keyed::new(flow.key());
+        let had = self.remove(&key);
+        self.upsert(&key, flow, mark, counted);
         had
     }
 
     /// Count a held-back flow in the digest (it is replicated now).
-    pub fn count_in(&mut self, key: &FlowKey) {
-        if let Some(e) = self.map.get_mut(key).filter(|e| !e.counted) {
+    pub fn count_in(&mut self, key: &Keyed) {
+        if let Some(e) = self
+            .map
+            .find_mut(key.hash, |e| e.key == key.key && !e.counted)
+        {
             e.counted = true;
             self.digest.add(e.bucket, e.hash);
         }
     }
 
     /// Whether a flow is counted in the digest.
-    pub fn is_counted(&self, key: &FlowKey) -> bool {
-        self.map.get(key).is_some_and(|e| e.counted)
+    pub fn is_counted(&self, key: &Keyed) -> bool {
+        self.find(key).is_some_and(|e| e.counted)
     }
 
     /// Set the mark of a flow without changing it.
-    pub fn touch(&mut self, key: &FlowKey, mark: u64) {
-        if let Some(e) = self.map.get_mut(key) {
+    pub fn touch(&mut self, key: &Keyed, mark: u64) {
+        if let Some(e) = self.find_mut(key) {
             e.mark = mark;
         }
     }
 
     /// Remove by key; returns whether it was there.
-    pub fn remove(&mut self, key: &FlowKey) -> bool {
-        let Some(e) = self.map.remove(key) else {
+    pub fn remove(&mut self, key: &Keyed) -> bool {
+        let Ok(o) = self.map.find_entry(key.hash, |e| e.key == key.key) else {
             return false;
         };
+        let (e, _) = o.remove();
         if e.counted {
             self.digest.remove(e.bucket, e.hash);
         }
         true
     }
 
+    /// Remove every flow `stale` says is stale; returns their keys.
+    fn remove_where(&mut self, stale: impl Fn(&Entry) -> bool) -> Vec<FlowKey> {
+        let mut gone = Vec::new();
+        let digest = &mut self.digest;
+        self.map.retain(|e| {
+            if !stale(e) {
+                return true;
+            }
+            if e.counted {
+                digest.remove(e.bucket, e.hash);
+            }
+            gone.push(e.key);
+            false
+        });
+        gone
+    }
+
     /// Remove every flow (optionally only in `bucket`) whose mark is below `mark`;
     /// returns their keys.
     pub fn sweep(&mut self, mark: u64, bucket: Option<u16>) -> Vec<FlowKey> {
-        let stale: Vec<FlowKey> = self
-            .map
-            .iter()
-            .filter(|(_, e)| e.mark < mark && bucket.is_none_or(|b| e.bucket == b))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &stale {
-            self.remove(k);
-        }
-        stale
+        self.remove_where(|e| e.mark < mark && bucket.is_none_or(|b| e.bucket == b))
     }
 
     /// Like [`FlowTable::sweep`] for several buckets at once, each with its own mark, in
@@ -340,29 +409,20 @@ impl FlowTable {
                 *slot = Some(m);
             }
         }
-        let stale: Vec<FlowKey> = self
-            .map
-            .iter()
-            .filter(|(_, e)| {
-                by_bucket
-                    .get(usize::from(e.bucket))
-                    .copied()
-                    .flatten()
-                    .is_some_and(|m| e.mark < m)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &stale {
-            self.remove(k);
-        }
-        stale
+        self.remove_where(|e| {
+            by_bucket
+                .get(usize::from(e.bucket))
+                .copied()
+                .flatten()
+                .is_some_and(|m| e.mark < m)
+        })
     }
 
     /// The flow updates of the counted flows of the given buckets, grouped by bucket,
     /// in one pass, from their stored states (nothing decoded).
-    pub fn messages_of_buckets(&self, buckets: &[u16]) -> Vec<(u16, Vec<(FlowKey, Encoded)>)> {
+    pub fn messages_of_buckets(&self, buckets: &[u16]) -> Vec<(u16, Vec<(Keyed, Encoded)>)> {
         let mut slot = [usize::MAX; BUCKETS];
-        let mut out: Vec<(u16, Vec<(FlowKey, Encoded)>)> = Vec::new();
+        let mut out: Vec<(u16, Vec<(Keyed, Encoded)>)> = Vec::new();
         for &b in buckets {
             if let Some(s) = slot.get_mut(usize::from(b))
                 && *s == usize::MAX
@@ -371,12 +431,12 @@ impl FlowTable {
                 out.push((b, Vec::new()));
             }
         }
-        for (k, e) in self.map.iter().filter(|(_, e)| e.counted) {
+        for e in self.map.iter().filter(|e| e.counted) {
             if let Some(&i) = slot.get(usize::from(e.bucket))
                 && let Some((_, v)) = out.get_mut(i)
                 && let Some(m) = e.message(false)
             {
-                v.push((*k, m));
+                v.push((Keyed::new(e.key), m));
             }
         }
         out
@@ -385,28 +445,28 @@ impl FlowTable {
     /// Every flow, the table consumed (each decoded as it is taken, the table's memory
     /// freed as a whole at the end).
     pub fn into_flows(self) -> impl Iterator<Item = Flow> {
-        self.map.into_values().filter_map(|e| e.flow())
+        self.map.into_iter().filter_map(|e| e.flow())
     }
 
     /// Every flow, decoded.
     pub fn flows(&self) -> impl Iterator<Item = Flow> + '_ {
-        self.map.values().filter_map(Entry::flow)
+        self.map.iter().filter_map(Entry::flow)
     }
 
     /// Counted flows of one bucket, decoded.
     pub fn bucket_flows(&self, bucket: u16) -> impl Iterator<Item = Flow> + '_ {
         self.map
-            .values()
+            .iter()
             .filter(move |e| e.bucket == bucket && e.counted)
             .filter_map(Entry::flow)
     }
 
     /// Keys of every counted flow (a snapshot for a paced bulk transfer).
-    pub fn counted_keys(&self) -> Vec<FlowKey> {
+    pub fn counted_keys(&self) -> Vec<Keyed> {
         self.map
             .iter()
-            .filter(|(_, e)| e.counted)
-            .map(|(k, _)| *k)
+            .filter(|e| e.counted)
+            .map(|e| Keyed::new(e.key))
             .collect()
     }
 
@@ -459,7 +519,7 @@ mod tests {
         );
         b.insert(&flow(7, 1), 0, true);
         assert_eq!(a.digest(), b.digest());
-        b.remove(&flow(3, 1).key());
+        b.remove(&flow(3, 1).key().into());
         assert_eq!(b.digest().count, 49);
         assert_ne!(a.digest(), b.digest());
     }
@@ -469,9 +529,9 @@ mod tests {
         let mut t = FlowTable::default();
         t.insert(&flow(1, 1), 0, false);
         assert_eq!(t.digest(), &Digest::default());
-        t.count_in(&flow(1, 1).key());
+        t.count_in(&flow(1, 1).key().into());
         assert_eq!(t.digest().count, 1);
-        t.remove(&flow(1, 1).key());
+        t.remove(&flow(1, 1).key().into());
         assert_eq!(t.digest(), &Digest::default());
     }
 

@@ -11,7 +11,7 @@ use ctsync_wire::{
     ClusterSecret, Message, NodeId, ReplayError, TAG_LEN, TrafficKey, WireError, WireRole, frames,
 };
 
-use crate::cache::{BUCKETS, FlowTable, Upsert};
+use crate::cache::{BUCKETS, FlowTable, Keyed, Upsert};
 use crate::config::{Config, Mode};
 use crate::peer::{BulkOut, Peer, generation_of, key_id_of};
 use crate::stream::{Encoded, Kind};
@@ -245,7 +245,7 @@ pub struct Node {
     dump_mark: u64,
     dumping: bool,
     bulk_after_dump: bool,
-    delayed: VecDeque<(Instant, FlowKey)>,
+    delayed: VecDeque<(Instant, Keyed)>,
     peers: BTreeMap<NodeId, Peer>,
     external: BTreeMap<NodeId, External>,
     kernel_ops: VecDeque<KernelOp>,
@@ -371,7 +371,7 @@ impl Node {
                     orig: exp.master,
                     zone: key.1.unwrap_or(0),
                 };
-                if !self.internal.is_counted(&master) {
+                if !self.internal.is_counted(&master.into()) {
                     // Its master is not replicated (filtered, or held by the sync
                     // delay): the expectation would be of no use to a peer.
                     self.stats.filtered += 1;
@@ -463,18 +463,19 @@ impl Node {
             self.stats.filtered += 1;
             // A flow that stops passing the filter (e.g. it left its zone) is gone for
             // the peers.
-            if self.internal.remove(&flow.key()) {
+            if self.internal.remove(&flow.key().into()) {
                 self.replicate(Message::FlowDelete(flow.key()));
             }
             return;
         }
-        let key = flow.key();
+        // Hashed once: every lookup below, in the caches and in each peer's queue, uses it.
+        let key = Keyed::new(flow.key());
         if self.role != Role::Primary && self.external.values().any(|e| e.table.contains(&key)) {
             // A flow a peer replicated to us (hot standby wrote it to our kernel; a dump
             // after an overrun or a restart finds it there): it is the peer's, not ours.
             self.stats.foreign += 1;
             if self.internal.remove(&key) {
-                self.replicate(Message::FlowDelete(key));
+                self.replicate(Message::FlowDelete(*key.key()));
             }
             return;
         }
@@ -487,7 +488,7 @@ impl Node {
             self.stats.cache_full += 1;
             return;
         }
-        let outcome = self.internal.upsert(flow, self.dump_mark, !hold);
+        let outcome = self.internal.upsert(&key, flow, self.dump_mark, !hold);
         if hold {
             if outcome == Upsert::New {
                 self.delayed.push_back((now + self.cfg.sync_delay, key));
@@ -514,8 +515,9 @@ impl Node {
     }
 
     fn local_remove(&mut self, key: &FlowKey) {
-        let counted = self.internal.is_counted(key);
-        if self.internal.remove(key) {
+        let keyed = Keyed::new(*key);
+        let counted = self.internal.is_counted(&keyed);
+        if self.internal.remove(&keyed) {
             if counted {
                 self.replicate(Message::FlowDelete(*key));
             } else {
@@ -536,14 +538,14 @@ impl Node {
         }
         // Encoded once, shared by every peer's queue.
         self.replicate_encoded(
-            crate::stream::flow_key(&m),
+            crate::stream::flow_key(&m).map(Keyed::new),
             Kind::of(&m),
             crate::stream::encode(&m),
         );
     }
 
     /// Queue an encoded message on every live peer's stream (see [`Node::replicate`]).
-    fn replicate_encoded(&mut self, key: Option<FlowKey>, kind: Kind, bytes: Encoded) {
+    fn replicate_encoded(&mut self, key: Option<Keyed>, kind: Kind, bytes: Encoded) {
         let mut overflowed = Vec::new();
         for (id, p) in self.peers.iter_mut() {
             if p.epoch.is_none() || !p.up || p.resync_needed {
@@ -1150,7 +1152,8 @@ impl Node {
         match m {
             Message::FlowNew(f) | Message::FlowUpdate(f) => {
                 stats.flows_received += 1;
-                if ext.table.len() >= max_flows && !ext.table.contains(&f.key()) {
+                let key = Keyed::new(f.key());
+                if ext.table.len() >= max_flows && !ext.table.contains(&key) {
                     // The cap (like conntrackd's HashLimit): refused, counted, and this
                     // copy is incomplete until a digest agrees again (not ready).
                     if stats.cache_full == 0 || p.digest_ok {
@@ -1161,12 +1164,12 @@ impl Node {
                     return;
                 }
                 // Same state: only remember it was mentioned; the kernel already has it.
-                if ext.table.upsert(&f, ext.mark, true) != Upsert::Same && hot {
+                if ext.table.upsert(&key, &f, ext.mark, true) != Upsert::Same && hot {
                     kernel_ops.push_back(KernelOp::Upsert(*f));
                 }
             }
             Message::FlowDelete(key) => {
-                if ext.table.remove(&key) && hot {
+                if ext.table.remove(&key.into()) && hot {
                     kernel_ops.push_back(KernelOp::Delete(key));
                 }
             }

@@ -40,7 +40,7 @@ pub struct BulkOut {
     /// Transfer id.
     pub id: u32,
     /// Flows still to send (a snapshot of keys; each is looked up when sent).
-    pub keys: Vec<ctnetlink::FlowKey>,
+    pub keys: Vec<crate::cache::Keyed>,
     /// Flows sent so far.
     pub sent: u64,
 }

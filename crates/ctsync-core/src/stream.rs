@@ -6,14 +6,16 @@
 //! stream has a generation: a reset starts a new generation at 0, and the sender follows
 //! it with a bulk transfer, so nothing is lost across a reset.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ctnetlink::FlowKey;
 use ctsync_wire::Message;
 use ctsync_wire::frame::SeqRange;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+
+use crate::cache::Keyed;
 
 /// Expand a 32-bit wire sequence number to the 64-bit one nearest `expected`.
 pub fn expand_seq(low: u32, expected: u64) -> u64 {
@@ -29,8 +31,13 @@ pub fn expand_seq(low: u32, expected: u64) -> u64 {
         .unwrap_or(u64::from(low))
 }
 
-/// A message encoded once, shared by every peer's stream that carries it.
-pub type Encoded = Arc<[u8]>;
+/// An encoded message. Small ones (every IPv4 flow message) are held inline, so queuing
+/// one costs no allocation; each peer's stream holds its own copy (a copy of 64 bytes is
+/// cheaper than sharing through a reference-counted allocation).
+pub type Encoded = smallvec::SmallVec<[u8; ENCODED_INLINE]>;
+
+/// Bytes of a message held inline in an [`Encoded`] (the type is then 64 bytes long).
+pub const ENCODED_INLINE: usize = 56;
 
 /// What a queued message is, for coalescing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +82,20 @@ pub fn encode(m: &Message) -> Encoded {
         buf.clear();
         Message::put_padding(&mut buf);
     }
-    buf.into()
+    Encoded::from_slice(&buf)
+}
+
+/// The key of the indexed pending message at absolute index `at`.
+fn pending_key(pending: &VecDeque<Option<Pending>>, base: u64, at: u64) -> Option<&Keyed> {
+    let idx = usize::try_from(at.checked_sub(base)?).ok()?;
+    pending.get(idx)?.as_ref()?.key.as_ref()
 }
 
 /// A message waiting to be numbered, with the flow it concerns (for coalescing).
 #[derive(Debug, Clone)]
 struct Pending {
-    key: Option<FlowKey>,
+    /// Set when the message is indexed for coalescing.
+    key: Option<Keyed>,
     /// The receiver has not heard of this flow (see [`Kind::FlowNew`]).
     fresh: bool,
     bytes: Encoded,
@@ -121,7 +135,9 @@ pub struct SendStream {
     pending: VecDeque<Option<Pending>>,
     pending_base: u64,
     pending_live: usize,
-    by_key: crate::cache::KeyMap<u64>,
+    /// The coalescing index: the absolute pending index of the message about a flow
+    /// (looked up by the flow's carried hash, compared against the pending slot's key).
+    by_key: HashTable<u64>,
     window: usize,
     limit: usize,
     /// Counters.
@@ -140,7 +156,7 @@ impl SendStream {
             pending: VecDeque::new(),
             pending_base: 0,
             pending_live: 0,
-            by_key: crate::cache::KeyMap::default(),
+            by_key: HashTable::new(),
             window,
             limit,
             stats: SendStats::default(),
@@ -178,7 +194,8 @@ impl SendStream {
 
     /// Queue a message (encoded here; see [`SendStream::push_encoded`]).
     pub fn push(&mut self, message: Message) -> bool {
-        self.push_encoded(flow_key(&message), Kind::of(&message), encode(&message))
+        let key = flow_key(&message).map(Keyed::new);
+        self.push_encoded(key, Kind::of(&message), encode(&message))
     }
 
     /// Queue an encoded message about flow `key` (`None` for control messages). Flow
@@ -186,22 +203,29 @@ impl SendStream {
     /// needs the latest state); a deletion of a flow whose creation is still pending
     /// cancels both. Returns `false` when the pending queue is full: the caller must
     /// reset the stream and resynchronise.
-    pub fn push_encoded(&mut self, key: Option<FlowKey>, kind: Kind, bytes: Encoded) -> bool {
+    pub fn push_encoded(&mut self, key: Option<Keyed>, kind: Kind, bytes: Encoded) -> bool {
         let Some(k) = key.filter(|_| kind != Kind::Control) else {
             // Control messages (bulk and repair boundaries, digests) are barriers: a flow
             // message after one must not be merged into a slot before it.
             self.by_key.clear();
             return self.enqueue(None, kind, bytes);
         };
-        // One hash of the key, whether it coalesces or is queued.
-        let at = self.pending_base + self.pending.len() as u64;
-        match self.by_key.entry(k) {
+        // One probe with the carried hash, whether it coalesces or is queued.
+        let base = self.pending_base;
+        let at = base + self.pending.len() as u64;
+        let pending = &self.pending;
+        let slot = self.by_key.entry(
+            k.hash(),
+            |&i| pending_key(pending, base, i) == Some(&k),
+            |&i| pending_key(pending, base, i).map_or(0, Keyed::hash),
+        );
+        match slot {
             Entry::Occupied(mut o) => {
-                let idx = (*o.get() - self.pending_base) as usize;
+                let idx = (*o.get() - base) as usize;
                 let Some(p) = self.pending.get_mut(idx).and_then(Option::as_mut) else {
                     // Stale (cannot happen: taken and cancelled slots leave the map):
                     // index the new message instead.
-                    o.insert(at);
+                    *o.get_mut() = at;
                     return self.enqueue(Some(k), kind, bytes);
                 };
                 self.stats.coalesced += 1;
@@ -233,15 +257,21 @@ impl SendStream {
     /// later message for the flow is then appended after this one (never merged into an
     /// earlier slot), and a later flow-new for it (which a deletion could cancel) only
     /// follows a deletion, itself queued after this one.
-    pub fn push_transfer(&mut self, key: FlowKey, bytes: Encoded) -> bool {
-        if self.by_key.contains_key(&key) {
+    pub fn push_transfer(&mut self, key: Keyed, bytes: Encoded) -> bool {
+        let (pending, base) = (&self.pending, self.pending_base);
+        if !self.by_key.is_empty()
+            && self
+                .by_key
+                .find(key.hash(), |&i| pending_key(pending, base, i) == Some(&key))
+                .is_some()
+        {
             return self.push_encoded(Some(key), Kind::FlowUpdate, bytes);
         }
         self.enqueue(None, Kind::FlowUpdate, bytes)
     }
 
     /// Append to the pending queue, unless it is full.
-    fn enqueue(&mut self, key: Option<FlowKey>, kind: Kind, bytes: Encoded) -> bool {
+    fn enqueue(&mut self, key: Option<Keyed>, kind: Kind, bytes: Encoded) -> bool {
         if self.pending_live >= self.limit {
             return false;
         }
@@ -272,10 +302,11 @@ impl SendStream {
             }
         };
         self.pending_live -= 1;
+        // Its index entry (if it has one) goes: found by hash and position alone, no
+        // key compared.
+        let taken = self.pending_base - 1;
         if let Some(k) = p.key
-            && !self.by_key.is_empty()
-            && let Entry::Occupied(o) = self.by_key.entry(k)
-            && *o.get() == self.pending_base - 1
+            && let Ok(o) = self.by_key.find_entry(k.hash(), |&i| i == taken)
         {
             o.remove();
         }

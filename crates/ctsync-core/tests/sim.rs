@@ -458,7 +458,7 @@ impl Cluster {
                     own.len()
                 );
                 for f in own.flows() {
-                    let got = ext.and_then(|e| e.get(&f.key()));
+                    let got = ext.and_then(|e| e.get(&f.key().into()));
                     assert!(
                         got.as_ref().is_some_and(|g| same_state(g, &f)),
                         "node {} has {:?} for {f}",
@@ -618,8 +618,8 @@ fn anti_entropy_repairs_a_silent_divergence() {
         .node(1)
         .external_mut_for_tests(1)
         .expect("backup holds node 1's flows");
-    ext.remove(&flow(10).key());
-    ext.remove(&flow(200).key());
+    ext.remove(&flow(10).key().into());
+    ext.remove(&flow(200).key().into());
     let mut changed = flow(50);
     changed.mark = Some(4242);
     ext.insert(&changed, 0, true);
