@@ -22,6 +22,6 @@ pub mod node;
 pub mod peer;
 pub mod stream;
 
-pub use cache::{BUCKETS, Digest, FlowTable};
+pub use cache::{BUCKETS, Digest, FlowTable, StoredFlow};
 pub use config::{Config, Filter, Mode};
 pub use node::{DropCounters, DropReason, KernelOp, Node, NodeStats, Notify, Role};

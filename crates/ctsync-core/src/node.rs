@@ -11,7 +11,7 @@ use ctsync_wire::{
     ClusterSecret, Message, NodeId, ReplayError, TAG_LEN, TrafficKey, WireError, WireRole, frames,
 };
 
-use crate::cache::{BUCKETS, FlowTable, Keyed, Upsert};
+use crate::cache::{BUCKETS, FlowTable, Keyed, StoredFlow, Upsert, state_message};
 use crate::config::{Config, Mode};
 use crate::peer::{BulkOut, Peer, generation_of, key_id_of};
 use crate::stream::{Encoded, Kind};
@@ -40,12 +40,14 @@ impl Role {
 /// An operation on this node's kernel table, for the shell to carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelOp {
-    /// Create the flow, or update it if it exists.
-    Upsert(Flow),
+    /// Create the flow, or update it if it exists (in compact form: decode it with
+    /// [`StoredFlow::flow`]).
+    Upsert(StoredFlow),
     /// Delete the flow if it exists.
     Delete(FlowKey),
-    /// Reset an existing flow's timeout (hot standby keeps idle replicated flows alive).
-    Refresh(Flow),
+    /// Reset an existing flow's timeout (hot standby keeps idle replicated flows alive;
+    /// compact, like [`KernelOp::Upsert`]).
+    Refresh(StoredFlow),
     /// Dump the kernel table into [`Node::begin_kernel_dump`] … [`Node::end_kernel_dump`].
     Dump,
     /// Lower the timeout of every local entry to at most this many seconds.
@@ -272,6 +274,11 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// The hashed key of the flow a message is about, if any.
+fn flow_keyed(m: &Message) -> Option<Keyed> {
+    crate::stream::flow_key(m).map(Keyed::new)
+}
+
 fn wire_role_primary(r: WireRole) -> bool {
     r == WireRole::Primary
 }
@@ -488,7 +495,9 @@ impl Node {
             self.stats.cache_full += 1;
             return;
         }
-        let outcome = self.internal.upsert(&key, flow, self.dump_mark, !hold);
+        let (outcome, state) = self
+            .internal
+            .upsert_state(&key, flow, self.dump_mark, !hold);
         if hold {
             if outcome == Upsert::New {
                 self.delayed.push_back((now + self.cfg.sync_delay, key));
@@ -506,10 +515,7 @@ impl Node {
             Upsert::Changed | Upsert::New => Kind::FlowUpdate,
         };
         // The state upsert just encoded, with the timeout spliced in: no second encoding.
-        if let Some(m) = self
-            .internal
-            .last_upserted_message(kind == Kind::FlowNew, flow.timeout)
-        {
+        if let Some(m) = state_message(state, kind == Kind::FlowNew, flow.timeout) {
             self.replicate_encoded(Some(key), kind, m);
         }
     }
@@ -1032,8 +1038,15 @@ impl Node {
                 } else if p.ack_at.is_none() {
                     p.ack_at = Some(now + ack_delay);
                 }
-                for m in d.messages {
-                    self.apply_message(id, m, now);
+                // Every flow's key hashed and its cache slot prefetched first, then
+                // applied: the cache misses of a datagram's flows overlap instead of
+                // being waited out one by one.
+                let keys: Vec<Option<Keyed>> = d.messages.iter().map(flow_keyed).collect();
+                if let Some(ext) = self.external.get(&id) {
+                    keys.iter().flatten().for_each(|k| ext.table.prefetch(k));
+                }
+                for (m, key) in d.messages.into_iter().zip(keys) {
+                    self.apply_message(id, m, key, now);
                 }
             }
             let p = self.peer(id);
@@ -1078,7 +1091,7 @@ impl Node {
             && let Some(ext) = self.external.get(&id)
         {
             self.kernel_ops
-                .extend(ext.table.flows().map(KernelOp::Upsert));
+                .extend(ext.table.stored_flows().map(KernelOp::Upsert));
             self.kernel_ops.extend(
                 ext.expectations
                     .values()
@@ -1120,7 +1133,8 @@ impl Node {
         self.start_bulk(id, now);
     }
 
-    fn apply_message(&mut self, from: NodeId, m: Message, now: Instant) {
+    /// Apply a delivered message; `key` is its flow's, hashed ([`flow_keyed`]).
+    fn apply_message(&mut self, from: NodeId, m: Message, key: Option<Keyed>, now: Instant) {
         // Hot standby writes to our kernel only what the primary says: its table is the
         // truth. Other nodes' tables (a backup's own flows, or flows a restarted backup
         // found in its kernel and now reports as its own) are kept, never applied: they
@@ -1152,7 +1166,7 @@ impl Node {
         match m {
             Message::FlowNew(f) | Message::FlowUpdate(f) => {
                 stats.flows_received += 1;
-                let key = Keyed::new(f.key());
+                let key = key.unwrap_or_else(|| Keyed::new(f.key()));
                 if ext.table.len() >= max_flows && !ext.table.contains(&key) {
                     // The cap (like conntrackd's HashLimit): refused, counted, and this
                     // copy is incomplete until a digest agrees again (not ready).
@@ -1164,13 +1178,14 @@ impl Node {
                     return;
                 }
                 // Same state: only remember it was mentioned; the kernel already has it.
-                if ext.table.upsert(&key, &f, ext.mark, true) != Upsert::Same && hot {
-                    kernel_ops.push_back(KernelOp::Upsert(*f));
+                let (outcome, state) = ext.table.upsert_state(&key, &f, ext.mark, true);
+                if outcome != Upsert::Same && hot {
+                    kernel_ops.push_back(KernelOp::Upsert(StoredFlow::new(state, f.timeout)));
                 }
             }
-            Message::FlowDelete(key) => {
-                if ext.table.remove(&key.into()) && hot {
-                    kernel_ops.push_back(KernelOp::Delete(key));
+            Message::FlowDelete(k) => {
+                if ext.table.remove(&key.unwrap_or_else(|| Keyed::new(k))) && hot {
+                    kernel_ops.push_back(KernelOp::Delete(k));
                 }
             }
             Message::BulkBegin { .. } => {
@@ -1407,7 +1422,7 @@ impl Node {
                     .collect();
                 for ext in owners.iter().filter_map(|o| self.external.get(o)) {
                     self.kernel_ops
-                        .extend(ext.table.flows().map(KernelOp::Refresh));
+                        .extend(ext.table.stored_flows().map(KernelOp::Refresh));
                 }
             }
         }

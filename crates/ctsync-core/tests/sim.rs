@@ -296,6 +296,7 @@ impl Cluster {
         let now = self.now;
         match op {
             KernelOp::Upsert(f) => {
+                let f = f.flow().expect("the core queues flows it encoded");
                 self.nodes[i].expiry.remove(&f.key());
                 self.nodes[i].kernel.insert(f.key(), f);
             }
@@ -323,6 +324,7 @@ impl Cluster {
                 self.nodes[i].kernel.remove(&k);
             }
             KernelOp::Refresh(f) => {
+                let f = f.flow().expect("the core queues flows it encoded");
                 if let Some(e) = self.nodes[i].kernel.get_mut(&f.key()) {
                     e.timeout = f.timeout;
                     self.nodes[i].expiry.remove(&f.key());

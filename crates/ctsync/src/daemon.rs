@@ -655,9 +655,11 @@ impl Shell {
         let mut refreshes = Vec::new();
         for op in ops {
             match op {
-                KernelOp::Upsert(f) => upserts.push(f),
+                // Decoded here, as it is written: the core queues flows compact. A
+                // state the core encoded always decodes.
+                KernelOp::Upsert(f) => upserts.extend(f.flow()),
                 KernelOp::Delete(k) => deletes.push(Flow::from_key(&k)),
-                KernelOp::Refresh(f) => refreshes.push(f),
+                KernelOp::Refresh(f) => refreshes.extend(f.flow()),
                 other => {
                     self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
                     self.kernel_op(other);
