@@ -24,4 +24,4 @@ pub mod stream;
 
 pub use cache::{BUCKETS, Digest, FlowTable, StoredFlow};
 pub use config::{Config, Filter, Mode};
-pub use node::{DropCounters, DropReason, KernelOp, Node, NodeStats, Notify, Role};
+pub use node::{DropCounters, DropReason, FlowEvent, KernelOp, Node, NodeStats, Notify, Role};

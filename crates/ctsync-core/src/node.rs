@@ -274,6 +274,21 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// Flows handled per prefetch batch in [`Node::handle_kernel_events`]: enough misses to
+/// overlap, few enough that the prefetched slots are still in cache when used.
+const PREFETCH_BATCH: usize = 32;
+
+/// A kernel flow event, for [`Node::handle_kernel_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// New, update or destroy.
+    pub kind: EventKind,
+    /// The flow.
+    pub flow: Flow,
+    /// Our own writes caused it (see [`Node::handle_kernel_event`]).
+    pub ours: bool,
+}
+
 /// The hashed key of the flow a message is about, if any.
 fn flow_keyed(m: &Message) -> Option<Keyed> {
     crate::stream::flow_key(m).map(Keyed::new)
@@ -345,15 +360,47 @@ impl Node {
     /// A kernel event. `ours` is true when our own writes caused it (the event's port id
     /// is one of the daemon's sockets): such events are not replicated.
     pub fn handle_kernel_event(&mut self, now: Instant, kind: EventKind, flow: &Flow, ours: bool) {
+        self.kernel_event(now, kind, flow, ours, None);
+    }
+
+    /// Kernel events in a batch (those of one read from the event socket), in order: the
+    /// same as [`Node::handle_kernel_event`] on each, faster on a large table (their keys
+    /// are hashed and their cache slots prefetched before any is applied, so the cache
+    /// misses overlap).
+    pub fn handle_kernel_events(&mut self, now: Instant, events: &[FlowEvent]) {
+        for chunk in events.chunks(PREFETCH_BATCH) {
+            let keys: Vec<Option<Keyed>> = chunk
+                .iter()
+                .map(|e| (!e.ours).then(|| Keyed::new(e.flow.key())))
+                .collect();
+            keys.iter()
+                .flatten()
+                .for_each(|k| self.internal.prefetch(k));
+            for (e, key) in chunk.iter().zip(keys) {
+                self.kernel_event(now, e.kind, &e.flow, e.ours, key);
+            }
+        }
+    }
+
+    /// One kernel event; `key` is its flow's, hashed, if already at hand.
+    fn kernel_event(
+        &mut self,
+        now: Instant,
+        kind: EventKind,
+        flow: &Flow,
+        ours: bool,
+        key: Option<Keyed>,
+    ) {
         if ours {
             self.stats.own_events += 1;
             return;
         }
+        let key = key.unwrap_or_else(|| Keyed::new(flow.key()));
         match kind {
             EventKind::New | EventKind::Update => {
-                self.local_upsert(now, flow, kind == EventKind::New)
+                self.local_upsert(now, flow, key, kind == EventKind::New)
             }
-            EventKind::Destroy => self.local_remove(&flow.key()),
+            EventKind::Destroy => self.local_remove(&key),
         }
     }
 
@@ -441,7 +488,7 @@ impl Node {
 
     /// One flow of a kernel dump.
     pub fn handle_dumped(&mut self, now: Instant, flow: &Flow) {
-        self.local_upsert(now, flow, false);
+        self.local_upsert(now, flow, Keyed::new(flow.key()), false);
     }
 
     /// The dump is complete: flows it did not mention are removed (and deletions sent).
@@ -465,18 +512,18 @@ impl Node {
         }
     }
 
-    fn local_upsert(&mut self, now: Instant, flow: &Flow, new: bool) {
+    /// A flow the kernel created or changed; `key` is its key, hashed once: every lookup
+    /// here, in the caches and in each peer's queue, uses it.
+    fn local_upsert(&mut self, now: Instant, flow: &Flow, key: Keyed, new: bool) {
         if !self.cfg.filter.accepts(flow) {
             self.stats.filtered += 1;
             // A flow that stops passing the filter (e.g. it left its zone) is gone for
             // the peers.
-            if self.internal.remove(&flow.key().into()) {
-                self.replicate(Message::FlowDelete(flow.key()));
+            if self.internal.remove(&key) {
+                self.replicate(Message::FlowDelete(*key.key()));
             }
             return;
         }
-        // Hashed once: every lookup below, in the caches and in each peer's queue, uses it.
-        let key = Keyed::new(flow.key());
         if self.role != Role::Primary && self.external.values().any(|e| e.table.contains(&key)) {
             // A flow a peer replicated to us (hot standby wrote it to our kernel; a dump
             // after an overrun or a restart finds it there): it is the peer's, not ours.
@@ -520,12 +567,11 @@ impl Node {
         }
     }
 
-    fn local_remove(&mut self, key: &FlowKey) {
-        let keyed = Keyed::new(*key);
-        let counted = self.internal.is_counted(&keyed);
-        if self.internal.remove(&keyed) {
+    fn local_remove(&mut self, key: &Keyed) {
+        let counted = self.internal.is_counted(key);
+        if self.internal.remove(key) {
             if counted {
-                self.replicate(Message::FlowDelete(*key));
+                self.replicate(Message::FlowDelete(*key.key()));
             } else {
                 self.stats.delayed_and_gone += 1;
             }

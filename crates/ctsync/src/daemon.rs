@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use ctnetlink::{Conntrack, DumpItem, Errno, Event, EventSocket, Flow, FlowOp, Groups, Netns};
-use ctsync_core::{KernelOp, Mode, Node, Notify, Role};
+use ctsync_core::{FlowEvent, KernelOp, Mode, Node, Notify, Role};
 use ctsync_wire::{Cipher, ClusterSecret, NodeId};
 use serde_json::json;
 use tokio::io::unix::AsyncFd;
@@ -353,6 +353,7 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
         sd_notify::NotifyState::Status(&sh.status_line()),
     ]);
     let mut rx = vec![0u8; 65536];
+    let mut flow_batch: Vec<FlowEvent> = Vec::new();
     loop {
         let deadline = sh
             .node
@@ -365,11 +366,17 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
                 let mut n = 0;
                 let node = &mut sh.node;
                 while n < EVENT_BUDGET {
+                    // Flow events go to the core in batches (one read's worth), in order
+                    // with the others: a batch is handed over before any other event.
                     let got = guard.get_inner_mut().recv(|e| match e {
-                        Event::Flow { kind, portid, flow } => {
-                            node.handle_kernel_event(now, kind, flow, portid == own_port);
-                        }
+                        Event::Flow { kind, portid, flow } => flow_batch.push(FlowEvent {
+                            kind,
+                            flow: flow.clone(),
+                            ours: portid == own_port,
+                        }),
                         Event::Overrun => {
+                            node.handle_kernel_events(now, &flow_batch);
+                            flow_batch.clear();
                             log("warn", "kernel event socket overran: re-reading the table");
                             node.handle_kernel_overrun(now);
                         }
@@ -378,6 +385,8 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
                             portid,
                             expectation,
                         } => {
+                            node.handle_kernel_events(now, &flow_batch);
+                            flow_batch.clear();
                             node.handle_expectation_event(
                                 now,
                                 kind,
@@ -385,7 +394,10 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
                                 portid == own_port,
                             );
                         }
-                    })?;
+                    });
+                    node.handle_kernel_events(now, &flow_batch);
+                    flow_batch.clear();
+                    let got = got?;
                     match got {
                         Some(k) => n += k.max(1),
                         None => {
