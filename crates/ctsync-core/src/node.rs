@@ -11,6 +11,8 @@ use ctsync_wire::{
     ClusterSecret, Message, NodeId, ReplayError, TAG_LEN, TrafficKey, WireError, WireRole, frames,
 };
 
+use smallvec::SmallVec;
+
 use crate::cache::{BUCKETS, FlowTable, Keyed, StoredFlow, Upsert, state_message};
 use crate::config::{Config, Mode};
 use crate::peer::{BulkOut, Peer, generation_of, key_id_of};
@@ -369,7 +371,7 @@ impl Node {
     /// misses overlap).
     pub fn handle_kernel_events(&mut self, now: Instant, events: &[FlowEvent]) {
         for chunk in events.chunks(PREFETCH_BATCH) {
-            let keys: Vec<Option<Keyed>> = chunk
+            let keys: SmallVec<[Option<Keyed>; PREFETCH_BATCH]> = chunk
                 .iter()
                 .map(|e| (!e.ours).then(|| Keyed::new(e.flow.key())))
                 .collect();
@@ -880,7 +882,7 @@ impl Node {
         if h.node == self.cfg.node {
             return Err(DropReason::SelfNode);
         }
-        let secrets: Vec<&ClusterSecret> = std::iter::once(&self.secret)
+        let secrets: SmallVec<[&ClusterSecret; 4]> = std::iter::once(&self.secret)
             .chain(self.accept.iter())
             .collect();
         let peer = self.peers.get_mut(&h.node).ok_or(DropReason::UnknownNode)?;
@@ -944,6 +946,7 @@ impl Node {
                 }
             }
         }
+        drop(secrets);
         if opened.is_none() {
             return Err(DropReason::Authentication);
         }
@@ -962,7 +965,7 @@ impl Node {
             }
         }
         // Frames: collect first (the body borrows the buffer).
-        let mut collected: Vec<Frame<'_>> = Vec::new();
+        let mut collected: SmallVec<[Frame<'_>; 4]> = SmallVec::new();
         for f in frames(body) {
             match f {
                 Ok(f) => collected.push(f),
@@ -1087,7 +1090,8 @@ impl Node {
                 // Every flow's key hashed and its cache slot prefetched first, then
                 // applied: the cache misses of a datagram's flows overlap instead of
                 // being waited out one by one.
-                let keys: Vec<Option<Keyed>> = d.messages.iter().map(flow_keyed).collect();
+                let keys: SmallVec<[Option<Keyed>; 64]> =
+                    d.messages.iter().map(flow_keyed).collect();
                 if let Some(ext) = self.external.get(&id) {
                     keys.iter().flatten().for_each(|k| ext.table.prefetch(k));
                 }

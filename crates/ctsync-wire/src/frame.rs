@@ -277,8 +277,8 @@ impl Message {
         use message_type as t;
         let mut b = Reader::new(body);
         let m = match ty {
-            t::FLOW_NEW => Message::FlowNew(Box::new(codec::read_flow(&mut b)?)),
-            t::FLOW_UPDATE => Message::FlowUpdate(Box::new(codec::read_flow(&mut b)?)),
+            t::FLOW_NEW => Message::FlowNew(codec::read_flow_boxed(&mut b)?),
+            t::FLOW_UPDATE => Message::FlowUpdate(codec::read_flow_boxed(&mut b)?),
             t::FLOW_DELETE => Message::FlowDelete(codec::read_flow(&mut b)?.key()),
             t::EXP_NEW => Message::ExpNew(Box::new(read_expectation(&mut b)?)),
             t::EXP_DELETE => {

@@ -133,6 +133,10 @@ fn decode_one(bytes: &[u8]) -> Flow {
     let mut r = Reader::new(bytes);
     let f = codec::read_flow(&mut r).unwrap();
     assert_eq!(r.remaining(), 0, "trailing bytes");
+    // The in-place decoder of received flows decodes the same.
+    let mut r = Reader::new(bytes);
+    assert_eq!(*codec::read_flow_boxed(&mut r).unwrap(), f);
+    assert_eq!(r.remaining(), 0, "trailing bytes (boxed)");
     f
 }
 
@@ -198,7 +202,9 @@ proptest! {
     /// Any bytes: no decoder panics.
     #[test]
     fn hostile_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let _ = codec::read_flow(&mut Reader::new(&bytes));
+        let plain = codec::read_flow(&mut Reader::new(&bytes));
+        let boxed = codec::read_flow_boxed(&mut Reader::new(&bytes));
+        prop_assert_eq!(plain, boxed.map(|b| *b));
         for f in frames(&bytes) {
             if let Ok(Frame::Data { count, messages, .. }) = f {
                 for m in DataMessages::new(messages, count) {
