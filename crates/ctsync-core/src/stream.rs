@@ -530,6 +530,7 @@ impl RecvStream {
         }
         self.ack_due = true;
         let first = expand_seq(first, self.next);
+        out.messages.reserve(messages.len());
         for (i, m) in messages.into_iter().enumerate() {
             let seq = first + i as u64;
             if seq == self.next && self.buffered.is_empty() {
