@@ -582,9 +582,9 @@ mod tests {
     #[test]
     fn compact_forms_stay_compact() {
         // What the doc comments promise (and what the core benchmark measured with).
-        assert_eq!(std::mem::size_of::<State>(), 48);
-        assert_eq!(std::mem::size_of::<crate::stream::Encoded>(), 64);
-        assert!(std::mem::size_of::<crate::KernelOp>() <= 64);
+        assert_eq!(size_of::<State>(), 48);
+        assert_eq!(size_of::<crate::stream::Encoded>(), 64);
+        assert!(size_of::<crate::KernelOp>() <= 64);
     }
 
     #[test]
