@@ -583,7 +583,7 @@ mod tests {
     fn compact_forms_stay_compact() {
         // What the doc comments promise (and what the core benchmark measured with).
         assert_eq!(size_of::<State>(), 48);
-        assert_eq!(size_of::<crate::stream::Encoded>(), 64);
+        assert_eq!(size_of::<Encoded>(), 64);
         assert!(size_of::<crate::KernelOp>() <= 64);
     }
 
