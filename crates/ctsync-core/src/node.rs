@@ -591,11 +591,7 @@ impl Node {
             return;
         }
         // Encoded once, shared by every peer's queue.
-        self.replicate_encoded(
-            crate::stream::flow_key(&m).map(Keyed::new),
-            Kind::of(&m),
-            crate::stream::encode(&m),
-        );
+        self.replicate_encoded(flow_keyed(&m), Kind::of(&m), crate::stream::encode(&m));
     }
 
     /// Queue an encoded message on every live peer's stream (see [`Node::replicate`]).

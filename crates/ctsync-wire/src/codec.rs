@@ -604,24 +604,32 @@ pub fn put_state_with_timeout(
 
 /// Decode a flow written by [`put_flow`].
 pub fn read_flow(r: &mut Reader<'_>) -> Result<Flow, WireError> {
-    let (flags, v6, k_master, orig, reply) = read_flow_head(r)?;
-    let mut f = Flow::new(orig, reply);
-    read_flow_rest(r, flags, v6, k_master, &mut f)?;
+    let h = read_flow_head(r)?;
+    let mut f = Flow::new(h.orig, h.reply);
+    read_flow_rest(r, &h, &mut f)?;
     Ok(f)
 }
 
 /// [`read_flow`] into a box, decoded in place (a received flow is not built on the stack
 /// and then copied: a flow is 424 bytes).
 pub fn read_flow_boxed(r: &mut Reader<'_>) -> Result<Box<Flow>, WireError> {
-    let (flags, v6, k_master, orig, reply) = read_flow_head(r)?;
-    let mut f = Box::new(Flow::new(orig, reply));
-    read_flow_rest(r, flags, v6, k_master, &mut f)?;
+    let h = read_flow_head(r)?;
+    let mut f = Box::new(Flow::new(h.orig, h.reply));
+    read_flow_rest(r, &h, &mut f)?;
     Ok(f)
 }
 
-/// The flags and tuples of an encoded flow (and the master tuple's L4 kind, if explicit).
-#[allow(clippy::type_complexity)]
-fn read_flow_head(r: &mut Reader<'_>) -> Result<(u16, bool, Option<u8>, Tuple, Tuple), WireError> {
+/// What an encoded flow starts with: its flags and tuples.
+struct FlowHead {
+    flags: u16,
+    v6: bool,
+    /// The master tuple's L4 kind, if explicit.
+    k_master: Option<u8>,
+    orig: Tuple,
+    reply: Tuple,
+}
+
+fn read_flow_head(r: &mut Reader<'_>) -> Result<FlowHead, WireError> {
     let flags = r.u16()?;
     let v6 = flags & flag::IPV6 != 0;
     let (k_orig, k_reply, k_master) = if flags & flag::L4_EXPLICIT != 0 {
@@ -649,17 +657,23 @@ fn read_flow_head(r: &mut Reader<'_>) -> Result<(u16, bool, Option<u8>, Tuple, T
         };
         derive_reply(&orig, snat, dnat)
     };
-    Ok((flags, v6, k_master, orig, reply))
+    Ok(FlowHead {
+        flags,
+        v6,
+        k_master,
+        orig,
+        reply,
+    })
 }
 
 /// The attributes after the tuples, into `f`.
-fn read_flow_rest(
-    r: &mut Reader<'_>,
-    flags: u16,
-    v6: bool,
-    k_master: Option<u8>,
-    f: &mut Flow,
-) -> Result<(), WireError> {
+fn read_flow_rest(r: &mut Reader<'_>, h: &FlowHead, f: &mut Flow) -> Result<(), WireError> {
+    let &FlowHead {
+        flags,
+        v6,
+        k_master,
+        ..
+    } = h;
     if flags & flag::ZONE != 0 {
         f.zone = Some(r.u16()?);
     }
