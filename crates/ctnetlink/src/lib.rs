@@ -30,6 +30,6 @@ pub use flow::{
 };
 pub use netns::Netns;
 pub use socket::{
-    BatchReport, Conntrack, DumpItem, DumpSummary, Errno, Error, Event, EventKind, EventSocket,
-    EventStats, Groups, set_event_groups,
+    BatchReport, Buffer, Conntrack, DumpItem, DumpSummary, Errno, Error, Event, EventKind,
+    EventSocket, EventStats, Groups, set_event_groups, size_buffer,
 };

@@ -167,6 +167,31 @@ fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
     }
 }
 
+/// Which of a socket's two buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffer {
+    /// The receive buffer (`SO_RCVBUF`).
+    Receive,
+    /// The send buffer (`SO_SNDBUF`).
+    Send,
+}
+
+/// Size a buffer of any socket to `bytes`: forced past the sysctl limit (`rmem_max`,
+/// `wmem_max`) when the process has `CAP_NET_ADMIN`, within it otherwise. Returns the
+/// size the kernel granted (it doubles the request for bookkeeping). The daemon sizes
+/// its UDP sync socket with it, as this crate sizes its netlink sockets.
+pub fn size_buffer(
+    fd: std::os::fd::BorrowedFd<'_>,
+    which: Buffer,
+    bytes: usize,
+) -> io::Result<usize> {
+    let (force, plain) = match which {
+        Buffer::Receive => (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        Buffer::Send => (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    };
+    set_buffer(fd.as_raw_fd(), force, plain, bytes)
+}
+
 /// Set a socket buffer, forcing past the sysctl limit when we may (`CAP_NET_ADMIN`).
 /// Returns the size the kernel granted (it doubles the request for bookkeeping).
 fn set_buffer(fd: RawFd, force: i32, plain: i32, bytes: usize) -> io::Result<usize> {
@@ -1074,5 +1099,28 @@ impl AsRawFd for Conntrack {
 impl AsRawFd for EventSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.sock.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn size_buffer_sizes_any_socket_and_reports_the_grant() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for (which, opt) in [
+            (Buffer::Receive, libc::SO_RCVBUF),
+            (Buffer::Send, libc::SO_SNDBUF),
+        ] {
+            let before = getsockopt_int(udp.as_raw_fd(), libc::SOL_SOCKET, opt).unwrap();
+            // Small enough for the sysctl limit, so also granted without CAP_NET_ADMIN.
+            let granted = size_buffer(udp.as_fd(), which, 64 << 10).unwrap();
+            let now = getsockopt_int(udp.as_raw_fd(), libc::SOL_SOCKET, opt).unwrap();
+            assert_eq!(granted, now as usize, "{which:?}");
+            // The kernel doubles the request for its bookkeeping.
+            assert_eq!(granted, 128 << 10, "{which:?} (was {before})");
+        }
     }
 }

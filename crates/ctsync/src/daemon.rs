@@ -37,47 +37,11 @@ const SYNC_RCVBUF: usize = 32 << 20;
 const SYNC_SNDBUF: usize = 8 << 20;
 
 /// Raise the sync socket's buffers (the FORCE options need CAP_NET_ADMIN, which the
-/// daemon has; without it the sysctl limits apply). The receive size granted, in bytes.
+/// daemon has; without it the sysctl limits apply). The receive size granted, in bytes
+/// (0 if it could not be set: the daemon runs on, and its start-up line says 0).
 fn size_sync_buffers(s: &StdUdpSocket) -> usize {
-    use std::os::fd::AsRawFd;
-    let fd = s.as_raw_fd();
-    let set = |force: libc::c_int, plain: libc::c_int, bytes: usize| {
-        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        for opt in [force, plain] {
-            // SAFETY: a valid socket and an int option value of the right size.
-            let r = unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&v as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if r == 0 {
-                return;
-            }
-        }
-    };
-    set(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, SYNC_RCVBUF);
-    set(libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SYNC_SNDBUF);
-    let mut v: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a valid socket, an int out-parameter and its length.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r == 0 {
-        usize::try_from(v).unwrap_or(0)
-    } else {
-        0
-    }
+    let _ = ctnetlink::size_buffer(s.as_fd(), ctnetlink::Buffer::Send, SYNC_SNDBUF);
+    ctnetlink::size_buffer(s.as_fd(), ctnetlink::Buffer::Receive, SYNC_RCVBUF).unwrap_or(0)
 }
 
 fn log(level: &str, msg: impl std::fmt::Display) {
