@@ -44,6 +44,12 @@ fn size_sync_buffers(s: &StdUdpSocket) -> usize {
     ctnetlink::size_buffer(s.as_fd(), ctnetlink::Buffer::Receive, SYNC_RCVBUF).unwrap_or(0)
 }
 
+/// Hand the flow events gathered so far to the core, as one batch, and empty it.
+fn hand_over(node: &mut Node, now: Instant, batch: &mut Vec<FlowEvent>) {
+    node.handle_kernel_events(now, batch);
+    batch.clear();
+}
+
 fn log(level: &str, msg: impl std::fmt::Display) {
     eprintln!("ctsync[{level}]: {msg}");
 }
@@ -339,8 +345,7 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
                             ours: portid == own_port,
                         }),
                         Event::Overrun => {
-                            node.handle_kernel_events(now, &flow_batch);
-                            flow_batch.clear();
+                            hand_over(node, now, &mut flow_batch);
                             log("warn", "kernel event socket overran: re-reading the table");
                             node.handle_kernel_overrun(now);
                         }
@@ -349,8 +354,7 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
                             portid,
                             expectation,
                         } => {
-                            node.handle_kernel_events(now, &flow_batch);
-                            flow_batch.clear();
+                            hand_over(node, now, &mut flow_batch);
                             node.handle_expectation_event(
                                 now,
                                 kind,
@@ -359,8 +363,7 @@ async fn run_async(mut cfg: Config, path: &std::path::Path) -> Result<()> {
                             );
                         }
                     });
-                    node.handle_kernel_events(now, &flow_batch);
-                    flow_batch.clear();
+                    hand_over(node, now, &mut flow_batch);
                     let got = got?;
                     match got {
                         Some(k) => n += k.max(1),
