@@ -3,50 +3,23 @@
 //! stubbed (sealing appends a zero tag; opening does not check it). Never a panic.
 #![no_main]
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ctsync_core::{Config, Node, Role};
-use ctsync_wire::{Cipher, ClusterSecret, HEADER_LEN, Header, TAG_LEN};
+use ctsync_core::Node;
+use ctsync_core::sim::Pair;
+use ctsync_wire::{Cipher, HEADER_LEN, Header, TAG_LEN};
 use libfuzzer_sys::fuzz_target;
 
 const EPOCH_A: u64 = 1 << 32;
 
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-/// Node 2 after a handshake with node 1 (both in process).
-fn verified_node() -> Node {
-    let now = base();
-    let secret = || ClusterSecret::new(&[9u8; 32], Cipher::ChaCha20Poly1305).expect("32-byte key");
-    let small = |id| Config {
-        expected_flows: 64,
-        ..Config::new(id, vec![1, 2])
-    };
-    let mut a = Node::new(small(1), secret(), EPOCH_A, 1, now).expect("node 1");
-    let mut b = Node::new(small(2), secret(), 2 << 32, 2, now).expect("node 2");
-    a.set_role(now, Role::Primary);
-    b.set_role(now, Role::Backup);
-    let mut buf = Vec::new();
-    for step in 0..50u64 {
-        let t = now + Duration::from_millis(step * 10);
-        while a.poll_transmit(t, &mut buf).is_some() {
-            let _ = b.handle_datagram(t, &mut buf);
-        }
-        while b.poll_transmit(t, &mut buf).is_some() {
-            let _ = a.handle_datagram(t, &mut buf);
-        }
-        while a.poll_kernel_op().is_some() {}
-        while b.poll_kernel_op().is_some() {}
-    }
-    b
+/// Node 2 after a handshake with node 1 (the simulator's pair), and the pair's clock.
+fn verified_node() -> (Node, Instant) {
+    let p = Pair::with(&[9u8; 32], Cipher::ChaCha20Poly1305, &|cfg| cfg.expected_flows = 64);
+    (p.b, p.now)
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut b = verified_node();
-    let now = base() + Duration::from_secs(1);
+    let (mut b, now) = verified_node();
     // As is.
     let mut raw = data.to_vec();
     let _ = b.handle_datagram(now, &mut raw);

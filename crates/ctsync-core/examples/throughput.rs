@@ -12,8 +12,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ctnetlink::{EventKind, Flow, L4, ProtoInfo, Status, TcpFlags, TcpInfo, Tuple, ipproto};
-use ctsync_core::{Config, FlowEvent, Node, Role};
-use ctsync_wire::{Cipher, ClusterSecret};
+use ctsync_core::sim::Pair;
+use ctsync_core::{FlowEvent, Node};
+use ctsync_wire::Cipher;
 
 fn flow(i: u32) -> Flow {
     let orig = Tuple::ports(
@@ -50,34 +51,11 @@ fn flow(i: u32) -> Flow {
     f
 }
 
-fn pair(now: Instant, cipher: Cipher, n: usize) -> (Node, Node) {
-    let secret = || ClusterSecret::new(&[7u8; 32], cipher).unwrap();
-    let mut cfg = Config::new(1, vec![1, 2]);
-    cfg.expected_flows = n;
-    let mut a = Node::new(cfg.clone(), secret(), 1 << 32, 1, now).unwrap();
-    cfg.node = 2;
-    let mut b = Node::new(cfg, secret(), 2 << 32, 2, now).unwrap();
-    a.set_role(now, Role::Primary);
-    b.set_role(now, Role::Backup);
-    let mut buf = Vec::new();
-    for step in 0..20u64 {
-        let t = now + Duration::from_millis(step);
-        while a.poll_transmit(t, &mut buf).is_some() {
-            let _ = b.handle_datagram(t, &mut buf);
-        }
-        while b.poll_transmit(t, &mut buf).is_some() {
-            let _ = a.handle_datagram(t, &mut buf);
-        }
-        for n in [&mut a, &mut b] {
-            while let Some(op) = n.poll_kernel_op() {
-                if op == ctsync_core::KernelOp::Dump {
-                    n.begin_kernel_dump(t);
-                    n.end_kernel_dump(t);
-                }
-            }
-        }
-    }
-    (a, b)
+/// Two nodes back to back (the simulator's pair), handshakes done, sized for `n` flows,
+/// and the pair's clock.
+fn pair(cipher: Cipher, n: usize) -> (Node, Node, Instant) {
+    let p = Pair::with(&[7u8; 32], cipher, &|cfg| cfg.expected_flows = n);
+    (p.a, p.b, p.now)
 }
 
 struct Pass {
@@ -148,8 +126,7 @@ fn main() {
         .unwrap_or(1_000_000);
     let mut out = Vec::new();
     for cipher in [Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm] {
-        let now = Instant::now() + Duration::from_secs(1);
-        let (mut a, mut b) = pair(now - Duration::from_secs(1), cipher, n as usize);
+        let (mut a, mut b, now) = pair(cipher, n as usize);
         let mut flows: Vec<Flow> = (0..n).map(flow).collect();
         // Cold: the caches fill for the first time (memory touched for the first time).
         let cold = pass(&mut a, &mut b, &flows, EventKind::New, now);

@@ -1,9 +1,6 @@
 //! The caches: this node's kernel table (internal) and what peers told us (external),
 //! each with an incrementally maintained digest by bucket for anti-entropy.
 
-use std::sync::OnceLock;
-
-use ahash::RandomState;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry as Slot;
 
@@ -12,7 +9,8 @@ use ctsync_wire::{Message, codec};
 use smallvec::SmallVec;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::stream::Encoded;
+use crate::key::{KeyHasher, Keyed};
+use crate::message::Encoded;
 
 /// Buckets of a digest. Both sides must agree; it is fixed by the protocol version.
 pub const BUCKETS: usize = 64;
@@ -57,14 +55,6 @@ pub fn content_hash(flow: &Flow) -> u64 {
         let _ = codec::put_flow_state(buf, flow);
         xxh3_64(buf)
     })
-}
-
-/// Whether two flows carry the same replicated state (timeouts aside).
-pub fn same_state(a: &Flow, b: &Flow) -> bool {
-    let (mut a, mut b) = (codec::normalize(a), codec::normalize(b));
-    a.timeout = None;
-    b.timeout = None;
-    a == b
 }
 
 /// What [`FlowTable::upsert`] did.
@@ -113,50 +103,6 @@ impl Digest {
             .filter(|&b| hashes.get(b).copied().unwrap_or(0) != self.hashes[b])
             .map(|b| b as u16)
             .collect()
-    }
-}
-
-/// The hasher of flow keys. aHash with a per-process random seed: several times faster
-/// than SipHash on 44-byte keys, and flow keys are partly chosen by whoever sends traffic
-/// through the firewall, so the seed must stay secret (no fixed-seed hasher). One seed
-/// for every table and queue of the process, so that a hash computed once serves them all.
-fn key_hasher() -> &'static RandomState {
-    static HASHER: OnceLock<RandomState> = OnceLock::new();
-    HASHER.get_or_init(RandomState::new)
-}
-
-/// A flow key with its hash, computed once per event or received flow and carried to
-/// every table and queue that looks the flow up (hashing a key costs more than a probe
-/// of a table that is in cache).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keyed {
-    key: FlowKey,
-    hash: u64,
-}
-
-impl Keyed {
-    /// Hash a key.
-    pub fn new(key: FlowKey) -> Keyed {
-        Keyed {
-            hash: key_hasher().hash_one(key),
-            key,
-        }
-    }
-
-    /// The key.
-    pub fn key(&self) -> &FlowKey {
-        &self.key
-    }
-
-    /// Its hash (secretly seeded; meaningful only inside this process).
-    pub fn hash(&self) -> u64 {
-        self.hash
-    }
-}
-
-impl From<FlowKey> for Keyed {
-    fn from(key: FlowKey) -> Keyed {
-        Keyed::new(key)
     }
 }
 
@@ -242,6 +188,7 @@ impl Entry {
 #[derive(Debug, Clone, Default)]
 pub struct FlowTable {
     map: HashTable<Entry>,
+    hasher: KeyHasher,
     digest: Digest,
     scratch: Vec<u8>,
 }
@@ -253,7 +200,7 @@ impl PartialEq for FlowTable {
             && self.map.len() == other.map.len()
             && self.map.iter().all(|e| {
                 other
-                    .find(&Keyed::new(e.key))
+                    .find(&other.hasher.keyed(e.key))
                     .is_some_and(|o| o.state == e.state && o.timeout == e.timeout)
             })
     }
@@ -262,13 +209,20 @@ impl PartialEq for FlowTable {
 impl Eq for FlowTable {}
 
 impl FlowTable {
-    /// An empty table with room for `n` flows.
-    pub fn with_capacity(n: usize) -> FlowTable {
+    /// An empty table with room for `n` flows, hashing keys with `hasher` (the keys
+    /// passed in must be hashed by the same one).
+    pub fn new(hasher: &KeyHasher, n: usize) -> FlowTable {
         FlowTable {
             map: HashTable::with_capacity(n),
+            hasher: hasher.clone(),
             digest: Digest::default(),
             scratch: Vec::with_capacity(256),
         }
+    }
+
+    /// `key` hashed by this table's hasher (the node's: see [`KeyHasher`]).
+    pub fn keyed(&self, key: FlowKey) -> Keyed {
+        self.hasher.keyed(key)
     }
 
     /// Flows held.
@@ -362,11 +316,10 @@ impl FlowTable {
             return Upsert::Same;
         }
         let hash = xxh3_64(&self.scratch);
-        let slot = self.map.entry(
-            key.hash,
-            |e| e.key == key.key,
-            |e| key_hasher().hash_one(e.key),
-        );
+        let hasher = &self.hasher;
+        let slot = self
+            .map
+            .entry(key.hash, |e| e.key == key.key, |e| hasher.hash(&e.key));
         if let Slot::Occupied(mut o) = slot {
             let e = o.get_mut();
             e.mark = mark;
@@ -415,7 +368,7 @@ impl FlowTable {
     /// Insert or replace with the given mark; `counted` says whether the flow enters the
     /// digest. Returns whether it replaced a flow.
     pub fn insert(&mut self, flow: &Flow, mark: u64, counted: bool) -> bool {
-        let key = Keyed::new(flow.key());
+        let key = self.hasher.keyed(flow.key());
         let had = self.remove(&key);
         self.upsert(&key, flow, mark, counted);
         had
@@ -515,7 +468,7 @@ impl FlowTable {
                 && let Some((_, v)) = out.get_mut(i)
                 && let Some(m) = e.message(false)
             {
-                v.push((Keyed::new(e.key), m));
+                v.push((self.hasher.keyed(e.key), m));
             }
         }
         out
@@ -550,7 +503,7 @@ impl FlowTable {
         self.map
             .iter()
             .filter(|e| e.counted)
-            .map(|e| Keyed::new(e.key))
+            .map(|e| self.hasher.keyed(e.key))
             .collect()
     }
 
@@ -614,7 +567,7 @@ mod tests {
         );
         b.insert(&flow(7, 1), 0, true);
         assert_eq!(a.digest(), b.digest());
-        b.remove(&flow(3, 1).key().into());
+        b.remove(&KeyHasher::default().keyed(flow(3, 1).key()));
         assert_eq!(b.digest().count, 49);
         assert_ne!(a.digest(), b.digest());
     }
@@ -624,9 +577,9 @@ mod tests {
         let mut t = FlowTable::default();
         t.insert(&flow(1, 1), 0, false);
         assert_eq!(t.digest(), &Digest::default());
-        t.count_in(&flow(1, 1).key().into());
+        t.count_in(&KeyHasher::default().keyed(flow(1, 1).key()));
         assert_eq!(t.digest().count, 1);
-        t.remove(&flow(1, 1).key().into());
+        t.remove(&KeyHasher::default().keyed(flow(1, 1).key()));
         assert_eq!(t.digest(), &Digest::default());
     }
 

@@ -9,13 +9,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use ctnetlink::FlowKey;
 use ctsync_wire::Message;
 use ctsync_wire::frame::SeqRange;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-use crate::cache::Keyed;
+use crate::key::{KeyHasher, Keyed};
+use crate::message::{Encoded, Kind, encode, flow_key};
 
 /// Expand a 32-bit wire sequence number to the 64-bit one nearest `expected`.
 pub fn expand_seq(low: u32, expected: u64) -> u64 {
@@ -29,60 +29,6 @@ pub fn expand_seq(low: u32, expected: u64) -> u64 {
         .into_iter()
         .min_by_key(|&c| c.abs_diff(expected))
         .unwrap_or(u64::from(low))
-}
-
-/// An encoded message. Small ones (every IPv4 flow message) are held inline, so queuing
-/// one costs no allocation; each peer's stream holds its own copy (a copy of 64 bytes is
-/// cheaper than sharing through a reference-counted allocation).
-pub type Encoded = smallvec::SmallVec<[u8; ENCODED_INLINE]>;
-
-/// Bytes of a message held inline in an [`Encoded`] (the type is then 64 bytes long).
-pub const ENCODED_INLINE: usize = 56;
-
-/// What a queued message is, for coalescing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A flow the receiver has not heard of (a kernel NEW): a deletion before it is
-    /// sent cancels both.
-    FlowNew,
-    /// A flow's state (update, bulk, repair).
-    FlowUpdate,
-    /// A flow is gone.
-    FlowDelete,
-    /// Anything else: a barrier that flow messages are not merged across.
-    Control,
-}
-
-/// The flow a message is about, if any (what queued messages coalesce by).
-pub fn flow_key(m: &Message) -> Option<FlowKey> {
-    match m {
-        Message::FlowNew(f) | Message::FlowUpdate(f) => Some(f.key()),
-        Message::FlowDelete(k) => Some(*k),
-        _ => None,
-    }
-}
-
-impl Kind {
-    /// The kind of a message.
-    pub fn of(m: &Message) -> Kind {
-        match m {
-            Message::FlowNew(_) => Kind::FlowNew,
-            Message::FlowUpdate(_) => Kind::FlowUpdate,
-            Message::FlowDelete(_) => Kind::FlowDelete,
-            _ => Kind::Control,
-        }
-    }
-}
-
-/// Encode a message for a stream. A message that cannot be encoded (never built by the
-/// node: it refuses unencodable flows) becomes padding, which keeps its sequence number.
-pub fn encode(m: &Message) -> Encoded {
-    let mut buf = Vec::with_capacity(48);
-    if m.put(&mut buf).is_err() {
-        buf.clear();
-        Message::put_padding(&mut buf);
-    }
-    Encoded::from_slice(&buf)
 }
 
 /// The key of the indexed pending message at absolute index `at`.
@@ -137,6 +83,8 @@ pub struct SendStream {
     pending_live: usize,
     /// The coalescing index: the absolute pending index of the message about a flow
     /// (looked up by the flow's carried hash, compared against the pending slot's key).
+    /// The node's key hasher (messages pushed whole are keyed here).
+    hasher: KeyHasher,
     by_key: HashTable<u64>,
     window: usize,
     limit: usize,
@@ -146,8 +94,9 @@ pub struct SendStream {
 
 impl SendStream {
     /// A stream allowing `window` messages in flight and `limit` pending.
-    pub fn new(window: usize, limit: usize) -> SendStream {
+    pub fn new(window: usize, limit: usize, hasher: KeyHasher) -> SendStream {
         SendStream {
+            hasher,
             generation: 0,
             next_seq: 0,
             in_flight: VecDeque::new(),
@@ -194,7 +143,7 @@ impl SendStream {
 
     /// Queue a message (encoded here; see [`SendStream::push_encoded`]).
     pub fn push(&mut self, message: Message) -> bool {
-        let key = flow_key(&message).map(Keyed::new);
+        let key = flow_key(&message).map(|k| self.hasher.keyed(k));
         self.push_encoded(key, Kind::of(&message), encode(&message))
     }
 
@@ -637,7 +586,7 @@ mod tests {
             2,
         );
         let mut f = Flow::new(t, t.inverse());
-        let mut s = SendStream::new(10, 10);
+        let mut s = SendStream::new(10, 10, KeyHasher::default());
         assert!(s.push(Message::FlowNew(Box::new(f.clone()))));
         f.mark = Some(9);
         assert!(s.push(Message::FlowUpdate(Box::new(f.clone()))));
@@ -646,14 +595,14 @@ mod tests {
         let (_, m) = s.next_new(now).unwrap();
         assert_eq!(m, &encode(&Message::FlowUpdate(Box::new(f.clone())))[..]);
         // New then delete before sending: nothing at all.
-        let mut s = SendStream::new(10, 10);
+        let mut s = SendStream::new(10, 10, KeyHasher::default());
         s.push(Message::FlowNew(Box::new(f.clone())));
         s.push(Message::FlowDelete(f.key()));
         assert_eq!(s.backlog(), 0);
         assert!(s.next_new(now).is_none());
         // A flow the receiver knows, deleted and created again, then deleted before
         // anything was sent: the deletion must still reach the receiver.
-        let mut s = SendStream::new(10, 10);
+        let mut s = SendStream::new(10, 10, KeyHasher::default());
         s.push(Message::FlowDelete(f.key()));
         s.push(Message::FlowNew(Box::new(f.clone())));
         s.push(Message::FlowDelete(f.key()));
@@ -664,7 +613,7 @@ mod tests {
 
     #[test]
     fn acks_retire_and_nacks_resend() {
-        let mut s = SendStream::new(10, 100);
+        let mut s = SendStream::new(10, 100, KeyHasher::default());
         let now = Instant::now();
         for i in 0..5 {
             s.push(msg(i));

@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ctnetlink::{EventKind, Flow, Tuple, ipproto};
-use ctsync_core::{Config, DropReason, FlowEvent, KernelOp, Node, Role};
+use ctsync_core::sim::{Pair, pair_node};
+use ctsync_core::{Config, DropReason, FlowEvent, Node, Role};
 use ctsync_wire::{Cipher, ClusterSecret};
 use proptest::prelude::*;
 
@@ -29,109 +30,37 @@ fn flow(i: u8) -> Flow {
 }
 
 fn node(id: u32, epoch: u64, psk: &[u8], now: Instant) -> Node {
-    let secret = ClusterSecret::new(psk, Cipher::ChaCha20Poly1305).unwrap();
-    Node::new(
-        Config::new(id, vec![1, 2]),
-        secret,
-        epoch,
-        u64::from(id) * 7919,
-        now,
-    )
-    .unwrap()
+    pair_node(id, epoch, psk, Cipher::ChaCha20Poly1305, now, &|_| {})
 }
 
-/// Two nodes wired back to back, with every datagram node 1 sends recorded.
-struct Pair {
-    now: Instant,
-    a: Node,
-    b: Node,
-    captured: Vec<Vec<u8>>,
+/// Two nodes wired back to back (the simulator's pair), capturing what node 1 sends.
+fn pair() -> Pair {
+    Pair::new(&PSK)
 }
 
-impl Pair {
-    fn new() -> Pair {
-        let now = Instant::now();
-        let mut p = Pair {
-            now,
-            a: node(1, 1 << 32, &PSK, now),
-            b: node(2, 2 << 32, &PSK, now),
-            captured: Vec::new(),
-        };
-        p.a.set_role(now, Role::Primary);
-        p.b.set_role(now, Role::Backup);
-        p.settle(Duration::from_secs(1));
-        p
-    }
-
-    fn exchange(&mut self) {
-        let mut buf = Vec::new();
-        for _ in 0..1000 {
-            let mut moved = false;
-            while self.a.poll_transmit(self.now, &mut buf).is_some() {
-                self.captured.push(buf.clone());
-                let _ = self.b.handle_datagram(self.now, &mut buf);
-                moved = true;
-            }
-            while self.b.poll_transmit(self.now, &mut buf).is_some() {
-                let _ = self.a.handle_datagram(self.now, &mut buf);
-                moved = true;
-            }
-            while self.a.poll_kernel_op().is_some() {}
-            while self.b.poll_kernel_op().is_some() {}
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    fn settle(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            self.now += Duration::from_millis(10);
-            self.a.handle_timeout(self.now);
-            self.b.handle_timeout(self.now);
-            // Kernel dumps the nodes ask for find empty tables.
-            for n in [&mut self.a, &mut self.b] {
-                if n.kernel_ops_pending() > 0 {
-                    let ops: Vec<_> = std::iter::from_fn(|| n.poll_kernel_op()).collect();
-                    if ops.contains(&KernelOp::Dump) {
-                        n.begin_kernel_dump(self.now);
-                        n.end_kernel_dump(self.now);
-                    }
-                }
-            }
-            self.exchange();
-        }
-    }
-
-    fn deliver_to_b(&mut self, mut bytes: Vec<u8>) -> Result<(), DropReason> {
-        self.b.handle_datagram(self.now, &mut bytes)
-    }
-
-    fn flows_at_b(&self) -> usize {
-        self.b.external_len()
-    }
+fn deliver_to_b(p: &mut Pair, mut bytes: Vec<u8>) -> Result<(), DropReason> {
+    p.b.handle_datagram(p.now, &mut bytes)
 }
 
 #[test]
 fn the_pair_replicates() {
-    let mut p = Pair::new();
+    let mut p = pair();
     p.a.handle_kernel_event(p.now, EventKind::New, &flow(1), false);
     p.settle(Duration::from_millis(200));
-    assert_eq!(p.flows_at_b(), 1);
+    assert_eq!(p.b.external_len(), 1);
     assert!(p.b.is_ready());
 }
 
 #[test]
 fn garbage_is_dropped_and_counted() {
-    let mut p = Pair::new();
+    let mut p = pair();
     for bytes in [
         vec![],
         vec![0u8; 10],
         vec![0xffu8; 100],
         b"GET / HTTP/1.1\r\n\r\n".to_vec(),
     ] {
-        assert!(p.deliver_to_b(bytes).is_err());
+        assert!(deliver_to_b(&mut p, bytes).is_err());
     }
     let drops = p.b.drops();
     assert_eq!(
@@ -143,7 +72,7 @@ fn garbage_is_dropped_and_counted() {
 
 #[test]
 fn truncated_forged_flipped_replayed_and_impersonating_datagrams_are_refused() {
-    let mut p = Pair::new();
+    let mut p = pair();
     p.captured.clear();
     p.a.handle_kernel_event(p.now, EventKind::New, &flow(2), false);
     p.settle(Duration::from_millis(200));
@@ -153,14 +82,17 @@ fn truncated_forged_flipped_replayed_and_impersonating_datagrams_are_refused() {
         .find(|d| d.len() > 60)
         .cloned()
         .expect("a datagram with the flow");
-    let before = p.flows_at_b();
+    let before = p.b.external_len();
 
     // Replayed as is.
-    assert_eq!(p.deliver_to_b(genuine.clone()), Err(DropReason::Replay));
+    assert_eq!(
+        deliver_to_b(&mut p, genuine.clone()),
+        Err(DropReason::Replay)
+    );
     // Truncated.
     for cut in [0, 5, 23, 24, 39, genuine.len() - 1] {
         assert!(
-            p.deliver_to_b(genuine[..cut].to_vec()).is_err(),
+            deliver_to_b(&mut p, genuine[..cut].to_vec()).is_err(),
             "cut {cut}"
         );
     }
@@ -168,7 +100,10 @@ fn truncated_forged_flipped_replayed_and_impersonating_datagrams_are_refused() {
     for bit in 0..genuine.len() * 8 {
         let mut d = genuine.clone();
         d[bit / 8] ^= 1 << (bit % 8);
-        assert!(p.deliver_to_b(d).is_err(), "bit {bit} flipped was accepted");
+        assert!(
+            deliver_to_b(&mut p, d).is_err(),
+            "bit {bit} flipped was accepted"
+        );
     }
     // Sealed under another key by a node that knows the format but not the secret.
     let mut outsider = node(1, 5 << 32, &[0x44; 32], p.now);
@@ -176,17 +111,20 @@ fn truncated_forged_flipped_replayed_and_impersonating_datagrams_are_refused() {
     outsider.set_role(p.now, Role::Primary);
     let mut forged = 0;
     while outsider.poll_transmit(p.now, &mut buf).is_some() {
-        assert_eq!(p.deliver_to_b(buf.clone()), Err(DropReason::Authentication));
+        assert_eq!(
+            deliver_to_b(&mut p, buf.clone()),
+            Err(DropReason::Authentication)
+        );
         forged += 1;
     }
     assert!(forged > 0);
     // Claiming to be this node, or a node that is not configured.
     let mut d = genuine.clone();
     d[4..8].copy_from_slice(&2u32.to_be_bytes());
-    assert_eq!(p.deliver_to_b(d), Err(DropReason::SelfNode));
+    assert_eq!(deliver_to_b(&mut p, d), Err(DropReason::SelfNode));
     let mut d = genuine.clone();
     d[4..8].copy_from_slice(&9u32.to_be_bytes());
-    assert_eq!(p.deliver_to_b(d), Err(DropReason::UnknownNode));
+    assert_eq!(deliver_to_b(&mut p, d), Err(DropReason::UnknownNode));
 
     let drops = p.b.drops();
     for reason in [
@@ -201,11 +139,11 @@ fn truncated_forged_flipped_replayed_and_impersonating_datagrams_are_refused() {
             "no drop counted as {reason:?}: {drops:?}"
         );
     }
-    assert_eq!(p.flows_at_b(), before, "nothing injected");
+    assert_eq!(p.b.external_len(), before, "nothing injected");
     // The real link still works.
     p.a.handle_kernel_event(p.now, EventKind::New, &flow(3), false);
     p.settle(Duration::from_millis(200));
-    assert_eq!(p.flows_at_b(), before + 1);
+    assert_eq!(p.b.external_len(), before + 1);
 }
 
 /// A recorded epoch cannot be replayed: not into the running peer (stale), and not into
@@ -213,7 +151,7 @@ fn truncated_forged_flipped_replayed_and_impersonating_datagrams_are_refused() {
 /// answer).
 #[test]
 fn a_recorded_epoch_cannot_be_replayed() {
-    let mut p = Pair::new();
+    let mut p = pair();
     p.captured.clear();
     p.a.handle_kernel_event(p.now, EventKind::New, &flow(4), false);
     p.settle(Duration::from_millis(500));
@@ -223,18 +161,18 @@ fn a_recorded_epoch_cannot_be_replayed() {
     p.a.set_role(p.now, Role::Primary);
     p.settle(Duration::from_secs(2));
     for d in &recording {
-        let r = p.deliver_to_b(d.clone());
+        let r = deliver_to_b(&mut p, d.clone());
         assert_eq!(r, Err(DropReason::StaleEpoch));
     }
     // Node 2 restarts and knows nothing: the old recording is not accepted either.
     p.b = node(2, 4 << 32, &PSK, p.now);
     p.b.set_role(p.now, Role::Backup);
     for d in &recording {
-        let _ = p.deliver_to_b(d.clone());
+        let _ = deliver_to_b(&mut p, d.clone());
     }
     let mut buf = Vec::new();
     while p.b.poll_transmit(p.now, &mut buf).is_some() {} // its challenges go nowhere
-    assert_eq!(p.flows_at_b(), 0, "a recording planted flows");
+    assert_eq!(p.b.external_len(), 0, "a recording planted flows");
     assert!(
         p.b.drops()
             .get(&DropReason::Unverified)
@@ -249,7 +187,7 @@ fn a_recorded_epoch_cannot_be_replayed() {
 /// fails authentication, and afterwards the old key opens nothing.
 #[test]
 fn the_cluster_key_rotates_online_without_loss() {
-    let mut p = Pair::new();
+    let mut p = pair();
     let old = || ClusterSecret::new(&PSK, Cipher::ChaCha20Poly1305).unwrap();
     let new = || ClusterSecret::new(&[0x77; 32], Cipher::ChaCha20Poly1305).unwrap();
     let mut n = 0u8;
@@ -276,7 +214,7 @@ fn the_cluster_key_rotates_online_without_loss() {
     p.b.set_secrets(new(), Vec::new()).unwrap();
     traffic(&mut p);
     p.settle(Duration::from_secs(6));
-    assert_eq!(p.flows_at_b(), 120, "every flow arrived");
+    assert_eq!(p.b.external_len(), 120, "every flow arrived");
     assert!(p.b.is_ready());
     for node in [&p.a, &p.b] {
         assert_eq!(
@@ -291,7 +229,7 @@ fn the_cluster_key_rotates_online_without_loss() {
     let mut buf = Vec::new();
     stale.handle_timeout(p.now);
     assert!(stale.poll_transmit(p.now, &mut buf).is_some());
-    assert_eq!(p.deliver_to_b(buf), Err(DropReason::Authentication));
+    assert_eq!(deliver_to_b(&mut p, buf), Err(DropReason::Authentication));
 }
 
 /// An authentic HELLO from a peer that speaks only other protocol versions is not
@@ -367,7 +305,7 @@ proptest! {
 /// transfer) does not sit out the ACK delay each time; a few messages wait for the delay.
 #[test]
 fn a_quarter_window_is_acknowledged_without_waiting_for_the_ack_delay() {
-    let mut p = Pair::new();
+    let mut p = pair();
     let quarter = Config::new(1, vec![1, 2]).window / 4;
     let mut buf = Vec::new();
     let mut next = 0u32;
@@ -421,8 +359,8 @@ proptest! {
                 FlowEvent { kind: kind(k), flow: f, ours }
             })
             .collect();
-        let mut one = Pair::new();
-        let mut batched = Pair::new();
+        let mut one = pair();
+        let mut batched = pair();
         one.captured.clear();
         batched.captured.clear();
         for e in &events {

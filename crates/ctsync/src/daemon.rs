@@ -840,24 +840,26 @@ impl Shell {
     fn status(&self) -> serde_json::Value {
         let peers: Vec<_> = self
             .node
-            .peers()
+            .status()
+            .peers
+            .into_iter()
             .map(|p| {
                 json!({
                     "id": format!("{:#x}", p.id),
                     "address": self.peers.get(&p.id).map(|a| a.to_string()),
                     "up": p.up,
                     "epoch": p.epoch,
-                    "role": format!("{:?}", p.role).to_lowercase(),
+                    "role": p.role.map_or("unknown", Role::name),
                     "ready": p.ready,
-                    "synced": p.synced(),
+                    "synced": p.synced,
                     "last_seen_ms": p.last_heard.map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
-                    "received": p.recv.received,
-                    "duplicates": p.recv.duplicates,
-                    "lag": p.send.backlog(),
-                    "sent": p.send.stats.sent,
-                    "retransmitted": p.send.stats.retransmitted,
-                    "resets": p.send.stats.resets,
-                    "backlog": p.send.backlog(),
+                    "received": p.received,
+                    "duplicates": p.duplicates,
+                    "lag": p.backlog,
+                    "sent": p.sent,
+                    "retransmitted": p.retransmitted,
+                    "resets": p.resets,
+                    "backlog": p.backlog,
                 })
             })
             .collect();
@@ -1015,7 +1017,7 @@ impl Shell {
                 lines.push(format!("{}\n", flow_json(&f, None)));
             }
         } else {
-            for p in self.node.peers() {
+            for p in self.node.status().peers {
                 let origin = self
                     .peers
                     .get(&p.id)

@@ -1,0 +1,342 @@
+//! A link: everything about one peer that the sync protocol's transport needs (as a
+//! quinn-proto `Connection` is to its `Endpoint`). Its epoch and the handshake that
+//! proves it live ([`handshake`]), its receive keys and replay windows ([`protect`]), both
+//! reliable streams, liveness, and a table of named timers. The [`crate::Node`] routes
+//! datagrams to links by sender and applies what they deliver to its caches.
+
+pub(crate) mod handshake;
+pub(crate) mod protect;
+pub(crate) mod transmit;
+
+use std::time::Instant;
+
+use ctsync_wire::frame::{DataMessages, Frame};
+use ctsync_wire::header::Header;
+use ctsync_wire::{Message, NodeId, ReplayWindow, WireRole};
+use smallvec::SmallVec;
+
+use super::timer::{Timer, TimerTable};
+use crate::config::Config;
+use crate::key::KeyHasher;
+use crate::status::PeerStatus;
+use crate::stream::{Delivery, RecvStream, SendStream};
+use protect::RxKeys;
+
+/// A link's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkTimer {
+    /// A standalone acknowledgement is due.
+    Ack,
+    /// Something must be sent (an ALIVE at least) to keep the peer from declaring us dead.
+    Alive,
+    /// The peer is declared down if not heard from by then (armed while it is up).
+    Dead,
+}
+
+impl Timer for LinkTimer {
+    const COUNT: usize = 3;
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The role and readiness a peer announced.
+pub(crate) type Announce = (WireRole, bool);
+
+/// A handshake outcome of a datagram, in frame order: the node acts on each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// A HELLO whose version range excludes ours (it was not answered).
+    Incompatible {
+        /// Its lowest version.
+        min: u8,
+        /// Its highest version.
+        max: u8,
+    },
+    /// The peer's epoch was proven live (`restarted`: it had a verified one before),
+    /// with the role it announced in a HELLO of that epoch, if any.
+    Verified {
+        /// It had an earlier verified epoch.
+        restarted: bool,
+        /// Its role from a HELLO of the new epoch.
+        announced: Option<Announce>,
+    },
+}
+
+/// A DATA frame's messages (`None` for a message type we skip).
+#[derive(Debug)]
+pub(crate) struct DataFrame {
+    /// The stream generation.
+    pub(crate) generation: u32,
+    /// The first message's sequence number (low 32 bits).
+    pub(crate) first: u32,
+    /// The messages.
+    pub(crate) messages: Vec<Option<Message>>,
+}
+
+/// What one datagram brought, for the node to act on.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    /// Handshake outcomes, in frame order.
+    pub(crate) handshakes: SmallVec<[Handshake; 1]>,
+    /// Roles announced (from a verified epoch only).
+    pub(crate) roles: SmallVec<[Announce; 1]>,
+    /// DATA frames.
+    pub(crate) data: SmallVec<[DataFrame; 1]>,
+    /// Data frames from an epoch not yet verified were refused.
+    pub(crate) refused_data: bool,
+    /// A DATA frame did not parse (frames after it were not looked at).
+    pub(crate) malformed: bool,
+}
+
+/// One peer, as the transport sees it.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// Its node id.
+    pub(crate) id: NodeId,
+    /// Its epoch, once proven live by a challenge.
+    pub(crate) epoch: Option<u64>,
+    /// Our outstanding challenge to it.
+    challenge: Option<u64>,
+    /// When we last sent a `HELLO` (re-sent every alive interval while challenging).
+    hello_sent: Option<Instant>,
+    /// A challenge of its to answer.
+    hello_ack_due: Option<u64>,
+    /// An unverified epoch seen, with its own window (hello frames only).
+    candidate: Option<(u64, ReplayWindow)>,
+    /// Its verified epoch must be proven live again (it was down: its key generation
+    /// may have moved on further than key ids can tell).
+    reverify: bool,
+    /// Role and readiness from a HELLO of an epoch not verified yet, with that epoch;
+    /// applied when (and only if) that epoch is verified.
+    pending_role: Option<(u64, WireRole, bool)>,
+    /// Replay window of its verified epoch.
+    replay: ReplayWindow,
+    rx: RxKeys,
+    /// Highest traffic-key generation seen.
+    rx_generation: u32,
+    /// Last authenticated datagram from it.
+    last_heard: Option<Instant>,
+    /// Whether it counts as up.
+    pub(crate) up: bool,
+    /// Its announced role.
+    pub(crate) role: WireRole,
+    /// Whether it says it is ready.
+    ready: bool,
+    /// Our stream to it.
+    pub(crate) send: SendStream,
+    /// Its stream to us.
+    pub(crate) recv: RecvStream,
+    /// Messages delivered since our last ACK.
+    unacked: usize,
+    /// When we last sent a NACK.
+    nack_sent: Option<Instant>,
+    timers: TimerTable<LinkTimer, { LinkTimer::COUNT }>,
+}
+
+impl Link {
+    /// A peer not heard from yet; something is due to it at once.
+    pub(crate) fn new(id: NodeId, cfg: &Config, hasher: &KeyHasher, now: Instant) -> Link {
+        let mut timers = TimerTable::new();
+        timers.set(LinkTimer::Alive, now);
+        Link {
+            id,
+            epoch: None,
+            challenge: None,
+            hello_sent: None,
+            hello_ack_due: None,
+            candidate: None,
+            reverify: false,
+            pending_role: None,
+            replay: ReplayWindow::default(),
+            rx: RxKeys::default(),
+            rx_generation: 0,
+            last_heard: None,
+            up: false,
+            role: WireRole::Unknown,
+            ready: false,
+            send: SendStream::new(cfg.window, cfg.queue_limit, hasher.clone()),
+            recv: RecvStream::new(cfg.window * 4),
+            unacked: 0,
+            nack_sent: None,
+            timers,
+        }
+    }
+
+    /// Whether it is up with a verified epoch: live messages may be queued to it.
+    pub(crate) fn is_live(&self) -> bool {
+        self.epoch.is_some() && self.up
+    }
+
+    /// Act on the frames of a datagram that [`Link::open`] accepted (`verified`: from
+    /// the peer's verified epoch). Handshake frames are handled here; the rest is
+    /// returned for the node.
+    pub(crate) fn take_frames<'a>(
+        &mut self,
+        now: Instant,
+        cfg: &Config,
+        h: &Header,
+        verified: bool,
+        frames: impl IntoIterator<Item = Frame<'a>>,
+    ) -> Received {
+        let mut r = Received::default();
+        for f in frames {
+            match f {
+                Frame::Hello {
+                    challenge,
+                    min_version,
+                    max_version,
+                    role,
+                    ready,
+                } => {
+                    if let Some(hs) = self.on_hello(
+                        h.epoch,
+                        verified,
+                        challenge,
+                        (min_version, max_version),
+                        (role, ready),
+                        &mut r.roles,
+                    ) {
+                        r.handshakes.push(hs);
+                    }
+                }
+                Frame::HelloAck {
+                    echo, generation, ..
+                } => {
+                    if let Some(hs) =
+                        self.on_hello_ack(now, cfg, h.epoch, verified, echo, generation)
+                    {
+                        r.handshakes.push(hs);
+                    }
+                }
+                _ if !verified => r.refused_data = true,
+                Frame::Alive { role, ready } => r.roles.push((role, ready)),
+                Frame::Ack {
+                    generation,
+                    next,
+                    ranges,
+                } => self.send.on_ack(generation, next, &ranges),
+                Frame::Nack { generation, ranges } => self.send.on_nack(generation, &ranges),
+                Frame::Data {
+                    generation,
+                    first,
+                    count,
+                    messages,
+                } => {
+                    let mut ms = Vec::with_capacity(usize::from(count));
+                    for m in DataMessages::new(messages, count) {
+                        match m {
+                            Ok(m) => ms.push(m),
+                            Err(_) => {
+                                r.malformed = true;
+                                return r;
+                            }
+                        }
+                    }
+                    r.data.push(DataFrame {
+                        generation,
+                        first,
+                        messages: ms,
+                    });
+                }
+                Frame::Unknown(_) => {}
+            }
+        }
+        r
+    }
+
+    /// A role from a HELLO after the HELLO_ACK that verified its epoch (in the same
+    /// datagram), now that the epoch is verified.
+    pub(crate) fn take_verified_role(&mut self) -> Option<Announce> {
+        match self.pending_role {
+            Some((e, role, ready)) if self.epoch == Some(e) => {
+                self.pending_role = None;
+                Some((role, ready))
+            }
+            _ => None,
+        }
+    }
+
+    /// An authenticated datagram of its verified epoch arrived. Returns whether it came
+    /// up by it.
+    pub(crate) fn heard(&mut self, now: Instant, cfg: &Config) -> bool {
+        self.last_heard = Some(now);
+        self.timers.set(LinkTimer::Dead, now + cfg.dead_interval);
+        let came_up = !self.up;
+        self.up = true;
+        came_up
+    }
+
+    /// Record the role it announced. Returns whether it became primary by it.
+    pub(crate) fn announce(&mut self, (role, ready): Announce) -> bool {
+        let became_primary = role == WireRole::Primary && self.role != WireRole::Primary;
+        self.role = role;
+        self.ready = ready;
+        became_primary
+    }
+
+    /// Take in a DATA frame's messages; schedules the acknowledgement. A quarter of a
+    /// window is acknowledged at once, so that a sender with a full window does not sit
+    /// out the ACK delay (docs/PROTOCOL.md §6).
+    pub(crate) fn deliver(&mut self, now: Instant, cfg: &Config, frame: DataFrame) -> Delivery {
+        let d = self
+            .recv
+            .receive(frame.generation, frame.first, frame.messages);
+        self.unacked += d.messages.len();
+        if self.unacked >= (cfg.window / 4).max(1) {
+            self.timers.set(LinkTimer::Ack, now);
+        } else if self.timers.get(LinkTimer::Ack).is_none() {
+            self.timers.set(LinkTimer::Ack, now + cfg.ack_delay);
+        }
+        d
+    }
+
+    /// Whether it was not heard from for the dead interval (and was up).
+    pub(crate) fn is_dead(&self, now: Instant) -> bool {
+        self.up && self.timers.is_due(LinkTimer::Dead, now)
+    }
+
+    /// Declare it down: its epoch must be proven live again, our stream to it starts
+    /// over when it is back.
+    pub(crate) fn down(&mut self) {
+        self.up = false;
+        self.reverify = true;
+        self.challenge = None;
+        self.send.reset();
+        self.timers.stop(LinkTimer::Dead);
+    }
+
+    /// The next time something is due on this link.
+    pub(crate) fn poll_timeout(&self, cfg: &Config) -> Option<Instant> {
+        let stream = self.send.next_deadline(cfg.rto);
+        match (self.timers.next(), stream) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Forget cached receive keys (the cluster keys changed).
+    pub(crate) fn forget_rx_keys(&mut self) {
+        self.rx.forget();
+        self.rx.secret = 0;
+    }
+
+    /// Its part of the node's status (`synced` is the node's to say).
+    pub(crate) fn status(&self, synced: bool) -> PeerStatus {
+        PeerStatus {
+            id: self.id,
+            up: self.up,
+            epoch: self.epoch,
+            role: crate::Role::from_wire(self.role),
+            ready: self.ready,
+            synced,
+            last_heard: self.last_heard,
+            received: self.recv.received,
+            duplicates: self.recv.duplicates,
+            sent: self.send.stats.sent,
+            retransmitted: self.send.stats.retransmitted,
+            resets: self.send.stats.resets,
+            backlog: self.send.backlog(),
+        }
+    }
+}

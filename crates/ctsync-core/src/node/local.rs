@@ -1,0 +1,274 @@
+//! The kernel side: this node's own flows. Kernel events and dumps feed the internal
+//! cache, and what changed is queued to every live peer; expectations go with their
+//! master flows.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use ctnetlink::{EventKind, Expectation, Flow, FlowKey};
+use ctsync_wire::{Message, NodeId};
+use smallvec::SmallVec;
+
+use super::{ExpKey, FlowEvent, KernelOp, Node, Notify, PREFETCH_BATCH, exp_key, exp_normalize};
+use crate::Role;
+use crate::cache::{Upsert, state_message};
+use crate::key::Keyed;
+use crate::message::{Encoded, Kind, encode, flow_key};
+
+impl Node {
+    /// A kernel event. `ours` is true when our own writes caused it (the event's port id
+    /// is one of the daemon's sockets): such events are not replicated.
+    pub fn handle_kernel_event(&mut self, now: Instant, kind: EventKind, flow: &Flow, ours: bool) {
+        self.kernel_event(now, kind, flow, ours, None);
+    }
+
+    /// Kernel events in a batch (those of one read from the event socket), in order: the
+    /// same as [`Node::handle_kernel_event`] on each, faster on a large table (their keys
+    /// are hashed and their cache slots prefetched before any is applied, so the cache
+    /// misses overlap).
+    pub fn handle_kernel_events(&mut self, now: Instant, events: &[FlowEvent]) {
+        for chunk in events.chunks(PREFETCH_BATCH) {
+            let keys: SmallVec<[Option<Keyed>; PREFETCH_BATCH]> = chunk
+                .iter()
+                .map(|e| (!e.ours).then(|| self.hasher.keyed(e.flow.key())))
+                .collect();
+            keys.iter()
+                .flatten()
+                .for_each(|k| self.internal.prefetch(k));
+            for (e, key) in chunk.iter().zip(keys) {
+                self.kernel_event(now, e.kind, &e.flow, e.ours, key);
+            }
+        }
+    }
+
+    /// One kernel event; `key` is its flow's, hashed, if already at hand.
+    pub(super) fn kernel_event(
+        &mut self,
+        now: Instant,
+        kind: EventKind,
+        flow: &Flow,
+        ours: bool,
+        key: Option<Keyed>,
+    ) {
+        if ours {
+            self.stats.own_events += 1;
+            return;
+        }
+        let key = key.unwrap_or_else(|| self.hasher.keyed(flow.key()));
+        match kind {
+            EventKind::New | EventKind::Update => {
+                self.local_upsert(now, flow, key, kind == EventKind::New)
+            }
+            EventKind::Destroy => self.local_remove(&key),
+        }
+    }
+
+    /// A kernel expectation event (a helper, e.g. FTP's, expects a related connection).
+    /// Replicated when its master flow is: a backup that takes over then lets the
+    /// expected connection in as RELATED. `ours` as for [`Node::handle_kernel_event`].
+    pub fn handle_expectation_event(
+        &mut self,
+        _now: Instant,
+        kind: EventKind,
+        exp: &Expectation,
+        ours: bool,
+    ) {
+        if ours {
+            self.stats.own_events += 1;
+            return;
+        }
+        let key = exp_key(exp);
+        match kind {
+            EventKind::New | EventKind::Update => {
+                let master = FlowKey {
+                    orig: exp.master,
+                    zone: key.1.unwrap_or(0),
+                };
+                if !self.internal.is_counted(&self.hasher.keyed(master)) {
+                    // Its master is not replicated (filtered, or held by the sync
+                    // delay): the expectation would be of no use to a peer.
+                    self.stats.filtered += 1;
+                    return;
+                }
+                let n = exp_normalize(exp);
+                let same = |o: &Expectation| {
+                    let mut o = o.clone();
+                    o.timeout = n.timeout;
+                    o == n
+                };
+                if self.expectations.get(&key).is_some_and(same) {
+                    // Only its timeout moved (a re-read of the table).
+                    return;
+                }
+                self.expectations.insert(key, n.clone());
+                self.stats.expectations_sent += 1;
+                self.replicate(Message::ExpNew(Box::new(n)));
+            }
+            EventKind::Destroy => {
+                if self.expectations.remove(&key).is_some() {
+                    self.stats.expectations_sent += 1;
+                    self.replicate(Message::ExpDelete(key.0, key.1));
+                }
+            }
+        }
+    }
+
+    /// Every expectation the kernel holds (read after each table dump): new ones are
+    /// sent, and those we hold that the kernel no longer has (a lost event) are deleted
+    /// at the peers.
+    pub fn expectations_dumped(&mut self, now: Instant, all: &[Expectation]) {
+        let seen: HashSet<ExpKey> = all.iter().map(exp_key).collect();
+        let gone: Vec<Expectation> = self
+            .expectations
+            .iter()
+            .filter(|(k, _)| !seen.contains(k))
+            .map(|(_, e)| e.clone())
+            .collect();
+        for e in &gone {
+            self.handle_expectation_event(now, EventKind::Destroy, e, false);
+        }
+        for e in all {
+            self.handle_expectation_event(now, EventKind::New, e, false);
+        }
+    }
+
+    /// The kernel's event socket overran: events were lost. The table is re-read
+    /// (the shell gets [`KernelOp::Dump`]); anti-entropy repairs peers meanwhile.
+    pub fn handle_kernel_overrun(&mut self, _now: Instant) {
+        self.stats.kernel_overruns += 1;
+        self.kernel_ops.push_back(KernelOp::Dump);
+    }
+
+    /// A kernel dump starts: what it does not mention is gone at [`Node::end_kernel_dump`].
+    pub fn begin_kernel_dump(&mut self, _now: Instant) {
+        self.dump_mark += 1;
+        self.dumping = true;
+    }
+
+    /// One flow of a kernel dump.
+    pub fn handle_dumped(&mut self, now: Instant, flow: &Flow) {
+        let key = self.hasher.keyed(flow.key());
+        self.local_upsert(now, flow, key, false);
+    }
+
+    /// The dump is complete: flows it did not mention are removed (and deletions sent).
+    pub fn end_kernel_dump(&mut self, _now: Instant) {
+        if !self.dumping {
+            return;
+        }
+        self.dumping = false;
+        for key in self.internal.sweep(self.dump_mark, None) {
+            // A bulk transfer follows (with its sweep): it says this already.
+            if !self.bulk_after_dump {
+                self.replicate(Message::FlowDelete(key));
+            }
+        }
+        if self.bulk_after_dump {
+            self.bulk_after_dump = false;
+            let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+            for id in ids {
+                self.start_bulk(id);
+            }
+        }
+    }
+
+    /// A flow the kernel created or changed; `key` is its key, hashed once: every lookup
+    /// here, in the caches and in each peer's queue, uses it.
+    pub(super) fn local_upsert(&mut self, now: Instant, flow: &Flow, key: Keyed, new: bool) {
+        if !self.cfg.filter.accepts(flow) {
+            self.stats.filtered += 1;
+            // A flow that stops passing the filter (e.g. it left its zone) is gone for
+            // the peers.
+            if self.internal.remove(&key) {
+                self.replicate(Message::FlowDelete(*key.key()));
+            }
+            return;
+        }
+        if self.role != Role::Primary && self.external.values().any(|e| e.table.contains(&key)) {
+            // A flow a peer replicated to us (hot standby wrote it to our kernel; a dump
+            // after an overrun or a restart finds it there): it is the peer's, not ours.
+            self.stats.foreign += 1;
+            if self.internal.remove(&key) {
+                self.replicate(Message::FlowDelete(*key.key()));
+            }
+            return;
+        }
+        let hold =
+            self.cfg.sync_delay > std::time::Duration::ZERO && !self.internal.is_counted(&key);
+        if self.internal.len() >= self.cfg.max_flows && !self.internal.contains(&key) {
+            if self.stats.cache_full == 0 {
+                self.notes.push_back(Notify::CacheFull { origin: None });
+            }
+            self.stats.cache_full += 1;
+            return;
+        }
+        let (outcome, state) = self
+            .internal
+            .upsert_state(&key, flow, self.dump_mark, !hold);
+        if hold {
+            if outcome == Upsert::New {
+                self.delayed.push_back((now + self.cfg.sync_delay, key));
+            }
+            return;
+        }
+        if self.dumping && self.bulk_after_dump {
+            // The bulk transfer after this dump carries every flow: sending each one
+            // now as well would double a takeover's work.
+            return;
+        }
+        let kind = match outcome {
+            Upsert::Same => return,
+            Upsert::New if new => Kind::FlowNew,
+            Upsert::Changed | Upsert::New => Kind::FlowUpdate,
+        };
+        // The state upsert just encoded, with the timeout spliced in: no second encoding.
+        if let Some(m) = state_message(state, kind == Kind::FlowNew, flow.timeout) {
+            self.replicate_encoded(Some(key), kind, m);
+        }
+    }
+
+    pub(super) fn local_remove(&mut self, key: &Keyed) {
+        let counted = self.internal.is_counted(key);
+        if self.internal.remove(key) {
+            if counted {
+                self.replicate(Message::FlowDelete(*key.key()));
+            } else {
+                self.stats.delayed_and_gone += 1;
+            }
+        }
+    }
+
+    /// Queue a message on every peer's stream (the live ones; a down peer is
+    /// resynchronised when it comes back).
+    pub(super) fn replicate(&mut self, m: Message) {
+        if let Message::FlowNew(f) | Message::FlowUpdate(f) = &m
+            && !ctsync_wire::codec::encodable(f)
+        {
+            // Tuples of two families: no kernel makes such a flow.
+            self.stats.unencodable += 1;
+            return;
+        }
+        // Encoded once, shared by every peer's queue.
+        let key = flow_key(&m).map(|k| self.hasher.keyed(k));
+        self.replicate_encoded(key, Kind::of(&m), encode(&m));
+    }
+
+    /// Queue an encoded message on every live peer's stream (see [`Node::replicate`]).
+    pub(super) fn replicate_encoded(&mut self, key: Option<Keyed>, kind: Kind, bytes: Encoded) {
+        let mut overflowed = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            if !p.link.is_live() || p.sync.resync_needed {
+                continue;
+            }
+            if !p.link.send.push_encoded(key, kind, bytes.clone()) {
+                overflowed.push(*id);
+            }
+        }
+        for id in overflowed {
+            // It fell behind what the queue holds: a new stream and a bulk transfer, so
+            // nothing is silently lost.
+            self.stats.overflows += 1;
+            self.start_bulk(id);
+        }
+    }
+}

@@ -1,0 +1,689 @@
+//! The node: one ctsync instance's whole protocol state, driven by inputs, answering
+//! with actions. See the crate documentation for the contract.
+//!
+//! The rooms: [`link`] is the transport to one peer (handshake, packet protection,
+//! streams, transmit assembly, its timers); [`local`] is the kernel side (events and
+//! dumps into the internal cache, replicated to peers); [`external`] applies what peers
+//! send to their external caches; [`transfer`] sends our table (bulk, repairs,
+//! digests); [`role`] holds roles and readiness; [`timer`] the timer tables. This file
+//! routes datagrams to links and drives the timers.
+
+mod external;
+mod link;
+mod local;
+mod role;
+mod timer;
+mod transfer;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use ctnetlink::{EventKind, Expectation, Flow, FlowKey, Tuple};
+use ctsync_wire::frame::Frame;
+use ctsync_wire::header::{HEADER_LEN, Header};
+use ctsync_wire::{ClusterSecret, NodeId, TAG_LEN, WireError, WireRole, frames};
+use smallvec::SmallVec;
+
+pub use role::Role;
+
+use crate::cache::{FlowTable, StoredFlow};
+use crate::config::{Config, Mode};
+use crate::key::{KeyHasher, Keyed, SplitMix};
+use crate::message::{Kind, flow_key};
+use crate::status::{DropCounters, DropReason, NodeStats, Status};
+use external::External;
+use link::protect::Sealer;
+use link::{DataFrame, Handshake, Link};
+use timer::{Timer, TimerTable};
+use transfer::PeerSync;
+
+/// An operation on this node's kernel table, for the shell to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelOp {
+    /// Create the flow, or update it if it exists (in compact form: decode it with
+    /// [`StoredFlow::flow`]).
+    Upsert(StoredFlow),
+    /// Delete the flow if it exists.
+    Delete(FlowKey),
+    /// Reset an existing flow's timeout (hot standby keeps idle replicated flows alive;
+    /// compact, like [`KernelOp::Upsert`]).
+    Refresh(StoredFlow),
+    /// Dump the kernel table into [`Node::begin_kernel_dump`] … [`Node::end_kernel_dump`].
+    Dump,
+    /// Lower the timeout of every local entry to at most this many seconds.
+    ShortenTimeouts(u32),
+    /// Write the flows of these tables (create, or update those that exist): a commit
+    /// of the external caches, in their compact form ([`FlowTable::into_flows`] decodes
+    /// them one at a time, so a commit of 200,000 flows never holds them all decoded).
+    /// A [`KernelOp::Dump`] always follows, so the shell may stop listening for the
+    /// kernel's events about these writes (creating many entries costs the kernel much
+    /// more while someone listens).
+    Commit(Vec<FlowTable>),
+    /// Create this expectation (its master flow was written before).
+    ExpCreate(Box<Expectation>),
+    /// Delete this expectation (by its tuple and zone) if it exists.
+    ExpDelete(Box<Expectation>),
+}
+
+/// An expectation's identity: its expected tuple and zone.
+pub type ExpKey = (Tuple, Option<u16>);
+
+/// Expectations by identity, hashed by the node's seeded hasher (so that they iterate
+/// in the same order in every run with the same seed).
+type ExpMap<V> = hashbrown::HashMap<ExpKey, V, ahash::RandomState>;
+
+fn exp_key(e: &Expectation) -> ExpKey {
+    (e.tuple, e.zone.filter(|&z| z != 0))
+}
+
+/// What is replicated of an expectation: not the kernel's id.
+fn exp_normalize(e: &Expectation) -> Expectation {
+    let mut n = e.clone();
+    n.id = None;
+    n.other.clear();
+    n
+}
+
+/// Something an operator or the daemon may want to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notify {
+    /// A peer's epoch was verified and it is reachable.
+    PeerUp(NodeId),
+    /// A peer was not heard from for the dead interval.
+    PeerDown(NodeId),
+    /// A peer came back with a new epoch (it restarted).
+    PeerRestarted(NodeId),
+    /// A cache reached `max_flows`: flows were refused (`origin` `None`: the internal
+    /// cache, else that peer's external cache).
+    CacheFull {
+        /// Whose flows.
+        origin: Option<NodeId>,
+    },
+    /// A peer speaks only protocol versions `min..=max`, none of which is ours.
+    IncompatiblePeer {
+        /// The peer.
+        peer: NodeId,
+        /// Its lowest version.
+        min: u8,
+        /// Its highest version.
+        max: u8,
+    },
+    /// Readiness to take over changed.
+    Ready(bool),
+    /// A bulk transfer to a peer finished sending.
+    BulkSent {
+        /// The peer.
+        to: NodeId,
+        /// Flows sent.
+        flows: u64,
+    },
+    /// A bulk transfer from a peer completed here.
+    BulkReceived {
+        /// The peer.
+        from: NodeId,
+        /// Stale flows removed by it.
+        swept: usize,
+    },
+    /// Differing digest buckets were found and repairs asked for.
+    Repairing {
+        /// The peer whose copy differs.
+        from: NodeId,
+        /// Buckets.
+        buckets: usize,
+    },
+}
+
+/// Flows handled per prefetch batch in [`Node::handle_kernel_events`]: enough misses to
+/// overlap, few enough that the prefetched slots are still in cache when used.
+const PREFETCH_BATCH: usize = 32;
+
+/// A kernel flow event, for [`Node::handle_kernel_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// New, update or destroy.
+    pub kind: EventKind,
+    /// The flow.
+    pub flow: Flow,
+    /// Our own writes caused it (see [`Node::handle_kernel_event`]).
+    pub ours: bool,
+}
+
+/// The node's own timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeTimer {
+    /// Send our digest to every peer.
+    Digest,
+    /// Hot standby: reset the kernel timeouts of replicated flows.
+    Refresh,
+    /// Re-read the kernel table (a safety net for lost events).
+    KernelResync,
+    /// Readiness stops waiting for silent peers (a dead interval after start).
+    Settle,
+}
+
+impl Timer for NodeTimer {
+    const COUNT: usize = 4;
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One peer: the link to it and where our copies stand.
+#[derive(Debug)]
+struct Peer {
+    link: Link,
+    sync: PeerSync,
+}
+
+/// One ctsync node. See the crate documentation.
+pub struct Node {
+    cfg: Config,
+    epoch: u64,
+    rng: SplitMix,
+    /// Hashes flow keys for every table and queue of this node (seeded: see [`KeyHasher`]).
+    hasher: KeyHasher,
+    sealer: Sealer,
+    role: Role,
+    role_set: bool,
+    ready: bool,
+    internal: FlowTable,
+    /// This node's expectations (helpers' expected connections), by tuple and zone.
+    expectations: ExpMap<Expectation>,
+    dump_mark: u64,
+    dumping: bool,
+    bulk_after_dump: bool,
+    delayed: VecDeque<(Instant, Keyed)>,
+    peers: BTreeMap<NodeId, Peer>,
+    external: BTreeMap<NodeId, External>,
+    kernel_ops: VecDeque<KernelOp>,
+    notes: VecDeque<Notify>,
+    timers: TimerTable<NodeTimer, { NodeTimer::COUNT }>,
+    rr: usize,
+    drops: DropCounters,
+    stats: NodeStats,
+    scratch: Vec<u8>,
+    /// Every peer has been heard from, or a dead interval has passed since start.
+    settled: bool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node", &self.cfg.node)
+            .field("epoch", &self.epoch)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node starting now. `epoch` must be larger than any epoch this node used before
+    /// (wall-clock seconds in the high bits and random low bits do that); `seed` seeds
+    /// everything the node chooses: challenges, transfer ids, and its key hasher (real
+    /// randomness in the daemon; fixed in simulations, where the same seed and inputs
+    /// give byte-identical datagrams).
+    pub fn new(
+        cfg: Config,
+        secret: ClusterSecret,
+        epoch: u64,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Node, WireError> {
+        let sealer = Sealer::new(cfg.node, epoch, secret, now)?;
+        let hasher = KeyHasher::from_seed(seed);
+        let peers = cfg
+            .peers
+            .iter()
+            .filter(|&&p| p != cfg.node)
+            .map(|&p| {
+                let link = Link::new(p, &cfg, &hasher, now);
+                let sync = PeerSync::default();
+                (p, Peer { link, sync })
+            })
+            .collect();
+        let mut timers = TimerTable::new();
+        timers.set(NodeTimer::Digest, now + cfg.digest_interval);
+        timers.set(NodeTimer::Refresh, now + cfg.refresh_interval);
+        if !cfg.kernel_resync_interval.is_zero() {
+            timers.set(NodeTimer::KernelResync, now + cfg.kernel_resync_interval);
+        }
+        timers.set(NodeTimer::Settle, now + cfg.dead_interval);
+        Ok(Node {
+            internal: FlowTable::new(&hasher, cfg.expected_flows),
+            expectations: ExpMap::with_hasher(hasher.build()),
+            cfg,
+            epoch,
+            rng: SplitMix::new(seed),
+            hasher,
+            sealer,
+            role: Role::Backup,
+            role_set: false,
+            ready: false,
+            dump_mark: 0,
+            dumping: false,
+            bulk_after_dump: false,
+            delayed: VecDeque::new(),
+            peers,
+            external: BTreeMap::new(),
+            kernel_ops: VecDeque::new(),
+            notes: VecDeque::new(),
+            timers,
+            rr: 0,
+            drops: DropCounters::new(),
+            stats: NodeStats::default(),
+            scratch: Vec::with_capacity(2048),
+            settled: false,
+        })
+    }
+
+    // ---- inputs: the operator ------------------------------------------------------
+
+    /// Re-read the kernel table (the shell gets [`KernelOp::Dump`]).
+    pub fn resync_internal(&mut self) {
+        self.kernel_ops.push_back(KernelOp::Dump);
+    }
+
+    /// Change the cluster keys while running (online rotation): send under `send` from
+    /// now on, accept datagrams under it or any of `accept`. Rotating a cluster: every
+    /// node accepts the new key; then every node sends with it (accepting the old); then
+    /// the old one is dropped. Packet numbers go on, so no (key, nonce) pair repeats.
+    pub fn set_secrets(
+        &mut self,
+        send: ClusterSecret,
+        accept: Vec<ClusterSecret>,
+    ) -> Result<(), WireError> {
+        self.sealer.set_secrets(send, accept)?;
+        for p in self.peers.values_mut() {
+            p.link.forget_rx_keys();
+        }
+        Ok(())
+    }
+
+    /// Replace the replication filter and sync delay, and re-read the kernel table:
+    /// flows the new filter lets through are sent, those it stops are deleted at peers.
+    pub fn set_filter(&mut self, filter: crate::Filter, sync_delay: std::time::Duration) {
+        self.cfg.filter = filter;
+        self.cfg.sync_delay = sync_delay;
+        self.kernel_ops.push_back(KernelOp::Dump);
+    }
+
+    /// Forget the internal cache (it is rebuilt by the next dump).
+    pub fn flush_internal(&mut self) {
+        self.internal.clear();
+        self.delayed.clear();
+    }
+
+    /// Forget every external cache.
+    pub fn flush_external(&mut self) {
+        self.external.clear();
+        for p in self.peers.values_mut() {
+            p.sync.bulk_done = false;
+        }
+        self.update_ready();
+    }
+
+    // ---- inputs: the network -------------------------------------------------------
+
+    /// A datagram from the sync link. Returns why it was dropped, if it was (also
+    /// counted in [`Node::drops`]). The buffer is decrypted in place.
+    pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), DropReason> {
+        let r = self.receive(now, buf);
+        if let Err(reason) = r {
+            self.count_drop(reason);
+        }
+        r
+    }
+
+    fn count_drop(&mut self, reason: DropReason) {
+        *self.drops.entry(reason).or_default() += 1;
+    }
+
+    /// Route a datagram to its sender's link, which opens it and handles its handshake
+    /// frames; then act on what it brought.
+    fn receive(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), DropReason> {
+        let h = Header::parse(buf).map_err(|e| match e {
+            WireError::BadMagic => DropReason::BadMagic,
+            WireError::UnsupportedVersion(_) => DropReason::Version,
+            _ => DropReason::Malformed,
+        })?;
+        if buf.len() < HEADER_LEN + TAG_LEN {
+            return Err(DropReason::Malformed);
+        }
+        if h.node == self.cfg.node {
+            return Err(DropReason::SelfNode);
+        }
+        let id = h.node;
+        let secrets = self.sealer.secrets();
+        let peer = self.peers.get_mut(&id).ok_or(DropReason::UnknownNode)?;
+        let verified = peer.link.open(&h, buf, &secrets)?;
+        drop(secrets);
+        let body = &buf[HEADER_LEN..buf.len() - TAG_LEN];
+        let mut collected: SmallVec<[Frame<'_>; 4]> = SmallVec::new();
+        for f in frames(body) {
+            collected.push(f.map_err(|_| DropReason::Malformed)?);
+        }
+        self.stats.datagrams_received += 1;
+        let got = peer
+            .link
+            .take_frames(now, &self.cfg, &h, verified, collected);
+        for hs in got.handshakes {
+            match hs {
+                Handshake::Incompatible { min, max } => {
+                    // Counted and told; the peer's epoch is never verified.
+                    self.count_drop(DropReason::Version);
+                    self.notes
+                        .push_back(Notify::IncompatiblePeer { peer: id, min, max });
+                }
+                Handshake::Verified {
+                    restarted,
+                    announced,
+                } => self.peer_verified(id, restarted, announced),
+            }
+        }
+        if got.malformed {
+            return Err(DropReason::Malformed);
+        }
+        if got.refused_data {
+            self.count_drop(DropReason::Unverified);
+        }
+        // A HELLO after the HELLO_ACK that verified its epoch, in this same datagram.
+        if let Some(announced) = self
+            .peers
+            .get_mut(&id)
+            .and_then(|p| p.link.take_verified_role())
+        {
+            self.peer_role(id, announced);
+        }
+        if verified {
+            self.heard(id, now);
+            // Roles first: they decide whether this datagram's flows reach the kernel.
+            for announced in got.roles {
+                self.peer_role(id, announced);
+            }
+            for frame in got.data {
+                self.deliver(id, now, frame);
+            }
+            if let Some(p) = self.peers.get_mut(&id)
+                && p.link.role == WireRole::Primary
+            {
+                p.sync.was_primary = true;
+            }
+            self.settle(now);
+            self.update_ready();
+        }
+        Ok(())
+    }
+
+    /// A peer's epoch was proven live: its stream to us starts over and it gets our
+    /// whole table.
+    fn peer_verified(&mut self, id: NodeId, restarted: bool, announced: Option<(WireRole, bool)>) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.sync.bulk_done = false;
+            p.sync.digest_ok = false;
+            p.sync.repairs_pending = 0;
+        }
+        self.notes.push_back(if restarted {
+            Notify::PeerRestarted(id)
+        } else {
+            Notify::PeerUp(id)
+        });
+        if let Some(announced) = announced {
+            self.peer_role(id, announced);
+        }
+        // Whoever (re)joins gets our whole table.
+        self.start_bulk(id);
+    }
+
+    fn heard(&mut self, id: NodeId, now: Instant) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.link.heard(now, &self.cfg) {
+            let resync = p.sync.resync_needed;
+            self.notes.push_back(Notify::PeerUp(id));
+            if resync {
+                self.start_bulk(id);
+            }
+        }
+    }
+
+    /// A DATA frame's messages, delivered in order by the peer's stream, applied to
+    /// its external cache. Every flow's key is hashed and its cache slot prefetched
+    /// first: the cache misses of a datagram's flows overlap instead of being waited out
+    /// one by one.
+    fn deliver(&mut self, id: NodeId, now: Instant, frame: DataFrame) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let d = p.link.deliver(now, &self.cfg, frame);
+        if d.reset {
+            // Its new stream supersedes repairs the old one promised.
+            p.sync.repairs_pending = 0;
+        }
+        let keys: SmallVec<[Option<Keyed>; 64]> = d
+            .messages
+            .iter()
+            .map(|m| flow_key(m).map(|k| self.hasher.keyed(k)))
+            .collect();
+        if let Some(ext) = self.external.get(&id) {
+            keys.iter().flatten().for_each(|k| ext.table.prefetch(k));
+        }
+        for (m, key) in d.messages.into_iter().zip(keys) {
+            self.apply_message(id, m, key, now);
+        }
+    }
+
+    // ---- timers --------------------------------------------------------------------
+
+    /// Advance timers to `now`: liveness, delayed flows, digests, timeout refresh, rekey.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.settle(now);
+        let dead: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| p.link.is_dead(now))
+            .map(|p| p.link.id)
+            .collect();
+        for id in dead {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.link.down();
+                p.sync.resync_needed = true;
+                p.sync.bulk = None;
+            }
+            self.notes.push_back(Notify::PeerDown(id));
+        }
+        for ext in self.external.values_mut() {
+            ext.expire(now);
+        }
+        // Flows that outlived the sync delay are replicated now.
+        while self.delayed.front().is_some_and(|(t, _)| *t <= now) {
+            let Some((_, key)) = self.delayed.pop_front() else {
+                break;
+            };
+            self.internal.count_in(&key);
+            if let Some(m) = self.internal.message(&key, true) {
+                self.replicate_encoded(Some(key), Kind::FlowNew, m);
+            }
+        }
+        if self.timers.is_due(NodeTimer::Digest, now) {
+            self.timers
+                .set(NodeTimer::Digest, now + self.cfg.digest_interval);
+            self.send_digests();
+        }
+        if let Some(t) = self
+            .timers
+            .get(NodeTimer::KernelResync)
+            .filter(|t| now >= *t)
+        {
+            self.timers.set(
+                NodeTimer::KernelResync,
+                t.max(now) + self.cfg.kernel_resync_interval,
+            );
+            self.kernel_ops.push_back(KernelOp::Dump);
+        }
+        if self.timers.is_due(NodeTimer::Refresh, now) {
+            self.timers
+                .set(NodeTimer::Refresh, now + self.cfg.refresh_interval);
+            if self.cfg.mode == Mode::HotStandby && self.role != Role::Primary {
+                // Only what a primary owns is in our kernel on its behalf.
+                let owners = self
+                    .peers
+                    .values()
+                    .filter(|p| p.link.role == WireRole::Primary)
+                    .filter_map(|p| self.external.get(&p.link.id));
+                for ext in owners {
+                    self.kernel_ops
+                        .extend(ext.table.stored_flows().map(KernelOp::Refresh));
+                }
+            }
+        }
+        self.update_ready();
+    }
+
+    /// The next time [`Node::handle_timeout`] (or [`Node::poll_transmit`]) has
+    /// something to do: the earliest of the node's timers, the sync delay's next flow,
+    /// and every link's timers (the shell may call earlier; this is a bound).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let links = self
+            .peers
+            .values()
+            .filter_map(|p| p.link.poll_timeout(&self.cfg));
+        self.timers
+            .next()
+            .into_iter()
+            .chain(self.delayed.front().map(|(t, _)| *t))
+            .chain(links)
+            .min()
+    }
+
+    // ---- outputs -------------------------------------------------------------------
+
+    /// The next kernel operation to carry out.
+    pub fn poll_kernel_op(&mut self) -> Option<KernelOp> {
+        self.kernel_ops.pop_front()
+    }
+
+    /// Kernel operations waiting (the shell may batch them).
+    pub fn kernel_ops_pending(&self) -> usize {
+        self.kernel_ops.len()
+    }
+
+    /// The next notification.
+    pub fn poll_notify(&mut self) -> Option<Notify> {
+        self.notes.pop_front()
+    }
+
+    /// Write the next datagram to send into `buf` (cleared first) and return its
+    /// destination, or `None` when nothing is due at `now`. Call until `None` after
+    /// every input. Peers take turns.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<NodeId> {
+        self.sealer.maybe_rekey(now, self.cfg.rekey_interval);
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        let n = ids.len();
+        for i in 0..n {
+            let id = ids[(self.rr + i) % n];
+            if self.transmit_to(now, id, buf) {
+                self.rr = (self.rr + i + 1) % n.max(1);
+                self.stats.datagrams_sent += 1;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// One datagram to `id`, if anything is due: paced bulk flows are fed to its stream
+    /// first, its link writes the frames, and the sealer seals them.
+    fn transmit_to(&mut self, now: Instant, id: NodeId, buf: &mut Vec<u8>) -> bool {
+        self.pump_bulk(id);
+        let announce = (self.role.wire(), self.ready);
+        let generation = self.sealer.generation();
+        let Some(p) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        let Some(traffic) = p.link.write_datagram(
+            now,
+            &self.cfg,
+            announce,
+            generation,
+            &mut self.rng,
+            &mut self.scratch,
+            buf,
+        ) else {
+            return false;
+        };
+        if !self.sealer.seal(traffic, buf) {
+            return false;
+        }
+        p.link.sent(now, &self.cfg);
+        true
+    }
+
+    // ---- introspection -------------------------------------------------------------
+
+    /// Drop counters by reason.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// Node counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    /// A snapshot of this node: role, readiness, caches, peers and every counter.
+    pub fn status(&self) -> Status {
+        Status {
+            node: self.cfg.node,
+            role: self.role,
+            ready: self.ready,
+            epoch: self.epoch,
+            internal_flows: self.internal.len(),
+            external_flows: self.external_len(),
+            peers: self
+                .peers
+                .values()
+                .map(|p| p.link.status(p.sync.synced()))
+                .collect(),
+            stats: self.stats,
+            drops: self.drops.clone(),
+        }
+    }
+
+    /// The internal cache.
+    pub fn internal(&self) -> &FlowTable {
+        &self.internal
+    }
+
+    /// The external cache of flows owned by `origin`.
+    pub fn external(&self, origin: NodeId) -> Option<&FlowTable> {
+        self.external.get(&origin).map(|e| &e.table)
+    }
+
+    /// Flows in all external caches.
+    pub fn external_len(&self) -> usize {
+        self.external.values().map(|e| e.table.len()).sum()
+    }
+
+    /// This node's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The external cache of `origin`, writable: the simulator makes caches diverge
+    /// behind the protocol's back with it ([`crate::sim::Cluster::tamper`]).
+    #[cfg(feature = "sim")]
+    pub(crate) fn external_mut(&mut self, origin: NodeId) -> Option<&mut FlowTable> {
+        self.external.get_mut(&origin).map(|e| &mut e.table)
+    }
+
+    /// Whether a stream from any peer has a gap outstanding (for the simulator).
+    #[cfg(feature = "sim")]
+    pub(crate) fn has_stream_gap(&self) -> bool {
+        self.peers.values().any(|p| p.link.recv.has_gap())
+    }
+
+    /// The packet number the next datagram will carry (its nonce).
+    pub fn next_packet(&self) -> u64 {
+        self.sealer.next_packet()
+    }
+}

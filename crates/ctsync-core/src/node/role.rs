@@ -1,0 +1,231 @@
+//! Roles and readiness: what this node does for the cluster (keepalived's MASTER,
+//! BACKUP, FAULT), what a move between them sets off, and whether it could take over
+//! now without losing flows (docs/PROTOCOL.md §8).
+
+use std::time::Instant;
+
+use ctsync_wire::{NodeId, WireRole};
+use serde::{Deserialize, Serialize};
+
+use super::{KernelOp, Node, Notify};
+use crate::cache::FlowTable;
+use crate::config::Mode;
+
+/// What a node does for the cluster now. The one role type of ctsync: the core's,
+/// the configuration's (`role = "backup"`), keepalived's states mapped onto it, and the
+/// status's and metrics' label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// It carries the traffic; its kernel table is the truth.
+    Primary,
+    /// It stands by with a copy of the primary's table.
+    Backup,
+    /// Neither (keepalived FAULT).
+    Fault,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::Primary, Role::Backup, Role::Fault];
+
+    /// Its name: `primary`, `backup`, `fault`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+            Role::Fault => "fault",
+        }
+    }
+
+    /// As a HELLO or ALIVE frame carries it.
+    pub(crate) fn wire(self) -> WireRole {
+        match self {
+            Role::Primary => WireRole::Primary,
+            Role::Backup => WireRole::Backup,
+            Role::Fault => WireRole::Fault,
+        }
+    }
+
+    /// From a frame (`None`: the peer has not decided yet).
+    pub(crate) fn from_wire(r: WireRole) -> Option<Role> {
+        match r {
+            WireRole::Primary => Some(Role::Primary),
+            WireRole::Backup => Some(Role::Backup),
+            WireRole::Fault => Some(Role::Fault),
+            WireRole::Unknown => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown role {s:?}: primary, backup or fault"))
+    }
+}
+
+impl Node {
+    /// Change role (keepalived's MASTER/BACKUP/FAULT, or the operator).
+    pub fn set_role(&mut self, now: Instant, role: Role) {
+        if role == self.role && self.role_set {
+            return;
+        }
+        let first = !self.role_set;
+        let old = self.role;
+        self.role_set = true;
+        self.role = role;
+        match role {
+            Role::Primary => {
+                // Commit what peers told us (hot standby: already in the kernel), then
+                // take the kernel's table as ours (the dump) and send it to everyone.
+                if self.cfg.mode == Mode::Commit {
+                    // The external caches are dropped below: their flows move to the
+                    // kernel instead of being copied.
+                    let (tables, exps): (Vec<FlowTable>, Vec<_>) = self
+                        .primary_owners()
+                        .into_iter()
+                        .filter_map(|o| self.external.remove(&o))
+                        .map(|e| (e.table, e.expectations))
+                        .unzip();
+                    self.kernel_ops.push_back(KernelOp::Commit(tables));
+                    // After their masters.
+                    self.kernel_ops.extend(
+                        exps.into_iter()
+                            .flat_map(|m| m.into_values())
+                            .map(|x| KernelOp::ExpCreate(Box::new(x.exp))),
+                    );
+                }
+                self.kernel_ops.push_back(KernelOp::Dump);
+                self.external.clear();
+                for p in self.peers.values_mut() {
+                    p.sync.bulk_done = false;
+                    p.sync.digest_ok = false;
+                }
+                self.bulk_after_dump = true;
+            }
+            Role::Backup | Role::Fault if first || old == Role::Primary => {
+                // Whatever the kernel holds may be stale (our own flows from when we were
+                // primary, or flows a previous run of ctsync replicated that the primary
+                // has since closed): let it expire soon. The primary's bulk transfer,
+                // asked for next, re-asserts every live flow with its real timeout.
+                self.kernel_ops
+                    .push_back(KernelOp::ShortenTimeouts(self.cfg.shorten_timeout));
+                self.request_resync(now);
+            }
+            Role::Backup | Role::Fault => {
+                // Between backup and fault the caches stay valid: asking for a resync
+                // here would drop readiness, and with keepalived's track_file that turns
+                // FAULT -> not ready -> FAULT into a loop.
+            }
+        }
+        self.update_ready();
+    }
+
+    /// The role now.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether this node could take over now without losing flows.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Write every flow of every external cache to the kernel ([`KernelOp::Commit`],
+    /// then a [`KernelOp::Dump`]). Returns the flows written.
+    pub fn commit(&mut self) -> usize {
+        let owners = self.primary_owners();
+        let tables: Vec<FlowTable> = owners
+            .iter()
+            .filter_map(|o| self.external.get(o))
+            .map(|e| e.table.clone())
+            .collect();
+        let n = tables.iter().map(FlowTable::len).sum();
+        self.kernel_ops.push_back(KernelOp::Commit(tables));
+        let exps: Vec<KernelOp> = owners
+            .iter()
+            .filter_map(|o| self.external.get(o))
+            .flat_map(|e| e.expectations.values())
+            .map(|x| KernelOp::ExpCreate(Box::new(x.exp.clone())))
+            .collect();
+        self.kernel_ops.extend(exps);
+        self.kernel_ops.push_back(KernelOp::Dump);
+        n
+    }
+
+    /// Peers whose tables a commit writes: only what a primary owned (other tables may
+    /// hold stale copies, see `apply_message`).
+    pub(super) fn primary_owners(&self) -> Vec<NodeId> {
+        self.peers
+            .values()
+            .filter(|p| p.sync.was_primary)
+            .map(|p| p.link.id)
+            .collect()
+    }
+
+    /// A verified peer announced its role. A peer that becomes primary makes its table
+    /// the truth for our kernel (hot standby): what we hold of it is written now, since
+    /// it will not send unchanged flows again.
+    pub(super) fn peer_role(&mut self, id: NodeId, announced: (WireRole, bool)) {
+        let hot = self.cfg.mode == Mode::HotStandby && self.role != Role::Primary;
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.link.announce(announced)
+            && hot
+            && let Some(ext) = self.external.get(&id)
+        {
+            self.kernel_ops
+                .extend(ext.table.stored_flows().map(KernelOp::Upsert));
+            self.kernel_ops.extend(
+                ext.expectations
+                    .values()
+                    .map(|x| KernelOp::ExpCreate(Box::new(x.exp.clone()))),
+            );
+        }
+    }
+
+    pub(super) fn update_ready(&mut self) {
+        // A backup (or a node keepalived holds in FAULT, which must be able to leave it)
+        // is ready once it has heard from every peer, or waited a dead interval for
+        // those that are silent, and holds a complete copy of every primary's table.
+        let ready = match self.role {
+            Role::Primary => true,
+            Role::Backup | Role::Fault => {
+                self.settled
+                    && self
+                        .peers
+                        .values()
+                        .filter(|p| p.sync.was_primary)
+                        .all(|p| p.sync.synced())
+            }
+        };
+        if ready != self.ready {
+            self.ready = ready;
+            self.notes.push_back(Notify::Ready(ready));
+        }
+    }
+
+    /// Settled: every peer has been heard from, or a dead interval has passed since
+    /// start (readiness waits for it).
+    pub(super) fn settle(&mut self, now: Instant) {
+        if !self.settled
+            && (self.timers.is_due(super::NodeTimer::Settle, now)
+                || self.peers.values().all(|p| p.link.epoch.is_some()))
+        {
+            self.settled = true;
+            self.timers.stop(super::NodeTimer::Settle);
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Transfers of this node's table to peers: bulk transfers (paced, a fresh stream
+//! generation each), resync requests, and the periodic digests that let peers find and
+//! repair differing buckets (docs/PROTOCOL.md §7).
+
+use std::time::Instant;
+
+use ctsync_wire::{Message, NodeId};
+
+use super::{Node, Notify};
+use crate::key::Keyed;
+
+/// A paced bulk transfer in progress to one peer.
+#[derive(Debug)]
+pub(super) struct BulkOut {
+    /// Transfer id.
+    id: u32,
+    /// Flows still to send (a snapshot of keys; each is looked up when sent).
+    keys: Vec<Keyed>,
+    /// Flows sent so far.
+    sent: u64,
+}
+
+/// Where the copies between this node and one peer stand.
+#[derive(Debug, Default)]
+pub(super) struct PeerSync {
+    /// It was seen as primary (then our readiness depends on its data).
+    pub(super) was_primary: bool,
+    /// A bulk transfer to it in progress.
+    pub(super) bulk: Option<BulkOut>,
+    /// It must be resynchronised when it is reachable again.
+    pub(super) resync_needed: bool,
+    /// Its whole table arrived (bulk complete).
+    pub(super) bulk_done: bool,
+    /// Its last digest matched our copy.
+    pub(super) digest_ok: bool,
+    /// Bucket repairs requested and not finished.
+    pub(super) repairs_pending: usize,
+}
+
+impl PeerSync {
+    /// Whether its copy of what it sent us is complete (our readiness): the last bulk
+    /// transfer arrived, the last digest agreed and no repair is outstanding. A gap in
+    /// the stream does not count: under load a datagram lost now and then is normal and
+    /// comes again within a retransmission timeout, and readiness that dropped at each
+    /// one would make keepalived's track_file flap the node between BACKUP and FAULT,
+    /// so that a primary failing at such a moment would not be replaced at all.
+    pub(super) fn synced(&self) -> bool {
+        self.bulk_done && self.digest_ok && self.repairs_pending == 0
+    }
+}
+
+impl Node {
+    /// Ask every peer for its whole table.
+    pub fn request_resync(&mut self, _now: Instant) {
+        let mut full = Vec::new();
+        for p in self.peers.values_mut() {
+            if p.link.is_live() {
+                p.sync.bulk_done = false;
+                if !p.link.send.push(Message::ResyncRequest) {
+                    full.push(p.link.id);
+                }
+            }
+        }
+        for id in full {
+            // Our queue to it was full: a fresh stream (with our bulk), then the request.
+            self.start_bulk(id);
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.link.send.push(Message::ResyncRequest);
+            }
+        }
+        self.update_ready();
+    }
+
+    /// Send our whole table to every peer.
+    pub fn bulk(&mut self, _now: Instant) {
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.start_bulk(id);
+        }
+    }
+
+    pub(super) fn start_bulk(&mut self, id: NodeId) {
+        let bulk_id = self.rng.next() as u32;
+        let keys = self.internal.counted_keys();
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !p.link.is_live() {
+            p.sync.resync_needed = true;
+            return;
+        }
+        // A fresh stream generation: whatever the old one had in flight is superseded,
+        // our repair requests to it included (the next digest asks again).
+        p.link.send.reset();
+        p.sync.repairs_pending = 0;
+        p.sync.resync_needed = false;
+        p.link.send.push(Message::BulkBegin { id: bulk_id });
+        p.sync.bulk = Some(BulkOut {
+            id: bulk_id,
+            keys,
+            sent: 0,
+        });
+    }
+
+    /// Feed paced bulk flows into a peer's stream while its window has room.
+    pub(super) fn pump_bulk(&mut self, id: NodeId) {
+        let internal = &self.internal;
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(bulk) = p.sync.bulk.as_mut() else {
+            return;
+        };
+        if p.link.send.backlog() >= self.cfg.window {
+            return;
+        }
+        for _ in 0..self.cfg.bulk_step {
+            let Some(key) = bulk.keys.pop() else { break };
+            // Read now, not when the transfer began: the latest state goes out.
+            if let Some(m) = internal.message(&key, false) {
+                p.link.send.push_transfer(key, m);
+                bulk.sent += 1;
+            }
+        }
+        if bulk.keys.is_empty() {
+            let (bulk_id, sent) = (bulk.id, bulk.sent);
+            p.sync.bulk = None;
+            // Expectations after every flow (their masters), inside the transfer so that
+            // its end sweeps those the receiver holds and we no longer have.
+            for e in self.expectations.values() {
+                p.link.send.push(Message::ExpNew(Box::new(e.clone())));
+            }
+            p.link.send.push(Message::BulkEnd {
+                id: bulk_id,
+                count: sent,
+            });
+            let d = internal.digest();
+            p.link.send.push(Message::Digest {
+                count: d.count,
+                hashes: d.hashes.to_vec(),
+            });
+            self.notes.push_back(Notify::BulkSent {
+                to: id,
+                flows: sent,
+            });
+        }
+    }
+
+    /// Our digest to every live peer not in a transfer (it compares and asks for the
+    /// buckets that differ).
+    pub(super) fn send_digests(&mut self) {
+        let d = self.internal.digest().clone();
+        for p in self.peers.values_mut() {
+            if p.link.is_live() && p.sync.bulk.is_none() && !p.sync.resync_needed {
+                p.link.send.push(Message::Digest {
+                    count: d.count,
+                    hashes: d.hashes.to_vec(),
+                });
+            }
+        }
+    }
+}

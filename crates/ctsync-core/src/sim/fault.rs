@@ -1,0 +1,161 @@
+//! The network between simulated nodes: latency, and the faults a real link has.
+
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use ctsync_wire::NodeId;
+
+/// xorshift64*: the simulator's only randomness, from the seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    /// A value in `0..n` (0 if `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+/// How links misbehave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Probability that a datagram is lost.
+    pub loss: f64,
+    /// Probability that a datagram arrives twice.
+    pub duplicate: f64,
+    /// Extra random delay up to this, which reorders.
+    pub jitter: Duration,
+}
+
+impl Faults {
+    /// A perfect network.
+    pub const NONE: Faults = Faults {
+        loss: 0.0,
+        duplicate: 0.0,
+        jitter: Duration::ZERO,
+    };
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct InFlight {
+    at: Instant,
+    order: u64,
+    to: NodeId,
+    bytes: Vec<u8>,
+}
+
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Earliest first in a max-heap.
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Datagrams in flight between simulated nodes, with their faults (in the spirit of
+/// smoltcp's `FaultInjector`): every datagram sent goes through [`FaultInjector::send`]
+/// and comes out of [`FaultInjector::due`] when (and if) it arrives.
+#[derive(Debug)]
+pub struct FaultInjector {
+    rng: Rng,
+    /// What goes wrong now.
+    pub faults: Faults,
+    /// One-way delay of every datagram.
+    pub latency: Duration,
+    /// Pairs that cannot talk until the given time.
+    partitions: Vec<(NodeId, NodeId, Instant)>,
+    net: BinaryHeap<InFlight>,
+    order: u64,
+}
+
+impl FaultInjector {
+    /// A perfect network with 200 µs latency; its randomness from `seed`.
+    pub fn new(seed: u64) -> FaultInjector {
+        FaultInjector {
+            rng: Rng::new(seed),
+            faults: Faults::NONE,
+            latency: Duration::from_micros(200),
+            partitions: Vec::new(),
+            net: BinaryHeap::new(),
+            order: 0,
+        }
+    }
+
+    /// `a` and `b` cannot talk until `until`.
+    pub fn partition(&mut self, a: NodeId, b: NodeId, until: Instant) {
+        self.partitions.push((a, b, until));
+    }
+
+    /// Stop every fault and partition.
+    pub fn heal(&mut self) {
+        self.faults = Faults::NONE;
+        self.partitions.clear();
+    }
+
+    fn blocked(&self, now: Instant, a: NodeId, b: NodeId) -> bool {
+        self.partitions
+            .iter()
+            .any(|&(x, y, until)| now < until && ((x, y) == (a, b) || (x, y) == (b, a)))
+    }
+
+    /// A datagram from `from` to `to`, sent at `now`: lost, delivered once or twice,
+    /// late by the latency and some jitter.
+    pub fn send(&mut self, now: Instant, from: NodeId, to: NodeId, bytes: &[u8]) {
+        if self.blocked(now, from, to) || self.rng.chance(self.faults.loss) {
+            return;
+        }
+        let copies = if self.rng.chance(self.faults.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = self.faults.jitter.as_nanos() as u64 + 1;
+            let jitter = Duration::from_nanos(self.rng.below(jitter));
+            self.order += 1;
+            self.net.push(InFlight {
+                at: now + self.latency + jitter,
+                order: self.order,
+                to,
+                bytes: bytes.to_vec(),
+            });
+        }
+    }
+
+    /// When the next datagram arrives.
+    pub fn next_arrival(&self) -> Option<Instant> {
+        self.net.peek().map(|m| m.at)
+    }
+
+    /// The next datagram that has arrived by `now`: its destination and bytes.
+    pub fn due(&mut self, now: Instant) -> Option<(NodeId, Vec<u8>)> {
+        if self.net.peek().is_some_and(|m| m.at <= now) {
+            self.net.pop().map(|m| (m.to, m.bytes))
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! A simulated kernel conntrack table: what the shell's ctnetlink writes would do.
+
+use std::time::{Duration, Instant};
+
+use ctnetlink::{Expectation, Flow, FlowKey, Tuple};
+
+use crate::KernelOp;
+use crate::key::KeyHasher;
+
+/// A map that iterates in the same order in every run with the same history (a fixed
+/// seed: the simulation must be deterministic).
+pub type SimMap<K, V> = hashbrown::HashMap<K, V, ahash::RandomState>;
+
+fn map<K, V>() -> SimMap<K, V> {
+    SimMap::with_hasher(KeyHasher::default().build())
+}
+
+/// One node's kernel table, its expectations, and the entries whose timeout was
+/// shortened (they expire unless a write refreshes them).
+#[derive(Debug, Clone)]
+pub struct SimKernel {
+    /// The flows.
+    pub flows: SimMap<FlowKey, Flow>,
+    /// Entries whose timeout was shortened expire at these times unless refreshed.
+    pub expiry: SimMap<FlowKey, Instant>,
+    /// The expectations, by expected tuple.
+    pub exps: SimMap<Tuple, Expectation>,
+}
+
+impl Default for SimKernel {
+    fn default() -> SimKernel {
+        SimKernel {
+            flows: map(),
+            expiry: map(),
+            exps: map(),
+        }
+    }
+}
+
+impl SimKernel {
+    /// Carry out a kernel operation. A [`KernelOp::Dump`] is the caller's (it reads the
+    /// table into the node): returns `true` for it.
+    pub fn apply(&mut self, now: Instant, op: KernelOp) -> bool {
+        match op {
+            KernelOp::Upsert(f) => {
+                let f = f.flow().expect("the core queues flows it encoded");
+                self.expiry.remove(&f.key());
+                self.flows.insert(f.key(), f);
+            }
+            KernelOp::Commit(tables) => {
+                for f in tables.into_iter().flat_map(|t| t.into_flows()) {
+                    self.expiry.remove(&f.key());
+                    self.flows.insert(f.key(), f);
+                }
+            }
+            KernelOp::ExpCreate(e) => {
+                // The kernel refuses an expectation whose master it does not hold.
+                let master = FlowKey {
+                    orig: e.master,
+                    zone: e.zone.unwrap_or(0),
+                };
+                if self.flows.contains_key(&master) {
+                    self.exps.insert(e.tuple, *e);
+                }
+            }
+            KernelOp::ExpDelete(e) => {
+                self.exps.remove(&e.tuple);
+            }
+            KernelOp::Delete(k) => {
+                self.expiry.remove(&k);
+                self.flows.remove(&k);
+            }
+            KernelOp::Refresh(f) => {
+                let f = f.flow().expect("the core queues flows it encoded");
+                if let Some(e) = self.flows.get_mut(&f.key()) {
+                    e.timeout = f.timeout;
+                    self.expiry.remove(&f.key());
+                }
+            }
+            KernelOp::Dump => return true,
+            KernelOp::ShortenTimeouts(secs) => {
+                let at = now + Duration::from_secs(u64::from(secs));
+                for k in self.flows.keys() {
+                    self.expiry.entry(*k).or_insert(at);
+                }
+            }
+        }
+        false
+    }
+
+    /// The entries whose shortened timeout ran out by `now`, removed.
+    pub fn expire(&mut self, now: Instant) -> Vec<Flow> {
+        let dead: Vec<FlowKey> = self
+            .expiry
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        dead.into_iter()
+            .filter_map(|k| {
+                self.expiry.remove(&k);
+                self.flows.remove(&k)
+            })
+            .collect()
+    }
+
+    /// The earliest shortened timeout.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiry.values().min().copied()
+    }
+
+    /// The flows, as a dump reads them.
+    pub fn dump(&self) -> Vec<Flow> {
+        self.flows.values().cloned().collect()
+    }
+}

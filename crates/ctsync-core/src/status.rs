@@ -1,0 +1,178 @@
+//! What a node tells about itself: one typed snapshot ([`Status`]) with every counter,
+//! for `ctsync status`, its JSON and the Prometheus metrics alike.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use ctsync_wire::NodeId;
+use serde::Serialize;
+
+use crate::Role;
+
+/// Why a datagram was dropped. Each has a counter ([`crate::Node::drops`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DropReason {
+    /// Shorter than a header and tag, or a body that does not parse.
+    Malformed,
+    /// Not ctsync (wrong magic).
+    BadMagic,
+    /// A datagram version we do not speak.
+    Version,
+    /// From a node that is not configured as a peer.
+    UnknownNode,
+    /// Claims to come from this node.
+    SelfNode,
+    /// The tag did not verify.
+    Authentication,
+    /// Seen before.
+    Replay,
+    /// Older than the replay window.
+    TooOld,
+    /// From an epoch older than the peer's current one.
+    StaleEpoch,
+    /// Data from an epoch not yet proven live by a challenge.
+    Unverified,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 10] = [
+        DropReason::Malformed,
+        DropReason::BadMagic,
+        DropReason::Version,
+        DropReason::UnknownNode,
+        DropReason::SelfNode,
+        DropReason::Authentication,
+        DropReason::Replay,
+        DropReason::TooOld,
+        DropReason::StaleEpoch,
+        DropReason::Unverified,
+    ];
+
+    /// Its name in the status, the JSON and the metrics' `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadMagic => "badmagic",
+            DropReason::Version => "version",
+            DropReason::UnknownNode => "unknownnode",
+            DropReason::SelfNode => "selfnode",
+            DropReason::Authentication => "authentication",
+            DropReason::Replay => "replay",
+            DropReason::TooOld => "tooold",
+            DropReason::StaleEpoch => "staleepoch",
+            DropReason::Unverified => "unverified",
+        }
+    }
+}
+
+/// Counters by drop reason.
+pub type DropCounters = BTreeMap<DropReason, u64>;
+
+/// Counters of the node. Every one reaches the status and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NodeStats {
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Datagrams accepted.
+    pub datagrams_received: u64,
+    /// Flow messages applied to external caches.
+    pub flows_received: u64,
+    /// Kernel events ignored because our own writes caused them.
+    pub own_events: u64,
+    /// Kernel events not replicated because of the filter.
+    pub filtered: u64,
+    /// Kernel entries seen on a backup that a peer replicated to it (not ours to send).
+    pub foreign: u64,
+    /// Flows refused because a cache held `max_flows`.
+    pub cache_full: u64,
+    /// Flows never sent because they died within the sync delay.
+    pub delayed_and_gone: u64,
+    /// Streams reset because a peer fell behind.
+    pub overflows: u64,
+    /// Kernel overruns reported by the shell.
+    pub kernel_overruns: u64,
+    /// Flows not replicated because they cannot be encoded (tuples of two families).
+    pub unencodable: u64,
+    /// Expectations sent (created or deleted here).
+    pub expectations_sent: u64,
+    /// Expectations received from peers.
+    pub expectations_received: u64,
+}
+
+impl NodeStats {
+    /// Each counter with its name (the JSON field and the metric's stem), in order.
+    pub fn counters(&self) -> [(&'static str, u64); 13] {
+        [
+            ("datagrams_sent", self.datagrams_sent),
+            ("datagrams_received", self.datagrams_received),
+            ("flows_received", self.flows_received),
+            ("own_events", self.own_events),
+            ("filtered", self.filtered),
+            ("foreign", self.foreign),
+            ("cache_full", self.cache_full),
+            ("delayed_and_gone", self.delayed_and_gone),
+            ("overflows", self.overflows),
+            ("kernel_overruns", self.kernel_overruns),
+            ("unencodable", self.unencodable),
+            ("expectations_sent", self.expectations_sent),
+            ("expectations_received", self.expectations_received),
+        ]
+    }
+}
+
+/// What this node knows of one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerStatus {
+    /// Its node id.
+    pub id: NodeId,
+    /// Heard from within the dead interval.
+    pub up: bool,
+    /// Its epoch, once proven live.
+    pub epoch: Option<u64>,
+    /// Its announced role (`None` until it said).
+    pub role: Option<Role>,
+    /// It says it is ready to take over.
+    pub ready: bool,
+    /// Our copy of its table is complete (bulk arrived, digest agreed, no repair open).
+    pub synced: bool,
+    /// When it was last heard from (the shell turns this into an age).
+    #[serde(skip)]
+    pub last_heard: Option<Instant>,
+    /// Messages received from it.
+    pub received: u64,
+    /// Duplicates of messages received from it.
+    pub duplicates: u64,
+    /// Messages sent to it for the first time.
+    pub sent: u64,
+    /// Messages sent to it again.
+    pub retransmitted: u64,
+    /// Resets of our stream to it.
+    pub resets: u64,
+    /// Messages pending or unacknowledged in our stream to it (its lag).
+    pub backlog: usize,
+}
+
+/// A snapshot of a node: [`crate::Node::status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// This node's id.
+    pub node: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Whether it could take over now without losing flows.
+    pub ready: bool,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Flows in the internal cache (this node's own).
+    pub internal_flows: usize,
+    /// Flows in all external caches (the peers').
+    pub external_flows: usize,
+    /// Its peers, by id.
+    pub peers: Vec<PeerStatus>,
+    /// Its counters.
+    pub stats: NodeStats,
+    /// Datagrams dropped, by reason.
+    pub drops: DropCounters,
+}
