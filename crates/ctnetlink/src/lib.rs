@@ -13,6 +13,9 @@
 //!   port id of the socket that caused them, in any named network namespace ([`Netns`]).
 //!
 //! Every number of the protocol is in [`attr`], cited from the kernel UAPI headers.
+//! Every raw system call (and so every `unsafe`) is in one private module, `sys`.
+
+#![deny(unsafe_code)]
 
 pub mod attr;
 pub mod decode;
@@ -20,6 +23,8 @@ pub mod encode;
 pub mod flow;
 pub mod netns;
 pub mod socket;
+#[allow(unsafe_code)]
+mod sys;
 
 pub use decode::{DecodeError, Stats};
 pub use encode::FlowOp;

@@ -6,8 +6,10 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+
+use crate::sys;
 
 /// A handle on a network namespace, as `ip netns` names them (`/run/netns/NAME`) or by
 /// any path to a namespace file (`/proc/PID/ns/net`).
@@ -48,15 +50,12 @@ impl Netns {
 
     /// Run `f` on a thread inside this namespace and return its result.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
-        let fd = self.file.as_raw_fd();
+        let fd = self.file.as_fd();
         std::thread::scope(|s| {
             std::thread::Builder::new()
                 .name("ctnetlink-netns".into())
                 .spawn_scoped(s, move || {
-                    // SAFETY: fd is an open namespace file that outlives this scoped thread.
-                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
+                    sys::enter_netns(fd)?;
                     f()
                 })?
                 .join()

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL};
@@ -14,6 +14,7 @@ use crate::decode::{self, Body, DecodeError, Stats};
 use crate::encode::{self, ExpOp, FlowOp};
 use crate::flow::{Expectation, Family, Flow, FlowKey};
 use crate::netns::Netns;
+use crate::sys;
 
 /// A positive errno the kernel answered a request with.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,37 +137,6 @@ fn open_socket(netns: Option<&Netns>) -> io::Result<Socket> {
     }
 }
 
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: fd is an open socket owned by the caller; value is a live c_int.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const i32).cast(),
-            size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
-    let mut value: i32 = 0;
-    let mut len = size_of::<i32>() as libc::socklen_t;
-    // SAFETY: value and len are live and sized for an int option.
-    let rc =
-        unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(value)
-    }
-}
-
 /// Which of a socket's two buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Buffer {
@@ -180,26 +150,22 @@ pub enum Buffer {
 /// `wmem_max`) when the process has `CAP_NET_ADMIN`, within it otherwise. Returns the
 /// size the kernel granted (it doubles the request for bookkeeping). The daemon sizes
 /// its UDP sync socket with it, as this crate sizes its netlink sockets.
-pub fn size_buffer(
-    fd: std::os::fd::BorrowedFd<'_>,
-    which: Buffer,
-    bytes: usize,
-) -> io::Result<usize> {
+pub fn size_buffer(fd: BorrowedFd<'_>, which: Buffer, bytes: usize) -> io::Result<usize> {
     let (force, plain) = match which {
         Buffer::Receive => (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
         Buffer::Send => (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
     };
-    set_buffer(fd.as_raw_fd(), force, plain, bytes)
+    set_buffer(fd, force, plain, bytes)
 }
 
 /// Set a socket buffer, forcing past the sysctl limit when we may (`CAP_NET_ADMIN`).
 /// Returns the size the kernel granted (it doubles the request for bookkeeping).
-fn set_buffer(fd: RawFd, force: i32, plain: i32, bytes: usize) -> io::Result<usize> {
+fn set_buffer(fd: BorrowedFd<'_>, force: i32, plain: i32, bytes: usize) -> io::Result<usize> {
     let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
-    if setsockopt_int(fd, libc::SOL_SOCKET, force, bytes).is_err() {
-        setsockopt_int(fd, libc::SOL_SOCKET, plain, bytes)?;
+    if sys::setsockopt_int(fd, libc::SOL_SOCKET, force, bytes).is_err() {
+        sys::setsockopt_int(fd, libc::SOL_SOCKET, plain, bytes)?;
     }
-    Ok(getsockopt_int(fd, libc::SOL_SOCKET, plain)?.max(0) as usize)
+    Ok(sys::getsockopt_int(fd, libc::SOL_SOCKET, plain)?.max(0) as usize)
 }
 
 fn recv_into(sock: &Socket, rx: &mut Vec<u8>, flags: i32) -> io::Result<usize> {
@@ -221,30 +187,6 @@ fn recv_error(e: io::Error) -> Error {
 
 /// How long a request socket waits for the kernel by default.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Wait until `fd` is readable or `timeout` passes; `Ok(false)` on timeout.
-fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one live pollfd.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    match rc {
-        rc if rc < 0 => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
-        0 => Ok(false),
-        _ => Ok(true),
-    }
-}
 
 /// A ctnetlink request socket: dumps, gets and (batched) writes.
 ///
@@ -284,7 +226,7 @@ impl Conntrack {
     fn with_socket(sock: Socket) -> Result<Conntrack, Error> {
         let mut addr = SocketAddr::new(0, 0);
         sock.get_address(&mut addr)?;
-        let fd = sock.as_raw_fd();
+        let fd = sock.as_fd();
         // Small error replies: do not echo each failed request back (NETLINK_CAP_ACK).
         sock.set_cap_ack(true)?;
         let rcv = set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RECV_BUFFER)?;
@@ -314,29 +256,7 @@ impl Conntrack {
     /// How long to wait for the kernel's answers before [`Error::Timeout`]
     /// (`None`: forever). The default is 10 s.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
-        let tv = timeout.map_or(
-            libc::timeval {
-                tv_sec: 0,
-                tv_usec: 0,
-            },
-            |d| libc::timeval {
-                tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
-                tv_usec: libc::suseconds_t::from(d.subsec_micros()).max(i64::from(d.is_zero())),
-            },
-        );
-        // SAFETY: tv is a live timeval and the length matches.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+        sys::set_recv_timeout(self.sock.as_fd(), timeout)?;
         Ok(())
     }
 
@@ -354,9 +274,9 @@ impl Conntrack {
     /// Set the receive buffer (forced past `rmem_max` when we have `CAP_NET_ADMIN`).
     /// Batches are resized to what the kernel grants.
     pub fn set_recv_buffer(&mut self, bytes: usize) -> Result<usize, Error> {
-        let fd = self.sock.as_raw_fd();
+        let fd = self.sock.as_fd();
         let rcv = set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, bytes)?;
-        let snd = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?.max(0) as usize;
+        let snd = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?.max(0) as usize;
         self.size_chunks(rcv, snd);
         Ok(rcv)
     }
@@ -840,31 +760,14 @@ pub enum Event<'a> {
 /// `dup` of [`EventSocket`]'s, so that a caller can change groups while the socket itself
 /// is registered with an event loop). Leaving `new` while creating many entries spares
 /// the kernel building an event per entry when nobody else listens.
-pub fn set_event_groups(fd: std::os::fd::BorrowedFd<'_>, groups: Groups) -> io::Result<()> {
+pub fn set_event_groups(fd: BorrowedFd<'_>, groups: Groups) -> io::Result<()> {
     use attr::group;
     for (on, g) in [
         (groups.new, group::CT_NEW),
         (groups.update, group::CT_UPDATE),
         (groups.destroy, group::CT_DESTROY),
     ] {
-        let opt = if on {
-            libc::NETLINK_ADD_MEMBERSHIP
-        } else {
-            libc::NETLINK_DROP_MEMBERSHIP
-        };
-        // SAFETY: a valid descriptor and a u32 option value of the right size.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                opt,
-                (&raw const g).cast(),
-                size_of::<u32>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sys::netlink_membership(fd, g, on)?;
     }
     Ok(())
 }
@@ -953,7 +856,7 @@ impl EventSocket {
     /// (`SO_RCVBUFFORCE`). Returns what the kernel granted.
     pub fn set_recv_buffer(&mut self, bytes: usize) -> Result<usize, Error> {
         Ok(set_buffer(
-            self.sock.as_raw_fd(),
+            self.sock.as_fd(),
             libc::SO_RCVBUFFORCE,
             libc::SO_RCVBUF,
             bytes,
@@ -980,24 +883,7 @@ impl EventSocket {
             op(RET_K, 0, 0, 0),        // ours: drop
             op(RET_K, 0, 0, u32::MAX), // anything else: keep it whole
         ];
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_ptr().cast_mut(),
-        };
-        // SAFETY: a valid descriptor; `fprog` points at `prog`, both alive for the call
-        // (the kernel copies the program).
-        let r = unsafe {
-            libc::setsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                (&raw const fprog).cast(),
-                size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+        sys::attach_filter(self.sock.as_fd(), &prog)?;
         Ok(())
     }
 
@@ -1083,7 +969,7 @@ impl EventSocket {
         timeout: Duration,
         each: impl FnMut(Event<'_>),
     ) -> Result<Option<usize>, Error> {
-        if !wait_readable(self.sock.as_raw_fd(), timeout)? {
+        if !sys::wait_readable(self.sock.as_fd(), timeout)? {
             return Ok(None);
         }
         self.recv(each)
@@ -1105,7 +991,7 @@ impl AsRawFd for EventSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
+    use crate::sys::getsockopt_int;
 
     #[test]
     fn size_buffer_sizes_any_socket_and_reports_the_grant() {
@@ -1114,10 +1000,10 @@ mod tests {
             (Buffer::Receive, libc::SO_RCVBUF),
             (Buffer::Send, libc::SO_SNDBUF),
         ] {
-            let before = getsockopt_int(udp.as_raw_fd(), libc::SOL_SOCKET, opt).unwrap();
+            let before = getsockopt_int(udp.as_fd(), libc::SOL_SOCKET, opt).unwrap();
             // Small enough for the sysctl limit, so also granted without CAP_NET_ADMIN.
             let granted = size_buffer(udp.as_fd(), which, 64 << 10).unwrap();
-            let now = getsockopt_int(udp.as_raw_fd(), libc::SOL_SOCKET, opt).unwrap();
+            let now = getsockopt_int(udp.as_fd(), libc::SOL_SOCKET, opt).unwrap();
             assert_eq!(granted, now as usize, "{which:?}");
             // The kernel doubles the request for its bookkeeping.
             assert_eq!(granted, 128 << 10, "{which:?} (was {before})");
