@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
+// `NLM_F_*` message flags: linux/netlink.h.
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_sys::Socket;
 
@@ -60,11 +61,10 @@ pub enum Event<'a> {
 /// is registered with an event loop). Leaving `new` while creating many entries spares
 /// the kernel building an event per entry when nobody else listens.
 pub fn set_event_groups(fd: BorrowedFd<'_>, groups: Groups) -> io::Result<()> {
-    use attr::group;
     for (on, g) in [
-        (groups.new, group::CT_NEW),
-        (groups.update, group::CT_UPDATE),
-        (groups.destroy, group::CT_DESTROY),
+        (groups.new, attr::NFNLGRP_CONNTRACK_NEW),
+        (groups.update, attr::NFNLGRP_CONNTRACK_UPDATE),
+        (groups.destroy, attr::NFNLGRP_CONNTRACK_DESTROY),
     ] {
         sys::netlink_membership(fd, g, on)?;
     }
@@ -132,13 +132,12 @@ impl EventSocket {
     }
 
     fn with_socket(sock: Socket, groups: Groups) -> Result<EventSocket, Error> {
-        use attr::group;
         for (on, g) in [
-            (groups.new, group::CT_NEW),
-            (groups.update, group::CT_UPDATE),
-            (groups.destroy, group::CT_DESTROY),
-            (groups.expectations, group::EXP_NEW),
-            (groups.expectations, group::EXP_DESTROY),
+            (groups.new, attr::NFNLGRP_CONNTRACK_NEW),
+            (groups.update, attr::NFNLGRP_CONNTRACK_UPDATE),
+            (groups.destroy, attr::NFNLGRP_CONNTRACK_DESTROY),
+            (groups.expectations, attr::NFNLGRP_CONNTRACK_EXP_NEW),
+            (groups.expectations, attr::NFNLGRP_CONNTRACK_EXP_DESTROY),
         ] {
             if on {
                 sock.add_membership(g)?;
@@ -168,11 +167,14 @@ impl EventSocket {
         const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
         const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
         const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+        // `struct nlmsghdr` (linux/netlink.h): nlmsg_pid follows nlmsg_len (4 bytes),
+        // nlmsg_type (2), nlmsg_flags (2) and nlmsg_seq (4).
+        const NLMSG_PID_AT: u32 = 12;
         // A word load reads network order; the header holds the port id in host order.
         let pid = u32::from_be_bytes(portid.to_ne_bytes());
         let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
         let prog = [
-            op(LD_W_ABS, 0, 0, 12), // nlmsg_pid: after len (4), type (2), flags (2), seq (4)
+            op(LD_W_ABS, 0, 0, NLMSG_PID_AT),
             op(JEQ_K, 0, 1, pid),
             op(RET_K, 0, 0, 0),        // ours: drop
             op(RET_K, 0, 0, u32::MAX), // anything else: keep it whole
@@ -215,11 +217,19 @@ impl EventSocket {
                 self.stats.undecodable += 1;
                 continue;
             };
+            // The kernel marks an event for a new entry like a create request.
+            let created = m.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0;
             let kind = match m.body {
-                Body::Conntrack { msg, .. } | Body::Expectation { msg, .. } => match msg {
-                    0 if m.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => EventKind::New,
-                    0 => EventKind::Update,
-                    2 => EventKind::Destroy,
+                Body::Conntrack { msg, .. } => match msg {
+                    attr::IPCTNL_MSG_CT_NEW if created => EventKind::New,
+                    attr::IPCTNL_MSG_CT_NEW => EventKind::Update,
+                    attr::IPCTNL_MSG_CT_DELETE => EventKind::Destroy,
+                    _ => continue,
+                },
+                Body::Expectation { msg, .. } => match msg {
+                    attr::IPCTNL_MSG_EXP_NEW if created => EventKind::New,
+                    attr::IPCTNL_MSG_EXP_NEW => EventKind::Update,
+                    attr::IPCTNL_MSG_EXP_DELETE => EventKind::Destroy,
                     _ => continue,
                 },
                 _ => continue,

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
+// `NLM_F_*` message flags: linux/netlink.h.
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR};
 use netlink_sys::{Socket, SocketAddr};
 
@@ -60,6 +61,9 @@ const RECV_BUFFER: usize = 16 * 1024 * 1024;
 const SEND_BUFFER: usize = 4 * 1024 * 1024;
 /// How often a dump is retried after `NLM_F_DUMP_INTR`.
 const DUMP_RETRIES: u32 = 8;
+/// Offset of `nlmsg_flags` in `struct nlmsghdr` (linux/netlink.h): after nlmsg_len (4
+/// bytes) and nlmsg_type (2).
+const NLMSG_FLAGS_AT: usize = 6;
 /// How long a request socket waits for the kernel by default.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -199,8 +203,8 @@ impl Conntrack {
             let af = family.map_or(libc::AF_UNSPEC as u8, Family::af);
             let start = encode::begin_message(
                 &mut self.tx,
-                attr::SUBSYS_CTNETLINK,
-                attr::ct_msg::GET,
+                attr::NFNL_SUBSYS_CTNETLINK,
+                attr::IPCTNL_MSG_CT_GET,
                 NLM_F_DUMP,
                 seq,
                 af,
@@ -209,7 +213,7 @@ impl Conntrack {
             self.send_tx()?;
             let (flows, interrupted) = self.read_dump(seq, |body| {
                 if let Body::Conntrack {
-                    msg: attr::ct_msg::NEW,
+                    msg: attr::IPCTNL_MSG_CT_NEW,
                     family,
                     attrs,
                     ..
@@ -373,7 +377,7 @@ impl Conntrack {
             }
             // Only the chunk's last request asks for an ACK: errors come back for every
             // request regardless, and the ACK tells us the kernel has finished the chunk.
-            let flags_at = last_start + 6;
+            let flags_at = last_start + NLMSG_FLAGS_AT;
             let flags = u16::from_ne_bytes([self.tx[flags_at], self.tx[flags_at + 1]]) | NLM_F_ACK;
             self.tx[flags_at..flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
             let n = (index - chunk_start) as u64;
@@ -478,14 +482,14 @@ impl Conntrack {
     pub fn stats(&mut self) -> Result<Stats, Error> {
         let mut stats = Stats::default();
         for (msg, flags) in [
-            (attr::ct_msg::GET_STATS, NLM_F_ACK),
-            (attr::ct_msg::GET_STATS_CPU, NLM_F_DUMP),
+            (attr::IPCTNL_MSG_CT_GET_STATS, NLM_F_ACK),
+            (attr::IPCTNL_MSG_CT_GET_STATS_CPU, NLM_F_DUMP),
         ] {
             let seq = self.next_seq(1);
             self.tx.clear();
             let start = encode::begin_message(
                 &mut self.tx,
-                attr::SUBSYS_CTNETLINK,
+                attr::NFNL_SUBSYS_CTNETLINK,
                 msg,
                 flags,
                 seq,
@@ -493,7 +497,7 @@ impl Conntrack {
             );
             encode::end_message(&mut self.tx, start);
             self.send_tx()?;
-            if msg == attr::ct_msg::GET_STATS {
+            if msg == attr::IPCTNL_MSG_CT_GET_STATS {
                 self.read_reply(seq, |body| {
                     if let Body::Conntrack { msg, attrs, .. } = body {
                         decode::decode_stats(msg, attrs, &mut stats)?;
@@ -551,8 +555,8 @@ impl Conntrack {
         let af = family.map_or(libc::AF_UNSPEC as u8, Family::af);
         let start = encode::begin_message(
             &mut self.tx,
-            attr::SUBSYS_CTNETLINK_EXP,
-            attr::exp_msg::GET,
+            attr::NFNL_SUBSYS_CTNETLINK_EXP,
+            attr::IPCTNL_MSG_EXP_GET,
             NLM_F_DUMP,
             seq,
             af,
@@ -591,8 +595,8 @@ impl Conntrack {
         self.tx.clear();
         let start = encode::begin_message(
             &mut self.tx,
-            attr::SUBSYS_CTNETLINK_EXP,
-            attr::exp_msg::DELETE,
+            attr::NFNL_SUBSYS_CTNETLINK_EXP,
+            attr::IPCTNL_MSG_EXP_DELETE,
             NLM_F_ACK,
             seq,
             libc::AF_UNSPEC as u8,
