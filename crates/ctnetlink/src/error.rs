@@ -16,10 +16,6 @@ impl Errno {
     pub const EEXIST: Errno = Errno(libc::EEXIST);
     /// `ENOENT`: no such entry.
     pub const ENOENT: Errno = Errno(libc::ENOENT);
-    /// `ENOMEM`: the kernel could not allocate, or the table is full.
-    pub const ENOMEM: Errno = Errno(libc::ENOMEM);
-    /// `EINVAL`: the kernel rejected an attribute.
-    pub const EINVAL: Errno = Errno(libc::EINVAL);
 }
 
 impl fmt::Debug for Errno {
@@ -52,8 +48,7 @@ pub enum Error {
     #[error("undecodable netlink message: {0}")]
     Decode(#[from] DecodeError),
     /// The receive buffer overflowed while replies were pending, so some results are
-    /// unknown. Raise the buffer with
-    /// [`Conntrack::set_recv_buffer`](crate::Conntrack::set_recv_buffer).
+    /// unknown.
     #[error("netlink receive buffer overrun: replies were lost")]
     Overrun,
     /// Like `Overrun`, during a batch: `report` counts the chunks fully accounted for.

@@ -7,16 +7,14 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::sys;
 
-/// A handle on a network namespace, as `ip netns` names them (`/run/netns/NAME`) or by
-/// any path to a namespace file (`/proc/PID/ns/net`).
+/// A handle on a network namespace, as `ip netns` names them (`/run/netns/NAME`).
 #[derive(Debug)]
 pub struct Netns {
     file: File,
-    path: PathBuf,
 }
 
 impl Netns {
@@ -28,24 +26,14 @@ impl Netns {
                 format!("invalid network namespace name {name:?}"),
             ));
         }
-        Self::at(Path::new("/run/netns").join(name))
-    }
-
-    /// Open a namespace file by path.
-    pub fn at(path: impl Into<PathBuf>) -> io::Result<Netns> {
-        let path = path.into();
+        let path = Path::new("/run/netns").join(name);
         let file = File::open(&path).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot open network namespace {}: {e}", path.display()),
             )
         })?;
-        Ok(Netns { file, path })
-    }
-
-    /// Where the namespace was opened from.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Netns { file })
     }
 
     /// Run `f` on a thread inside this namespace and return its result.

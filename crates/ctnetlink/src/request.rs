@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 // `NLM_F_*` message flags: linux/netlink.h.
@@ -64,7 +64,7 @@ const DUMP_RETRIES: u32 = 8;
 /// Offset of `nlmsg_flags` in `struct nlmsghdr` (linux/netlink.h): after nlmsg_len (4
 /// bytes) and nlmsg_type (2).
 const NLMSG_FLAGS_AT: usize = 6;
-/// How long a request socket waits for the kernel by default.
+/// How long a request socket waits for the kernel's answers before [`Error::Timeout`].
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Map a failed blocking receive on a request socket to our error.
@@ -129,7 +129,7 @@ impl Conntrack {
             chunk_requests: usize::MAX,
         };
         ct.size_chunks(rcv, snd);
-        ct.set_timeout(Some(REQUEST_TIMEOUT))?;
+        sys::set_recv_timeout(ct.sock.as_fd(), REQUEST_TIMEOUT)?;
         Ok(ct)
     }
 
@@ -141,13 +141,6 @@ impl Conntrack {
         self.chunk_requests = (rcv / 1024).max(16);
     }
 
-    /// How long to wait for the kernel's answers before [`Error::Timeout`]
-    /// (`None`: forever). The default is 10 s.
-    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
-        sys::set_recv_timeout(self.sock.as_fd(), timeout)?;
-        Ok(())
-    }
-
     /// Set the next request sequence number (tests use it to cross the 32-bit wrap).
     #[doc(hidden)]
     pub fn set_sequence(&mut self, seq: u32) {
@@ -157,16 +150,6 @@ impl Conntrack {
     /// The netlink port id of this socket: the `pid` of events its writes cause.
     pub fn portid(&self) -> u32 {
         self.portid
-    }
-
-    /// Set the receive buffer (forced past `rmem_max` when we have `CAP_NET_ADMIN`).
-    /// Batches are resized to what the kernel grants.
-    pub fn set_recv_buffer(&mut self, bytes: usize) -> Result<usize, Error> {
-        let fd = self.sock.as_fd();
-        let rcv = size_buffer(fd, Buffer::Receive, bytes)?;
-        let snd = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?.max(0) as usize;
-        self.size_chunks(rcv, snd);
-        Ok(rcv)
     }
 
     fn next_seq(&mut self, n: u32) -> u32 {
@@ -603,11 +586,5 @@ impl Conntrack {
         );
         encode::end_message(&mut self.tx, start);
         self.simple_request(seq)
-    }
-}
-
-impl AsRawFd for Conntrack {
-    fn as_raw_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
     }
 }

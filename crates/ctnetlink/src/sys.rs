@@ -72,19 +72,13 @@ pub(crate) fn getsockopt_int(
     Ok(value)
 }
 
-/// Bound a blocking receive to `timeout` (`SO_RCVTIMEO`; `None`: wait forever). A zero
-/// timeout would mean "forever" to the kernel, so it is rounded up to a microsecond.
-pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
-    let tv = timeout.map_or(
-        libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-        |d| libc::timeval {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_usec: libc::suseconds_t::from(d.subsec_micros()).max(i64::from(d.is_zero())),
-        },
-    );
+/// Bound a blocking receive to `timeout` (`SO_RCVTIMEO`). A zero timeout would mean
+/// "forever" to the kernel, so it is rounded up to a microsecond.
+pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()).max(i64::from(timeout.is_zero())),
+    };
     setsockopt_plain(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
 }
 
