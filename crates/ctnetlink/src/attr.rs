@@ -6,56 +6,53 @@
 //! `include/uapi/linux/netfilter/nf_conntrack_common.h`. Attribute values are big-endian
 //! on the wire; netlink and attribute headers are host-endian.
 
-/// `NFNL_SUBSYS_CTNETLINK` (nfnetlink.h): conntrack entries.
-pub const SUBSYS_CTNETLINK: u8 = 1;
-/// `NFNL_SUBSYS_CTNETLINK_EXP` (nfnetlink.h): expectations.
-pub const SUBSYS_CTNETLINK_EXP: u8 = 2;
-/// `NFNETLINK_V0`: the only nfgenmsg version.
+// Message kinds, subsystems and groups carry their UAPI names, so that code using them
+// reads like the kernel source it talks to.
+
+/// `NFNL_SUBSYS_CTNETLINK` (linux/netfilter/nfnetlink.h): conntrack entries.
+pub const NFNL_SUBSYS_CTNETLINK: u8 = 1;
+/// `NFNL_SUBSYS_CTNETLINK_EXP` (linux/netfilter/nfnetlink.h): expectations.
+pub const NFNL_SUBSYS_CTNETLINK_EXP: u8 = 2;
+/// `NFNETLINK_V0` (linux/netfilter/nfnetlink.h): the only nfgenmsg version.
 pub const NFNETLINK_V0: u8 = 0;
 
-/// `enum cntl_msg_types` (nfnetlink_conntrack.h).
-pub mod ct_msg {
-    /// `IPCTNL_MSG_CT_NEW`: create or update; also NEW/UPDATE events and dump entries.
-    pub const NEW: u8 = 0;
-    /// `IPCTNL_MSG_CT_GET`: get one entry, or dump with `NLM_F_DUMP`.
-    pub const GET: u8 = 1;
-    /// `IPCTNL_MSG_CT_DELETE`: delete one, or flush with an empty body; DESTROY events.
-    pub const DELETE: u8 = 2;
-    /// `IPCTNL_MSG_CT_GET_CTRZERO`: get and zero counters.
-    pub const GET_CTRZERO: u8 = 3;
-    /// `IPCTNL_MSG_CT_GET_STATS_CPU`: per-CPU statistics.
-    pub const GET_STATS_CPU: u8 = 4;
-    /// `IPCTNL_MSG_CT_GET_STATS`: global statistics (entry count, maximum).
-    pub const GET_STATS: u8 = 5;
-}
+// `enum cntl_msg_types` (linux/netfilter/nfnetlink_conntrack.h).
+/// `IPCTNL_MSG_CT_NEW`: create or update; also NEW/UPDATE events and dump entries.
+pub const IPCTNL_MSG_CT_NEW: u8 = 0;
+/// `IPCTNL_MSG_CT_GET`: get one entry, or dump with `NLM_F_DUMP`.
+pub const IPCTNL_MSG_CT_GET: u8 = 1;
+/// `IPCTNL_MSG_CT_DELETE`: delete one, or flush with an empty body; DESTROY events.
+pub const IPCTNL_MSG_CT_DELETE: u8 = 2;
+/// `IPCTNL_MSG_CT_GET_CTRZERO`: get and zero counters.
+pub const IPCTNL_MSG_CT_GET_CTRZERO: u8 = 3;
+/// `IPCTNL_MSG_CT_GET_STATS_CPU`: per-CPU statistics.
+pub const IPCTNL_MSG_CT_GET_STATS_CPU: u8 = 4;
+/// `IPCTNL_MSG_CT_GET_STATS`: global statistics (entry count, maximum).
+pub const IPCTNL_MSG_CT_GET_STATS: u8 = 5;
 
-/// `enum ctnl_exp_msg_types` (nfnetlink_conntrack.h).
-pub mod exp_msg {
-    /// `IPCTNL_MSG_EXP_NEW`.
-    pub const NEW: u8 = 0;
-    /// `IPCTNL_MSG_EXP_GET`.
-    pub const GET: u8 = 1;
-    /// `IPCTNL_MSG_EXP_DELETE`.
-    pub const DELETE: u8 = 2;
-    /// `IPCTNL_MSG_EXP_GET_STATS_CPU`.
-    pub const GET_STATS_CPU: u8 = 3;
-}
+// `enum ctnl_exp_msg_types` (linux/netfilter/nfnetlink_conntrack.h).
+/// `IPCTNL_MSG_EXP_NEW`: create an expectation; also NEW events and dump entries.
+pub const IPCTNL_MSG_EXP_NEW: u8 = 0;
+/// `IPCTNL_MSG_EXP_GET`: get one expectation, or dump with `NLM_F_DUMP`.
+pub const IPCTNL_MSG_EXP_GET: u8 = 1;
+/// `IPCTNL_MSG_EXP_DELETE`: delete one, or flush with an empty body; DESTROY events.
+pub const IPCTNL_MSG_EXP_DELETE: u8 = 2;
+/// `IPCTNL_MSG_EXP_GET_STATS_CPU`: per-CPU expectation statistics.
+pub const IPCTNL_MSG_EXP_GET_STATS_CPU: u8 = 3;
 
-/// `enum nfnetlink_groups` (nfnetlink.h): multicast groups, numbered from 1.
-pub mod group {
-    /// `NFNLGRP_CONNTRACK_NEW`.
-    pub const CT_NEW: u32 = 1;
-    /// `NFNLGRP_CONNTRACK_UPDATE`.
-    pub const CT_UPDATE: u32 = 2;
-    /// `NFNLGRP_CONNTRACK_DESTROY`.
-    pub const CT_DESTROY: u32 = 3;
-    /// `NFNLGRP_CONNTRACK_EXP_NEW`.
-    pub const EXP_NEW: u32 = 4;
-    /// `NFNLGRP_CONNTRACK_EXP_UPDATE`.
-    pub const EXP_UPDATE: u32 = 5;
-    /// `NFNLGRP_CONNTRACK_EXP_DESTROY`.
-    pub const EXP_DESTROY: u32 = 6;
-}
+// `enum nfnetlink_groups` (linux/netfilter/nfnetlink.h): multicast groups, from 1.
+/// `NFNLGRP_CONNTRACK_NEW`.
+pub const NFNLGRP_CONNTRACK_NEW: u32 = 1;
+/// `NFNLGRP_CONNTRACK_UPDATE`.
+pub const NFNLGRP_CONNTRACK_UPDATE: u32 = 2;
+/// `NFNLGRP_CONNTRACK_DESTROY`.
+pub const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
+/// `NFNLGRP_CONNTRACK_EXP_NEW`.
+pub const NFNLGRP_CONNTRACK_EXP_NEW: u32 = 4;
+/// `NFNLGRP_CONNTRACK_EXP_UPDATE`.
+pub const NFNLGRP_CONNTRACK_EXP_UPDATE: u32 = 5;
+/// `NFNLGRP_CONNTRACK_EXP_DESTROY`.
+pub const NFNLGRP_CONNTRACK_EXP_DESTROY: u32 = 6;
 
 /// `enum ctattr_type` (nfnetlink_conntrack.h): top-level conntrack attributes.
 pub mod cta {

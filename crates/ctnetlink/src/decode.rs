@@ -45,7 +45,7 @@ pub enum DecodeError {
 pub enum Body<'a> {
     /// A ctnetlink conntrack message (`NFNL_SUBSYS_CTNETLINK`).
     Conntrack {
-        /// The message type ([`attr::ct_msg`]).
+        /// The message type (`IPCTNL_MSG_CT_*`, e.g. [`attr::IPCTNL_MSG_CT_NEW`]).
         msg: u8,
         /// The nfgenmsg family (`AF_*`).
         family: u8,
@@ -56,7 +56,7 @@ pub enum Body<'a> {
     },
     /// A ctnetlink expectation message (`NFNL_SUBSYS_CTNETLINK_EXP`).
     Expectation {
-        /// The message type ([`attr::exp_msg`]).
+        /// The message type (`IPCTNL_MSG_EXP_*`, e.g. [`attr::IPCTNL_MSG_EXP_NEW`]).
         msg: u8,
         /// The nfgenmsg family.
         family: u8,
@@ -107,8 +107,11 @@ pub fn messages(buf: &[u8]) -> Messages<'_> {
     Messages { buf, pos: 0 }
 }
 
+/// `NLMSG_HDRLEN` (linux/netlink.h): the aligned size of `struct nlmsghdr`.
 const NLMSG_HDRLEN: usize = 16;
+/// `NLMSG_ERROR` (linux/netlink.h): an error or, with errno 0, an acknowledgement.
 const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_DONE` (linux/netlink.h): the end of a multipart (dump) reply.
 const NLMSG_DONE: u16 = 3;
 
 impl<'a> Iterator for Messages<'a> {
@@ -162,14 +165,14 @@ fn classify(msg_type: u16, payload: &[u8]) -> Result<Body<'_>, DecodeError> {
         _ => {
             let subsys = (msg_type >> 8) as u8;
             let msg = (msg_type & 0xff) as u8;
-            if subsys != attr::SUBSYS_CTNETLINK && subsys != attr::SUBSYS_CTNETLINK_EXP {
+            if subsys != attr::NFNL_SUBSYS_CTNETLINK && subsys != attr::NFNL_SUBSYS_CTNETLINK_EXP {
                 return Ok(Body::Other(msg_type));
             }
             let nfgen = payload.get(..4).ok_or(DecodeError::MissingNfgenmsg)?;
             let family = nfgen[0];
             let res_id = u16::from_be_bytes([nfgen[2], nfgen[3]]);
             let attrs = &payload[4..];
-            if subsys == attr::SUBSYS_CTNETLINK {
+            if subsys == attr::NFNL_SUBSYS_CTNETLINK {
                 Ok(Body::Conntrack {
                     msg,
                     family,
@@ -640,7 +643,7 @@ pub struct Stats {
 pub fn decode_stats(msg: u8, buf: &[u8], stats: &mut Stats) -> Result<(), DecodeError> {
     for a in attrs(buf) {
         let (kind, _, v) = a?;
-        if msg == attr::ct_msg::GET_STATS {
+        if msg == attr::IPCTNL_MSG_CT_GET_STATS {
             match kind {
                 attr::stats::GLOBAL_ENTRIES => stats.entries = u32_of(kind, v)?,
                 attr::stats::GLOBAL_MAX_ENTRIES => stats.max_entries = u32_of(kind, v)?,

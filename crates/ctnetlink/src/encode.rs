@@ -417,11 +417,11 @@ pub fn put_flow_attrs(buf: &mut Vec<u8>, flow: &Flow, op: FlowOp) {
 pub fn flow_op_header(op: FlowOp) -> (u8, u16) {
     use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
     match op {
-        FlowOp::Create => (attr::ct_msg::NEW, NLM_F_CREATE | NLM_F_EXCL),
-        FlowOp::Update => (attr::ct_msg::NEW, 0),
-        FlowOp::Delete => (attr::ct_msg::DELETE, 0),
-        FlowOp::Get => (attr::ct_msg::GET, 0),
-        FlowOp::Full => (attr::ct_msg::NEW, 0),
+        FlowOp::Create => (attr::IPCTNL_MSG_CT_NEW, NLM_F_CREATE | NLM_F_EXCL),
+        FlowOp::Update => (attr::IPCTNL_MSG_CT_NEW, 0),
+        FlowOp::Delete => (attr::IPCTNL_MSG_CT_DELETE, 0),
+        FlowOp::Get => (attr::IPCTNL_MSG_CT_GET, 0),
+        FlowOp::Full => (attr::IPCTNL_MSG_CT_NEW, 0),
     }
 }
 
@@ -430,7 +430,7 @@ pub fn encode_flow(buf: &mut Vec<u8>, op: FlowOp, flow: &Flow, seq: u32, extra_f
     let (msg, flags) = flow_op_header(op);
     let start = begin_message(
         buf,
-        attr::SUBSYS_CTNETLINK,
+        attr::NFNL_SUBSYS_CTNETLINK,
         msg,
         flags | extra_flags,
         seq,
@@ -449,8 +449,8 @@ pub fn encode_flush(buf: &mut Vec<u8>, family: Option<Family>, seq: u32, extra_f
     let af = family.map_or(libc::AF_UNSPEC as u8, Family::af);
     let start = begin_message(
         buf,
-        attr::SUBSYS_CTNETLINK,
-        attr::ct_msg::DELETE,
+        attr::NFNL_SUBSYS_CTNETLINK,
+        attr::IPCTNL_MSG_CT_DELETE,
         extra_flags,
         seq,
         af,
@@ -527,13 +527,13 @@ pub fn encode_expectation(
 ) {
     use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
     let (msg, flags) = match op {
-        ExpOp::Create => (attr::exp_msg::NEW, NLM_F_CREATE | NLM_F_EXCL),
-        ExpOp::Delete => (attr::exp_msg::DELETE, 0),
-        ExpOp::Full => (attr::exp_msg::NEW, 0),
+        ExpOp::Create => (attr::IPCTNL_MSG_EXP_NEW, NLM_F_CREATE | NLM_F_EXCL),
+        ExpOp::Delete => (attr::IPCTNL_MSG_EXP_DELETE, 0),
+        ExpOp::Full => (attr::IPCTNL_MSG_EXP_NEW, 0),
     };
     let start = begin_message(
         buf,
-        attr::SUBSYS_CTNETLINK_EXP,
+        attr::NFNL_SUBSYS_CTNETLINK_EXP,
         msg,
         flags | extra_flags,
         seq,

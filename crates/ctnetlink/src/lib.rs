@@ -13,23 +13,32 @@
 //!   port id of the socket that caused them, in any named network namespace ([`Netns`]).
 //!
 //! Every number of the protocol is in [`attr`], cited from the kernel UAPI headers.
+//! Every raw system call (and so every `unsafe`) is in one private module, `sys`.
+
+#![deny(unsafe_code)]
 
 pub mod attr;
 pub mod decode;
 pub mod encode;
 pub mod flow;
 pub mod netns;
-pub mod socket;
+
+mod error;
+mod events;
+mod request;
+mod socket;
+#[allow(unsafe_code)]
+mod sys;
 
 pub use decode::{DecodeError, Stats};
 pub use encode::FlowOp;
+pub use error::{Errno, Error};
+pub use events::{Event, EventKind, EventSocket, EventStats, Groups, set_event_groups};
 pub use flow::{
     Counters, DccpInfo, ExpectNat, Expectation, Family, Flow, FlowKey, L4, Labels, Name, Nest,
     OtherAttr, ProtoInfo, SctpInfo, SeqAdj, Status, Synproxy, TcpFlags, TcpInfo, Timestamp, Tuple,
     ipproto, tcp_flags, tcp_state,
 };
 pub use netns::Netns;
-pub use socket::{
-    BatchReport, Buffer, Conntrack, DumpItem, DumpSummary, Errno, Error, Event, EventKind,
-    EventSocket, EventStats, Groups, set_event_groups, size_buffer,
-};
+pub use request::{BatchReport, Conntrack, DumpItem, DumpSummary};
+pub use socket::{Buffer, size_buffer};

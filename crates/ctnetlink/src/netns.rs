@@ -6,15 +6,15 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::Path;
 
-/// A handle on a network namespace, as `ip netns` names them (`/run/netns/NAME`) or by
-/// any path to a namespace file (`/proc/PID/ns/net`).
+use crate::sys;
+
+/// A handle on a network namespace, as `ip netns` names them (`/run/netns/NAME`).
 #[derive(Debug)]
 pub struct Netns {
     file: File,
-    path: PathBuf,
 }
 
 impl Netns {
@@ -26,37 +26,24 @@ impl Netns {
                 format!("invalid network namespace name {name:?}"),
             ));
         }
-        Self::at(Path::new("/run/netns").join(name))
-    }
-
-    /// Open a namespace file by path.
-    pub fn at(path: impl Into<PathBuf>) -> io::Result<Netns> {
-        let path = path.into();
+        let path = Path::new("/run/netns").join(name);
         let file = File::open(&path).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot open network namespace {}: {e}", path.display()),
             )
         })?;
-        Ok(Netns { file, path })
-    }
-
-    /// Where the namespace was opened from.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Netns { file })
     }
 
     /// Run `f` on a thread inside this namespace and return its result.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
-        let fd = self.file.as_raw_fd();
+        let fd = self.file.as_fd();
         std::thread::scope(|s| {
             std::thread::Builder::new()
                 .name("ctnetlink-netns".into())
                 .spawn_scoped(s, move || {
-                    // SAFETY: fd is an open namespace file that outlives this scoped thread.
-                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
+                    sys::enter_netns(fd)?;
                     f()
                 })?
                 .join()

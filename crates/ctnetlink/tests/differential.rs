@@ -169,8 +169,14 @@ fn our_decoder_agrees_with_netlink_packet_netfilter_on_a_kernel_dump() {
         })
         .expect("raw socket");
     let mut req = Vec::new();
-    let start =
-        ctnetlink::encode::begin_message(&mut req, 1, 1, netlink_packet_core::NLM_F_DUMP, 1, 0);
+    let start = ctnetlink::encode::begin_message(
+        &mut req,
+        ctnetlink::attr::NFNL_SUBSYS_CTNETLINK,
+        ctnetlink::attr::IPCTNL_MSG_CT_GET,
+        netlink_packet_core::NLM_F_DUMP,
+        1,
+        0,
+    );
     ctnetlink::encode::end_message(&mut req, start);
     sock.send(&req, 0).expect("send dump request");
 
