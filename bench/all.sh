@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every side-by-side benchmark, one after the other, each writing its section of
 # BENCHMARKS.md (root; Debian 12). About 12 minutes on the project's 2-core machine (732 s
-# in the last full run), plus the build:
+# in the full run of build 4523246, 2026-11-22), plus the build:
 #   bench/kernel.sh --write          ctsync vs a batched C loader and conntrack -L   ~1 min
 #   bench/replication.sh --write     table replication, resync, bulk, bytes/flow     ~2 min
 #   bench/failover.sh --write        takeover with 200,000 flows                    ~1 min
