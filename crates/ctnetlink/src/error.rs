@@ -5,7 +5,6 @@ use std::fmt;
 use std::io;
 
 use crate::decode::DecodeError;
-use crate::request::BatchReport;
 
 /// A positive errno the kernel answered a request with.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,4 +64,17 @@ pub enum Error {
     /// `report` says what is known.
     #[error("the kernel left part of a batch unanswered ({0:?})")]
     Unanswered(BatchReport),
+}
+
+/// The outcome of a batch (here because an error that ends a batch carries it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchReport {
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests the kernel applied.
+    pub applied: u64,
+    /// Requests the kernel refused (each reported to the error callback).
+    pub failed: u64,
+    /// `sendmsg` calls made.
+    pub sendmsgs: u64,
 }

@@ -32,7 +32,7 @@ mod sys;
 
 pub use decode::{DecodeError, Stats};
 pub use encode::FlowOp;
-pub use error::{Errno, Error};
+pub use error::{BatchReport, Errno, Error};
 pub use events::{Event, EventKind, EventSocket, EventStats, Groups, set_event_groups};
 pub use flow::{
     Counters, DccpInfo, ExpectNat, Expectation, Family, Flow, FlowKey, L4, Labels, Name, Nest,
@@ -40,5 +40,5 @@ pub use flow::{
     ipproto, tcp_flags, tcp_state,
 };
 pub use netns::Netns;
-pub use request::{BatchReport, Conntrack, DumpItem, DumpSummary};
+pub use request::{Conntrack, DumpItem, DumpSummary};
 pub use socket::{Buffer, size_buffer};

@@ -13,24 +13,11 @@ use netlink_sys::{Socket, SocketAddr};
 use crate::attr;
 use crate::decode::{self, Body, DecodeError, Stats};
 use crate::encode::{self, ExpOp, FlowOp};
-use crate::error::{Errno, Error};
+use crate::error::{BatchReport, Errno, Error};
 use crate::flow::{Expectation, Family, Flow, FlowKey};
 use crate::netns::Netns;
 use crate::socket::{Buffer, RX_BYTES, open_socket, recv_into, size_buffer};
 use crate::sys;
-
-/// The outcome of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct BatchReport {
-    /// Requests sent.
-    pub sent: u64,
-    /// Requests the kernel applied.
-    pub applied: u64,
-    /// Requests the kernel refused (each reported to the error callback).
-    pub failed: u64,
-    /// `sendmsg` calls made.
-    pub sendmsgs: u64,
-}
 
 /// One item of a streaming dump.
 #[derive(Debug)]
