@@ -48,15 +48,6 @@ pub(crate) fn state_message(state: &[u8], fresh: bool, timeout: Option<u32>) -> 
     })
 }
 
-/// What a digest compares of a flow: its replicated state, less the timeout (which the
-/// kernel counts down, so two faithful copies differ in it).
-pub fn content_hash(flow: &Flow) -> u64 {
-    with_buf(|buf| {
-        let _ = codec::put_flow_state(buf, flow);
-        xxh3_64(buf)
-    })
-}
-
 /// What [`FlowTable::upsert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upsert {
@@ -244,10 +235,6 @@ impl FlowTable {
         self.map.find(key.hash, |e| e.key == key.key)
     }
 
-    fn find_mut(&mut self, key: &Keyed) -> Option<&mut Entry> {
-        self.map.find_mut(key.hash, |e| e.key == key.key)
-    }
-
     /// Ask the processor to load the slot where `key` would be, if a slot's tag matches
     /// it (a batch of lookups prefetched first overlaps its cache misses instead of
     /// waiting out each in turn; a table of 500,000 flows is far larger than the cache).
@@ -390,13 +377,6 @@ impl FlowTable {
         self.find(key).is_some_and(|e| e.counted)
     }
 
-    /// Set the mark of a flow without changing it.
-    pub fn touch(&mut self, key: &Keyed, mark: u64) {
-        if let Some(e) = self.find_mut(key) {
-            e.mark = mark;
-        }
-    }
-
     /// Remove by key; returns whether it was there.
     pub fn remove(&mut self, key: &Keyed) -> bool {
         let Ok(o) = self.map.find_entry(key.hash, |e| e.key == key.key) else {
@@ -488,14 +468,6 @@ impl FlowTable {
     /// Every flow, decoded.
     pub fn flows(&self) -> impl Iterator<Item = Flow> + '_ {
         self.map.iter().filter_map(Entry::flow)
-    }
-
-    /// Counted flows of one bucket, decoded.
-    pub fn bucket_flows(&self, bucket: u16) -> impl Iterator<Item = Flow> + '_ {
-        self.map
-            .iter()
-            .filter(move |e| e.bucket == bucket && e.counted)
-            .filter_map(Entry::flow)
     }
 
     /// Keys of every counted flow (a snapshot for a paced bulk transfer).

@@ -136,11 +136,6 @@ impl SendStream {
         self.pending_live + self.in_flight.len()
     }
 
-    /// Whether nothing is pending or unacknowledged.
-    pub fn is_idle(&self) -> bool {
-        self.backlog() == 0
-    }
-
     /// Queue a message (encoded here; see [`SendStream::push_encoded`]).
     pub fn push(&mut self, message: Message) -> bool {
         let key = flow_key(&message).map(|k| self.hasher.keyed(k));
@@ -325,13 +320,6 @@ impl SendStream {
         Some((f.seq, &f.bytes[..]))
     }
 
-    /// Give up on a message that cannot be encoded: count it as delivered.
-    pub fn abandon(&mut self, seq: u64) {
-        if let Some(f) = self.slot(seq) {
-            f.acked = true;
-        }
-    }
-
     /// Put a message back as unsent (it did not fit in the datagram after all).
     pub fn unsend(&mut self, seq: u64) {
         if let Some(f) = self.slot(seq) {
@@ -344,11 +332,6 @@ impl SendStream {
     /// needed: a stale timer only causes an early wake-up).
     pub fn next_deadline(&self, rto: Duration) -> Option<Instant> {
         self.timers.front().map(|&(at, _)| at + rto)
-    }
-
-    /// Whether a message waits to be sent again at once (NACKed or not sent).
-    pub fn has_urgent(&self) -> bool {
-        !self.urgent.is_empty()
     }
 
     /// Whether messages are pending and the window lets them go.

@@ -340,3 +340,76 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)] // an origin for the test's clock
+    fn link() -> (Link, Config, Instant) {
+        let cfg = Config::new(1, vec![1, 2]);
+        let now = Instant::now();
+        (Link::new(2, &cfg, &KeyHasher::default(), now), cfg, now)
+    }
+
+    #[test]
+    fn something_is_due_to_a_new_peer_at_once() {
+        let (l, cfg, t0) = link();
+        assert_eq!(l.poll_timeout(&cfg), Some(t0));
+        assert!(!l.is_live());
+    }
+
+    #[test]
+    fn only_the_echo_of_our_challenge_verifies_an_epoch() {
+        let (mut l, cfg, t0) = link();
+        l.challenge = Some(5);
+        assert_eq!(l.on_hello_ack(t0, &cfg, 9, false, 4, 1), None);
+        assert_eq!(l.epoch, None);
+        assert_eq!(
+            l.on_hello_ack(t0, &cfg, 9, false, 5, 1),
+            Some(Handshake::Verified {
+                restarted: false,
+                announced: None
+            })
+        );
+        assert_eq!(l.epoch, Some(9));
+        assert!(l.is_live());
+        // A second answer to the same challenge proves nothing more.
+        assert_eq!(l.on_hello_ack(t0, &cfg, 9, false, 5, 1), None);
+    }
+
+    #[test]
+    fn a_peer_is_dead_a_dead_interval_after_it_was_last_heard() {
+        let (mut l, cfg, t0) = link();
+        assert!(l.heard(t0, &cfg), "the first datagram brings it up");
+        assert!(!l.heard(t0, &cfg));
+        let dead = t0 + cfg.dead_interval;
+        assert!(!l.is_dead(dead - Duration::from_millis(1)));
+        assert!(l.is_dead(dead));
+        l.down();
+        assert!(!l.is_dead(dead + cfg.dead_interval), "down once, not again");
+        assert!(l.reverify, "its epoch must be proven live again");
+        assert_eq!(l.timers.get(LinkTimer::Dead), None);
+    }
+
+    #[test]
+    fn a_quarter_window_is_acknowledged_at_once_less_waits_for_the_delay() {
+        let (mut l, cfg, t0) = link();
+        let few = DataFrame {
+            generation: 1,
+            first: 0,
+            messages: vec![Some(Message::ResyncRequest); 3],
+        };
+        l.deliver(t0, &cfg, few);
+        assert_eq!(l.timers.get(LinkTimer::Ack), Some(t0 + cfg.ack_delay));
+        let many = DataFrame {
+            generation: 1,
+            first: 3,
+            messages: vec![Some(Message::ResyncRequest); cfg.window / 4],
+        };
+        l.deliver(t0, &cfg, many);
+        assert_eq!(l.timers.get(LinkTimer::Ack), Some(t0));
+    }
+}
