@@ -6,9 +6,5 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod demo;
 pub mod keepalived;
-pub mod lab;
-pub mod load;
 pub mod metrics;
-pub mod synth;

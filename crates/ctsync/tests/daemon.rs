@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ctnetlink::{Conntrack, DumpItem, FlowOp, Netns, Status};
-use ctsync::synth::{self, Mix};
+use ctsync_lab::synth::{self, Mix};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
