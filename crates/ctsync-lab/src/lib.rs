@@ -4,7 +4,7 @@
 //!
 //! * [`cluster`]: the demo's topology, a client, two firewalls (nftables, SNAT,
 //!   keepalived) and a server; [`traffic`]: sessions through it; [`demo`]: `ctsync demo`;
-//!   [`bench`]: one run of the side-by-side session benchmark (`bench/sessions.sh`);
+//!   [`bench`](mod@bench): one run of the side-by-side session benchmark (`bench/sessions.sh`);
 //!   [`conntrackd`]: the incumbent's configuration for that benchmark.
 //! * [`pair`]: two bare nodes joined by a sync link, for the daemon's end-to-end tests.
 //! * [`load`] and [`synth`]: `ctsync load`, synthetic conntrack entries in bulk.

@@ -220,7 +220,7 @@ fn run(cli: Cli) -> Result<bool> {
     let (netns, op) = match cli.command {
         Command::Run { config } => {
             let cfg = ctsync::config::Config::load(&config)?;
-            ctsync::daemon::run(cfg, &config)?;
+            ctsync::run(cfg, &config)?;
             return Ok(true);
         }
         Command::Demo {
