@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use ctnetlink::encode::{self, ExpOp, FlowOp};
 use ctnetlink::{Expectation, Name};
-use ctsync::synth::{self, Mix};
+use ctsync_lab::synth::{self, Mix};
 
 fn main() -> std::io::Result<()> {
     write_wire_seeds()?;

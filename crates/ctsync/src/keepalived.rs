@@ -85,14 +85,14 @@ impl Keepalived {
 }
 
 /// Write readiness to the track file atomically (write, then rename).
-pub fn write_track_file(path: &Path, ready: bool) -> std::io::Result<()> {
+pub(crate) fn write_track_file(path: &Path, ready: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, if ready { "0\n" } else { "1\n" })?;
     std::fs::rename(&tmp, path)
 }
 
 /// Create the FIFO if nothing is at `path` yet.
-pub fn ensure_fifo(path: &Path) -> std::io::Result<()> {
+pub(crate) fn ensure_fifo(path: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     if path.exists() {
         return Ok(());

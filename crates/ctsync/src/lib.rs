@@ -1,14 +1,24 @@
 //! ctsync: conntrack replication for high-availability Linux firewalls.
 //!
-//! This crate is the `ctsync` program; its modules are public so that tests and
-//! benchmarks can drive them.
+//! This crate is the `ctsync` program. As a library it offers what a program that embeds
+//! or drives the daemon needs:
+//!
+//! * [`config`]: the configuration file, parsed and checked, with errors that name the
+//!   file and line;
+//! * [`run`]: the daemon, on a configuration, until SIGTERM;
+//! * [`control`]: the client of a running daemon's control socket (and the requests it
+//!   understands);
+//! * [`keepalived`]: the `[keepalived]` section and the parser of keepalived's notify
+//!   FIFO lines.
+//!
+//! Everything else (the event loop, metrics) is private. The lab (`ctsync demo`, the load
+//! tool, the session benchmark, the end-to-end tests' topologies) is the `ctsync-lab`
+//! crate.
 
 pub mod config;
 pub mod control;
-pub mod daemon;
-pub mod demo;
+mod daemon;
 pub mod keepalived;
-pub mod lab;
-pub mod load;
-pub mod metrics;
-pub mod synth;
+mod metrics;
+
+pub use daemon::run;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ctnetlink::FlowOp;
-use ctsync::load;
-use ctsync::synth::Mix;
+use ctsync_lab::load;
+use ctsync_lab::synth::Mix;
 
 /// Conntrack replication for high-availability Linux firewalls.
 #[derive(Debug, Parser)]
@@ -45,7 +45,7 @@ enum Command {
     BenchSessions {
         /// The sync daemon.
         #[arg(long, value_enum)]
-        daemon: ctsync::demo::BenchDaemon,
+        daemon: ctsync_lab::bench::BenchDaemon,
         /// VRRP advertisement interval, milliseconds.
         #[arg(long, default_value_t = 1000)]
         advert_ms: u32,
@@ -220,7 +220,7 @@ fn run(cli: Cli) -> Result<bool> {
     let (netns, op) = match cli.command {
         Command::Run { config } => {
             let cfg = ctsync::config::Config::load(&config)?;
-            ctsync::daemon::run(cfg, &config)?;
+            ctsync::run(cfg, &config)?;
             return Ok(true);
         }
         Command::Demo {
@@ -229,7 +229,7 @@ fn run(cli: Cli) -> Result<bool> {
             no_control,
         } => {
             let me = std::env::current_exe()?;
-            return ctsync::demo::run(me, tcp, udp, !no_control);
+            return ctsync_lab::demo::run(me, tcp, udp, !no_control);
         }
         Command::BenchSessions {
             daemon,
@@ -239,7 +239,7 @@ fn run(cli: Cli) -> Result<bool> {
             background,
         } => {
             let me = std::env::current_exe()?;
-            return ctsync::demo::bench(me, daemon, advert_ms, tcp, udp, background);
+            return ctsync_lab::bench::bench(me, daemon, advert_ms, tcp, udp, background);
         }
         Command::Keygen => {
             println!("{}", ctsync::config::new_key()?);

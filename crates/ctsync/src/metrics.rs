@@ -48,7 +48,7 @@ fn seconds(reg: &mut Registry, name: &str, help: &str, v: f64) {
 }
 
 /// The metrics for a status snapshot, as OpenMetrics text.
-pub fn render(s: &Value) -> String {
+pub(crate) fn render(s: &Value) -> String {
     let mut reg = Registry::with_prefix("ctsync");
     let role = Family::<Labels, Gauge>::default();
     for r in ["primary", "backup", "fault"] {
@@ -196,7 +196,7 @@ pub fn render(s: &Value) -> String {
 }
 
 /// Answer one HTTP connection: `GET /metrics` gets `body`, anything else a 404.
-pub async fn serve(mut stream: tokio::net::TcpStream, body: impl FnOnce() -> String) {
+pub(crate) async fn serve(mut stream: tokio::net::TcpStream, body: impl FnOnce() -> String) {
     let mut req = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     let read = tokio::time::timeout(Duration::from_secs(2), async {

@@ -9,181 +9,29 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ctnetlink::{Conntrack, DumpItem, FlowOp, Netns, Status};
-use ctsync::synth::{self, Mix};
+use ctsync_lab::pair::Pair;
+use ctsync_lab::synth::{self, Mix};
 
-fn is_root() -> bool {
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))
+}
+
+/// The two nodes for test `tag` ([`Pair`]), or `None`, loudly, when not root.
+fn pair(tag: &str) -> Option<Pair> {
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .expect("run");
-    assert!(st.success(), "{args:?} failed");
-}
-
-/// Two namespaces `ctsy-<test>-<pid>-a/b` with a veth sync link, removed on drop.
-struct Lab {
-    a: String,
-    b: String,
-    dir: PathBuf,
-    daemons: Vec<Child>,
-}
-
-impl Lab {
-    fn new(tag: &str) -> Option<Lab> {
-        if !is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "the end-to-end test needs root, and CI must run it"
-            );
-            eprintln!("\n*** SKIPPED end-to-end test: needs root ***\n");
-            return None;
-        }
-        let pid = std::process::id();
-        let (a, b) = (format!("ctsy-{tag}-{pid}-a"), format!("ctsy-{tag}-{pid}-b"));
-        let dir = std::env::temp_dir().join(format!("ctsy-{tag}-{pid}"));
-        let lab = Lab {
-            a,
-            b,
-            dir,
-            daemons: Vec::new(),
-        };
-        fs::create_dir_all(&lab.dir).unwrap();
-        sh(&["ip", "netns", "add", &lab.a]);
-        sh(&["ip", "netns", "add", &lab.b]);
-        sh(&[
-            "ip", "-n", &lab.a, "link", "add", "sync0", "type", "veth", "peer", "name", "sync0",
-            "netns", &lab.b,
-        ]);
-        for (ns, addr) in [(&lab.a, "198.18.255.1/24"), (&lab.b, "198.18.255.2/24")] {
-            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", "sync0"]);
-            sh(&["ip", "-n", ns, "link", "set", "sync0", "up"]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        let key = lab.dir.join("cluster.key");
-        let out = Command::new(env!("CARGO_BIN_EXE_ctsync"))
-            .arg("keygen")
-            .output()
-            .unwrap();
-        fs::write(&key, out.stdout).unwrap();
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-        Some(lab)
-    }
-
-    fn config(&self, ns: &str, me: &str, peer: &str, role: &str) -> PathBuf {
-        self.config_with(ns, me, peer, role, "")
-    }
-
-    fn config_with(&self, ns: &str, me: &str, peer: &str, role: &str, extra: &str) -> PathBuf {
-        let path = self.dir.join(format!("{ns}.toml"));
-        // Each node follows keepalived's instance VI_1 through its own notify_fifo.
-        let keepalived = format!(
-            "[keepalived]\nnotify_fifo = \"{}\"\ninstance = \"VI_1\"\ntrack_file = \"{}\"\n",
-            self.dir.join(format!("{ns}.fifo")).display(),
-            self.dir.join(format!("{ns}.ready")).display()
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the end-to-end test needs root, and CI must run it"
         );
-        fs::write(
-            &path,
-            format!(
-                "node = \"{ns}\"\nnetns = \"{ns}\"\nrole = \"{role}\"\n[sync]\ninterface = \"sync0\"\nlocal = \"{me}:3780\"\npeers = [\"{peer}:3780\"]\nkernel_resync_secs = 2\nkey_file = \"{}\"\n[control]\nsocket = \"{}\"\n",
-                self.dir.join("cluster.key").display(),
-                self.socket(ns).display()
-            ) + &keepalived
-                + extra,
-        )
-        .unwrap();
-        path
+        eprintln!("\n*** SKIPPED end-to-end test: needs root ***\n");
+        return None;
     }
-
-    /// What keepalived would write to a node's notify_fifo.
-    fn keepalived_says(&self, ns: &str, line: &str) {
-        use std::io::Write;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .open(self.dir.join(format!("{ns}.fifo")))
-            .unwrap();
-        f.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    fn track(&self, ns: &str) -> String {
-        fs::read_to_string(self.dir.join(format!("{ns}.ready")))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
-
-    fn socket(&self, ns: &str) -> PathBuf {
-        self.dir.join(format!("{ns}.sock"))
-    }
-
-    fn start(&mut self, ns: &str, me: &str, peer: &str, role: &str) {
-        let cfg = self.config(ns, me, peer, role);
-        self.spawn(ns, &cfg, None);
-    }
-
-    /// Start a daemon on `cfg`, optionally with systemd's NOTIFY_SOCKET.
-    fn spawn(&mut self, ns: &str, cfg: &Path, notify: Option<&Path>) {
-        let log = fs::File::create(self.dir.join(format!("{ns}.log"))).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctsync"));
-        cmd.args(["run", "--config"])
-            .arg(cfg)
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(n) = notify {
-            cmd.env("NOTIFY_SOCKET", n);
-        }
-        let child = cmd.spawn().unwrap();
-        self.daemons.push(child);
-        let sock = self.socket(ns);
-        wait_for(
-            Duration::from_secs(10),
-            || ctsync::control::request(&sock, "status").is_ok(),
-            || self.logs(),
-        );
-    }
-
-    fn logs(&self) -> String {
-        [&self.a, &self.b]
-            .iter()
-            .map(|ns| {
-                format!(
-                    "--- {ns}:\n{}",
-                    fs::read_to_string(self.dir.join(format!("{ns}.log"))).unwrap_or_default()
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.daemons {
-            // SAFETY: signalling our own child by its pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        }
-        for c in &mut self.daemons {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+    Some(Pair::build(tag, bin()).unwrap())
 }
 
 /// Poll `cond` every 50 ms for at most `limit`; on timeout panic with `context()`.
@@ -211,12 +59,12 @@ fn count(ns: &str) -> usize {
 }
 
 fn status(sock: &Path) -> serde_json::Value {
-    ctsync::control::request(sock, "status").unwrap()
+    ctsync_lab::ctsync::request(sock, "status").unwrap()
 }
 
 #[test]
 fn flows_replicate_between_two_daemons_through_the_real_kernel() {
-    let Some(mut lab) = Lab::new("e2e") else {
+    let Some(mut lab) = pair("e2e") else {
         return;
     };
     let (a, b) = (lab.a.clone(), lab.b.clone());
@@ -234,8 +82,8 @@ fn flows_replicate_between_two_daemons_through_the_real_kernel() {
     assert_eq!(count(&b), 0, "control: flows appeared without replication");
 
     // Start both daemons: the backup gets the existing 1000 by bulk transfer.
-    lab.start(&a, "198.18.255.1", "198.18.255.2", "primary");
-    lab.start(&b, "198.18.255.2", "198.18.255.1", "backup");
+    lab.start(&a, "primary").unwrap();
+    lab.start(&b, "backup").unwrap();
     // keepalived's view: the backup may not become master until its copy is complete
     // (track_file 1), then may (0).
     wait_for(
@@ -299,15 +147,18 @@ fn flows_replicate_between_two_daemons_through_the_real_kernel() {
 
     // keepalived moves the virtual IPs: the backup becomes primary through its FIFO, with
     // every flow already in its kernel (hot standby), and back.
-    lab.keepalived_says(&b, "INSTANCE \"OTHER\" MASTER 100");
-    lab.keepalived_says(&b, "INSTANCE \"VI_1\" MASTER 100");
+    lab.keepalived_says(&b, "INSTANCE \"OTHER\" MASTER 100")
+        .unwrap();
+    lab.keepalived_says(&b, "INSTANCE \"VI_1\" MASTER 100")
+        .unwrap();
     wait_for(
         Duration::from_secs(5),
         || status(&sb)["role"] == "primary",
         || format!("{}\n{}", status(&sb), lab.logs()),
     );
     assert_eq!(count(&b), 1500);
-    lab.keepalived_says(&b, "INSTANCE \"VI_1\" BACKUP 50");
+    lab.keepalived_says(&b, "INSTANCE \"VI_1\" BACKUP 50")
+        .unwrap();
     wait_for(
         Duration::from_secs(5),
         || status(&sb)["role"] == "backup",
@@ -343,11 +194,11 @@ fn http_get(addr: &str, path: &str) -> String {
 /// broken file without stopping), `ctsync flush`, SIGTERM.
 #[test]
 fn operator_interfaces_notify_dump_metrics_reload_flush() {
-    let Some(mut lab) = Lab::new("ops") else {
+    let Some(mut lab) = pair("ops") else {
         return;
     };
     let (a, b) = (lab.a.clone(), lab.b.clone());
-    let notify_path = lab.dir.join("notify.sock");
+    let notify_path = lab.dir().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -357,9 +208,9 @@ fn operator_interfaces_notify_dump_metrics_reload_flush() {
         l.local_addr().unwrap().to_string()
     };
     let extra = format!("[metrics]\nlisten = \"{metrics}\"\n");
-    let cfg_a = lab.config_with(&a, "198.18.255.1", "198.18.255.2", "primary", &extra);
-    lab.spawn(&a, &cfg_a, Some(&notify_path));
-    lab.start(&b, "198.18.255.2", "198.18.255.1", "backup");
+    let cfg_a = lab.config_with(&a, "primary", &extra).unwrap();
+    lab.spawn(&a, &cfg_a, Some(&notify_path)).unwrap();
+    lab.start(&b, "backup").unwrap();
     let mut got = [0u8; 512];
     let mut seen = Vec::new();
     for _ in 0..20 {
@@ -435,7 +286,7 @@ fn operator_interfaces_notify_dump_metrics_reload_flush() {
     // SIGHUP: only TCP now. The backup loses the rest, by deletions from the primary.
     let text = fs::read_to_string(&cfg_a).unwrap();
     fs::write(&cfg_a, format!("{text}[filter]\nprotocols = [\"tcp\"]\n")).unwrap();
-    let pid_a = lab.daemons[0].id() as i32;
+    let pid_a = lab.pid(0).unwrap();
     // SAFETY: signalling our own child by its pid.
     unsafe { libc::kill(pid_a, libc::SIGHUP) };
     wait_for(
@@ -474,7 +325,7 @@ fn operator_interfaces_notify_dump_metrics_reload_flush() {
         }
     }
     assert!(stopping, "no STOPPING=1\n{}", lab.logs());
-    let st = lab.daemons[0].wait().unwrap();
+    let st = lab.wait_daemon(0).unwrap();
     assert!(st.success(), "{st:?}\n{}", lab.logs());
 }
 
@@ -483,15 +334,15 @@ fn operator_interfaces_notify_dump_metrics_reload_flush() {
 /// is lost from its copy. The control socket refuses a client that is not root.
 #[test]
 fn a_backup_puts_back_entries_its_kernel_lost() {
-    let Some(mut lab) = Lab::new("heal") else {
+    let Some(mut lab) = pair("heal") else {
         return;
     };
     let (a, b) = (lab.a.clone(), lab.b.clone());
     let timers = "[timers]\nrefresh_secs = 1\n";
-    let ca = lab.config_with(&a, "198.18.255.1", "198.18.255.2", "primary", timers);
-    lab.spawn(&a, &ca, None);
-    let cb = lab.config_with(&b, "198.18.255.2", "198.18.255.1", "backup", timers);
-    lab.spawn(&b, &cb, None);
+    let ca = lab.config_with(&a, "primary", timers).unwrap();
+    lab.spawn(&a, &ca, None).unwrap();
+    let cb = lab.config_with(&b, "backup", timers).unwrap();
+    lab.spawn(&b, &cb, None).unwrap();
     let flows: Vec<_> = (0..200)
         .map(|i| synth::flow(i, Mix::Realistic, 3600))
         .collect();
@@ -552,22 +403,17 @@ fn a_backup_puts_back_entries_its_kernel_lost() {
 /// arrives and nothing fails authentication.
 #[test]
 fn the_cluster_key_rotates_online_by_sighup() {
-    let Some(mut lab) = Lab::new("rekey") else {
+    let Some(mut lab) = pair("rekey") else {
         return;
     };
     let (a, b) = (lab.a.clone(), lab.b.clone());
-    let old = lab.dir.join("cluster.key");
-    let new = lab.dir.join("new.key");
-    let out = Command::new(env!("CARGO_BIN_EXE_ctsync"))
-        .arg("keygen")
-        .output()
-        .unwrap();
-    fs::write(&new, out.stdout).unwrap();
-    fs::set_permissions(&new, fs::Permissions::from_mode(0o600)).unwrap();
-    let ca = lab.config(&a, "198.18.255.1", "198.18.255.2", "primary");
-    lab.spawn(&a, &ca, None);
-    let cb = lab.config(&b, "198.18.255.2", "198.18.255.1", "backup");
-    lab.spawn(&b, &cb, None);
+    let old = lab.dir().join("cluster.key");
+    let new = lab.dir().join("new.key");
+    ctsync_lab::ctsync::write_key(&bin(), &new).unwrap();
+    let ca = lab.config(&a, "primary").unwrap();
+    lab.spawn(&a, &ca, None).unwrap();
+    let cb = lab.config(&b, "backup").unwrap();
+    lab.spawn(&b, &cb, None).unwrap();
     let (sa, sb) = (lab.socket(&a), lab.socket(&b));
     let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
     let mut next = 0u64;
@@ -580,7 +426,7 @@ fn the_cluster_key_rotates_online_by_sighup() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(300));
     };
-    let pids = [lab.daemons[0].id() as i32, lab.daemons[1].id() as i32];
+    let pids = [lab.pid(0).unwrap(), lab.pid(1).unwrap()];
     let rewrite = |cfg: &Path, send: &Path, accept: Option<&Path>| {
         let text = fs::read_to_string(cfg).unwrap();
         let mut out = String::new();
@@ -650,7 +496,7 @@ fn expectations_follow_their_master_flow_into_the_backups_kernel() {
     use std::net::IpAddr;
 
     use ctnetlink::{Expectation, Flow, Name, ProtoInfo, TcpInfo, Tuple, ipproto};
-    let Some(mut lab) = Lab::new("exp") else {
+    let Some(mut lab) = pair("exp") else {
         return;
     };
     let (a, b) = (lab.a.clone(), lab.b.clone());
@@ -694,8 +540,8 @@ fn expectations_follow_their_master_flow_into_the_backups_kernel() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(exps(&b).is_empty(), "control: an expectation appeared");
 
-    lab.start(&a, "198.18.255.1", "198.18.255.2", "primary");
-    lab.start(&b, "198.18.255.2", "198.18.255.1", "backup");
+    lab.start(&a, "primary").unwrap();
+    lab.start(&b, "backup").unwrap();
     // The one that existed before the daemons: read from the kernel at start, sent by
     // the bulk transfer.
     let e1 = exp_of(&m1, 50001);

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use ctsync::lab::traffic::{EchoServer, Report, Sessions};
-use ctsync::lab::{self, Lab, Options};
+use ctsync_lab::cluster::{Lab, Options};
+use ctsync_lab::process;
+use ctsync_lab::traffic::{EchoServer, Report, Sessions};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -120,7 +121,7 @@ impl Running {
 }
 
 pub(crate) fn wait_role(r: &Running, i: usize, role: &str) {
-    let ok = lab::wait(Duration::from_secs(10), || {
+    let ok = process::wait(Duration::from_secs(10), || {
         r.lab.status(i).is_some_and(|s| s["role"] == role)
     })
     .unwrap();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ctnetlink::Netns;
 
-use super::{SERVER, TCP_PORT, UDP_PORT};
+use crate::cluster::{SERVER, TCP_PORT, UDP_PORT};
 
 /// Every session sends this often.
 pub const INTERVAL: Duration = Duration::from_millis(100);

@@ -20,19 +20,18 @@
 //! Everything is removed when the [`Lab`] is dropped, also on failure. Only processes the
 //! lab started are signalled, by their own pid or process group.
 
-pub mod traffic;
-
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::ModeSetting;
+use crate::conntrackd;
+use crate::ctsync::{self, Mode};
+use crate::process::{pause, run, stop_child, wait};
+use crate::scratch::Scratch;
 
 /// The LAN's virtual address (the client's gateway).
 pub const LAN_VIP: &str = "198.18.1.1";
@@ -46,29 +45,8 @@ pub const SERVER: &str = "198.19.0.100";
 pub const TCP_PORT: u16 = 7000;
 /// The server's UDP echo port.
 pub const UDP_PORT: u16 = 7001;
-const SYNC_PORT: u16 = 3780;
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Turn SIGINT and SIGTERM into [`interrupted`] (for `ctsync demo`: Ctrl-C removes the
-/// lab instead of leaving it behind).
-pub fn catch_interrupts() {
-    let handler: extern "C" fn(libc::c_int) = on_signal;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
-    }
-}
-
-/// Whether SIGINT or SIGTERM arrived since [`catch_interrupts`].
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
+/// The sync port of every firewall (ctsync's and conntrackd's).
+pub(crate) const SYNC_PORT: u16 = 3780;
 
 /// How to build a lab.
 #[derive(Debug, Clone)]
@@ -78,7 +56,7 @@ pub struct Options {
     /// The `ctsync` binary; `None` builds the control lab, without replication.
     pub ctsync: Option<PathBuf>,
     /// Hot standby or commit on takeover.
-    pub mode: ModeSetting,
+    pub mode: Mode,
     /// VRRP advertisement interval in milliseconds (keepalived declares the master dead
     /// after about three of them).
     pub advert_ms: u32,
@@ -94,7 +72,7 @@ impl Options {
         Options {
             tag: tag.to_string(),
             ctsync,
-            mode: ModeSetting::HotStandby,
+            mode: Mode::HotStandby,
             advert_ms: 100,
             conntrackd: false,
         }
@@ -119,65 +97,18 @@ pub struct Lab {
     pub server: String,
     /// The sync segment's namespace (a bridge, and the address 198.18.255.66).
     pub sync_ns: String,
-    dir: PathBuf,
     opts: Options,
     procs: [Procs; 2],
     priority: [u8; 2],
-    created: Vec<String>,
-}
-
-/// Run a command; on failure, its stderr in the error.
-fn run(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", args[0]))?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Wait at most `limit` for `cond`, checking every 10 ms; the time it took.
-pub fn wait(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<Option<Duration>> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if interrupted() {
-            bail!("interrupted");
-        }
-        if cond() {
-            return Ok(Some(start.elapsed()));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(None)
-}
-
-/// Sleep, but give up early (with an error) on Ctrl-C.
-pub fn pause(d: Duration) -> Result<()> {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        if interrupted() {
-            bail!("interrupted");
-        }
-        std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
-    }
-    Ok(())
+    // Last: dropped after `Drop for Lab` stopped the processes.
+    scratch: Scratch,
 }
 
 impl Lab {
     /// Build the namespaces, links, addresses, firewall rules and keys. Nothing runs yet:
     /// see [`Lab::start`].
     pub fn build(opts: Options) -> Result<Lab> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            bail!("the lab needs root: it creates network namespaces");
-        }
+        let mut scratch = Scratch::new(&opts.tag)?;
         for tool in ["ip", "nft", "keepalived"] {
             if Command::new(tool)
                 .arg(if tool == "keepalived" { "-v" } else { "-V" })
@@ -191,43 +122,38 @@ impl Lab {
                 );
             }
         }
-        let pid = std::process::id();
-        let name = |n: &str| format!("ctsy-{}-{pid}-{n}", opts.tag);
-        let dir = std::env::temp_dir().join(format!("ctsy-{}-{pid}", opts.tag));
-        let mut lab = Lab {
-            client: name("cl"),
-            fw: [name("fw1"), name("fw2")],
-            server: name("sv"),
-            sync_ns: name("sx"),
-            dir,
+        // Namespaces are recorded as soon as they exist: a failure below removes them.
+        let client = scratch.add_netns("cl")?;
+        let fw = [scratch.add_netns("fw1")?, scratch.add_netns("fw2")?];
+        let server = scratch.add_netns("sv")?;
+        let sync_ns = scratch.add_netns("sx")?;
+        let lab = Lab {
+            client,
+            fw,
+            server,
+            sync_ns,
             opts,
             procs: [Procs::default(), Procs::default()],
             priority: [150, 100],
-            created: Vec::new(),
+            scratch,
         };
-        fs::create_dir_all(&lab.dir).with_context(|| format!("creating {}", lab.dir.display()))?;
         lab.wire()?;
         Ok(lab)
     }
 
-    fn wire(&mut self) -> Result<()> {
-        let (cl, sv) = (self.client.clone(), self.server.clone());
-        let [f1, f2] = self.fw.clone();
-        for ns in [&cl, &f1, &f2, &sv] {
-            run(&["ip", "netns", "add", ns])?;
-            self.created.push(ns.clone());
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        }
-        for (ns, addr) in [(&cl, "198.18.1.100/24"), (&sv, "198.19.0.100/24")] {
+    fn wire(&self) -> Result<()> {
+        let (cl, sv) = (&self.client, &self.server);
+        let [f1, f2] = &self.fw;
+        for (ns, addr) in [(cl, "198.18.1.100/24"), (sv, "198.19.0.100/24")] {
             run(&[
                 "ip", "-n", ns, "link", "add", "name", "br0", "type", "bridge",
             ])?;
             run(&["ip", "-n", ns, "addr", "add", addr, "dev", "br0"])?;
             run(&["ip", "-n", ns, "link", "set", "br0", "up"])?;
         }
-        for (i, fw) in [&f1, &f2].into_iter().enumerate() {
+        for (i, fw) in [f1, f2].into_iter().enumerate() {
             let port = format!("fw{}", i + 1);
-            for (ns, side, net) in [(&cl, "lan", "198.18.1"), (&sv, "wan", "198.19.0")] {
+            for (ns, side, net) in [(cl, "lan", "198.18.1"), (sv, "wan", "198.19.0")] {
                 run(&[
                     "ip", "-n", ns, "link", "add", "name", &port, "type", "veth", "peer", "name",
                     side, "netns", fw,
@@ -240,14 +166,11 @@ impl Lab {
         // The sync segment is a bridge in its own namespace, where a third host (the
         // attacker of tests/attacker.rs, 198.18.255.66) sits. The bridge forgets MAC
         // addresses at once, so it floods like a hub and that host sees all sync traffic.
-        let sx = self.sync_ns.clone();
-        run(&["ip", "netns", "add", &sx])?;
-        self.created.push(sx.clone());
-        run(&["ip", "-n", &sx, "link", "set", "lo", "up"])?;
+        let sx = &self.sync_ns;
         run(&[
             "ip",
             "-n",
-            &sx,
+            sx,
             "link",
             "add",
             "name",
@@ -260,23 +183,23 @@ impl Lab {
         run(&[
             "ip",
             "-n",
-            &sx,
+            sx,
             "addr",
             "add",
             "198.18.255.66/24",
             "dev",
             "br0",
         ])?;
-        run(&["ip", "-n", &sx, "link", "set", "br0", "promisc", "on", "up"])?;
-        for (i, fw) in [&f1, &f2].into_iter().enumerate() {
+        run(&["ip", "-n", sx, "link", "set", "br0", "promisc", "on", "up"])?;
+        for (i, fw) in [f1, f2].into_iter().enumerate() {
             let port = format!("fw{}", i + 1);
             run(&[
-                "ip", "-n", &sx, "link", "add", "name", &port, "type", "veth", "peer", "name",
+                "ip", "-n", sx, "link", "add", "name", &port, "type", "veth", "peer", "name",
                 "sync", "netns", fw,
             ])?;
-            run(&["ip", "-n", &sx, "link", "set", &port, "master", "br0", "up"])?;
+            run(&["ip", "-n", sx, "link", "set", &port, "master", "br0", "up"])?;
         }
-        for (i, fw) in [&f1, &f2].into_iter().enumerate() {
+        for (i, fw) in [f1, f2].into_iter().enumerate() {
             let addr = format!("198.18.255.{}/24", i + 1);
             run(&["ip", "-n", fw, "addr", "add", &addr, "dev", "sync"])?;
             for dev in ["lan", "wan", "sync"] {
@@ -288,16 +211,16 @@ impl Lab {
                 run(&all)
             };
             exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-            let rules = self.dir.join(format!("fw{}.nft", i + 1));
+            let rules = self.dir().join(format!("fw{}.nft", i + 1));
             fs::write(&rules, RULES)?;
             exec(&["nft", "-f", &rules.to_string_lossy()])?;
             // After the rules: they load conntrack, which owns this setting.
             exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"])?;
         }
-        run(&["ip", "-n", &cl, "route", "add", "default", "via", LAN_VIP])?;
-        let key = self.dir.join("cluster.key");
-        fs::write(&key, format!("{}\n", crate::config::new_key()?))?;
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+        run(&["ip", "-n", cl, "route", "add", "default", "via", LAN_VIP])?;
+        if let Some(bin) = &self.opts.ctsync {
+            ctsync::write_key(bin, &self.dir().join("cluster.key"))?;
+        }
         Ok(())
     }
 
@@ -428,104 +351,13 @@ impl Lab {
     }
 
     fn conntrackd_cache(&self, i: usize, which: &str) -> Option<usize> {
-        let out = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.fw[i],
-            "conntrackd",
-            "-C",
-            &self.file(i, "conntrackd.conf").to_string_lossy(),
-            "-s",
-            "cache",
-        ])
-        .ok()?;
-        // "cache:external  active objects:   50" (the first line of that cache).
-        out.lines()
-            .find(|l| l.starts_with(&format!("cache:{which}")))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|n| n.parse().ok())
-    }
-
-    fn conntrackd_config(&self, i: usize) -> String {
-        format!(
-            r#"Sync {{
-    Mode FTFW {{
-        DisableExternalCache off
-    }}
-    UDP {{
-        IPv4_address 198.18.255.{n}
-        IPv4_Destination_Address 198.18.255.{o}
-        Port {SYNC_PORT}
-        Interface sync
-        SndSocketBuffer 1249280
-        RcvSocketBuffer 1249280
-        Checksum on
-    }}
-}}
-General {{
-    Systemd off
-    HashSize 32768
-    HashLimit 131072
-    LogFile {dir}/fw{n}-conntrackd.log
-    Syslog off
-    LockFile {dir}/fw{n}.conntrackd.lock
-    UNIX {{
-        Path {dir}/fw{n}.conntrackd.ctl
-    }}
-    NetlinkBufferSize 2097152
-    NetlinkBufferSizeMaxGrowth 8388608
-    Filter From Userspace {{
-        Protocol Accept {{
-            TCP
-            UDP
-            ICMP
-        }}
-        Address Ignore {{
-            IPv4_address 127.0.0.1
-            IPv4_address 198.18.255.1
-            IPv4_address 198.18.255.2
-        }}
-    }}
-}}
-"#,
-            n = i + 1,
-            o = 2 - i,
-            dir = self.dir.display(),
-        )
-    }
-
-    /// conntrackd's own `primary-backup.sh` (Debian's example), with this lab's config
-    /// and lock file.
-    fn conntrackd_script(&self, i: usize) -> Result<PathBuf> {
-        const SHIPPED: &str = "/usr/share/doc/conntrackd/examples/sync/primary-backup.sh";
-        let text = fs::read_to_string(SHIPPED)
-            .with_context(|| format!("reading {SHIPPED} (package conntrackd)"))?;
-        let text = text
-            .replace(
-                "CONNTRACKD_CONFIG=/etc/conntrackd/conntrackd.conf",
-                &format!(
-                    "CONNTRACKD_CONFIG={}",
-                    self.file(i, "conntrackd.conf").display()
-                ),
-            )
-            .replace(
-                "CONNTRACKD_LOCK=/var/lock/conntrack.lock",
-                &format!(
-                    "CONNTRACKD_LOCK={}",
-                    self.file(i, "conntrackd.lock").display()
-                ),
-            );
-        let path = self.file(i, "primary-backup.sh");
-        fs::write(&path, text)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
-        Ok(path)
+        conntrackd::cache_count(&self.fw[i], &self.file(i, "conntrackd.conf"), which)
     }
 
     /// Start firewall `i`'s conntrackd (in the foreground, as a child of this lab).
     pub fn start_conntrackd(&mut self, i: usize) -> Result<()> {
         let conf = self.file(i, "conntrackd.conf");
-        fs::write(&conf, self.conntrackd_config(i))?;
+        fs::write(&conf, conntrackd::config(i, self.dir()))?;
         let _ = fs::remove_file(self.file(i, "conntrackd.lock"));
         let _ = fs::remove_file(self.file(i, "conntrackd.ctl"));
         let child = Command::new("ip")
@@ -550,23 +382,20 @@ General {{
 
     /// The lab's working directory (configs, logs, sockets).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.scratch.dir()
     }
 
     /// Firewall `i`'s control socket.
     pub fn socket(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("fw{}.sock", i + 1))
+        self.dir().join(format!("fw{}.sock", i + 1))
     }
 
     fn file(&self, i: usize, ext: &str) -> PathBuf {
-        self.dir.join(format!("fw{}.{ext}", i + 1))
+        self.dir().join(format!("fw{}.{ext}", i + 1))
     }
 
     fn ctsync_config(&self, i: usize) -> String {
-        let mode = match self.opts.mode {
-            ModeSetting::HotStandby => "hot-standby",
-            ModeSetting::Commit => "commit",
-        };
+        let mode = self.opts.mode.config_value();
         format!(
             r#"node = "fw{n}"
 netns = "{ns}"
@@ -588,7 +417,7 @@ track_file = "{track}"
             n = i + 1,
             o = 2 - i,
             ns = self.fw[i],
-            key = self.dir.join("cluster.key").display(),
+            key = self.dir().join("cluster.key").display(),
             sock = self.socket(i).display(),
             fifo = self.file(i, "fifo").display(),
             track = self.file(i, "ready").display(),
@@ -641,7 +470,7 @@ track_file = "{track}"
     }
 
     fn log(&self, i: usize, what: &str) -> Result<fs::File> {
-        let path = self.dir.join(format!("fw{}-{what}.log", i + 1));
+        let path = self.dir().join(format!("fw{}-{what}.log", i + 1));
         fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -654,7 +483,11 @@ track_file = "{track}"
         if self.opts.ctsync.is_some() {
             self.start_ctsync(i)?;
         } else if self.opts.conntrackd {
-            self.conntrackd_script(i)?;
+            conntrackd::write_script(
+                &self.file(i, "primary-backup.sh"),
+                &self.file(i, "conntrackd.conf"),
+                &self.file(i, "conntrackd.lock"),
+            )?;
             self.start_conntrackd(i)?;
         }
         self.start_keepalived(i)
@@ -667,21 +500,9 @@ track_file = "{track}"
         };
         let cfg = self.file(i, "toml");
         fs::write(&cfg, self.ctsync_config(i))?;
-        let child = Command::new(bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(self.log(i, "ctsync")?)
-            .spawn()
-            .context("starting ctsync")?;
+        let child = ctsync::spawn_run(&bin, &cfg, self.log(i, "ctsync")?, None)?;
         self.procs[i].ctsync = Some(child);
-        let sock = self.socket(i);
-        let up = wait(Duration::from_secs(10), || {
-            crate::control::request(&sock, "status").is_ok()
-        })?;
-        if up.is_none() {
+        if !ctsync::answers_within(&self.socket(i), Duration::from_secs(10))? {
             bail!(
                 "fw{}'s ctsync did not come up within 10 s:\n{}",
                 i + 1,
@@ -754,7 +575,7 @@ track_file = "{track}"
 
     /// Firewall `i`'s `ctsync status`, if it runs.
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
-        crate::control::request(&self.socket(i), "status").ok()
+        ctsync::request(&self.socket(i), "status").ok()
     }
 
     /// What firewall `i`'s track file says (`0` ready, `1` not).
@@ -854,7 +675,7 @@ track_file = "{track}"
     /// Every log of the lab, for a failure message.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        let Ok(rd) = fs::read_dir(&self.dir) else {
+        let Ok(rd) = fs::read_dir(self.dir()) else {
             return out;
         };
         let mut paths: Vec<PathBuf> = rd
@@ -880,55 +701,29 @@ track_file = "{track}"
             // SAFETY: the process group this lab created for keepalived.
             unsafe { libc::killpg(k.id() as i32, libc::SIGTERM) };
             let g = k.id() as i32;
-            stop_child(&mut k, Some(g));
+            stop_child(&mut k, Some(g), STOP_GRACE);
         }
         if let Some(mut c) = self.procs[i].ctsync.take() {
-            // SAFETY: the ctsync this lab started, by its pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            stop_child(&mut c, None);
+            crate::process::terminate(&mut c, STOP_GRACE);
         }
         if let Some(mut c) = self.procs[i].conntrackd.take() {
             // SAFETY: the `ip netns exec` this lab started, by its pid: it execs
             // conntrackd, so the pid is conntrackd's.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            stop_child(&mut c, None);
+            stop_child(&mut c, None, STOP_GRACE);
         }
     }
 }
 
-/// Wait up to 3 s for a signalled child, then kill it (and its group, if it has one).
-fn stop_child(c: &mut Child, group: Option<i32>) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if c.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    match group {
-        // SAFETY: the process group this lab created.
-        Some(g) => unsafe {
-            libc::killpg(g, libc::SIGKILL);
-        },
-        None => {
-            let _ = c.kill();
-        }
-    }
-    let _ = c.wait();
-}
+/// How long a signalled process of the lab has to stop before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 impl Drop for Lab {
     fn drop(&mut self) {
         for i in 0..2 {
             self.stop(i);
         }
-        for ns in &self.created {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = fs::remove_dir_all(&self.dir);
+        // Then `scratch` removes the namespaces and the directory.
     }
 }
 

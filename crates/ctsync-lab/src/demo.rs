@@ -1,4 +1,4 @@
-//! `ctsync demo`: the failover lab of [`crate::lab`], shown to a person. Sessions run
+//! `ctsync demo`: the failover lab of [`crate::cluster`], shown to a person. Sessions run
 //! through a two-firewall cluster, the primary fails hard, and the demo tells what
 //! happened to them: with ctsync, then without it (the control).
 
@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::lab::traffic::{EchoServer, Sessions};
-use crate::lab::{self, Lab, Options};
+use crate::cluster::{Lab, Options};
+use crate::process::{self, pause};
+use crate::traffic::{self, EchoServer, Sessions};
 
 /// What one run saw.
 #[derive(Debug, Clone)]
@@ -16,7 +17,7 @@ pub struct Outcome {
     /// From the hard failure to the backup holding both virtual addresses.
     pub takeover: Duration,
     /// The sessions some seconds after the failure.
-    pub report: lab::traffic::Report,
+    pub report: traffic::Report,
     /// TCP connections the server saw reset.
     pub resets: u64,
     /// UDP flows whose source port changed at the server.
@@ -25,7 +26,7 @@ pub struct Outcome {
 
 /// Run the demo: `tcp` connections and `udp` flows; `control` adds the run without ctsync.
 pub fn run(ctsync: PathBuf, tcp: usize, udp: usize, control: bool) -> Result<bool> {
-    lab::catch_interrupts();
+    process::catch_interrupts();
     println!(
         "ctsync demo: a firewall cluster in network namespaces, and its primary failing hard.\n"
     );
@@ -119,7 +120,7 @@ pub fn once_with(
         "opening {tcp} TCP connections and {udp} UDP flows"
     ));
     let sessions = Sessions::open(&lab.client, tcp, udp)?;
-    lab::pause(Duration::from_secs(2))?;
+    pause(Duration::from_secs(2))?;
     let r = sessions.report(
         Instant::now() - Duration::from_secs(1),
         Duration::from_secs(1),
@@ -161,7 +162,7 @@ pub fn once_with(
         // What fw1 replicates: its sync daemon's own table (a few synthetic entries
         // use the sync link's addresses, which are never replicated).
         let mut want = 0;
-        let done = lab::wait(Duration::from_secs(60), || {
+        let done = process::wait(Duration::from_secs(60), || {
             want = lab.own_count(0).unwrap_or(usize::MAX);
             want >= tcp + udp && lab.replicated_count(1).is_some_and(|n| n >= want)
         })?;
@@ -187,7 +188,7 @@ pub fn once_with(
     let takeover = lab.wait_master(1, Duration::from_secs(10))?;
     // Long enough for TCP's retransmissions to find out (a dropped segment is sent again
     // after 0.2, 0.6, 1.4, 3 s ...).
-    lab::pause(Duration::from_secs(6))?;
+    pause(Duration::from_secs(6))?;
     let report = sessions.report(t0, Duration::from_secs(3));
     let out = Outcome {
         takeover,
@@ -207,58 +208,4 @@ pub fn once_with(
 
 fn step(s: &str) {
     println!("  .. {s}");
-}
-
-/// Which sync daemon a benchmark run uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchDaemon {
-    /// ctsync, hot standby.
-    Ctsync,
-    /// ctsync, commit on takeover.
-    CtsyncCommit,
-    /// conntrackd (FTFW), with its primary-backup.sh.
-    Conntrackd,
-    /// Nothing (the control).
-    None,
-}
-
-/// One failover run for `bench/sessions.sh`: the lab with `daemon`, VRRP adverts every
-/// `advert_ms`; prints one JSON line with what the sessions saw.
-pub fn bench(
-    ctsync: PathBuf,
-    daemon: BenchDaemon,
-    advert_ms: u32,
-    tcp: usize,
-    udp: usize,
-    background: u64,
-) -> Result<bool> {
-    lab::catch_interrupts();
-    let mut opts = Options::new(
-        "bench",
-        matches!(daemon, BenchDaemon::Ctsync | BenchDaemon::CtsyncCommit).then_some(ctsync),
-    );
-    opts.advert_ms = advert_ms;
-    opts.conntrackd = daemon == BenchDaemon::Conntrackd;
-    if daemon == BenchDaemon::CtsyncCommit {
-        opts.mode = crate::config::ModeSetting::Commit;
-    }
-    let o = once_with(opts, tcp, udp, background, false)?;
-    let r = &o.report;
-    println!(
-        "{}",
-        serde_json::json!({
-            "daemon": format!("{daemon:?}"),
-            "advert_ms": advert_ms,
-            "background": background,
-            "tcp": r.tcp,
-            "tcp_alive": r.tcp_alive,
-            "tcp_resets": o.resets,
-            "udp": r.udp,
-            "udp_alive": r.udp_alive,
-            "udp_changed": o.udp_changed,
-            "takeover_s": o.takeover.as_secs_f64(),
-            "longest_stall_s": r.max_stall.as_secs_f64(),
-        })
-    );
-    Ok(true)
 }

@@ -1,0 +1,104 @@
+//! conntrackd, the incumbent, as the side-by-side benchmark runs it on the lab's
+//! firewalls: FTFW over UDP on the sync link, its external cache committed on takeover
+//! by its own `primary-backup.sh` from keepalived's notify hooks.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::cluster::SYNC_PORT;
+use crate::process::run;
+
+/// conntrackd.conf for firewall `i` (0 or 1) of a lab whose working directory is `dir`
+/// (its log, lock file and control socket go there).
+pub fn config(i: usize, dir: &Path) -> String {
+    format!(
+        r#"Sync {{
+    Mode FTFW {{
+        DisableExternalCache off
+    }}
+    UDP {{
+        IPv4_address 198.18.255.{n}
+        IPv4_Destination_Address 198.18.255.{o}
+        Port {SYNC_PORT}
+        Interface sync
+        SndSocketBuffer 1249280
+        RcvSocketBuffer 1249280
+        Checksum on
+    }}
+}}
+General {{
+    Systemd off
+    HashSize 32768
+    HashLimit 131072
+    LogFile {dir}/fw{n}-conntrackd.log
+    Syslog off
+    LockFile {dir}/fw{n}.conntrackd.lock
+    UNIX {{
+        Path {dir}/fw{n}.conntrackd.ctl
+    }}
+    NetlinkBufferSize 2097152
+    NetlinkBufferSizeMaxGrowth 8388608
+    Filter From Userspace {{
+        Protocol Accept {{
+            TCP
+            UDP
+            ICMP
+        }}
+        Address Ignore {{
+            IPv4_address 127.0.0.1
+            IPv4_address 198.18.255.1
+            IPv4_address 198.18.255.2
+        }}
+    }}
+}}
+"#,
+        n = i + 1,
+        o = 2 - i,
+        dir = dir.display(),
+    )
+}
+
+/// Write conntrackd's own `primary-backup.sh` (Debian's example) to `path`, with the
+/// lab's `conf` and `lock` file.
+pub fn write_script(path: &Path, conf: &Path, lock: &Path) -> Result<()> {
+    const SHIPPED: &str = "/usr/share/doc/conntrackd/examples/sync/primary-backup.sh";
+    let text = fs::read_to_string(SHIPPED)
+        .with_context(|| format!("reading {SHIPPED} (package conntrackd)"))?;
+    let text = text
+        .replace(
+            "CONNTRACKD_CONFIG=/etc/conntrackd/conntrackd.conf",
+            &format!("CONNTRACKD_CONFIG={}", conf.display()),
+        )
+        .replace(
+            "CONNTRACKD_LOCK=/var/lock/conntrack.lock",
+            &format!("CONNTRACKD_LOCK={}", lock.display()),
+        );
+    fs::write(path, text)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Entries in the `which` cache (`internal` or `external`) of the conntrackd running in
+/// namespace `ns` on `conf` (`conntrackd -s cache`).
+pub fn cache_count(ns: &str, conf: &Path, which: &str) -> Option<usize> {
+    let out = run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "conntrackd",
+        "-C",
+        &conf.to_string_lossy(),
+        "-s",
+        "cache",
+    ])
+    .ok()?;
+    // "cache:external  active objects:   50" (the first line of that cache).
+    out.lines()
+        .find(|l| l.starts_with(&format!("cache:{which}")))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+}

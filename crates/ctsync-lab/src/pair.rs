@@ -1,0 +1,204 @@
+//! Two bare nodes for the daemon's end-to-end tests: namespaces `ctsy-TAG-PID-a` and
+//! `-b` joined by a veth sync link (`sync0`, 198.18.255.1 and .2), a cluster key, and
+//! `ctsync run` in each when a test starts it. No firewall, no keepalived: the tests put
+//! flows into the kernels themselves and speak for keepalived through each node's
+//! notify FIFO. The demo's topology is [`crate::cluster`].
+//!
+//! Everything is removed when the [`Pair`] is dropped, also on failure.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::ctsync;
+use crate::process::{run, stop_child};
+use crate::scratch::Scratch;
+
+/// The sync port of both nodes.
+pub const SYNC_PORT: u16 = 3780;
+
+/// The two nodes. Dropping it stops the daemons and removes the namespaces and files.
+#[derive(Debug)]
+pub struct Pair {
+    /// The first node's namespace (198.18.255.1).
+    pub a: String,
+    /// The second node's namespace (198.18.255.2).
+    pub b: String,
+    ctsync: PathBuf,
+    daemons: Vec<Child>,
+    // Last: dropped after `Drop for Pair` stopped the daemons.
+    scratch: Scratch,
+}
+
+impl Pair {
+    /// Build the namespaces, the sync link and the key (`ctsync` is the binary to run;
+    /// root only). No daemon runs yet: see [`Pair::start`].
+    pub fn build(tag: &str, ctsync: PathBuf) -> Result<Pair> {
+        let mut scratch = Scratch::new(tag)?;
+        let a = scratch.add_netns("a")?;
+        let b = scratch.add_netns("b")?;
+        let pair = Pair {
+            a,
+            b,
+            ctsync,
+            daemons: Vec::new(),
+            scratch,
+        };
+        let (a, b) = (pair.a.as_str(), pair.b.as_str());
+        run(&[
+            "ip", "-n", a, "link", "add", "sync0", "type", "veth", "peer", "name", "sync0",
+            "netns", b,
+        ])?;
+        for (ns, addr) in [(a, "198.18.255.1/24"), (b, "198.18.255.2/24")] {
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", "sync0"])?;
+            run(&["ip", "-n", ns, "link", "set", "sync0", "up"])?;
+        }
+        ctsync::write_key(&pair.ctsync, &pair.key())?;
+        Ok(pair)
+    }
+
+    /// The working directory (configs, logs, sockets, keys).
+    pub fn dir(&self) -> &Path {
+        self.scratch.dir()
+    }
+
+    /// The cluster key both configurations name.
+    pub fn key(&self) -> PathBuf {
+        self.dir().join("cluster.key")
+    }
+
+    /// Node `ns`'s sync address and its peer's.
+    fn addresses(&self, ns: &str) -> Result<(&'static str, &'static str)> {
+        if ns == self.a {
+            Ok(("198.18.255.1", "198.18.255.2"))
+        } else if ns == self.b {
+            Ok(("198.18.255.2", "198.18.255.1"))
+        } else {
+            bail!(
+                "{ns} is not a node of this pair ({} and {})",
+                self.a,
+                self.b
+            )
+        }
+    }
+
+    /// Write node `ns`'s configuration (`role` at start); its path.
+    pub fn config(&self, ns: &str, role: &str) -> Result<PathBuf> {
+        self.config_with(ns, role, "")
+    }
+
+    /// [`Pair::config`] with `extra` TOML appended (further sections).
+    pub fn config_with(&self, ns: &str, role: &str, extra: &str) -> Result<PathBuf> {
+        let (me, peer) = self.addresses(ns)?;
+        let path = self.dir().join(format!("{ns}.toml"));
+        // Each node follows keepalived's instance VI_1 through its own notify_fifo.
+        let keepalived = format!(
+            "[keepalived]\nnotify_fifo = \"{}\"\ninstance = \"VI_1\"\ntrack_file = \"{}\"\n",
+            self.dir().join(format!("{ns}.fifo")).display(),
+            self.dir().join(format!("{ns}.ready")).display()
+        );
+        let text = format!(
+            "node = \"{ns}\"\nnetns = \"{ns}\"\nrole = \"{role}\"\n[sync]\ninterface = \"sync0\"\nlocal = \"{me}:{SYNC_PORT}\"\npeers = [\"{peer}:{SYNC_PORT}\"]\nkernel_resync_secs = 2\nkey_file = \"{}\"\n[control]\nsocket = \"{}\"\n",
+            self.key().display(),
+            self.socket(ns).display()
+        ) + &keepalived
+            + extra;
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Write `line` to node `ns`'s notify FIFO, as keepalived would.
+    pub fn keepalived_says(&self, ns: &str, line: &str) -> Result<()> {
+        let path = self.dir().join(format!("{ns}.fifo"));
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        f.write_all(format!("{line}\n").as_bytes())?;
+        Ok(())
+    }
+
+    /// What node `ns`'s track file says (`0` ready, `1` not).
+    pub fn track(&self, ns: &str) -> String {
+        fs::read_to_string(self.dir().join(format!("{ns}.ready")))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Node `ns`'s control socket.
+    pub fn socket(&self, ns: &str) -> PathBuf {
+        self.dir().join(format!("{ns}.sock"))
+    }
+
+    /// Node `ns`'s `ctsync status`.
+    pub fn status(&self, ns: &str) -> Result<serde_json::Value> {
+        ctsync::request(&self.socket(ns), "status")
+    }
+
+    /// Write node `ns`'s configuration and start its daemon.
+    pub fn start(&mut self, ns: &str, role: &str) -> Result<()> {
+        let cfg = self.config(ns, role)?;
+        self.spawn(ns, &cfg, None)
+    }
+
+    /// Start node `ns`'s daemon on `cfg`, with systemd's NOTIFY_SOCKET if `notify`, and
+    /// wait until its control socket answers.
+    pub fn spawn(&mut self, ns: &str, cfg: &Path, notify: Option<&Path>) -> Result<()> {
+        let log_path = self.dir().join(format!("{ns}.log"));
+        let log = fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let child = ctsync::spawn_run(&self.ctsync, cfg, log, notify)?;
+        self.daemons.push(child);
+        if !ctsync::answers_within(&self.socket(ns), Duration::from_secs(10))? {
+            bail!(
+                "{ns}'s ctsync did not come up within 10 s:\n{}",
+                self.logs()
+            );
+        }
+        Ok(())
+    }
+
+    /// The process id of the `n`th daemon started (0 the first).
+    pub fn pid(&self, n: usize) -> Option<i32> {
+        self.daemons.get(n).map(|c| c.id() as i32)
+    }
+
+    /// Wait until the `n`th daemon started has exited; how.
+    pub fn wait_daemon(&mut self, n: usize) -> Result<ExitStatus> {
+        let Some(c) = self.daemons.get_mut(n) else {
+            bail!("no daemon number {n}: {} started", self.daemons.len());
+        };
+        Ok(c.wait()?)
+    }
+
+    /// Both nodes' logs, for a failure message.
+    pub fn logs(&self) -> String {
+        [&self.a, &self.b]
+            .iter()
+            .map(|ns| {
+                format!(
+                    "--- {ns}:\n{}",
+                    fs::read_to_string(self.dir().join(format!("{ns}.log"))).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for c in &mut self.daemons {
+            // SAFETY: signalling a daemon this pair started, by its pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        for c in &mut self.daemons {
+            stop_child(c, None, Duration::from_secs(5));
+        }
+        // Then `scratch` removes the namespaces and the directory.
+    }
+}
