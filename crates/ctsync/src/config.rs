@@ -7,6 +7,7 @@ use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -428,6 +429,27 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 }
 
 impl Config {
+    /// The core's configuration: this node and its peers by their wire ids
+    /// ([`node_id`]), with the file's timers, limits, mode and filter.
+    pub fn core(&self) -> ctsync_core::Config {
+        let peers = self.sync.peers.iter().map(node_id).collect();
+        let mut core = ctsync_core::Config::new(node_id(&self.sync.local), peers);
+        core.kernel_resync_interval = Duration::from_secs(self.sync.kernel_resync_secs);
+        core.filter = self.core_filter();
+        core.max_flows = self.sync.max_flows.max(1);
+        core.sync_delay = Duration::from_secs_f64(self.filter.delay_secs);
+        core.alive_interval = Duration::from_millis(self.timers.alive_ms);
+        core.dead_interval = Duration::from_millis(self.timers.dead_ms);
+        core.refresh_interval = Duration::from_secs(self.timers.refresh_secs);
+        core.digest_interval = Duration::from_secs(self.timers.digest_secs);
+        core.shorten_timeout = self.timers.shorten_timeout_secs;
+        core.mode = match self.sync.mode {
+            ModeSetting::HotStandby => ctsync_core::Mode::HotStandby,
+            ModeSetting::Commit => ctsync_core::Mode::Commit,
+        };
+        core
+    }
+
     /// The replication filter this file asks for, with the sync link's own addresses
     /// never replicated.
     pub fn core_filter(&self) -> ctsync_core::Filter {
@@ -529,6 +551,29 @@ socket = "/run/ctsync/ctsync.sock"
         assert_eq!(c.node, "fw1");
         assert_eq!(c.sync.mode, ModeSetting::HotStandby);
         assert_eq!(c.role, RoleSetting::Backup);
+    }
+
+    #[test]
+    fn the_core_config_takes_ids_mode_timers_and_limits_from_the_file() {
+        let text = GOOD
+            .replace(
+                "key_file = \"/etc/ctsync/cluster.key\"",
+                "key_file = \"/etc/ctsync/cluster.key\"\nmode = \"commit\"\nmax_flows = 0",
+            )
+            .replace("[control]", "[timers]\nalive_ms = 250\n[control]");
+        let c = Config::parse(&text, Path::new("ctsync.toml")).unwrap();
+        let core = c.core();
+        assert_eq!(core.node, 0xc612_0001);
+        assert_eq!(core.peers, vec![0xc612_0002]);
+        assert_eq!(core.mode, ctsync_core::Mode::Commit);
+        assert_eq!(core.alive_interval, Duration::from_millis(250));
+        assert_eq!(core.dead_interval, Duration::from_millis(3000));
+        assert_eq!(core.max_flows, 1, "at least one flow");
+        assert_eq!(
+            core.filter.never.len(),
+            2,
+            "the sync addresses are never replicated"
+        );
     }
 
     #[test]
