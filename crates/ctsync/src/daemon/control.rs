@@ -107,10 +107,12 @@ impl Daemon {
     fn answer(&mut self, request: Request) -> Reply {
         let ok = json!({"ok": true});
         let v = match request {
-            Request::Status => self.status(),
+            Request::Status => serde_json::to_value(self.status())
+                .unwrap_or_else(|e| json!({"error": format!("status: {e}")})),
+            Request::StatusText => json!({"text": self.status().to_string()}),
             Request::Role(role) => {
                 self.set_role(role);
-                json!({"ok": true, "role": format!("{role:?}").to_lowercase()})
+                json!({"ok": true, "role": role.name()})
             }
             Request::Resync => {
                 self.node.resync_internal();

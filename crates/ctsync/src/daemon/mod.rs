@@ -3,14 +3,18 @@
 //! of the core is carried out right after the input that caused it.
 //!
 //! [`setup`] opens the sockets and builds the node; [`shell`] carries out the core's
-//! kernel operations; [`control`] answers the control socket; [`status`] is what
-//! `ctsync status` and the metrics show. Datagrams leave through one path,
+//! kernel operations; [`control`] answers the control socket; [`Status`] is what
+//! `ctsync status`, its JSON and the metrics show. Datagrams leave through one path,
 //! [`SyncLink::transmit`].
 
 mod control;
 mod setup;
 mod shell;
 mod status;
+
+#[cfg(test)]
+pub(crate) use status::tests::sample as status_sample;
+pub use status::{Caches, KernelFailure, PeerStatus, Stats, Status, Timing};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

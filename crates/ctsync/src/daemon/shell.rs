@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use ctnetlink::{Conntrack, DumpItem, Errno, Flow, FlowOp, Groups};
 use ctsync_core::{KernelOp, Node};
 
+use super::status::KernelFailure;
 use super::{SyncLink, log};
 
 /// Flows decoded and written per kernel batch during a commit.
@@ -21,8 +22,8 @@ pub(super) struct Kernel {
     events_ctl: OwnedFd,
     /// Keep TCP window tracking on written flows (`[sync] tcp_window_tracking`).
     pub(super) window_tracking: bool,
-    /// Failed kernel operations, by operation and error.
-    pub(super) failures: BTreeMap<String, u64>,
+    /// Failed kernel operations, by kind (each failure's errno is logged).
+    pub(super) failures: BTreeMap<KernelFailure, u64>,
     /// Replicated flows written again because the kernel had lost them.
     pub(super) recreated: u64,
     /// How long the last read of the whole table took.
@@ -32,14 +33,14 @@ pub(super) struct Kernel {
 }
 
 /// Create `flows`, and update those that exist; the errors, by operation.
-fn upsert_batch(ct: &mut Conntrack, flows: &[Flow]) -> Vec<(&'static str, Errno)> {
+fn upsert_batch(ct: &mut Conntrack, flows: &[Flow]) -> Vec<(KernelFailure, Errno)> {
     let mut exists = Vec::new();
     let mut errs = Vec::new();
     let r = ct.batch(FlowOp::Create, flows, |i, e| {
         if e == Errno::EEXIST {
             exists.push(i);
         } else {
-            errs.push(("create", e));
+            errs.push((KernelFailure::Create, e));
         }
     });
     if let Err(e) = r {
@@ -49,7 +50,9 @@ fn upsert_batch(ct: &mut Conntrack, flows: &[Flow]) -> Vec<(&'static str, Errno)
         .into_iter()
         .filter_map(|i| flows.get(i).cloned())
         .collect();
-    if let Err(e) = ct.batch(FlowOp::Update, &again, |_, e| errs.push(("update", e))) {
+    if let Err(e) = ct.batch(FlowOp::Update, &again, |_, e| {
+        errs.push((KernelFailure::Update, e))
+    }) {
         log("warn", format!("kernel update batch: {e}"));
     }
     errs
@@ -91,7 +94,7 @@ impl Kernel {
     /// Count failed kernel writes and say so (once per batch): a full table
     /// (`nf_conntrack_max`) shows here; the other writes of the batch still land, and a
     /// hot-standby backup writes the missing ones again at its next refresh.
-    fn failures(&mut self, errs: Vec<(&'static str, Errno)>) {
+    fn failures(&mut self, errs: Vec<(KernelFailure, Errno)>) {
         if let Some((what, e)) = errs.first() {
             log(
                 "warn",
@@ -101,13 +104,13 @@ impl Kernel {
                 ),
             );
         }
-        for (what, e) in errs {
-            self.failed(what, e);
+        for (what, _) in errs {
+            self.failed(what);
         }
     }
 
-    fn failed(&mut self, what: &str, e: Errno) {
-        *self.failures.entry(format!("{what}: {e}")).or_default() += 1;
+    fn failed(&mut self, what: KernelFailure) {
+        *self.failures.entry(what).or_default() += 1;
     }
 
     /// Kernel operations, batched: consecutive upserts become one batch of creates and
@@ -164,7 +167,7 @@ impl Kernel {
             let mut errs = Vec::new();
             if let Err(e) = self.ct.batch(FlowOp::Delete, deletes, |_, e| {
                 if e != Errno::ENOENT {
-                    errs.push(("delete", e));
+                    errs.push((KernelFailure::Delete, e));
                 }
             }) {
                 log("warn", format!("kernel delete batch: {e}"));
@@ -198,7 +201,7 @@ impl Kernel {
             if e == Errno::ENOENT {
                 missing.push(i);
             } else {
-                errs.push(("refresh", e));
+                errs.push((KernelFailure::Refresh, e));
             }
         }) {
             log("warn", format!("kernel refresh batch: {e}"));
@@ -234,13 +237,15 @@ impl Kernel {
                 // EEXIST: already there (a bulk transfer repeats it).
                 match self.ct.create_expectation(&e) {
                     Ok(()) | Err(ctnetlink::Error::Kernel(Errno::EEXIST)) => {}
-                    Err(ctnetlink::Error::Kernel(e)) => self.failed("expectation create", e),
+                    Err(ctnetlink::Error::Kernel(_)) => {
+                        self.failed(KernelFailure::ExpectationCreate)
+                    }
                     Err(e) => log("warn", format!("creating an expectation: {e}")),
                 }
             }
             KernelOp::ExpDelete(e) => match self.ct.delete_expectation(&e) {
                 Ok(()) | Err(ctnetlink::Error::Kernel(Errno::ENOENT)) => {}
-                Err(ctnetlink::Error::Kernel(e)) => self.failed("expectation delete", e),
+                Err(ctnetlink::Error::Kernel(_)) => self.failed(KernelFailure::ExpectationDelete),
                 Err(e) => log("warn", format!("deleting an expectation: {e}")),
             },
             other => self.carry_out_all(vec![other], node, link),
@@ -261,13 +266,19 @@ impl Kernel {
                 let mut exps = Vec::new();
                 match self.ct.dump_expectations(None, |e| exps.push(e.clone())) {
                     Ok(_) => node.expectations_dumped(now, &exps),
-                    Err(e) => log("warn", format!("reading the expectations: {e}")),
+                    Err(e) => {
+                        log("warn", format!("reading the expectations: {e}"));
+                        self.failed(KernelFailure::ExpectationDump);
+                    }
                 }
                 self.last_dump = Some(now.elapsed());
                 self.dumps += 1;
                 link.service(node);
             }
-            Err(e) => log("warn", format!("reading the kernel table: {e}")),
+            Err(e) => {
+                log("warn", format!("reading the kernel table: {e}"));
+                self.failed(KernelFailure::Dump);
+            }
         }
     }
 
@@ -286,6 +297,7 @@ impl Kernel {
         });
         if let Err(e) = r {
             log("warn", format!("reading the kernel table: {e}"));
+            self.failed(KernelFailure::Dump);
         }
         let n = short.len();
         if let Err(e) = self.ct.batch(FlowOp::Update, &short, |_, _| {}) {
