@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use ctsync_core::Role;
 use serde::Deserialize;
 
 /// How replicated flows reach the backup's kernel.
@@ -21,19 +22,6 @@ pub enum ModeSetting {
     HotStandby,
     /// Write them when this node becomes primary.
     Commit,
-}
-
-/// The role a node takes at start, until keepalived or the operator says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum RoleSetting {
-    /// Primary.
-    Primary,
-    /// Backup (default).
-    #[default]
-    Backup,
-    /// Fault.
-    Fault,
 }
 
 /// `[sync]`.
@@ -225,6 +213,10 @@ pub struct Metrics {
     pub listen: SocketAddr,
 }
 
+fn default_role() -> Role {
+    Role::Backup
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,9 +226,10 @@ pub struct Config {
     /// The network namespace to work in (`ip netns` name); the current one if absent.
     #[serde(default)]
     pub netns: Option<String>,
-    /// The role at start.
-    #[serde(default)]
-    pub role: RoleSetting,
+    /// The role at start (`primary`, `backup` or `fault`), until keepalived or the
+    /// operator says otherwise; backup if absent.
+    #[serde(default = "default_role")]
+    pub role: Role,
     /// The sync link.
     pub sync: Sync,
     /// The control socket.
@@ -550,7 +543,20 @@ socket = "/run/ctsync/ctsync.sock"
         let c = Config::parse(GOOD, Path::new("ctsync.toml")).unwrap();
         assert_eq!(c.node, "fw1");
         assert_eq!(c.sync.mode, ModeSetting::HotStandby);
-        assert_eq!(c.role, RoleSetting::Backup);
+        assert_eq!(c.role, Role::Backup);
+    }
+
+    #[test]
+    fn the_role_at_start_is_the_cores_role() {
+        let c = Config::parse(&format!("role = \"fault\"\n{GOOD}"), Path::new("a.toml")).unwrap();
+        assert_eq!(c.role, Role::Fault);
+        let e =
+            Config::parse(&format!("role = \"boss\"\n{GOOD}"), Path::new("a.toml")).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.starts_with("a.toml:1:") && msg.contains("`backup`"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, UdpSocket, UnixListener};
 
 use super::shell::Kernel;
 use super::{Daemon, SyncLink, log};
-use crate::config::{Config, RoleSetting, node_id, read_key};
+use crate::config::{Config, node_id, read_key};
 
 /// Receive buffer asked for on the sync socket: a 200,000-flow bulk transfer is about
 /// 13 MB, and the kernel's default (about 208 KiB) overflowed while the daemon was busy
@@ -241,11 +241,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         control_refused: 0,
     };
     d.write_track();
-    let role = match cfg.role {
-        RoleSetting::Primary => Role::Primary,
-        RoleSetting::Backup => Role::Backup,
-        RoleSetting::Fault => Role::Fault,
-    };
+    let role = cfg.role;
     // The kernel table is read once at start: becoming primary reads it anyway (and
     // sends it to the peers), so only the other roles ask for it here. Reading 200,000
     // entries twice cost a starting primary a third of a second of CPU.
