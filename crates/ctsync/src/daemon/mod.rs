@@ -2,10 +2,10 @@
 //! kernel events, sync datagrams, the control socket, timers and signals; every output
 //! of the core is carried out right after the input that caused it.
 //!
-//! [`setup`] opens the sockets and builds the node; [`shell`] carries out the core's
-//! kernel operations; [`control`] answers the control socket; [`Status`] is what
-//! `ctsync status`, its JSON and the metrics show. Datagrams leave through one path,
-//! [`SyncLink::transmit`].
+//! `setup` opens the sockets and builds the node; `shell` carries out the core's kernel
+//! operations; `control` answers the control socket; [`Status`] is what `ctsync
+//! status`, its JSON and the metrics show. Datagrams leave through one path,
+//! `SyncLink::transmit`.
 
 mod control;
 mod setup;
