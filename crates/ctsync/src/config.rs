@@ -7,8 +7,10 @@ use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use ctsync_core::Role;
 use serde::Deserialize;
 
 /// How replicated flows reach the backup's kernel.
@@ -20,19 +22,6 @@ pub enum ModeSetting {
     HotStandby,
     /// Write them when this node becomes primary.
     Commit,
-}
-
-/// The role a node takes at start, until keepalived or the operator says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum RoleSetting {
-    /// Primary.
-    Primary,
-    /// Backup (default).
-    #[default]
-    Backup,
-    /// Fault.
-    Fault,
 }
 
 /// `[sync]`.
@@ -224,6 +213,10 @@ pub struct Metrics {
     pub listen: SocketAddr,
 }
 
+fn default_role() -> Role {
+    Role::Backup
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,9 +226,10 @@ pub struct Config {
     /// The network namespace to work in (`ip netns` name); the current one if absent.
     #[serde(default)]
     pub netns: Option<String>,
-    /// The role at start.
-    #[serde(default)]
-    pub role: RoleSetting,
+    /// The role at start (`primary`, `backup` or `fault`), until keepalived or the
+    /// operator says otherwise; backup if absent.
+    #[serde(default = "default_role")]
+    pub role: Role,
     /// The sync link.
     pub sync: Sync,
     /// The control socket.
@@ -428,6 +422,27 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 }
 
 impl Config {
+    /// The core's configuration: this node and its peers by their wire ids
+    /// ([`node_id`]), with the file's timers, limits, mode and filter.
+    pub fn core(&self) -> ctsync_core::Config {
+        let peers = self.sync.peers.iter().map(node_id).collect();
+        let mut core = ctsync_core::Config::new(node_id(&self.sync.local), peers);
+        core.kernel_resync_interval = Duration::from_secs(self.sync.kernel_resync_secs);
+        core.filter = self.core_filter();
+        core.max_flows = self.sync.max_flows.max(1);
+        core.sync_delay = Duration::from_secs_f64(self.filter.delay_secs);
+        core.alive_interval = Duration::from_millis(self.timers.alive_ms);
+        core.dead_interval = Duration::from_millis(self.timers.dead_ms);
+        core.refresh_interval = Duration::from_secs(self.timers.refresh_secs);
+        core.digest_interval = Duration::from_secs(self.timers.digest_secs);
+        core.shorten_timeout = self.timers.shorten_timeout_secs;
+        core.mode = match self.sync.mode {
+            ModeSetting::HotStandby => ctsync_core::Mode::HotStandby,
+            ModeSetting::Commit => ctsync_core::Mode::Commit,
+        };
+        core
+    }
+
     /// The replication filter this file asks for, with the sync link's own addresses
     /// never replicated.
     pub fn core_filter(&self) -> ctsync_core::Filter {
@@ -528,7 +543,43 @@ socket = "/run/ctsync/ctsync.sock"
         let c = Config::parse(GOOD, Path::new("ctsync.toml")).unwrap();
         assert_eq!(c.node, "fw1");
         assert_eq!(c.sync.mode, ModeSetting::HotStandby);
-        assert_eq!(c.role, RoleSetting::Backup);
+        assert_eq!(c.role, Role::Backup);
+    }
+
+    #[test]
+    fn the_role_at_start_is_the_cores_role() {
+        let c = Config::parse(&format!("role = \"fault\"\n{GOOD}"), Path::new("a.toml")).unwrap();
+        assert_eq!(c.role, Role::Fault);
+        let e =
+            Config::parse(&format!("role = \"boss\"\n{GOOD}"), Path::new("a.toml")).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.starts_with("a.toml:1:") && msg.contains("`backup`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_core_config_takes_ids_mode_timers_and_limits_from_the_file() {
+        let text = GOOD
+            .replace(
+                "key_file = \"/etc/ctsync/cluster.key\"",
+                "key_file = \"/etc/ctsync/cluster.key\"\nmode = \"commit\"\nmax_flows = 0",
+            )
+            .replace("[control]", "[timers]\nalive_ms = 250\n[control]");
+        let c = Config::parse(&text, Path::new("ctsync.toml")).unwrap();
+        let core = c.core();
+        assert_eq!(core.node, 0xc612_0001);
+        assert_eq!(core.peers, vec![0xc612_0002]);
+        assert_eq!(core.mode, ctsync_core::Mode::Commit);
+        assert_eq!(core.alive_interval, Duration::from_millis(250));
+        assert_eq!(core.dead_interval, Duration::from_millis(3000));
+        assert_eq!(core.max_flows, 1, "at least one flow");
+        assert_eq!(
+            core.filter.never.len(),
+            2,
+            "the sync addresses are never replicated"
+        );
     }
 
     #[test]

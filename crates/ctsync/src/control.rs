@@ -89,8 +89,10 @@ pub enum Cache {
 /// A control request, as the daemon understands it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
-    /// `status`
+    /// `status`: the status as JSON.
     Status,
+    /// `status text`: the status as `ctsync status` prints it, in `{"text": …}`.
+    StatusText,
     /// `role primary|backup|fault`
     Role(ctsync_core::Role),
     /// `resync`
@@ -120,15 +122,13 @@ impl Request {
         };
         Ok(match words.as_slice() {
             ["status"] => Request::Status,
-            ["role", r] => Request::Role(match *r {
-                "primary" | "master" | "MASTER" => Role::Primary,
-                "backup" | "BACKUP" => Role::Backup,
-                "fault" | "FAULT" => Role::Fault,
-                _ => {
-                    return Err(format!(
-                        "unknown role {r:?}: expected primary, backup or fault"
-                    ));
-                }
+            ["status", "text"] => Request::StatusText,
+            // keepalived's names too, in either case (`MASTER` is primary).
+            ["role", r] => Request::Role(if r.eq_ignore_ascii_case("master") {
+                Role::Primary
+            } else {
+                r.parse::<Role>()
+                    .map_err(|_| format!("unknown role {r:?}: expected primary, backup or fault"))?
             }),
             ["resync"] => Request::Resync,
             ["request-resync"] => Request::RequestResync,
@@ -157,7 +157,16 @@ mod tests {
     #[test]
     fn requests_parse_and_bad_ones_say_why() {
         assert_eq!(Request::parse("status\n"), Ok(Request::Status));
+        assert_eq!(Request::parse("status text"), Ok(Request::StatusText));
         assert_eq!(Request::parse("flush all"), Ok(Request::Flush(Cache::All)));
+        assert_eq!(
+            Request::parse("role MASTER"),
+            Ok(Request::Role(ctsync_core::Role::Primary))
+        );
+        assert_eq!(
+            Request::parse("role FAULT"),
+            Ok(Request::Role(ctsync_core::Role::Fault))
+        );
         assert!(
             Request::parse("dump all")
                 .unwrap_err()

@@ -246,11 +246,10 @@ fn run(cli: Cli) -> Result<bool> {
             return Ok(true);
         }
         Command::Status { at, json } => {
-            let v = at.ask("status")?;
             if json {
-                println!("{v}");
+                println!("{}", at.ask("status")?);
             } else {
-                print_status(&v);
+                print!("{}", at.ask("status text")?["text"].as_str().unwrap_or(""));
             }
             return Ok(true);
         }
@@ -362,33 +361,6 @@ fn run(cli: Cli) -> Result<bool> {
         }
     };
     Ok(ok)
-}
-
-fn print_status(v: &serde_json::Value) {
-    println!(
-        "{}  role {}  ready {}  flows: {} own, {} from peers",
-        v["node"].as_str().unwrap_or("?"),
-        v["role"].as_str().unwrap_or("?"),
-        v["ready"],
-        v["caches"]["internal"],
-        v["caches"]["external"]
-    );
-    for p in v["peers"].as_array().into_iter().flatten() {
-        println!(
-            "  peer {} {}  up {}  role {}  synced {}  sent {}  retransmitted {}  backlog {}",
-            p["id"].as_str().unwrap_or("?"),
-            p["address"].as_str().unwrap_or("?"),
-            p["up"],
-            p["role"].as_str().unwrap_or("?"),
-            p["synced"],
-            p["sent"],
-            p["retransmitted"],
-            p["backlog"]
-        );
-    }
-    if v["dropped"].as_object().is_some_and(|d| !d.is_empty()) {
-        println!("  dropped: {}", v["dropped"]);
-    }
 }
 
 fn main() -> ExitCode {

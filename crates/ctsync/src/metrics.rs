@@ -1,28 +1,28 @@
 //! Prometheus metrics (OpenMetrics text, encoded by `prometheus-client`) and the small
 //! HTTP responder that serves them at `GET /metrics` on the daemon's event loop.
 //!
-//! The values are a snapshot of the daemon's status (the same JSON `ctsync status
-//! --json` prints), turned into metric families at each scrape: nothing is kept twice.
+//! The values are the daemon's [`Status`] (the same snapshot `ctsync status` shows),
+//! turned into metric families at each scrape: nothing is kept twice. Every counter of
+//! the core becomes `ctsync_<name>_total`.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use ctsync_core::{DropReason, Role};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::daemon::{KernelFailure, Status};
 
 type Labels = Vec<(String, String)>;
 
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
-fn i(v: &Value) -> i64 {
-    i64::try_from(u(v)).unwrap_or(i64::MAX)
+/// A count as a gauge value.
+fn i(v: usize) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn label(k: &str, v: &str) -> Labels {
@@ -47,27 +47,83 @@ fn seconds(reg: &mut Registry, name: &str, help: &str, v: f64) {
     reg.register(name, help, g);
 }
 
-/// The metrics for a status snapshot, as OpenMetrics text.
-pub(crate) fn render(s: &Value) -> String {
+/// A core counter's metric name (without `ctsync_` and `_total`) and help, by its name
+/// in [`ctsync_core::NodeStats::counters`]; `None` for a counter this table does not
+/// know yet (it is still exported, with a plain help text).
+fn core_counter(name: &str) -> Option<(&'static str, &'static str)> {
+    Some(match name {
+        "datagrams_sent" => ("datagrams_sent", "Sync datagrams sent"),
+        "datagrams_received" => (
+            "datagrams_received",
+            "Sync datagrams received and authenticated",
+        ),
+        "flows_received" => ("flows_received", "Flow messages received from peers"),
+        "own_events" => (
+            "own_events",
+            "Kernel events ignored because this node's own writes caused them",
+        ),
+        "filtered" => (
+            "filtered",
+            "Kernel events not replicated because of [filter]",
+        ),
+        "foreign" => (
+            "foreign",
+            "Kernel entries seen on a backup that a peer replicated to it (not ours to send)",
+        ),
+        "cache_full" => (
+            "cache_full_refused",
+            "Flows refused because a cache held [sync] max_flows",
+        ),
+        "delayed_and_gone" => (
+            "delayed_and_gone",
+            "Flows never sent because they ended within [filter] delay_secs",
+        ),
+        "overflows" => (
+            "overflows",
+            "Streams to a peer reset (and its table sent again) because it fell behind",
+        ),
+        "kernel_overruns" => (
+            "kernel_overruns",
+            "Times the kernel event socket overran (each followed by a table re-read)",
+        ),
+        "unencodable" => (
+            "unencodable",
+            "Flows not replicated because they cannot be encoded (tuples of two families)",
+        ),
+        "expectations_sent" => (
+            "expectations_sent",
+            "Expectations (helpers' expected connections) sent to peers, created or deleted",
+        ),
+        "expectations_received" => (
+            "expectations_received",
+            "Expectation messages received from peers",
+        ),
+        _ => return None,
+    })
+}
+
+/// The metrics for a status, as OpenMetrics text.
+pub(crate) fn render(s: &Status) -> String {
     let mut reg = Registry::with_prefix("ctsync");
     let role = Family::<Labels, Gauge>::default();
-    for r in ["primary", "backup", "fault"] {
-        role.get_or_create(&label("role", r))
-            .set(i64::from(s["role"] == r));
+    for r in Role::ALL {
+        role.get_or_create(&label("role", r.name()))
+            .set(i64::from(s.role == r));
     }
     reg.register("role", "This node's role (1 for the current one)", role);
     gauge(
         &mut reg,
         "ready",
         "1 when this node holds a complete copy of the primary's table",
-        i64::from(s["ready"] == true),
+        i64::from(s.ready),
     );
     let flows = Family::<Labels, Gauge>::default();
-    for c in ["internal", "external"] {
-        flows
-            .get_or_create(&label("cache", c))
-            .set(i(&s["caches"][c]));
-    }
+    flows
+        .get_or_create(&label("cache", "internal"))
+        .set(i(s.caches.internal));
+    flows
+        .get_or_create(&label("cache", "external"))
+        .set(i(s.caches.external));
     reg.register(
         "flows",
         "Flows in the internal (own) and external (peers') caches",
@@ -79,14 +135,18 @@ pub(crate) fn render(s: &Value) -> String {
     let sent = Family::<Labels, Counter>::default();
     let retrans = Family::<Labels, Counter>::default();
     let resets = Family::<Labels, Counter>::default();
-    for p in s["peers"].as_array().into_iter().flatten() {
-        let l = label("peer", p["address"].as_str().unwrap_or("?"));
-        up.get_or_create(&l).set(i64::from(p["up"] == true));
-        ready.get_or_create(&l).set(i64::from(p["ready"] == true));
-        backlog.get_or_create(&l).set(i(&p["backlog"]));
-        sent.get_or_create(&l).inc_by(u(&p["sent"]));
-        retrans.get_or_create(&l).inc_by(u(&p["retransmitted"]));
-        resets.get_or_create(&l).inc_by(u(&p["resets"]));
+    for p in &s.peers {
+        let l = label(
+            "peer",
+            &p.address
+                .map_or_else(|| format!("{:#x}", p.id), |a| a.to_string()),
+        );
+        up.get_or_create(&l).set(i64::from(p.up));
+        ready.get_or_create(&l).set(i64::from(p.ready));
+        backlog.get_or_create(&l).set(i(p.backlog));
+        sent.get_or_create(&l).inc_by(p.sent);
+        retrans.get_or_create(&l).inc_by(p.retransmitted);
+        resets.get_or_create(&l).inc_by(p.resets);
     }
     reg.register("peer_up", "1 while the peer is heard from", up);
     reg.register("peer_ready", "1 when the peer says it is ready", ready);
@@ -106,55 +166,26 @@ pub(crate) fn render(s: &Value) -> String {
         "Times the stream to the peer was reset and its table sent again",
         resets,
     );
-    let st = &s["stats"];
-    for (name, help, key) in [
-        ("datagrams_sent", "Sync datagrams sent", "datagrams_sent"),
-        (
-            "datagrams_received",
-            "Sync datagrams received and authenticated",
-            "datagrams_received",
-        ),
-        (
-            "flows_received",
-            "Flow messages received from peers",
-            "flows_received",
-        ),
-        (
-            "kernel_overruns",
-            "Times the kernel event socket overran (each followed by a table re-read)",
-            "kernel_overruns",
-        ),
-        (
-            "expectations_sent",
-            "Expectations (helpers' expected connections) sent to peers, created or deleted",
-            "expectations_sent",
-        ),
-        (
-            "expectations_received",
-            "Expectation messages received from peers",
-            "expectations_received",
-        ),
-        (
-            "kernel_recreated",
-            "Replicated flows written again because the kernel had lost them (e.g. it was full)",
-            "kernel_recreated",
-        ),
-        (
-            "cache_full_refused",
-            "Flows refused because a cache held [sync] max_flows",
-            "cache_full",
-        ),
-        (
-            "control_refused",
-            "Control socket clients refused because they are not root",
-            "control_refused",
-        ),
-    ] {
-        counter(&mut reg, name, help, u(&st[key]));
+    for (key, v) in s.stats.core.counters() {
+        let (name, help) = core_counter(key).unwrap_or((key, "A counter of the core"));
+        counter(&mut reg, name, help, v);
     }
+    counter(
+        &mut reg,
+        "kernel_recreated",
+        "Replicated flows written again because the kernel had lost them (e.g. it was full)",
+        s.stats.kernel_recreated,
+    );
+    counter(
+        &mut reg,
+        "control_refused",
+        "Control socket clients refused because they are not root",
+        s.stats.control_refused,
+    );
     let dropped = Family::<Labels, Counter>::default();
-    for (k, v) in s["dropped"].as_object().into_iter().flatten() {
-        dropped.get_or_create(&label("reason", k)).inc_by(u(v));
+    for r in DropReason::ALL {
+        let n = s.dropped.get(&r).copied().unwrap_or(0);
+        dropped.get_or_create(&label("reason", r.name())).inc_by(n);
     }
     reg.register(
         "datagrams_dropped",
@@ -162,32 +193,33 @@ pub(crate) fn render(s: &Value) -> String {
         dropped,
     );
     let failures = Family::<Labels, Counter>::default();
-    for (k, v) in s["kernel_failures"].as_object().into_iter().flatten() {
-        failures.get_or_create(&label("error", k)).inc_by(u(v));
+    for k in KernelFailure::ALL {
+        let n = s.kernel_failures.get(&k).copied().unwrap_or(0);
+        failures.get_or_create(&label("op", k.name())).inc_by(n);
     }
     reg.register(
-        "kernel_write_failures",
-        "Kernel writes that failed, by operation and error",
+        "kernel_failures",
+        "Kernel operations that failed, by kind (writes of replicated flows and expectations, reads of the table)",
         failures,
     );
-    let t = &s["timing"];
+    let t = &s.timing;
     seconds(
         &mut reg,
         "last_takeover_seconds",
         "How long the last move to primary took, kernel writes included",
-        t["last_takeover_seconds"].as_f64().unwrap_or(0.0),
+        t.last_takeover_seconds.unwrap_or(0.0),
     );
     seconds(
         &mut reg,
         "last_kernel_dump_seconds",
         "How long the last read of the kernel table (resync) took",
-        t["last_kernel_dump_seconds"].as_f64().unwrap_or(0.0),
+        t.last_kernel_dump_seconds.unwrap_or(0.0),
     );
     counter(
         &mut reg,
         "kernel_dumps",
         "Reads of the whole kernel table",
-        u(&t["kernel_dumps"]),
+        t.kernel_dumps,
     );
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -234,23 +266,11 @@ pub(crate) async fn serve(mut stream: tokio::net::TcpStream, body: impl FnOnce()
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use crate::daemon::status_sample;
 
     #[test]
     fn a_status_becomes_metrics() {
-        let s = json!({
-            "role": "backup", "ready": true,
-            "caches": {"internal": 3, "external": 200000},
-            "peers": [{"address": "198.18.255.1:3780", "up": true, "ready": true,
-                       "sent": 10, "retransmitted": 2, "resets": 0, "backlog": 1}],
-            "dropped": {"replayed": 4},
-            "kernel_failures": {},
-            "stats": {"datagrams_sent": 5, "datagrams_received": 6, "flows_received": 7,
-                      "kernel_overruns": 1},
-            "timing": {"last_takeover_seconds": 0.25, "last_kernel_dump_seconds": 0.5,
-                       "kernel_dumps": 3},
-        });
-        let m = super::render(&s);
+        let m = super::render(&status_sample());
         for want in [
             "ctsync_role{role=\"backup\"} 1",
             "ctsync_role{role=\"primary\"} 0",
@@ -258,12 +278,41 @@ mod tests {
             "ctsync_flows{cache=\"external\"} 200000",
             "ctsync_peer_up{peer=\"198.18.255.1:3780\"} 1",
             "ctsync_peer_messages_retransmitted_total{peer=\"198.18.255.1:3780\"} 2",
-            "ctsync_datagrams_dropped_total{reason=\"replayed\"} 4",
+            "ctsync_datagrams_dropped_total{reason=\"replay\"} 4",
+            "ctsync_datagrams_dropped_total{reason=\"authentication\"} 0",
+            "ctsync_kernel_failures_total{op=\"expectation_create\"} 2",
+            "ctsync_kernel_failures_total{op=\"create\"} 0",
             "ctsync_kernel_overruns_total 1",
+            "ctsync_kernel_recreated_total 17",
+            "ctsync_control_refused_total 18",
             "ctsync_last_takeover_seconds 0.25",
+            "ctsync_kernel_dumps_total 3",
             "# EOF",
         ] {
             assert!(m.contains(want), "{want} missing from\n{m}");
+        }
+    }
+
+    /// Every core counter is a metric of its own, with its value and a help text of its
+    /// own; the five that once reached neither the status nor the metrics among them.
+    #[test]
+    fn every_core_counter_is_a_metric() {
+        let s = status_sample();
+        let m = super::render(&s);
+        for (key, v) in s.stats.core.counters() {
+            let (name, _) = super::core_counter(key)
+                .unwrap_or_else(|| panic!("core counter {key} has no metric name and help"));
+            let want = format!("ctsync_{name}_total {v}\n");
+            assert!(m.contains(&want), "{want} missing from\n{m}");
+        }
+        for name in [
+            "filtered",
+            "foreign",
+            "delayed_and_gone",
+            "overflows",
+            "unencodable",
+        ] {
+            assert!(m.contains(&format!("ctsync_{name}_total ")), "{name}");
         }
     }
 }

@@ -259,6 +259,28 @@ fn operator_interfaces_notify_dump_metrics_reload_flush() {
         p["last_seen_ms"].as_u64().is_some() && p["lag"].is_u64(),
         "{s}"
     );
+    // Every core counter reaches the JSON, those once left out too.
+    for c in [
+        "filtered",
+        "foreign",
+        "delayed_and_gone",
+        "overflows",
+        "unencodable",
+    ] {
+        assert!(s["stats"][c].is_u64(), "stats.{c}: {s}");
+    }
+    // `ctsync status`: the same snapshot as text (readiness may still be on its way).
+    let text = ctsync(&["status", "--socket", sb_s]);
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("{b}  role backup  ready "))
+            && first.ends_with(" own, 100 from peers"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  peer 0xc612ff01 198.18.255.1:3780  up true  role primary  synced "),
+        "{text}"
+    );
 
     let m = http_get(&metrics, "/metrics");
     assert!(m.starts_with("HTTP/1.1 200"), "{m}");
@@ -267,6 +289,8 @@ fn operator_interfaces_notify_dump_metrics_reload_flush() {
         "ctsync_flows{cache=\"internal\"} 100",
         "ctsync_peer_up{peer=\"198.18.255.2:3780\"} 1",
         "ctsync_last_kernel_dump_seconds",
+        "ctsync_filtered_total ",
+        "ctsync_kernel_failures_total{op=\"create\"} 0",
     ] {
         assert!(m.contains(want), "{want} missing:\n{m}");
     }

@@ -1,0 +1,426 @@
+//! `ctsync run`: the I/O shell around the sans-IO core. One thread, one event loop:
+//! kernel events, sync datagrams, the control socket, timers and signals; every output
+//! of the core is carried out right after the input that caused it.
+//!
+//! `setup` opens the sockets and builds the node; `shell` carries out the core's kernel
+//! operations; `control` answers the control socket; [`Status`] is what `ctsync
+//! status`, its JSON and the metrics show. Datagrams leave through one path,
+//! `SyncLink::transmit`.
+
+mod control;
+mod setup;
+mod shell;
+mod status;
+
+#[cfg(test)]
+pub(crate) use status::tests::sample as status_sample;
+pub(crate) use status::{KernelFailure, Status};
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ctnetlink::Event;
+use ctsync_core::{FlowEvent, Node, Notify, Role};
+use ctsync_wire::NodeId;
+use tokio::net::UdpSocket;
+
+use crate::config::Config;
+
+/// Events drained per loop turn before the other sources get a look (an event storm
+/// must not starve acknowledgements and timers).
+const EVENT_BUDGET: usize = 4096;
+/// Datagrams read per loop turn. Small, so that acknowledgements go out between turns
+/// while a peer streams (with 1,024 a bulk transfer's sender sat on a full window).
+const DATAGRAM_BUDGET: usize = 64;
+/// Rounds of carrying out the core's outputs after one input, at most (each round's
+/// kernel writes and datagrams may cause more).
+const FLUSH_ROUNDS: usize = 64;
+
+fn log(level: &str, msg: impl std::fmt::Display) {
+    eprintln!("ctsync[{level}]: {msg}");
+}
+
+/// Tell systemd (when it started us with `Type=notify`; a no-op otherwise).
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    let _ = sd_notify::notify(state);
+}
+
+/// Hand the flow events gathered so far to the core, as one batch, and empty it.
+fn hand_over(node: &mut Node, now: Instant, batch: &mut Vec<FlowEvent>) {
+    node.handle_kernel_events(now, batch);
+    batch.clear();
+}
+
+/// The sync link: the UDP socket and where each peer is.
+struct SyncLink {
+    udp: UdpSocket,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    /// The datagram being sent.
+    tx: Vec<u8>,
+    /// The datagram being received.
+    rx: Vec<u8>,
+}
+
+impl SyncLink {
+    fn new(udp: UdpSocket, peers: BTreeMap<NodeId, SocketAddr>) -> SyncLink {
+        SyncLink {
+            udp,
+            peers,
+            tx: Vec::with_capacity(2048),
+            rx: vec![0u8; 65536],
+        }
+    }
+
+    /// Send every datagram the core has ready; whether there was any. A full socket
+    /// buffer drops the datagram (the core retransmits); other errors are logged.
+    fn transmit(&mut self, node: &mut Node, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(to) = node.poll_transmit(now, &mut self.tx) {
+            any = true;
+            if let Some(addr) = self.peers.get(&to)
+                && let Err(e) = self.udp.try_send_to(&self.tx, *addr)
+                && e.kind() != std::io::ErrorKind::WouldBlock
+            {
+                log("warn", format!("sending to {addr}: {e}"));
+            }
+        }
+        any
+    }
+
+    /// Hand the core the datagrams waiting, at most [`DATAGRAM_BUDGET`].
+    fn receive(&mut self, node: &mut Node, now: Instant) {
+        for _ in 0..DATAGRAM_BUDGET {
+            match self.udp.try_recv_from(&mut self.rx) {
+                Ok((len, _from)) => {
+                    let _ = node.handle_datagram(now, &mut self.rx[..len]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log("warn", format!("sync socket: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Between long kernel operations (a commit, a dump of a large table): take in the
+    /// peers' datagrams and send what is due, so that no peer takes a busy node for dead.
+    fn service(&mut self, node: &mut Node) {
+        self.receive(node, Instant::now());
+        let now = Instant::now();
+        node.handle_timeout(now);
+        self.transmit(node, now);
+    }
+}
+
+/// The running daemon: the core node and what carries out its outputs.
+struct Daemon {
+    node: Node,
+    link: SyncLink,
+    kernel: shell::Kernel,
+    /// This node's name (`node` in the file).
+    name: String,
+    /// keepalived's `track_file`, kept at this node's readiness.
+    track_file: Option<PathBuf>,
+    /// How long the last move to primary took, kernel writes included.
+    last_takeover: Option<Duration>,
+    /// Control clients refused for their credentials.
+    control_refused: u64,
+}
+
+/// Run the daemon until SIGTERM or SIGINT. `path` is the configuration file, re-read on
+/// SIGHUP.
+pub fn run(cfg: Config, path: &Path) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    rt.block_on(run_async(cfg, path))
+}
+
+async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
+    let (mut d, src) = setup::start(&cfg).await?;
+    let setup::Sources {
+        mut events,
+        own_port,
+        control,
+        control_path,
+        mut fifo,
+        metrics,
+    } = src;
+    let mut keepalived_follow = cfg.keepalived.clone();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&d.status_line()),
+    ]);
+    let mut flow_batch: Vec<FlowEvent> = Vec::new();
+    loop {
+        let deadline = d
+            .node
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            r = events.readable_mut() => {
+                let mut guard = r?;
+                let now = Instant::now();
+                let mut n = 0;
+                let node = &mut d.node;
+                while n < EVENT_BUDGET {
+                    // Flow events go to the core in batches (one read's worth), in order
+                    // with the others: a batch is handed over before any other event.
+                    let got = guard.get_inner_mut().recv(|e| match e {
+                        Event::Flow { kind, portid, flow } => flow_batch.push(FlowEvent {
+                            kind,
+                            flow: flow.clone(),
+                            ours: portid == own_port,
+                        }),
+                        Event::Overrun => {
+                            hand_over(node, now, &mut flow_batch);
+                            log("warn", "kernel event socket overran: re-reading the table");
+                            node.handle_kernel_overrun(now);
+                        }
+                        Event::Expectation {
+                            kind,
+                            portid,
+                            expectation,
+                        } => {
+                            hand_over(node, now, &mut flow_batch);
+                            node.handle_expectation_event(
+                                now,
+                                kind,
+                                expectation,
+                                portid == own_port,
+                            );
+                        }
+                    });
+                    hand_over(node, now, &mut flow_batch);
+                    match got? {
+                        Some(k) => n += k.max(1),
+                        None => {
+                            guard.clear_ready();
+                            break;
+                        }
+                    }
+                }
+            }
+            r = d.link.udp.readable() => {
+                r?;
+                d.link.receive(&mut d.node, Instant::now());
+            }
+            line = async { fifo.as_mut()?.next_line().await.ok().flatten() }, if fifo.is_some() => {
+                match line {
+                    Some(line) => {
+                        let role = crate::keepalived::parse_line(&line)
+                            .and_then(|t| keepalived_follow.as_ref().and_then(|k| k.role_for(&t)));
+                        if let Some(role) = role {
+                            log("info", format!("keepalived: {} -> {role:?}", line.trim()));
+                            d.set_role(role);
+                        }
+                    }
+                    None => {
+                        log("warn", "keepalived's notify_fifo closed; roles now only by `ctsync role`");
+                        fifo = None;
+                    }
+                }
+            }
+            c = control.accept() => {
+                if let Ok((stream, _)) = c {
+                    d.serve_control(stream).await;
+                }
+            }
+            m = async { metrics.as_ref()?.accept().await.ok() }, if metrics.is_some() => {
+                if let Some((stream, _)) = m {
+                    let body = crate::metrics::render(&d.status());
+                    tokio::spawn(crate::metrics::serve(stream, move || body));
+                }
+            }
+            _ = hup.recv() => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                match Config::load(path) {
+                    Ok(new) => {
+                        d.reload(&cfg, &new);
+                        keepalived_follow = new.keepalived.clone();
+                        cfg = new;
+                    }
+                    Err(e) => log("error", format!("reload refused, keeping the running configuration: {e:#}")),
+                }
+                notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&d.status_line())]);
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                d.node.handle_timeout(Instant::now());
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+        d.flush();
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = std::fs::remove_file(&control_path);
+    log("info", format!("{} stopped", d.name));
+    Ok(())
+}
+
+impl Daemon {
+    /// Carry out every output of the core: datagrams, kernel operations, notices.
+    fn flush(&mut self) {
+        for _ in 0..FLUSH_ROUNDS {
+            let now = Instant::now();
+            let mut moved = self.link.transmit(&mut self.node, now);
+            let mut ops = Vec::new();
+            while let Some(op) = self.node.poll_kernel_op() {
+                ops.push(op);
+            }
+            moved |= !ops.is_empty();
+            self.kernel
+                .carry_out_all(ops, &mut self.node, &mut self.link);
+            while let Some(n) = self.node.poll_notify() {
+                self.notice(n);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Act on a notice from the core.
+    fn notice(&mut self, n: Notify) {
+        match n {
+            Notify::Ready(r) => {
+                log("info", format!("ready to take over: {r}"));
+                self.write_track();
+                notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
+            }
+            Notify::CacheFull { origin } => log(
+                "warn",
+                format!(
+                    "a cache is full ([sync] max_flows): new flows {} are refused and counted",
+                    match origin {
+                        Some(p) => format!("from peer {:#x}", p),
+                        None => "of this node".to_string(),
+                    }
+                ),
+            ),
+            Notify::IncompatiblePeer { peer, min, max } => log(
+                "error",
+                format!(
+                    "peer {peer:#x} speaks protocol versions {min}..={max} only, not ours ({}): upgrade one side",
+                    ctsync_wire::VERSION
+                ),
+            ),
+            other => log("info", format!("{other:?}")),
+        }
+    }
+
+    /// Tell keepalived whether this node may become master (track_file: 0 yes, 1 no).
+    fn write_track(&self) {
+        if let Some(path) = &self.track_file
+            && let Err(e) = crate::keepalived::write_track_file(path, self.node.is_ready())
+        {
+            log(
+                "warn",
+                format!("writing the track file {}: {e}", path.display()),
+            );
+        }
+    }
+
+    /// Change role and carry it out; a move to primary is timed (kernel writes included).
+    fn set_role(&mut self, role: Role) {
+        let start = Instant::now();
+        let was = self.node.role();
+        self.node.set_role(start, role);
+        self.flush();
+        if role == Role::Primary && was != Role::Primary {
+            let d = start.elapsed();
+            self.last_takeover = Some(d);
+            log(
+                "info",
+                format!(
+                    "primary in {:.3} s ({} own flows)",
+                    d.as_secs_f64(),
+                    self.node.internal().len()
+                ),
+            );
+        }
+        notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
+    }
+
+    /// SIGHUP: apply what can change while running; say what needs a restart.
+    fn reload(&mut self, old: &Config, new: &Config) {
+        let mut restart = Vec::new();
+        if old.node != new.node {
+            restart.push("node");
+        }
+        if old.netns != new.netns {
+            restart.push("netns");
+        }
+        if old.sync.interface != new.sync.interface
+            || old.sync.local != new.sync.local
+            || old.sync.peers != new.sync.peers
+            || old.sync.cipher != new.sync.cipher
+            || old.sync.mode != new.sync.mode
+            || old.sync.kernel_resync_secs != new.sync.kernel_resync_secs
+        {
+            restart.push("[sync]");
+        }
+        if old.control.socket != new.control.socket {
+            restart.push("[control]");
+        }
+        if old.metrics.as_ref().map(|m| m.listen) != new.metrics.as_ref().map(|m| m.listen) {
+            restart.push("[metrics]");
+        }
+        if old.timers != new.timers {
+            restart.push("[timers]");
+        }
+        if old.keepalived.as_ref().and_then(|k| k.notify_fifo.clone())
+            != new.keepalived.as_ref().and_then(|k| k.notify_fifo.clone())
+        {
+            restart.push("[keepalived] notify_fifo");
+        }
+        if old.sync.key_file != new.sync.key_file
+            || old.sync.accept_key_files != new.sync.accept_key_files
+        {
+            match setup::cluster_keys(new).and_then(|(send, accept)| {
+                let n = accept.len();
+                self.node
+                    .set_secrets(send, accept)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(n)
+            }) {
+                Ok(n) => log(
+                    "info",
+                    format!(
+                        "cluster keys changed: sending with {}, accepting {n} more",
+                        new.sync.key_file.display()
+                    ),
+                ),
+                Err(e) => log("error", format!("cluster keys not changed: {e:#}")),
+            }
+        }
+        self.kernel.window_tracking = new.sync.tcp_window_tracking;
+        self.track_file = new.keepalived.as_ref().and_then(|k| k.track_file.clone());
+        self.write_track();
+        self.node.set_filter(
+            new.core_filter(),
+            Duration::from_secs_f64(new.filter.delay_secs),
+        );
+        self.flush();
+        log(
+            "info",
+            "reloaded: [filter], keys, [keepalived] instance/group/track_file, tcp_window_tracking",
+        );
+        if !restart.is_empty() {
+            log(
+                "warn",
+                format!(
+                    "changed but needing a restart to take effect: {}",
+                    restart.join(", ")
+                ),
+            );
+        }
+    }
+}

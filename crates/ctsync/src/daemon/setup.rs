@@ -1,0 +1,286 @@
+//! Start-up: the network namespace, the kernel's event and request sockets, the sync
+//! socket and its buffers, the control socket, the cluster keys and the core node; then
+//! the first role, keepalived's FIFO and the metrics listener.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use ctnetlink::{Conntrack, EventSocket, Groups, Netns};
+use ctsync_core::{KernelOp, Node, Role};
+use ctsync_wire::{Cipher, ClusterSecret, NodeId};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::net::unix::pipe;
+use tokio::net::{TcpListener, UdpSocket, UnixListener};
+
+use super::shell::Kernel;
+use super::{Daemon, SyncLink, log};
+use crate::config::{Config, node_id, read_key};
+
+/// Receive buffer asked for on the sync socket: a 200,000-flow bulk transfer is about
+/// 13 MB, and the kernel's default (about 208 KiB) overflowed while the daemon was busy
+/// writing to its kernel (measured: thousands of datagrams dropped, two thirds of the
+/// messages sent again). conntrackd's examples use 24 MiB too.
+const SYNC_RCVBUF: usize = 32 << 20;
+/// Send buffer asked for on the sync socket.
+const SYNC_SNDBUF: usize = 8 << 20;
+/// Receive buffer asked for on the kernel event socket.
+const EVENT_RCVBUF: usize = 64 << 20;
+
+/// What the event loop waits on besides the sync socket.
+pub(super) struct Sources {
+    /// Kernel conntrack and expectation events.
+    pub(super) events: AsyncFd<EventSocket>,
+    /// The netlink port of our own kernel writes (their events are not ours to send).
+    pub(super) own_port: u32,
+    /// The control socket.
+    pub(super) control: UnixListener,
+    /// Its path, removed at exit.
+    pub(super) control_path: PathBuf,
+    /// keepalived's `notify_fifo`, when followed.
+    pub(super) fifo: Option<Lines<BufReader<pipe::Receiver>>>,
+    /// The metrics listener, when configured.
+    pub(super) metrics: Option<TcpListener>,
+}
+
+/// Raise the sync socket's buffers (the FORCE options need CAP_NET_ADMIN, which the
+/// daemon has; without it the sysctl limits apply). The receive size granted, in bytes
+/// (0 if it could not be set: the daemon runs on, and its start-up line says 0).
+fn size_sync_buffers(s: &StdUdpSocket) -> usize {
+    let _ = ctnetlink::size_buffer(s.as_fd(), ctnetlink::Buffer::Send, SYNC_SNDBUF);
+    ctnetlink::size_buffer(s.as_fd(), ctnetlink::Buffer::Receive, SYNC_RCVBUF).unwrap_or(0)
+}
+
+/// The cluster key to send with and the further keys accepted (a rotation's overlap).
+pub(super) fn cluster_keys(cfg: &Config) -> Result<(ClusterSecret, Vec<ClusterSecret>)> {
+    let cipher = match cfg.sync.cipher.as_deref() {
+        Some("aes-256-gcm") => Cipher::Aes256Gcm,
+        _ => Cipher::ChaCha20Poly1305,
+    };
+    let load = |path: &std::path::Path| -> Result<ClusterSecret> {
+        let key = read_key(path)?;
+        ClusterSecret::new(&key, cipher)
+            .map_err(|e| anyhow::anyhow!("cluster key {}: {e}", path.display()))
+    };
+    let send = load(&cfg.sync.key_file)?;
+    let accept = cfg
+        .sync
+        .accept_key_files
+        .iter()
+        .map(|p| load(p))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((send, accept))
+}
+
+/// Subscribe to the kernel's conntrack and expectation events (in `netns` if given):
+/// the socket, registered with the event loop, its receive buffer granted, and a second
+/// descriptor of it for leaving and rejoining event groups.
+fn subscribe(netns: Option<&Netns>) -> Result<(AsyncFd<EventSocket>, OwnedFd, usize)> {
+    // Subscribe before reading the table: with nf_conntrack_events=2 (the default) the
+    // kernel gives no events at all for entries created while nobody listens. Setting 1
+    // attaches event support to every new entry; older ones are caught by the periodic
+    // re-read of the table.
+    let set_events = || std::fs::write("/proc/sys/net/netfilter/nf_conntrack_events", "1");
+    let r = match netns {
+        Some(ns) => ns.run(set_events),
+        None => set_events(),
+    };
+    if let Err(e) = r {
+        log(
+            "warn",
+            format!("cannot set net.netfilter.nf_conntrack_events=1: {e}"),
+        );
+    }
+    // Expectations too: a helper's expected connection (FTP data, SIP media) is
+    // replicated with its master flow.
+    let groups = Groups {
+        expectations: true,
+        ..Groups::CONNTRACK
+    };
+    let mut events = match netns {
+        Some(ns) => EventSocket::open_in(ns, groups),
+        None => EventSocket::open(groups),
+    }
+    .context("subscribing to conntrack events")?;
+    let granted = events.set_recv_buffer(EVENT_RCVBUF)?;
+    events.set_nonblocking(true)?;
+    // A second descriptor of the same socket, to leave and rejoin event groups from the
+    // shell while the socket itself is registered with the event loop.
+    let events_ctl = {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: dup of an open descriptor; the new one is owned here.
+        let fd = unsafe { libc::fcntl(events.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("duplicating the event socket");
+        }
+        // SAFETY: fd was just returned by fcntl and nothing else owns it.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    // SAFETY: the AsyncFd owns the socket, so the descriptor stays open while registered.
+    let events = unsafe { AsyncFd::register(events) }
+        .map_err(|_| anyhow::anyhow!("registering the event socket with the event loop"))?;
+    Ok((events, events_ctl, granted))
+}
+
+/// Bind the sync socket (in `netns` if given), buffers raised; the receive buffer
+/// granted.
+fn bind_sync(netns: Option<&Netns>, local: SocketAddr) -> Result<(UdpSocket, usize)> {
+    let bind = move || -> std::io::Result<StdUdpSocket> {
+        let s = StdUdpSocket::bind(local)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    };
+    let std_udp = match netns {
+        Some(ns) => ns.run(bind),
+        None => bind(),
+    }
+    .with_context(|| format!("binding the sync socket to {local}"))?;
+    let granted = size_sync_buffers(&std_udp);
+    Ok((UdpSocket::from_std(std_udp)?, granted))
+}
+
+/// Bind the control socket, root-only, replacing a stale one.
+fn bind_control(path: &std::path::Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let control = UnixListener::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(control)
+}
+
+/// The core node: this epoch (wall-clock seconds and 24 random bits, so a restarted
+/// node's epoch is newer) and a random seed, keyed with the cluster keys.
+fn new_node(cfg: &Config, (secret, accept): (ClusterSecret, Vec<ClusterSecret>)) -> Result<Node> {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut rnd = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut rnd).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    let epoch = (wall << 24) | u64::from(u32::from_be_bytes([0, rnd[0], rnd[1], rnd[2]]));
+    let seed = u64::from_be_bytes([
+        rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15],
+    ]);
+    let mut node = Node::new(cfg.core(), secret.clone(), epoch, seed, Instant::now())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !accept.is_empty() {
+        node.set_secrets(secret, accept)
+            .map_err(|e| anyhow::anyhow!("cluster keys: {e}"))?;
+    }
+    Ok(node)
+}
+
+/// keepalived's notify_fifo: opened read-write, so that open does not wait for a writer
+/// and keepalived restarting does not end the stream.
+fn follow_keepalived(cfg: &Config) -> Result<Option<Lines<BufReader<pipe::Receiver>>>> {
+    let Some(path) = cfg.keepalived.as_ref().and_then(|k| k.notify_fifo.clone()) else {
+        return Ok(None);
+    };
+    crate::keepalived::ensure_fifo(&path)
+        .with_context(|| format!("creating keepalived's notify_fifo {}", path.display()))?;
+    let rx = pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(&path)
+        .with_context(|| format!("opening keepalived's notify_fifo {}", path.display()))?;
+    log(
+        "info",
+        format!("following keepalived through {}", path.display()),
+    );
+    Ok(Some(BufReader::new(rx).lines()))
+}
+
+/// Open everything, take the configured role and carry out what it asks: the daemon and
+/// the sources its event loop waits on.
+pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
+    cfg.check_environment()?;
+    let netns = match &cfg.netns {
+        Some(n) => Some(Netns::named(n).with_context(|| format!("network namespace {n:?}"))?),
+        None => None,
+    };
+    let keys = cluster_keys(cfg)?;
+    let (mut events, events_ctl, granted) = subscribe(netns.as_ref())?;
+    let ct = match &netns {
+        Some(ns) => Conntrack::open_in(ns),
+        None => Conntrack::open(),
+    }
+    .context("ctnetlink request socket")?;
+    let own_port = ct.portid();
+    // The echo of our own kernel writes (a hot-standby backup writes every replicated
+    // flow) is dropped by the kernel before it reaches the event socket; the port-id
+    // check on each event stays as the fallback.
+    if let Err(e) = events.get_mut().ignore_port(own_port) {
+        log(
+            "warn",
+            format!(
+                "cannot filter our own writes' events in the kernel ({e}): they are read and dropped here"
+            ),
+        );
+    }
+    let local = cfg.sync.local;
+    let (udp, sync_buffer) = bind_sync(netns.as_ref(), local)?;
+    let control_path = cfg.control.socket.clone();
+    let control = bind_control(&control_path)?;
+
+    let peers: BTreeMap<NodeId, SocketAddr> =
+        cfg.sync.peers.iter().map(|a| (node_id(a), *a)).collect();
+    let mut d = Daemon {
+        node: new_node(cfg, keys)?,
+        link: SyncLink::new(udp, peers),
+        kernel: Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
+        name: cfg.node.clone(),
+        track_file: cfg.keepalived.as_ref().and_then(|k| k.track_file.clone()),
+        last_takeover: None,
+        control_refused: 0,
+    };
+    d.write_track();
+    let role = cfg.role;
+    // The kernel table is read once at start: becoming primary reads it anyway (and
+    // sends it to the peers), so only the other roles ask for it here. Reading 200,000
+    // entries twice cost a starting primary a third of a second of CPU.
+    if role != Role::Primary {
+        d.kernel.carry_out(KernelOp::Dump, &mut d.node, &mut d.link);
+    }
+    d.node.set_role(Instant::now(), role);
+    d.flush();
+    log(
+        "info",
+        format!(
+            "{} up: node id {:#x}, sync {local}, {} peers, {:?}, event buffer {granted} bytes, sync buffer {sync_buffer} bytes, {} flows",
+            cfg.node,
+            node_id(&local),
+            d.link.peers.len(),
+            role,
+            d.node.internal().len()
+        ),
+    );
+
+    let fifo = follow_keepalived(cfg)?;
+    let metrics = match &cfg.metrics {
+        Some(m) => Some(
+            TcpListener::bind(m.listen)
+                .await
+                .with_context(|| format!("[metrics] listen {}: cannot bind", m.listen))?,
+        ),
+        None => None,
+    };
+    if let Some(m) = &cfg.metrics {
+        log("info", format!("metrics at http://{}/metrics", m.listen));
+    }
+    let sources = Sources {
+        events,
+        own_port,
+        control,
+        control_path,
+        fifo,
+        metrics,
+    };
+    Ok((d, sources))
+}

@@ -1,0 +1,353 @@
+//! The kernel side of the shell: carries out the core's [`KernelOp`]s against
+//! ctnetlink. Consecutive writes are batched (creates, then updates for those that
+//! existed; deletes; refreshes); failures are counted and logged once per batch.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use ctnetlink::{Conntrack, DumpItem, Errno, Flow, FlowOp, Groups};
+use ctsync_core::{KernelOp, Node};
+
+use super::status::KernelFailure;
+use super::{SyncLink, log};
+
+/// Flows decoded and written per kernel batch during a commit.
+const COMMIT_CHUNK: usize = 16384;
+
+/// This node's kernel table, as the core's operations reach it.
+pub(super) struct Kernel {
+    ct: Conntrack,
+    /// A second descriptor of the event socket, to leave the NEW group during a commit.
+    events_ctl: OwnedFd,
+    /// Keep TCP window tracking on written flows (`[sync] tcp_window_tracking`).
+    pub(super) window_tracking: bool,
+    /// Failed kernel operations, by kind (each failure's errno is logged).
+    pub(super) failures: BTreeMap<KernelFailure, u64>,
+    /// Replicated flows written again because the kernel had lost them.
+    pub(super) recreated: u64,
+    /// How long the last read of the whole table took.
+    pub(super) last_dump: Option<Duration>,
+    /// Reads of the whole table.
+    pub(super) dumps: u64,
+}
+
+/// Create `flows`, and update those that exist; the errors, by operation.
+fn upsert_batch(ct: &mut Conntrack, flows: &[Flow]) -> Vec<(KernelFailure, Errno)> {
+    let mut exists = Vec::new();
+    let mut errs = Vec::new();
+    let r = ct.batch(FlowOp::Create, flows, |i, e| {
+        if e == Errno::EEXIST {
+            exists.push(i);
+        } else {
+            errs.push((KernelFailure::Create, e));
+        }
+    });
+    if let Err(e) = r {
+        log("warn", format!("kernel create batch: {e}"));
+    }
+    let again: Vec<Flow> = exists
+        .into_iter()
+        .filter_map(|i| flows.get(i).cloned())
+        .collect();
+    if let Err(e) = ct.batch(FlowOp::Update, &again, |_, e| {
+        errs.push((KernelFailure::Update, e))
+    }) {
+        log("warn", format!("kernel update batch: {e}"));
+    }
+    errs
+}
+
+/// Prepare a replicated TCP flow for the kernel without window tracking (conntrackd's
+/// default too): the writer's window data is not on the wire, and an entry that already
+/// exists here keeps window data from when this node last saw the connection, possibly
+/// long ago, against which current segments are out of window (INVALID, dropped:
+/// connections stall after a failback). Liberal entries accept any in-connection
+/// segment. `MAXACK_SET` is cleared: it would make the kernel compare acks against a
+/// maximum this node never saw.
+fn be_liberal(f: &mut Flow) {
+    use ctnetlink::{ProtoInfo, TcpFlags, tcp_flags as t};
+    if let Some(ProtoInfo::Tcp(tcp)) = &mut f.protoinfo {
+        for dir in [&mut tcp.flags_orig, &mut tcp.flags_reply] {
+            let keep = dir.map_or(0, |d| d.flags & (t::WINDOW_SCALE | t::SACK_PERM));
+            *dir = Some(TcpFlags {
+                flags: keep | t::BE_LIBERAL,
+                mask: t::WINDOW_SCALE | t::SACK_PERM | t::BE_LIBERAL | t::MAXACK_SET,
+            });
+        }
+    }
+}
+
+impl Kernel {
+    pub(super) fn new(ct: Conntrack, events_ctl: OwnedFd, window_tracking: bool) -> Kernel {
+        Kernel {
+            ct,
+            events_ctl,
+            window_tracking,
+            failures: BTreeMap::new(),
+            recreated: 0,
+            last_dump: None,
+            dumps: 0,
+        }
+    }
+
+    /// Count failed kernel writes and say so (once per batch): a full table
+    /// (`nf_conntrack_max`) shows here; the other writes of the batch still land, and a
+    /// hot-standby backup writes the missing ones again at its next refresh.
+    fn failures(&mut self, errs: Vec<(KernelFailure, Errno)>) {
+        if let Some((what, e)) = errs.first() {
+            log(
+                "warn",
+                format!(
+                    "the kernel refused {} writes (first: {what}: {e}); is the table full (net.netfilter.nf_conntrack_max)?",
+                    errs.len()
+                ),
+            );
+        }
+        for (what, _) in errs {
+            self.failed(what);
+        }
+    }
+
+    fn failed(&mut self, what: KernelFailure) {
+        *self.failures.entry(what).or_default() += 1;
+    }
+
+    /// Kernel operations, batched: consecutive upserts become one batch of creates and
+    /// one of updates for those that existed; deletes and refreshes likewise. `node`
+    /// takes what a dump reads; `link` is serviced between long operations.
+    pub(super) fn carry_out_all(
+        &mut self,
+        ops: Vec<KernelOp>,
+        node: &mut Node,
+        link: &mut SyncLink,
+    ) {
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        let mut refreshes = Vec::new();
+        for op in ops {
+            match op {
+                // Decoded here, as it is written: the core queues flows compact. A
+                // state the core encoded always decodes.
+                KernelOp::Upsert(f) => upserts.extend(f.flow()),
+                KernelOp::Delete(k) => deletes.push(Flow::from_key(&k)),
+                KernelOp::Refresh(f) => refreshes.extend(f.flow()),
+                other => {
+                    self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+                    self.carry_out(other, node, link);
+                }
+            }
+        }
+        self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+    }
+
+    /// Write replicated flows (create, or update those that exist), prepared for the
+    /// kernel; failures counted and logged. The number written.
+    fn upsert(&mut self, flows: &mut [Flow]) -> usize {
+        if !self.window_tracking {
+            flows.iter_mut().for_each(be_liberal);
+        }
+        let errs = upsert_batch(&mut self.ct, flows);
+        let written = flows.len() - errs.len();
+        self.failures(errs);
+        written
+    }
+
+    fn apply_batches(
+        &mut self,
+        upserts: &mut Vec<Flow>,
+        deletes: &mut Vec<Flow>,
+        refreshes: &mut Vec<Flow>,
+    ) {
+        if !upserts.is_empty() {
+            self.upsert(upserts);
+            upserts.clear();
+        }
+        if !deletes.is_empty() {
+            let mut errs = Vec::new();
+            if let Err(e) = self.ct.batch(FlowOp::Delete, deletes, |_, e| {
+                if e != Errno::ENOENT {
+                    errs.push((KernelFailure::Delete, e));
+                }
+            }) {
+                log("warn", format!("kernel delete batch: {e}"));
+            }
+            self.failures(errs);
+            deletes.clear();
+        }
+        if !refreshes.is_empty() {
+            self.refresh(refreshes);
+            refreshes.clear();
+        }
+    }
+
+    /// Hot standby: reset the timeouts of replicated flows. Those the kernel no longer
+    /// has (it was full when they arrived, or someone deleted them behind our back) are
+    /// written again, whole: a backup heals after `nf_conntrack_max` was reached, and
+    /// nothing is lost from the external cache.
+    fn refresh(&mut self, flows: &[Flow]) {
+        let bare: Vec<Flow> = flows
+            .iter()
+            .map(|f| {
+                let mut r = Flow::new(f.orig, f.reply);
+                r.zone = f.zone;
+                r.timeout = f.timeout;
+                r
+            })
+            .collect();
+        let mut missing = Vec::new();
+        let mut errs = Vec::new();
+        if let Err(e) = self.ct.batch(FlowOp::Update, &bare, |i, e| {
+            if e == Errno::ENOENT {
+                missing.push(i);
+            } else {
+                errs.push((KernelFailure::Refresh, e));
+            }
+        }) {
+            log("warn", format!("kernel refresh batch: {e}"));
+        }
+        self.failures(errs);
+        let mut again: Vec<Flow> = missing
+            .into_iter()
+            .filter_map(|i| flows.get(i).cloned())
+            .collect();
+        if !again.is_empty() {
+            self.recreated += self.upsert(&mut again) as u64;
+        }
+    }
+
+    /// Carry out one operation.
+    pub(super) fn carry_out(&mut self, op: KernelOp, node: &mut Node, link: &mut SyncLink) {
+        match op {
+            KernelOp::Dump => self.dump(node, link),
+            KernelOp::ShortenTimeouts(secs) => self.shorten_timeouts(secs),
+            KernelOp::Commit(tables) => {
+                let start = Instant::now();
+                let n = self.commit(tables);
+                log(
+                    "info",
+                    format!(
+                        "committed {n} flows in {:.3} s",
+                        start.elapsed().as_secs_f64()
+                    ),
+                );
+                link.service(node);
+            }
+            KernelOp::ExpCreate(e) => {
+                // EEXIST: already there (a bulk transfer repeats it).
+                match self.ct.create_expectation(&e) {
+                    Ok(()) | Err(ctnetlink::Error::Kernel(Errno::EEXIST)) => {}
+                    Err(ctnetlink::Error::Kernel(_)) => {
+                        self.failed(KernelFailure::ExpectationCreate)
+                    }
+                    Err(e) => log("warn", format!("creating an expectation: {e}")),
+                }
+            }
+            KernelOp::ExpDelete(e) => match self.ct.delete_expectation(&e) {
+                Ok(()) | Err(ctnetlink::Error::Kernel(Errno::ENOENT)) => {}
+                Err(ctnetlink::Error::Kernel(_)) => self.failed(KernelFailure::ExpectationDelete),
+                Err(e) => log("warn", format!("deleting an expectation: {e}")),
+            },
+            other => self.carry_out_all(vec![other], node, link),
+        }
+    }
+
+    /// Read the whole table (and the expectations) into the core; timed.
+    fn dump(&mut self, node: &mut Node, link: &mut SyncLink) {
+        let now = Instant::now();
+        node.begin_kernel_dump(now);
+        let r = self.ct.dump(None, |item| match item {
+            DumpItem::Flow(f) => node.handle_dumped(now, f),
+            DumpItem::Restart => node.begin_kernel_dump(now),
+        });
+        match r {
+            Ok(_) => {
+                node.end_kernel_dump(now);
+                let mut exps = Vec::new();
+                match self.ct.dump_expectations(None, |e| exps.push(e.clone())) {
+                    Ok(_) => node.expectations_dumped(now, &exps),
+                    Err(e) => {
+                        log("warn", format!("reading the expectations: {e}"));
+                        self.failed(KernelFailure::ExpectationDump);
+                    }
+                }
+                self.last_dump = Some(now.elapsed());
+                self.dumps += 1;
+                link.service(node);
+            }
+            Err(e) => {
+                log("warn", format!("reading the kernel table: {e}"));
+                self.failed(KernelFailure::Dump);
+            }
+        }
+    }
+
+    /// Becoming backup: shorten the kernel timeouts of local flows to `secs`.
+    fn shorten_timeouts(&mut self, secs: u32) {
+        let mut short = Vec::new();
+        let r = self.ct.dump(None, |item| {
+            if let DumpItem::Flow(f) = item
+                && f.timeout.is_some_and(|t| t > secs)
+            {
+                let mut s = Flow::new(f.orig, f.reply);
+                s.zone = f.zone;
+                s.timeout = Some(secs);
+                short.push(s);
+            }
+        });
+        if let Err(e) = r {
+            log("warn", format!("reading the kernel table: {e}"));
+            self.failed(KernelFailure::Dump);
+        }
+        let n = short.len();
+        if let Err(e) = self.ct.batch(FlowOp::Update, &short, |_, _| {}) {
+            log("warn", format!("shortening timeouts: {e}"));
+        }
+        log(
+            "info",
+            format!("shortened the timeouts of {n} flows to {secs} s"),
+        );
+    }
+
+    /// Write the peers' tables to the kernel (commit mode's takeover); the number of
+    /// flows.
+    fn commit(&mut self, tables: Vec<ctsync_core::FlowTable>) -> usize {
+        // Creating many entries while subscribed to NEW events makes the kernel build an
+        // event per entry for us to throw away; the dump that follows every commit
+        // catches whatever else appeared meanwhile.
+        let quiet = Groups {
+            new: false,
+            ..Groups::CONNTRACK
+        };
+        let paused = ctnetlink::set_event_groups(self.events_ctl.as_fd(), quiet);
+        if let Err(e) = &paused {
+            log(
+                "warn",
+                format!("leaving the NEW event group for the commit: {e}"),
+            );
+        }
+        let n: usize = tables.iter().map(|t| t.len()).sum();
+        // One socket: ctnetlink's create runs under the subsystem's mutex, so a second
+        // thread only spins on it (measured: no gain, a quarter of the CPU time in
+        // mutex_spin_on_owner). Decoded a chunk at a time from the compact tables:
+        // memory stays flat however large the commit.
+        let mut chunk = Vec::with_capacity(COMMIT_CHUNK);
+        for table in tables {
+            let mut flows = table.into_flows();
+            loop {
+                chunk.clear();
+                chunk.extend(flows.by_ref().take(COMMIT_CHUNK));
+                if chunk.is_empty() {
+                    break;
+                }
+                self.upsert(&mut chunk);
+            }
+        }
+        if paused.is_ok()
+            && let Err(e) = ctnetlink::set_event_groups(self.events_ctl.as_fd(), Groups::CONNTRACK)
+        {
+            log("error", format!("rejoining the NEW event group: {e}"));
+        }
+        n
+    }
+}

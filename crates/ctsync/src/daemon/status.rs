@@ -1,0 +1,433 @@
+//! The daemon's status: the core's snapshot ([`ctsync_core::Status`]) with what only
+//! the shell knows (its name, the peers' addresses and ages, kernel failures, control
+//! refusals, timings). Produced once per request and rendered three ways: JSON
+//! (`ctsync status --json`, the control socket), text (`ctsync status`, [`Status`]'s
+//! `Display`) and Prometheus metrics ([`crate::metrics::render`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ctsync_core::{DropCounters, NodeStats, Role};
+use ctsync_wire::NodeId;
+use serde::{Serialize, Serializer};
+
+use super::Daemon;
+
+/// What the kernel refused or failed: the key of `kernel_failures`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KernelFailure {
+    /// Creating a replicated flow.
+    Create,
+    /// Updating a replicated flow that existed.
+    Update,
+    /// Deleting a replicated flow (one already gone is not a failure).
+    Delete,
+    /// Resetting a replicated flow's timeout (hot standby's refresh).
+    Refresh,
+    /// Creating a replicated expectation.
+    ExpectationCreate,
+    /// Deleting a replicated expectation.
+    ExpectationDelete,
+    /// Reading the whole table.
+    Dump,
+    /// Reading the expectations.
+    ExpectationDump,
+}
+
+impl KernelFailure {
+    /// Every kind.
+    pub(crate) const ALL: [KernelFailure; 8] = [
+        KernelFailure::Create,
+        KernelFailure::Update,
+        KernelFailure::Delete,
+        KernelFailure::Refresh,
+        KernelFailure::ExpectationCreate,
+        KernelFailure::ExpectationDelete,
+        KernelFailure::Dump,
+        KernelFailure::ExpectationDump,
+    ];
+
+    /// Its name in the JSON and the metrics' `op` label.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            KernelFailure::Create => "create",
+            KernelFailure::Update => "update",
+            KernelFailure::Delete => "delete",
+            KernelFailure::Refresh => "refresh",
+            KernelFailure::ExpectationCreate => "expectation_create",
+            KernelFailure::ExpectationDelete => "expectation_delete",
+            KernelFailure::Dump => "dump",
+            KernelFailure::ExpectationDump => "expectation_dump",
+        }
+    }
+}
+
+impl fmt::Display for KernelFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A node id as the status shows it: `0xc612ff01`.
+fn hex_id<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{id:#x}"))
+}
+
+/// A peer's role, `unknown` until it said.
+fn role_or_unknown<S: Serializer>(role: &Option<Role>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(role.map_or("unknown", Role::name))
+}
+
+/// Flows in the caches. Fields in name order, like [`Status`]'s
+/// (`bench/failover.sh` matches `"external":N,`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct Caches {
+    /// The peers' flows, all peers together.
+    pub external: usize,
+    /// This node's own flows.
+    pub internal: usize,
+}
+
+/// One peer: the core's view of it and where it is. Fields in name order, as the JSON
+/// has always had them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct PeerStatus {
+    /// Its sync address.
+    pub address: Option<SocketAddr>,
+    /// Messages pending or unacknowledged in our stream to it.
+    pub backlog: usize,
+    /// Duplicates of messages received from it.
+    pub duplicates: u64,
+    /// Its epoch, once proven live.
+    pub epoch: Option<u64>,
+    /// Its node id.
+    #[serde(serialize_with = "hex_id")]
+    pub id: NodeId,
+    /// The backlog again, under the name the status first gave it.
+    pub lag: usize,
+    /// Milliseconds since it was last heard from.
+    pub last_seen_ms: Option<u64>,
+    /// It says it is ready to take over.
+    pub ready: bool,
+    /// Messages received from it.
+    pub received: u64,
+    /// Resets of our stream to it.
+    pub resets: u64,
+    /// Messages sent to it again.
+    pub retransmitted: u64,
+    /// Its announced role.
+    #[serde(serialize_with = "role_or_unknown")]
+    pub role: Option<Role>,
+    /// Messages sent to it for the first time.
+    pub sent: u64,
+    /// Our copy of its table is complete.
+    pub synced: bool,
+    /// Heard from within the dead interval.
+    pub up: bool,
+}
+
+impl PeerStatus {
+    /// The core's view of a peer, its address, and its age at `now`.
+    fn new(p: ctsync_core::PeerStatus, address: Option<SocketAddr>, now: Instant) -> PeerStatus {
+        PeerStatus {
+            address,
+            backlog: p.backlog,
+            duplicates: p.duplicates,
+            epoch: p.epoch,
+            id: p.id,
+            lag: p.backlog,
+            last_seen_ms: p.last_heard.map(|t| {
+                u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
+            }),
+            ready: p.ready,
+            received: p.received,
+            resets: p.resets,
+            retransmitted: p.retransmitted,
+            role: p.role,
+            sent: p.sent,
+            synced: p.synced,
+            up: p.up,
+        }
+    }
+}
+
+/// Counters: every one of the core's, and the shell's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct Stats {
+    /// The core's counters, each a field of its own in the JSON.
+    #[serde(flatten)]
+    pub core: NodeStats,
+    /// Replicated flows written again because the kernel had lost them.
+    pub kernel_recreated: u64,
+    /// Control clients refused for their credentials.
+    pub control_refused: u64,
+}
+
+/// How long things took.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct Timing {
+    /// The last move to primary, kernel writes included, in seconds.
+    pub last_takeover_seconds: Option<f64>,
+    /// The last read of the whole kernel table, in seconds.
+    pub last_kernel_dump_seconds: Option<f64>,
+    /// Reads of the whole kernel table.
+    pub kernel_dumps: u64,
+}
+
+/// The daemon's status. Fields in name order: the JSON's order, which scripts match
+/// (`bench/replication.sh` looks for `"synced":true.*],"ready":true`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Status {
+    /// Flows in the caches.
+    pub caches: Caches,
+    /// Datagrams dropped, by reason (only reasons that happened).
+    pub dropped: DropCounters,
+    /// This node's epoch.
+    pub epoch: u64,
+    /// This node's id.
+    #[serde(serialize_with = "hex_id")]
+    pub id: NodeId,
+    /// Kernel operations that failed, by kind (only kinds that happened).
+    pub kernel_failures: BTreeMap<KernelFailure, u64>,
+    /// This node's name.
+    pub node: String,
+    /// The peers, by id.
+    pub peers: Vec<PeerStatus>,
+    /// Whether this node could take over now without losing flows.
+    pub ready: bool,
+    /// Its role.
+    pub role: Role,
+    /// Counters.
+    pub stats: Stats,
+    /// Durations.
+    pub timing: Timing,
+}
+
+impl fmt::Display for Status {
+    /// What `ctsync status` prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}  role {}  ready {}  flows: {} own, {} from peers",
+            self.node, self.role, self.ready, self.caches.internal, self.caches.external
+        )?;
+        for p in &self.peers {
+            writeln!(
+                f,
+                "  peer {:#x} {}  up {}  role {}  synced {}  sent {}  retransmitted {}  backlog {}",
+                p.id,
+                p.address.map_or_else(|| "?".to_string(), |a| a.to_string()),
+                p.up,
+                p.role.map_or("unknown", Role::name),
+                p.synced,
+                p.sent,
+                p.retransmitted,
+                p.backlog
+            )?;
+        }
+        if !self.dropped.is_empty() {
+            let d: Vec<String> = self
+                .dropped
+                .iter()
+                .map(|(r, n)| format!("{} {n}", r.name()))
+                .collect();
+            writeln!(f, "  dropped: {}", d.join(", "))?;
+        }
+        if !self.kernel_failures.is_empty() {
+            let k: Vec<String> = self
+                .kernel_failures
+                .iter()
+                .map(|(w, n)| format!("{w} {n}"))
+                .collect();
+            writeln!(f, "  kernel failures: {}", k.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+fn seconds(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64())
+}
+
+impl Daemon {
+    /// The status now.
+    pub(super) fn status(&self) -> Status {
+        let now = Instant::now();
+        let core = self.node.status();
+        Status {
+            caches: Caches {
+                external: core.external_flows,
+                internal: core.internal_flows,
+            },
+            dropped: core.drops,
+            epoch: core.epoch,
+            id: core.node,
+            kernel_failures: self.kernel.failures.clone(),
+            node: self.name.clone(),
+            peers: core
+                .peers
+                .into_iter()
+                .map(|p| {
+                    let address = self.link.peers.get(&p.id).copied();
+                    PeerStatus::new(p, address, now)
+                })
+                .collect(),
+            ready: core.ready,
+            role: core.role,
+            stats: Stats {
+                core: core.stats,
+                kernel_recreated: self.kernel.recreated,
+                control_refused: self.control_refused,
+            },
+            timing: Timing {
+                last_takeover_seconds: seconds(self.last_takeover),
+                last_kernel_dump_seconds: seconds(self.kernel.last_dump),
+                kernel_dumps: self.kernel.dumps,
+            },
+        }
+    }
+
+    /// One line for systemd's status and logs.
+    pub(super) fn status_line(&self) -> String {
+        format!(
+            "{:?}, {}, {} own flows, {} from peers",
+            self.node.role(),
+            if self.node.is_ready() {
+                "ready"
+            } else {
+                "not ready"
+            },
+            self.node.internal().len(),
+            self.node.external_len()
+        )
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A backup with one peer and some of every counter.
+    pub(crate) fn sample() -> Status {
+        let mut drops = DropCounters::new();
+        drops.insert(ctsync_core::DropReason::Replay, 4);
+        let mut kernel_failures = BTreeMap::new();
+        kernel_failures.insert(KernelFailure::ExpectationCreate, 2);
+        let core = NodeStats {
+            datagrams_sent: 5,
+            datagrams_received: 6,
+            flows_received: 7,
+            own_events: 8,
+            filtered: 9,
+            foreign: 10,
+            cache_full: 11,
+            delayed_and_gone: 12,
+            overflows: 13,
+            kernel_overruns: 1,
+            unencodable: 14,
+            expectations_sent: 15,
+            expectations_received: 16,
+        };
+        Status {
+            caches: Caches {
+                external: 200_000,
+                internal: 3,
+            },
+            dropped: drops,
+            epoch: 42,
+            id: 0xc612_ff02,
+            kernel_failures,
+            node: "fw2".into(),
+            peers: vec![PeerStatus {
+                address: Some("198.18.255.1:3780".parse().unwrap()),
+                backlog: 1,
+                duplicates: 0,
+                epoch: Some(41),
+                id: 0xc612_ff01,
+                lag: 1,
+                last_seen_ms: Some(120),
+                ready: true,
+                received: 100,
+                resets: 0,
+                retransmitted: 2,
+                role: Some(Role::Primary),
+                sent: 10,
+                synced: true,
+                up: true,
+            }],
+            ready: true,
+            role: Role::Backup,
+            stats: Stats {
+                core,
+                kernel_recreated: 17,
+                control_refused: 18,
+            },
+            timing: Timing {
+                last_takeover_seconds: Some(0.25),
+                last_kernel_dump_seconds: Some(0.5),
+                kernel_dumps: 3,
+            },
+        }
+    }
+
+    #[test]
+    fn the_json_keeps_its_names_and_shows_every_counter() {
+        let s = sample();
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["role"], "backup");
+        assert_eq!(j["id"], "0xc612ff02");
+        assert_eq!(j["caches"]["external"], 200_000);
+        assert_eq!(j["dropped"]["replay"], 4);
+        assert_eq!(j["kernel_failures"]["expectation_create"], 2);
+        let p = &j["peers"][0];
+        assert_eq!(p["id"], "0xc612ff01");
+        assert_eq!(p["address"], "198.18.255.1:3780");
+        assert_eq!(p["role"], "primary");
+        assert_eq!(p["lag"], 1);
+        assert_eq!(p["last_seen_ms"], 120);
+        for (name, v) in s.stats.core.counters() {
+            assert_eq!(j["stats"][name], v, "stats.{name}");
+        }
+        assert_eq!(j["stats"]["kernel_recreated"], 17);
+        assert_eq!(j["stats"]["control_refused"], 18);
+        assert_eq!(j["timing"]["kernel_dumps"], 3);
+        // What bench/replication.sh and bench/failover.sh match in the raw text, written
+        // directly or (as the control socket does) through a serde_json::Value, whose
+        // keys are sorted.
+        for text in [serde_json::to_string(&s).unwrap(), j.to_string()] {
+            assert!(text.contains("\"synced\":true"), "{text}");
+            assert!(text.contains("}],\"ready\":true"), "{text}");
+            assert!(text.contains("\"external\":200000,"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_peer_not_yet_heard_has_an_unknown_role() {
+        let mut s = sample();
+        s.peers[0].role = None;
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["peers"][0]["role"], "unknown");
+        assert!(s.to_string().contains("role unknown"));
+    }
+
+    #[test]
+    fn the_text_names_node_peers_drops_and_failures() {
+        let t = sample().to_string();
+        assert!(
+            t.starts_with("fw2  role backup  ready true  flows: 3 own, 200000 from peers\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  peer 0xc612ff01 198.18.255.1:3780  up true  role primary  synced true"),
+            "{t}"
+        );
+        assert!(t.contains("  dropped: replay 4\n"), "{t}");
+        assert!(
+            t.contains("  kernel failures: expectation_create 2\n"),
+            "{t}"
+        );
+    }
+}
