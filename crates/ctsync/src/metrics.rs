@@ -182,6 +182,18 @@ pub(crate) fn render(s: &Status) -> String {
         "Control socket clients refused because they are not root",
         s.stats.control_refused,
     );
+    counter(
+        &mut reg,
+        "event_budget_hits",
+        "Event-loop turns that stopped at their budget of kernel events with more waiting",
+        s.stats.event_budget_hits,
+    );
+    counter(
+        &mut reg,
+        "datagram_budget_hits",
+        "Event-loop turns that stopped at their budget of sync datagrams with more waiting",
+        s.stats.datagram_budget_hits,
+    );
     let dropped = Family::<Labels, Counter>::default();
     for r in DropReason::ALL {
         let n = s.dropped.get(&r).copied().unwrap_or(0);
@@ -285,6 +297,8 @@ mod tests {
             "ctsync_kernel_overruns_total 1",
             "ctsync_kernel_recreated_total 17",
             "ctsync_control_refused_total 18",
+            "ctsync_event_budget_hits_total 19",
+            "ctsync_datagram_budget_hits_total 20",
             "ctsync_last_takeover_seconds 0.25",
             "ctsync_kernel_dumps_total 3",
             "# EOF",

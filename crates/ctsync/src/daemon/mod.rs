@@ -62,6 +62,8 @@ struct SyncLink {
     tx: Vec<u8>,
     /// The datagram being received.
     rx: Vec<u8>,
+    /// Turns that stopped at [`DATAGRAM_BUDGET`] with datagrams still waiting.
+    budget_hits: u64,
 }
 
 impl SyncLink {
@@ -71,6 +73,7 @@ impl SyncLink {
             peers,
             tx: Vec::with_capacity(2048),
             rx: vec![0u8; 65536],
+            budget_hits: 0,
         }
     }
 
@@ -90,20 +93,22 @@ impl SyncLink {
         any
     }
 
-    /// Hand the core the datagrams waiting, at most [`DATAGRAM_BUDGET`].
+    /// Hand the core the datagrams waiting, at most [`DATAGRAM_BUDGET`] (a turn that
+    /// used it all is counted: the rest waits for the next turn).
     fn receive(&mut self, node: &mut Node, now: Instant) {
         for _ in 0..DATAGRAM_BUDGET {
             match self.udp.try_recv_from(&mut self.rx) {
                 Ok((len, _from)) => {
                     let _ = node.handle_datagram(now, &mut self.rx[..len]);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     log("warn", format!("sync socket: {e}"));
-                    break;
+                    return;
                 }
             }
         }
+        self.budget_hits += 1;
     }
 
     /// Between long kernel operations (a commit, a dump of a large table): take in the
@@ -129,6 +134,8 @@ struct Daemon {
     last_takeover: Option<Duration>,
     /// Control clients refused for their credentials.
     control_refused: u64,
+    /// Turns that stopped at [`EVENT_BUDGET`] with kernel events still waiting.
+    event_budget_hits: u64,
 }
 
 /// Run the daemon until SIGTERM or SIGINT. `path` is the configuration file, re-read on
@@ -169,6 +176,7 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
                 let mut guard = r?;
                 let now = Instant::now();
                 let mut n = 0;
+                let mut drained = false;
                 let node = &mut d.node;
                 while n < EVENT_BUDGET {
                     // Flow events go to the core in batches (one read's worth), in order
@@ -203,9 +211,15 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
                         Some(k) => n += k.max(1),
                         None => {
                             guard.clear_ready();
+                            drained = true;
                             break;
                         }
                     }
+                }
+                if !drained {
+                    // The rest waits for the next turn: the storm must not starve
+                    // acknowledgements and timers.
+                    d.event_budget_hits += 1;
                 }
             }
             r = d.link.udp.readable() => {

@@ -239,6 +239,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         track_file: cfg.keepalived.as_ref().and_then(|k| k.track_file.clone()),
         last_takeover: None,
         control_refused: 0,
+        event_budget_hits: 0,
     };
     d.write_track();
     let role = cfg.role;

@@ -164,6 +164,12 @@ pub(crate) struct Stats {
     pub kernel_recreated: u64,
     /// Control clients refused for their credentials.
     pub control_refused: u64,
+    /// Event-loop turns that stopped at their budget of kernel events with more
+    /// waiting (an event storm; the rest is read next turn).
+    pub event_budget_hits: u64,
+    /// Event-loop turns that stopped at their budget of sync datagrams with more
+    /// waiting.
+    pub datagram_budget_hits: u64,
 }
 
 /// How long things took.
@@ -281,6 +287,8 @@ impl Daemon {
                 core: core.stats,
                 kernel_recreated: self.kernel.recreated,
                 control_refused: self.control_refused,
+                event_budget_hits: self.event_budget_hits,
+                datagram_budget_hits: self.link.budget_hits,
             },
             timing: Timing {
                 last_takeover_seconds: seconds(self.last_takeover),
@@ -364,6 +372,8 @@ pub(crate) mod tests {
                 core,
                 kernel_recreated: 17,
                 control_refused: 18,
+                event_budget_hits: 19,
+                datagram_budget_hits: 20,
             },
             timing: Timing {
                 last_takeover_seconds: Some(0.25),
@@ -393,6 +403,8 @@ pub(crate) mod tests {
         }
         assert_eq!(j["stats"]["kernel_recreated"], 17);
         assert_eq!(j["stats"]["control_refused"], 18);
+        assert_eq!(j["stats"]["event_budget_hits"], 19);
+        assert_eq!(j["stats"]["datagram_budget_hits"], 20);
         assert_eq!(j["timing"]["kernel_dumps"], 3);
         // What bench/replication.sh and bench/failover.sh match in the raw text, written
         // directly or (as the control socket does) through a serde_json::Value, whose
