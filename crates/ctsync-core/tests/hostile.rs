@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ctnetlink::{EventKind, Flow, Tuple, ipproto};
 use ctsync_core::sim::{Pair, pair_node};
-use ctsync_core::{Config, DropReason, FlowEvent, Node, Role};
+use ctsync_core::{Config, DropReason, FlowEvent, KernelOp, Node, Role};
 use ctsync_wire::{Cipher, ClusterSecret};
 use proptest::prelude::*;
 
@@ -382,4 +382,28 @@ proptest! {
         prop_assert_eq!(one.a.stats(), batched.a.stats());
         prop_assert_eq!(&one.captured, &batched.captured);
     }
+}
+
+/// An event storm overruns the kernel's event socket again and again: each overrun is
+/// counted, but the node asks for one read of the table, not one per overrun, and an
+/// overrun while a read is under way gets exactly one more read after it.
+#[test]
+fn kernel_overruns_are_coalesced_into_one_table_read() {
+    let mut p = pair();
+    let dumps = |n: &mut Node| {
+        std::iter::from_fn(|| n.poll_kernel_op())
+            .filter(|op| *op == KernelOp::Dump)
+            .count()
+    };
+    for _ in 0..5 {
+        p.a.handle_kernel_overrun(p.now);
+    }
+    assert_eq!(p.a.stats().kernel_overruns, 5);
+    assert_eq!(dumps(&mut p.a), 1, "five overruns, one read");
+    p.a.begin_kernel_dump(p.now);
+    p.a.handle_kernel_overrun(p.now);
+    p.a.handle_kernel_overrun(p.now);
+    assert_eq!(dumps(&mut p.a), 0, "not while a read is under way");
+    p.a.end_kernel_dump(p.now);
+    assert_eq!(dumps(&mut p.a), 1, "one more after it");
 }

@@ -136,7 +136,19 @@ impl Node {
     /// (the shell gets [`KernelOp::Dump`]); anti-entropy repairs peers meanwhile.
     pub fn handle_kernel_overrun(&mut self, _now: Instant) {
         self.stats.kernel_overruns += 1;
-        self.kernel_ops.push_back(KernelOp::Dump);
+        self.queue_dump();
+    }
+
+    /// Ask the shell for a read of the kernel table ([`KernelOp::Dump`]), coalesced: a
+    /// read already queued last serves this request too, and one under way is followed
+    /// by one more when it ends (so that event overruns in a storm cost one read each
+    /// turn, not one each).
+    pub(super) fn queue_dump(&mut self) {
+        if self.dumping {
+            self.dump_again = true;
+        } else if self.kernel_ops.back() != Some(&KernelOp::Dump) {
+            self.kernel_ops.push_back(KernelOp::Dump);
+        }
     }
 
     /// A kernel dump starts: what it does not mention is gone at [`Node::end_kernel_dump`].
@@ -157,6 +169,9 @@ impl Node {
             return;
         }
         self.dumping = false;
+        if std::mem::take(&mut self.dump_again) {
+            self.queue_dump();
+        }
         for key in self.internal.sweep(self.dump_mark, None) {
             // A bulk transfer follows (with its sweep): it says this already.
             if !self.bulk_after_dump {

@@ -191,6 +191,8 @@ pub struct Node {
     expectations: ExpMap<Expectation>,
     dump_mark: u64,
     dumping: bool,
+    /// A table read was asked for while one was under way.
+    dump_again: bool,
     bulk_after_dump: bool,
     delayed: VecDeque<(Instant, Keyed)>,
     peers: BTreeMap<NodeId, Peer>,
@@ -261,6 +263,7 @@ impl Node {
             ready: false,
             dump_mark: 0,
             dumping: false,
+            dump_again: false,
             bulk_after_dump: false,
             delayed: VecDeque::new(),
             peers,
@@ -280,7 +283,7 @@ impl Node {
 
     /// Re-read the kernel table (the shell gets [`KernelOp::Dump`]).
     pub fn resync_internal(&mut self) {
-        self.kernel_ops.push_back(KernelOp::Dump);
+        self.queue_dump();
     }
 
     /// Change the cluster keys while running (online rotation): send under `send` from
@@ -304,7 +307,7 @@ impl Node {
     pub fn set_filter(&mut self, filter: crate::Filter, sync_delay: std::time::Duration) {
         self.cfg.filter = filter;
         self.cfg.sync_delay = sync_delay;
-        self.kernel_ops.push_back(KernelOp::Dump);
+        self.queue_dump();
     }
 
     /// Forget the internal cache (it is rebuilt by the next dump).
@@ -519,7 +522,7 @@ impl Node {
                 NodeTimer::KernelResync,
                 t.max(now) + self.cfg.kernel_resync_interval,
             );
-            self.kernel_ops.push_back(KernelOp::Dump);
+            self.queue_dump();
         }
         if self.timers.is_due(NodeTimer::Refresh, now) {
             self.timers
