@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ctsync_core::Node;
 use ctsync_core::sim::Pair;
-use ctsync_wire::{Cipher, HEADER_LEN, Header, TAG_LEN};
+use ctsync_wire::{Cipher, HEADER_LEN, Header, TAG_LEN, VERSION};
 use libfuzzer_sys::fuzz_target;
 
 const EPOCH_A: u64 = 1 << 32;
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = b.handle_datagram(now, &mut raw);
     // As bodies of datagrams from the verified peer: split on 0xFF bytes into several.
     for (i, body) in data.split(|&x| x == 0xff).enumerate() {
-        let h = Header { version: 1, key_id: 1, node: 1, epoch: EPOCH_A, packet: 1_000 + i as u64 };
+        let h = Header { version: VERSION, key_id: 1, node: 1, epoch: EPOCH_A, packet: 1_000 + i as u64 };
         let mut d = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
         h.emit(&mut d);
         d.extend_from_slice(body);

@@ -257,7 +257,7 @@ fn a_peer_with_no_common_version_is_refused_and_reported() {
         secret
             .traffic_key(1, epoch, 0)
             .unwrap()
-            .seal(packet, &mut buf, HEADER_LEN)
+            .seal(packet, &mut buf, HEADER_LEN, 2)
             .unwrap();
         buf
     };

@@ -549,3 +549,38 @@ fn the_same_seed_gives_byte_identical_datagrams() {
     assert!(first == run(11), "the same seed sent different datagrams");
     assert!(first != run(12), "another seed must differ");
 }
+
+/// Three nodes on one segment; someone there forwards every datagram node 1 sends to
+/// node 2 to node 3 as well. The receiver's id is authenticated with each datagram, so
+/// node 3 refuses them all (its stream from node 1 would otherwise take acknowledgements
+/// and messages meant for node 2's) and its copy stays exact.
+#[test]
+fn a_datagram_for_one_peer_is_refused_by_another() {
+    use ctsync_core::DropReason;
+    let mut c = Cluster::new(3, 61, Mode::HotStandby);
+    c.run(Duration::from_secs(2));
+    c.net.forward(1, 2, 3);
+    for i in 0..300 {
+        c.traffic(0, EventKind::New, flow(i));
+        if i % 10 == 0 {
+            c.run(Duration::from_millis(20));
+        }
+    }
+    for i in (0..300).step_by(3) {
+        c.traffic(0, EventKind::Destroy, flow(i));
+    }
+    c.run(Duration::from_secs(3));
+    let refused = c
+        .node(2)
+        .drops()
+        .get(&DropReason::Authentication)
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        refused > 10,
+        "node 3 refused only {refused} forwarded datagrams"
+    );
+    c.assert_converged(Mode::HotStandby);
+    c.heal_and_settle(Duration::from_secs(3));
+    c.assert_converged(Mode::HotStandby);
+}

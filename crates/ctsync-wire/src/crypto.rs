@@ -180,28 +180,39 @@ impl TrafficKey {
     }
 
     /// Encrypt `buf[header_len..]` in place and append the tag; `buf[..header_len]` (the
-    /// clear header) is authenticated as associated data.
-    pub fn seal(&self, packet: u64, buf: &mut Vec<u8>, header_len: usize) -> Result<(), WireError> {
+    /// clear header) and the id of the node it is for (`to`) are authenticated as
+    /// associated data, so that a datagram for one peer does not open at another
+    /// (docs/PROTOCOL.md §3.1).
+    pub fn seal(
+        &self,
+        packet: u64,
+        buf: &mut Vec<u8>,
+        header_len: usize,
+        to: NodeId,
+    ) -> Result<(), WireError> {
         if cfg!(fuzzing) {
             buf.extend_from_slice(&[0u8; TAG_LEN]);
             return Ok(());
         }
-        let (aad, body) = buf.split_at_mut(header_len);
+        let (head, body) = buf.split_at_mut(header_len);
+        let (aad, n) = associated(head, to)?;
         let tag = self
             .key
-            .seal_in_place_separate_tag(self.nonce(packet), Aad::from(&*aad), body)
+            .seal_in_place_separate_tag(self.nonce(packet), Aad::from(&aad[..n]), body)
             .map_err(|_| WireError::Seal)?;
         buf.extend_from_slice(tag.as_ref());
         Ok(())
     }
 
-    /// Authenticate and decrypt a datagram sealed by [`TrafficKey::seal`]; returns the
-    /// plaintext body. Nothing is returned unless the tag verifies.
+    /// Authenticate and decrypt a datagram sealed by [`TrafficKey::seal`] for node `to`
+    /// (the receiver: this node); returns the plaintext body. Nothing is returned unless
+    /// the tag verifies.
     pub fn open<'a>(
         &self,
         packet: u64,
         buf: &'a mut [u8],
         header_len: usize,
+        to: NodeId,
     ) -> Result<&'a [u8], WireError> {
         if buf.len() < header_len + TAG_LEN {
             return Err(WireError::Truncated);
@@ -210,14 +221,31 @@ impl TrafficKey {
             let end = buf.len() - TAG_LEN;
             return Ok(&buf[header_len..end]);
         }
-        let (aad, body) = buf.split_at_mut(header_len);
+        let (head, body) = buf.split_at_mut(header_len);
+        let (aad, n) = associated(head, to)?;
         let plain = self
             .key
-            .open_in_place(self.nonce(packet), Aad::from(&*aad), body)
+            .open_in_place(self.nonce(packet), Aad::from(&aad[..n]), body)
             .map_err(|_| WireError::Authentication)?;
         Ok(plain)
     }
 }
+
+/// The associated data of a datagram: its clear header, then the receiver's node id
+/// (u32 BE). Returned in a buffer on the stack with its length.
+fn associated(head: &[u8], to: NodeId) -> Result<([u8; AAD_MAX], usize), WireError> {
+    let n = head.len() + 4;
+    if n > AAD_MAX {
+        return Err(WireError::Truncated);
+    }
+    let mut aad = [0u8; AAD_MAX];
+    aad[..head.len()].copy_from_slice(head);
+    aad[head.len()..n].copy_from_slice(&to.to_be_bytes());
+    Ok((aad, n))
+}
+
+/// The longest associated data: a header of up to 60 bytes and the receiver's id.
+const AAD_MAX: usize = 64;
 
 #[cfg(all(test, not(fuzzing)))]
 mod tests {
@@ -232,10 +260,10 @@ mod tests {
         for c in [Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm] {
             let k = secret(c).traffic_key(1, 42, 0).unwrap();
             let mut buf = b"HEADERbody bytes".to_vec();
-            k.seal(5, &mut buf, 6).unwrap();
+            k.seal(5, &mut buf, 6, 2).unwrap();
             assert_eq!(buf.len(), 16 + TAG_LEN);
             assert_ne!(&buf[6..16], b"body bytes");
-            assert_eq!(k.open(5, &mut buf, 6).unwrap(), b"body bytes");
+            assert_eq!(k.open(5, &mut buf, 6, 2).unwrap(), b"body bytes");
         }
     }
 
@@ -244,7 +272,7 @@ mod tests {
         let s = secret(Cipher::ChaCha20Poly1305);
         let k = s.traffic_key(1, 42, 0).unwrap();
         let mut sealed = b"HEADERbody".to_vec();
-        k.seal(5, &mut sealed, 6).unwrap();
+        k.seal(5, &mut sealed, 6, 2).unwrap();
         let others = [
             s.traffic_key(2, 42, 0).unwrap(), // another node
             s.traffic_key(1, 43, 0).unwrap(), // another epoch
@@ -257,11 +285,17 @@ mod tests {
         ];
         for other in &others {
             let mut b = sealed.clone();
-            assert_eq!(other.open(5, &mut b, 6), Err(WireError::Authentication));
+            assert_eq!(other.open(5, &mut b, 6, 2), Err(WireError::Authentication));
         }
         let mut b = sealed.clone();
         assert_eq!(
-            k.open(6, &mut b, 6),
+            k.open(5, &mut b, 6, 3),
+            Err(WireError::Authentication),
+            "another receiver"
+        );
+        let mut b = sealed.clone();
+        assert_eq!(
+            k.open(6, &mut b, 6, 2),
             Err(WireError::Authentication),
             "another packet number"
         );
@@ -269,7 +303,7 @@ mod tests {
             let mut b = sealed.clone();
             b[i] ^= 0x10;
             assert_eq!(
-                k.open(5, &mut b, 6),
+                k.open(5, &mut b, 6, 2),
                 Err(WireError::Authentication),
                 "bit flip at {i}"
             );

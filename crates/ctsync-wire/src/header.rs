@@ -13,8 +13,9 @@ use crate::WireError;
 
 /// `0xC75C`: "ct sync".
 pub const MAGIC: u16 = 0xC75C;
-/// The datagram format version this crate writes.
-pub const VERSION: u8 = 1;
+/// The datagram format version this crate writes. 2: the receiver's node id is
+/// authenticated with the header (1 authenticated the header only; docs/PROTOCOL.md §10).
+pub const VERSION: u8 = 2;
 /// Bytes in the header.
 pub const HEADER_LEN: usize = 24;
 
@@ -104,8 +105,10 @@ mod tests {
         let mut bad = buf.clone();
         bad[0] ^= 1;
         assert_eq!(Header::parse(&bad), Err(WireError::BadMagic));
-        let mut v2 = buf;
-        v2[2] = 2;
-        assert_eq!(Header::parse(&v2), Err(WireError::UnsupportedVersion(2)));
+        for other in [1, VERSION + 1] {
+            let mut v = buf.clone();
+            v[2] = other;
+            assert_eq!(Header::parse(&v), Err(WireError::UnsupportedVersion(other)));
+        }
     }
 }

@@ -356,9 +356,10 @@ impl Node {
             return Err(DropReason::SelfNode);
         }
         let id = h.node;
+        let me = self.cfg.node;
         let secrets = self.sealer.secrets();
         let peer = self.peers.get_mut(&id).ok_or(DropReason::UnknownNode)?;
-        let verified = peer.link.open(&h, buf, &secrets)?;
+        let verified = peer.link.open(&h, buf, &secrets, me)?;
         drop(secrets);
         let body = &buf[HEADER_LEN..buf.len() - TAG_LEN];
         let mut collected: SmallVec<[Frame<'_>; 4]> = SmallVec::new();
@@ -614,7 +615,7 @@ impl Node {
         ) else {
             return false;
         };
-        if !self.sealer.seal(traffic, buf) {
+        if !self.sealer.seal(traffic, buf, id) {
             return false;
         }
         p.link.sent(now, &self.cfg);

@@ -89,6 +89,9 @@ pub struct FaultInjector {
     partitions: Vec<(NodeId, NodeId, Instant)>,
     net: BinaryHeap<InFlight>,
     order: u64,
+    /// Copies of what `.0` sends to `.1` are also delivered to `.2` (someone on the
+    /// segment forwarding datagrams to a node they were not meant for).
+    forward: Vec<(NodeId, NodeId, NodeId)>,
 }
 
 impl FaultInjector {
@@ -101,6 +104,7 @@ impl FaultInjector {
             partitions: Vec::new(),
             net: BinaryHeap::new(),
             order: 0,
+            forward: Vec::new(),
         }
     }
 
@@ -109,10 +113,16 @@ impl FaultInjector {
         self.partitions.push((a, b, until));
     }
 
-    /// Stop every fault and partition.
+    /// From now on, a copy of every datagram `from` sends to `to` also reaches `also`.
+    pub fn forward(&mut self, from: NodeId, to: NodeId, also: NodeId) {
+        self.forward.push((from, to, also));
+    }
+
+    /// Stop every fault, partition and forwarding.
     pub fn heal(&mut self) {
         self.faults = Faults::NONE;
         self.partitions.clear();
+        self.forward.clear();
     }
 
     fn blocked(&self, now: Instant, a: NodeId, b: NodeId) -> bool {
@@ -124,6 +134,21 @@ impl FaultInjector {
     /// A datagram from `from` to `to`, sent at `now`: lost, delivered once or twice,
     /// late by the latency and some jitter.
     pub fn send(&mut self, now: Instant, from: NodeId, to: NodeId, bytes: &[u8]) {
+        let also: Vec<NodeId> = self
+            .forward
+            .iter()
+            .filter(|&&(f, t, _)| (f, t) == (from, to))
+            .map(|&(.., a)| a)
+            .collect();
+        for a in also {
+            self.order += 1;
+            self.net.push(InFlight {
+                at: now + self.latency,
+                order: self.order,
+                to: a,
+                bytes: bytes.to_vec(),
+            });
+        }
         if self.blocked(now, from, to) || self.rng.chance(self.faults.loss) {
             return;
         }

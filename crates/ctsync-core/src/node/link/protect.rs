@@ -121,10 +121,10 @@ impl Sealer {
         }
     }
 
-    /// Write the header into `buf[..HEADER_LEN]` and seal the body after it, under the
-    /// traffic key (`traffic`) or the handshake key. `false` if sealing failed (then
-    /// nothing may be sent).
-    pub(crate) fn seal(&mut self, traffic: bool, buf: &mut Vec<u8>) -> bool {
+    /// Write the header into `buf[..HEADER_LEN]` and seal the body after it for node
+    /// `to`, under the traffic key (`traffic`) or the handshake key. `false` if sealing
+    /// failed (then nothing may be sent).
+    pub(crate) fn seal(&mut self, traffic: bool, buf: &mut Vec<u8>, to: NodeId) -> bool {
         let key = if traffic {
             &self.tx_key
         } else {
@@ -140,7 +140,7 @@ impl Sealer {
         let mut head = Vec::with_capacity(HEADER_LEN);
         h.emit(&mut head);
         buf[..HEADER_LEN].copy_from_slice(&head);
-        if key.seal(self.packet, buf, HEADER_LEN).is_err() {
+        if key.seal(self.packet, buf, HEADER_LEN, to).is_err() {
             buf.clear();
             return false;
         }
@@ -199,14 +199,16 @@ fn replay_drop(e: ReplayError) -> DropReason {
 }
 
 impl Link {
-    /// Check, open (in place) and record a datagram from this peer. Returns whether its
-    /// epoch is the verified one (else only handshake frames count). The replay window is
-    /// checked before decrypting and updated only after the tag verified.
+    /// Check, open (in place) and record a datagram from this peer to node `me`. Returns
+    /// whether its epoch is the verified one (else only handshake frames count). The
+    /// replay window is checked before decrypting and updated only after the tag
+    /// verified; a datagram sealed for another node does not verify.
     pub(crate) fn open(
         &mut self,
         h: &Header,
         buf: &mut [u8],
         secrets: &[&ClusterSecret],
+        me: NodeId,
     ) -> Result<bool, DropReason> {
         let verified = self.epoch == Some(h.epoch);
         if self.epoch.is_some_and(|e| h.epoch < e) {
@@ -243,7 +245,7 @@ impl Link {
                 .rx
                 .key(self.id, secret, h.epoch, generation)
                 .map_err(|_| DropReason::Authentication)?;
-            opened = key.open(h.packet, buf, HEADER_LEN).is_ok();
+            opened = key.open(h.packet, buf, HEADER_LEN, me).is_ok();
         } else if !secrets.is_empty() {
             let original = buf.to_vec();
             let first = self.rx.secret.min(secrets.len() - 1);
@@ -256,7 +258,7 @@ impl Link {
                 let Ok(key) = self.rx.key(self.id, secrets[i], h.epoch, generation) else {
                     continue;
                 };
-                if key.open(h.packet, buf, HEADER_LEN).is_ok() {
+                if key.open(h.packet, buf, HEADER_LEN, me).is_ok() {
                     opened = true;
                     break;
                 }
