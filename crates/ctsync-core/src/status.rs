@@ -29,15 +29,13 @@ pub enum DropReason {
     Replay,
     /// Older than the replay window.
     TooOld,
-    /// From an epoch older than the peer's current one.
-    StaleEpoch,
     /// Data from an epoch not yet proven live by a challenge.
     Unverified,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Malformed,
         DropReason::BadMagic,
         DropReason::Version,
@@ -46,7 +44,6 @@ impl DropReason {
         DropReason::Authentication,
         DropReason::Replay,
         DropReason::TooOld,
-        DropReason::StaleEpoch,
         DropReason::Unverified,
     ];
 
@@ -61,7 +58,6 @@ impl DropReason {
             DropReason::Authentication => "authentication",
             DropReason::Replay => "replay",
             DropReason::TooOld => "tooold",
-            DropReason::StaleEpoch => "staleepoch",
             DropReason::Unverified => "unverified",
         }
     }

@@ -584,3 +584,32 @@ fn a_datagram_for_one_peer_is_refused_by_another() {
     c.heal_and_settle(Duration::from_secs(3));
     c.assert_converged(Mode::HotStandby);
 }
+
+/// A node whose clock was stepped back (NTP at boot) or that lost its state restarts
+/// with a lower epoch than its peers verified. It must not be locked out: the lower
+/// epoch answers a fresh challenge (which no recording can) and is taken, the backup
+/// first, then the primary.
+#[test]
+fn a_node_restarting_with_a_lower_epoch_is_taken_after_a_challenge() {
+    let mut c = Cluster::new(2, 71, Mode::HotStandby);
+    c.run(Duration::from_secs(2));
+    for i in 0..200 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(3));
+    c.assert_converged(Mode::HotStandby);
+    for i in [1, 0] {
+        let id = c.nodes[i].id;
+        c.crash(i);
+        c.run(Duration::from_millis(500));
+        c.boot_with_epoch(i, u64::from(id)); // far below (1 << 32) | id
+        for j in 200..250 {
+            c.traffic(0, EventKind::New, flow(j + 100 * i as u32));
+        }
+        c.run(Duration::from_secs(4));
+        let peer = c.node(1 - i).status().peers[0].clone();
+        assert_eq!(peer.epoch, Some(u64::from(id)), "node {id}'s new epoch");
+        assert!(peer.up);
+        c.assert_converged(Mode::HotStandby);
+    }
+}

@@ -112,11 +112,18 @@ impl Cluster {
     /// (Re)start node `i`: a new epoch, a read of its kernel table, its role from
     /// keepalived (node 1 primary).
     pub fn boot(&mut self, i: usize) {
+        // Epochs grow with every start, as a persisted counter makes them.
+        let n = &self.nodes[i];
+        let epoch = ((n.starts + 1) << 32) | u64::from(n.id);
+        self.boot_with_epoch(i, epoch);
+    }
+
+    /// (Re)start node `i` with the given epoch (a lower one than before: its clock was
+    /// stepped back and it lost its state).
+    pub fn boot_with_epoch(&mut self, i: usize, epoch: u64) {
         let seed = self.rng.next_u64();
         let n = &mut self.nodes[i];
         n.starts += 1;
-        // Epochs grow with every start, as wall-clock seconds would.
-        let epoch = (n.starts << 32) | u64::from(n.id);
         let secret = ClusterSecret::new(&PSK, Cipher::ChaCha20Poly1305).unwrap();
         let mut node = Node::new(n.cfg.clone(), secret, epoch, seed, self.now).unwrap();
         // A (re)started daemon reads its kernel table first.

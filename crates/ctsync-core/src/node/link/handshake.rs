@@ -58,10 +58,13 @@ impl Link {
             return None;
         }
         if verified {
-            // Proven live again after being down.
+            // Proven live again after being down. A candidate epoch seen meanwhile is not
+            // live (this one is): it was a replay of an old handshake, or a peer that has
+            // since gone; stop challenging for it.
             self.rx_generation = self.rx_generation.max(generation);
             self.reverify = false;
             self.challenge = None;
+            self.candidate = None;
             return None;
         }
         let restarted = self.epoch.is_some();

@@ -210,22 +210,20 @@ impl Link {
         secrets: &[&ClusterSecret],
         me: NodeId,
     ) -> Result<bool, DropReason> {
+        // Any epoch but the verified one, lower ones too (a clock stepped back, a state
+        // directory lost), may only carry handshake frames until it answers a fresh
+        // challenge, which no recording can (docs/PROTOCOL.md §3.4).
         let verified = self.epoch == Some(h.epoch);
-        if self.epoch.is_some_and(|e| h.epoch < e) {
-            return Err(DropReason::StaleEpoch);
-        }
         if verified {
             self.replay.check(h.packet).map_err(replay_drop)?;
         } else {
             if h.key_id != 0 {
                 return Err(DropReason::Unverified);
             }
-            if let Some((e, w)) = &self.candidate {
-                if *e == h.epoch {
-                    w.check(h.packet).map_err(replay_drop)?;
-                } else if *e > h.epoch {
-                    return Err(DropReason::StaleEpoch);
-                }
+            if let Some((e, w)) = &self.candidate
+                && *e == h.epoch
+            {
+                w.check(h.packet).map_err(replay_drop)?;
             }
         }
         let generation = if verified {
