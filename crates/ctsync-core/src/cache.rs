@@ -232,7 +232,18 @@ impl FlowTable {
     }
 
     fn find(&self, key: &Keyed) -> Option<&Entry> {
+        self.check(key);
         self.map.find(key.hash, |e| e.key == key.key)
+    }
+
+    /// In tests: `key` was hashed by this table's hasher (one hashed by another would
+    /// silently miss).
+    fn check(&self, key: &Keyed) {
+        debug_assert_eq!(
+            key.hash,
+            self.hasher.hash(&key.key),
+            "key of another hasher"
+        );
     }
 
     /// Ask the processor to load the slot where `key` would be, if a slot's tag matches
@@ -297,6 +308,7 @@ impl FlowTable {
 
     fn upsert_inner(&mut self, key: &Keyed, flow: &Flow, mark: u64, counted: bool) -> Upsert {
         debug_assert_eq!(key.key, flow.key());
+        self.check(key);
         self.scratch.clear();
         if codec::put_flow_state(&mut self.scratch, flow).is_err() {
             self.scratch.clear();
@@ -379,6 +391,7 @@ impl FlowTable {
 
     /// Remove by key; returns whether it was there.
     pub fn remove(&mut self, key: &Keyed) -> bool {
+        self.check(key);
         let Ok(o) = self.map.find_entry(key.hash, |e| e.key == key.key) else {
             return false;
         };

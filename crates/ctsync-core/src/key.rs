@@ -6,7 +6,8 @@
 use ahash::RandomState;
 use ctnetlink::FlowKey;
 
-/// SplitMix64: a small deterministic generator for seeds, challenges and transfer ids.
+/// SplitMix64: a small deterministic generator for challenges and transfer ids (seeded
+/// one way from the node's seed: see [`KeyHasher::from_seed`]).
 #[derive(Debug, Clone)]
 pub(crate) struct SplitMix(u64);
 

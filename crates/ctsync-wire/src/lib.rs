@@ -14,7 +14,7 @@ pub mod frame;
 pub mod header;
 pub mod replay;
 
-pub use crypto::{Cipher, ClusterSecret, TAG_LEN, TrafficKey};
+pub use crypto::{Cipher, ClusterSecret, TAG_LEN, TrafficKey, expand_seed};
 pub use frame::{DataMessages, Frame, FrameWriter, Message, WireRole, frames};
 pub use header::{HEADER_LEN, Header, NodeId, VERSION};
 pub use replay::{ReplayError, ReplayWindow};

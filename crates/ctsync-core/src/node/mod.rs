@@ -255,7 +255,7 @@ impl Node {
             expectations: ExpMap::with_hasher(hasher.build()),
             cfg,
             epoch,
-            rng: SplitMix::new(seed),
+            rng: SplitMix::new(ctsync_wire::expand_seed(seed, b"challenges and ids")[0]),
             hasher,
             sealer,
             role: Role::Backup,

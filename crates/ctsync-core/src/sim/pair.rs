@@ -7,8 +7,8 @@ use ctsync_wire::{Cipher, ClusterSecret};
 use crate::{Config, KernelOp, Node, Role};
 
 /// Node 1 (primary, `a`) and node 2 (backup, `b`) wired back to back. Datagrams go
-/// across at once; kernel dumps find empty tables and other kernel writes are dropped
-/// (the pair has no kernels). Every datagram `a` sends is kept in `captured` when
+/// across at once; kernel dumps find empty tables (so a dump empties a node's internal
+/// cache) and other kernel writes are dropped (the pair has no kernels). Every datagram `a` sends is kept in `captured` when
 /// capturing, for replay and forgery tests.
 #[derive(Debug)]
 pub struct Pair {
@@ -84,8 +84,11 @@ impl Pair {
             for n in [&mut self.a, &mut self.b] {
                 while let Some(op) = n.poll_kernel_op() {
                     if op == KernelOp::Dump {
+                        // No kernel: the read finds an empty table (and what the node
+                        // held as its own is gone, with deletions sent).
                         n.begin_kernel_dump(now);
                         n.end_kernel_dump(now);
+                        moved = true;
                     }
                 }
             }

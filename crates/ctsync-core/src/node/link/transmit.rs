@@ -36,6 +36,7 @@ impl Link {
         let mut w = FrameWriter::new(buf);
         let handshake = self.write_handshake(now, cfg, &mut w, announce, generation, rng);
         let mut any = handshake;
+        let mut alive = false;
         if verified {
             // An ACK goes out when due, or early on a datagram that carries data anyway.
             let piggyback = self.send.has_new() || self.send.retransmit_due(now, cfg.rto);
@@ -63,11 +64,15 @@ impl Link {
             // needs them to know what to do with the flows, and one lost announcement
             // must not leave it guessing (5 bytes a datagram).
             w.alive(announce.0, announce.1);
+            alive = true;
             let used = w.len() - body_start;
             any |= self.write_data(now, cfg, &mut w, used, budget, scratch);
         }
         if !any && self.timers.is_due(LinkTimer::Alive, now) {
-            w.alive(announce.0, announce.1);
+            // Keep-alive: the ALIVE above, or one now for an unverified peer.
+            if !alive {
+                w.alive(announce.0, announce.1);
+            }
             any = true;
         }
         if !any {
