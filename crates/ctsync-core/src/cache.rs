@@ -88,6 +88,14 @@ impl Digest {
         self.count = self.count.saturating_sub(1);
     }
 
+    /// The DIGEST message that tells a peer this digest (docs/PROTOCOL.md §7).
+    pub fn message(&self) -> Message {
+        Message::Digest {
+            count: self.count,
+            hashes: self.hashes.to_vec(),
+        }
+    }
+
     /// Buckets where `self` and `hashes` differ.
     pub fn differing(&self, hashes: &[u64]) -> Vec<u16> {
         (0..BUCKETS)

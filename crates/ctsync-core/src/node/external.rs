@@ -208,11 +208,7 @@ impl Node {
                     }
                     overflow |= !p.link.send.push(Message::BucketEnd { bucket: b });
                 }
-                let d = internal.digest();
-                overflow |= !p.link.send.push(Message::Digest {
-                    count: d.count,
-                    hashes: d.hashes.to_vec(),
-                });
+                overflow |= !p.link.send.push(internal.digest().message());
                 if overflow {
                     stats.overflows += 1;
                     self.start_bulk(from);

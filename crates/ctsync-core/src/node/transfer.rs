@@ -134,11 +134,7 @@ impl Node {
                 id: bulk_id,
                 count: sent,
             });
-            let d = internal.digest();
-            p.link.send.push(Message::Digest {
-                count: d.count,
-                hashes: d.hashes.to_vec(),
-            });
+            p.link.send.push(internal.digest().message());
             self.notes.push_back(Notify::BulkSent {
                 to: id,
                 flows: sent,
@@ -149,13 +145,10 @@ impl Node {
     /// Our digest to every live peer not in a transfer (it compares and asks for the
     /// buckets that differ).
     pub(super) fn send_digests(&mut self) {
-        let d = self.internal.digest().clone();
+        let m = self.internal.digest().message();
         for p in self.peers.values_mut() {
             if p.link.is_live() && p.sync.bulk.is_none() && !p.sync.resync_needed {
-                p.link.send.push(Message::Digest {
-                    count: d.count,
-                    hashes: d.hashes.to_vec(),
-                });
+                p.link.send.push(m.clone());
             }
         }
     }
