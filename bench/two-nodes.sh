@@ -138,10 +138,10 @@ start_ctsync() {
     ctsync_conf "$B" 198.18.255.2 198.18.255.1 "$1"
     sed -i '2a role = "primary"' "$DIR/$A.toml"
     rm -f "$DIR/$A.sock" "$DIR/$B.sock"
-    "$CT" run --config "$DIR/$A.toml" 2>>"$DIR/$A-ctsync.log" &
+    STATE_DIRECTORY="$DIR/$A.state" "$CT" run --config "$DIR/$A.toml" 2>>"$DIR/$A-ctsync.log" &
     PA=$!
     PIDS+=("$PA")
-    "$CT" run --config "$DIR/$B.toml" 2>>"$DIR/$B-ctsync.log" &
+    STATE_DIRECTORY="$DIR/$B.state" "$CT" run --config "$DIR/$B.toml" 2>>"$DIR/$B-ctsync.log" &
     PB=$!
     PIDS+=("$PB")
     wait_until 10 "$CT" status --socket "$DIR/$A.sock" >/dev/null 2>&1

@@ -6,7 +6,7 @@ set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for pkg in iproute2 conntrack nftables keepalived conntrackd libnetfilter-conntrack-dev \
-           libmnl-dev pkg-config gcc make time ca-certificates; do
+           libmnl-dev pkg-config gcc make time ca-certificates faketime; do
     have_pkg "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

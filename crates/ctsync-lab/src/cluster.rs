@@ -500,7 +500,13 @@ track_file = "{track}"
         };
         let cfg = self.file(i, "toml");
         fs::write(&cfg, self.ctsync_config(i))?;
-        let child = ctsync::spawn_run(&bin, &cfg, self.log(i, "ctsync")?, None)?;
+        let state = self.file(i, "state");
+        let how = ctsync::Launch {
+            notify: None,
+            state: &state,
+            faketime: None,
+        };
+        let child = ctsync::spawn_run(&bin, &cfg, self.log(i, "ctsync")?, how)?;
         self.procs[i].ctsync = Some(child);
         if !ctsync::answers_within(&self.socket(i), Duration::from_secs(10))? {
             bail!(

@@ -72,17 +72,48 @@ pub fn write_key(bin: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Start `ctsync run --config cfg`, its stderr to `log`, with systemd's NOTIFY_SOCKET if
-/// `notify` (see [`answers_within`] to wait until it is up).
-pub fn spawn_run(bin: &Path, cfg: &Path, log: fs::File, notify: Option<&Path>) -> Result<Child> {
+/// How to start a daemon besides its configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// systemd's NOTIFY_SOCKET, if any (see [`answers_within`] to wait until it is up).
+    pub notify: Option<&'a Path>,
+    /// Its state directory (`$STATE_DIRECTORY`: where it keeps its epoch), inside the
+    /// lab's own directory so that nothing is left on the host.
+    pub state: &'a Path,
+    /// Run it with Debian's libfaketime preloaded, its wall clock offset by this (e.g.
+    /// `-1h`; the monotonic clock is left alone). Preloaded rather than through the
+    /// `faketime` command, which forks: the child would then not be the daemon.
+    pub faketime: Option<&'a str>,
+}
+
+/// Debian's libfaketime (package `faketime`), wherever the architecture puts it.
+fn libfaketime() -> Result<std::path::PathBuf> {
+    let lib = Path::new("/usr/lib");
+    for dir in fs::read_dir(lib).with_context(|| format!("reading {}", lib.display()))? {
+        let p = dir?.path().join("faketime/libfaketime.so.1");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("libfaketime.so.1 not found under /usr/lib/*/faketime: apt-get install faketime")
+}
+
+/// Start `ctsync run --config cfg`, its stderr to `log`, as `how` says.
+pub fn spawn_run(bin: &Path, cfg: &Path, log: fs::File, how: Launch<'_>) -> Result<Child> {
     let mut cmd = Command::new(bin);
+    if let Some(offset) = how.faketime {
+        cmd.env("LD_PRELOAD", libfaketime()?)
+            .env("FAKETIME", offset)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
     cmd.arg("run")
         .arg("--config")
         .arg(cfg)
+        .env("STATE_DIRECTORY", how.state)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    if let Some(n) = notify {
+    if let Some(n) = how.notify {
         cmd.env("NOTIFY_SOCKET", n);
     }
     cmd.spawn()

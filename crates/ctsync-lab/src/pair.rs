@@ -149,10 +149,36 @@ impl Pair {
     /// Start node `ns`'s daemon on `cfg`, with systemd's NOTIFY_SOCKET if `notify`, and
     /// wait until its control socket answers.
     pub fn spawn(&mut self, ns: &str, cfg: &Path, notify: Option<&Path>) -> Result<()> {
+        self.spawn_as(ns, cfg, notify, None)
+    }
+
+    /// Node `ns`'s state directory (where its daemon keeps its epoch).
+    pub fn state_dir(&self, ns: &str) -> PathBuf {
+        self.dir().join(format!("{ns}.state"))
+    }
+
+    /// [`Pair::spawn`], with the daemon's wall clock offset by `faketime` (e.g. `-1h`,
+    /// through Debian's `faketime`) if given.
+    pub fn spawn_as(
+        &mut self,
+        ns: &str,
+        cfg: &Path,
+        notify: Option<&Path>,
+        faketime: Option<&str>,
+    ) -> Result<()> {
         let log_path = self.dir().join(format!("{ns}.log"));
-        let log = fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let child = ctsync::spawn_run(&self.ctsync, cfg, log, notify)?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let state = self.state_dir(ns);
+        let how = ctsync::Launch {
+            notify,
+            state: &state,
+            faketime,
+        };
+        let child = ctsync::spawn_run(&self.ctsync, cfg, log, how)?;
         self.daemons.push(child);
         if !ctsync::answers_within(&self.socket(ns), Duration::from_secs(10))? {
             bail!(

@@ -614,3 +614,76 @@ fn expectations_follow_their_master_flow_into_the_backups_kernel() {
         "{s}"
     );
 }
+
+/// The epoch a node's peer has verified for it, and the node's own.
+fn epochs(lab: &Pair, node: &str, peer: &str) -> (Option<u64>, Option<u64>) {
+    let own = status(&lab.socket(node))["epoch"].as_u64();
+    let seen = status(&lab.socket(peer))["peers"][0]["epoch"].as_u64();
+    (own, seen)
+}
+
+/// A backup restarted with its wall clock an hour behind (NTP steps it at boot; the
+/// unit started before time sync) is taken again by the primary and has its copy back
+/// within 2 s: with its state directory its epoch is still above the last one; with the
+/// state lost its epoch is lower, and the primary takes it after a fresh challenge.
+/// (Before, its peers dropped every datagram of a lower epoch until they restarted.)
+#[test]
+fn a_backup_restarted_with_its_clock_an_hour_behind_is_taken_at_once() {
+    let Some(mut lab) = pair("clock") else {
+        return;
+    };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    let flows: Vec<_> = (0..500)
+        .map(|i| synth::flow(i, Mix::Realistic, 3600))
+        .collect();
+    cta.batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    lab.start(&a, "primary").unwrap();
+    lab.start(&b, "backup").unwrap();
+    let synced = |lab: &Pair| {
+        let s = status(&lab.socket(&b));
+        s["caches"]["external"] == 500 && s["peers"][0]["synced"] == true
+    };
+    wait_for(Duration::from_secs(15), || synced(&lab), || lab.logs());
+    let (first, seen) = epochs(&lab, &b, &a);
+    assert_eq!(first, seen);
+    let cfg = lab.config(&b, "backup").unwrap();
+    for (round, keep_state) in [(1, true), (2, false)] {
+        // SAFETY: signalling a daemon this test started, by its pid.
+        unsafe { libc::kill(lab.pid(round).unwrap(), libc::SIGKILL) };
+        lab.wait_daemon(round).unwrap();
+        if !keep_state {
+            fs::remove_dir_all(lab.state_dir(&b)).unwrap();
+        }
+        let before = epochs(&lab, &a, &a).0; // a answers; b is down
+        assert!(before.is_some());
+        let started = Instant::now();
+        lab.spawn_as(&b, &cfg, None, Some("-1h")).unwrap();
+        let (now_b, _) = epochs(&lab, &b, &a);
+        wait_for(
+            Duration::from_secs(2),
+            || epochs(&lab, &b, &a).1 == now_b && synced(&lab),
+            || {
+                format!(
+                    "round {round}: epochs {:?}, backup {}\n{}",
+                    epochs(&lab, &b, &a),
+                    status(&lab.socket(&b)),
+                    lab.logs()
+                )
+            },
+        );
+        let took = started.elapsed();
+        let last = first.unwrap();
+        let new = now_b.unwrap();
+        if keep_state {
+            assert!(new > last, "the state directory keeps the epoch growing");
+        } else {
+            assert!(
+                new < last,
+                "without its state, an hour back gives a lower epoch: {new:#x} vs {last:#x}"
+            );
+        }
+        eprintln!("round {round}: taken again with epoch {new:#x} in {took:?}");
+    }
+}

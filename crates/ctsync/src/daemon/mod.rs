@@ -8,6 +8,7 @@
 //! `SyncLink::transmit`.
 
 mod control;
+mod epoch;
 mod setup;
 mod shell;
 mod status;

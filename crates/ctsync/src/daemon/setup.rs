@@ -156,8 +156,9 @@ fn bind_control(path: &std::path::Path) -> Result<UnixListener> {
     Ok(control)
 }
 
-/// The core node: this epoch (wall-clock seconds and 24 random bits, so a restarted
-/// node's epoch is newer) and a random seed, keyed with the cluster keys.
+/// The core node: this run's epoch (above the last one recorded in the state directory
+/// and the wall clock's seconds, with 24 random bits: see `epoch.rs`) and a random seed,
+/// keyed with the cluster keys.
 fn new_node(cfg: &Config, (secret, accept): (ClusterSecret, Vec<ClusterSecret>)) -> Result<Node> {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -165,7 +166,11 @@ fn new_node(cfg: &Config, (secret, accept): (ClusterSecret, Vec<ClusterSecret>))
         .as_secs();
     let mut rnd = [0u8; 16];
     aws_lc_rs::rand::fill(&mut rnd).map_err(|_| anyhow::anyhow!("no system randomness"))?;
-    let epoch = (wall << 24) | u64::from(u32::from_be_bytes([0, rnd[0], rnd[1], rnd[2]]));
+    let random24 = u32::from_be_bytes([0, rnd[0], rnd[1], rnd[2]]);
+    let (epoch, warning) = super::epoch::choose(&super::epoch::state_dir(), wall, random24);
+    if let Some(w) = warning {
+        log("warn", w);
+    }
     let seed = u64::from_be_bytes([
         rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15],
     ]);
