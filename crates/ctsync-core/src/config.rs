@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use ctnetlink::{Flow, ProtoInfo, ipproto, tcp_state};
 use ctsync_wire::NodeId;
+use serde::Deserialize;
 
-/// How replicated flows reach a backup's kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How replicated flows reach a backup's kernel. The configuration's `mode =
+/// "hot-standby"` or `"commit"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Apply every replicated change to the backup's kernel as it arrives, and keep idle
     /// flows alive there: a takeover has nothing left to commit.

@@ -10,19 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ctsync_core::Role;
+use ctsync_core::{Mode, Role};
 use serde::Deserialize;
-
-/// How replicated flows reach the backup's kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModeSetting {
-    /// Write them as they arrive (default).
-    #[default]
-    HotStandby,
-    /// Write them when this node becomes primary.
-    Commit,
-}
 
 /// `[sync]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,9 +29,10 @@ pub struct Sync {
     /// docs/SECURITY.md); each must be root-only like `key_file`.
     #[serde(default)]
     pub accept_key_files: Vec<PathBuf>,
-    /// `hot-standby` (default) or `commit`.
+    /// How replicated flows reach the backup's kernel: `hot-standby` (default: as they
+    /// arrive) or `commit` (when this node becomes primary).
     #[serde(default)]
-    pub mode: ModeSetting,
+    pub mode: Mode,
     /// AEAD: `chacha20-poly1305` (default) or `aes-256-gcm`.
     #[serde(default)]
     pub cipher: Option<String>,
@@ -436,10 +426,7 @@ impl Config {
         core.refresh_interval = Duration::from_secs(self.timers.refresh_secs);
         core.digest_interval = Duration::from_secs(self.timers.digest_secs);
         core.shorten_timeout = self.timers.shorten_timeout_secs;
-        core.mode = match self.sync.mode {
-            ModeSetting::HotStandby => ctsync_core::Mode::HotStandby,
-            ModeSetting::Commit => ctsync_core::Mode::Commit,
-        };
+        core.mode = self.sync.mode;
         core
     }
 
@@ -542,7 +529,7 @@ socket = "/run/ctsync/ctsync.sock"
     fn the_minimal_config_parses() {
         let c = Config::parse(GOOD, Path::new("ctsync.toml")).unwrap();
         assert_eq!(c.node, "fw1");
-        assert_eq!(c.sync.mode, ModeSetting::HotStandby);
+        assert_eq!(c.sync.mode, Mode::HotStandby);
         assert_eq!(c.role, Role::Backup);
     }
 
@@ -560,6 +547,26 @@ socket = "/run/ctsync/ctsync.sock"
     }
 
     #[test]
+    fn the_mode_is_the_cores_mode_in_kebab_case() {
+        let with = |m: &str| {
+            Config::parse(
+                &GOOD.replace(
+                    "key_file = \"/etc/ctsync/cluster.key\"",
+                    &format!("key_file = \"/etc/ctsync/cluster.key\"\nmode = \"{m}\""),
+                ),
+                Path::new("a.toml"),
+            )
+        };
+        assert_eq!(with("hot-standby").unwrap().sync.mode, Mode::HotStandby);
+        assert_eq!(with("commit").unwrap().sync.mode, Mode::Commit);
+        let msg = format!("{:#}", with("HotStandby").unwrap_err());
+        assert!(
+            msg.starts_with("a.toml:8:") && msg.contains("`hot-standby`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn the_core_config_takes_ids_mode_timers_and_limits_from_the_file() {
         let text = GOOD
             .replace(
@@ -571,7 +578,7 @@ socket = "/run/ctsync/ctsync.sock"
         let core = c.core();
         assert_eq!(core.node, 0xc612_0001);
         assert_eq!(core.peers, vec![0xc612_0002]);
-        assert_eq!(core.mode, ctsync_core::Mode::Commit);
+        assert_eq!(core.mode, Mode::Commit);
         assert_eq!(core.alive_interval, Duration::from_millis(250));
         assert_eq!(core.dead_interval, Duration::from_millis(3000));
         assert_eq!(core.max_flows, 1, "at least one flow");
