@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ctnetlink::FlowOp;
+use ctsync_core::Role;
 use ctsync_lab::load;
 use ctsync_lab::synth::Mix;
 
@@ -71,9 +72,9 @@ enum Command {
     },
     /// Set the role: what a keepalived notify script calls.
     Role {
-        /// primary, backup or fault.
-        #[arg(value_parser = ["primary", "backup", "fault"])]
-        role: String,
+        /// The role to take, in any case.
+        #[arg(value_parser = role_parser(), ignore_case = true)]
+        role: Role,
         #[command(flatten)]
         at: Socket,
     },
@@ -126,6 +127,14 @@ enum Command {
         #[command(subcommand)]
         op: LoadOp,
     },
+}
+
+/// `ctsync role`'s argument: the core's [`Role`] by its name, the names listed in
+/// `--help` and in the error for any other word.
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Role::ALL.map(Role::name))
+        .try_map(|s| s.parse::<Role>())
 }
 
 /// Where the daemon's control socket is.
@@ -254,7 +263,7 @@ fn run(cli: Cli) -> Result<bool> {
             return Ok(true);
         }
         Command::Role { role, at } => {
-            let v = at.ask(&format!("role {role}"))?;
+            let v = at.ask(&format!("role {}", role.name()))?;
             println!("role: {}", v["role"].as_str().unwrap_or("?"));
             return Ok(true);
         }

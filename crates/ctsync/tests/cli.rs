@@ -214,3 +214,38 @@ fn a_bad_role_is_refused_with_the_choices() {
         "{err}"
     );
 }
+
+#[test]
+fn the_role_is_read_in_any_case_and_sent_by_its_name() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    let d = Dir::new("role");
+    let sock = d.0.join("ctsync.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    // A stand-in daemon: it answers two requests and hands back what it was asked.
+    let daemon = std::thread::spawn(move || {
+        let mut asked = Vec::new();
+        for _ in 0..2 {
+            let (s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            let role = line.trim().strip_prefix("role ").unwrap_or("?").to_string();
+            writeln!(&s, "{{\"role\":\"{role}\"}}").unwrap();
+            asked.push(line);
+        }
+        asked
+    });
+    for word in ["BACKUP", "Fault"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ctsync"))
+            .args(["role", word, "--socket", sock.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{word}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(daemon.join().unwrap(), ["role backup\n", "role fault\n"]);
+}
