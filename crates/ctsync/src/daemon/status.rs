@@ -300,18 +300,22 @@ impl Daemon {
 
     /// One line for systemd's status and logs.
     pub(super) fn status_line(&self) -> String {
-        format!(
-            "{:?}, {}, {} own flows, {} from peers",
+        status_line(
             self.node.role(),
-            if self.node.is_ready() {
-                "ready"
-            } else {
-                "not ready"
-            },
+            self.node.is_ready(),
             self.node.internal().len(),
-            self.node.external_len()
+            self.node.external_len(),
         )
     }
+}
+
+/// `backup, ready, 3 own flows, 200000 from peers`: the role by its name, as the
+/// configuration, `ctsync status` and the metrics write it.
+fn status_line(role: Role, ready: bool, own: usize, from_peers: usize) -> String {
+    format!(
+        "{role}, {}, {own} own flows, {from_peers} from peers",
+        if ready { "ready" } else { "not ready" }
+    )
 }
 
 #[cfg(test)]
@@ -414,6 +418,15 @@ pub(crate) mod tests {
             assert!(text.contains("}],\"ready\":true"), "{text}");
             assert!(text.contains("\"external\":200000,"), "{text}");
         }
+    }
+
+    #[test]
+    fn the_systemd_status_line_names_the_role_as_the_config_does() {
+        assert_eq!(
+            status_line(Role::Primary, false, 3, 200_000),
+            "primary, not ready, 3 own flows, 200000 from peers"
+        );
+        assert!(status_line(Role::Backup, true, 0, 0).starts_with("backup, ready,"));
     }
 
     #[test]
