@@ -108,9 +108,74 @@ pub(crate) fn ensure_fifo(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Refuse a `notify_fifo` that someone other than root could write: whoever writes it
+/// decides this node's role. It must be a FIFO owned by root (or by the daemon's own
+/// user) that neither its group nor others may write. Readable by others is allowed:
+/// keepalived itself creates the FIFO with mode 0644.
+pub(crate) fn check_fifo(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("keepalived's notify_fifo {}: {e}", path.display()))?;
+    if !meta.file_type().is_fifo() {
+        anyhow::bail!(
+            "keepalived's notify_fifo {} is not a FIFO: remove it (ctsync or keepalived creates the FIFO)",
+            path.display()
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        anyhow::bail!(
+            "keepalived's notify_fifo {} is owned by uid {}, not root: its owner could change this node's role; run `chown root {}`",
+            path.display(),
+            meta.uid(),
+            path.display()
+        );
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        anyhow::bail!(
+            "keepalived's notify_fifo {} is writable by group or others (mode {mode:o}): they could change this node's role; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_others_could_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ctsync-fifo-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("notify.fifo");
+        ensure_fifo(&fifo).unwrap();
+        let mode = |m| std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(m));
+        mode(0o600).unwrap();
+        check_fifo(&fifo).unwrap();
+        mode(0o644).unwrap();
+        check_fifo(&fifo).expect("keepalived's own mode");
+        mode(0o622).unwrap();
+        let e = format!("{:#}", check_fifo(&fifo).unwrap_err());
+        assert!(
+            e.contains(fifo.to_str().unwrap()) && e.contains("mode 622") && e.contains("chmod 600"),
+            "{e}"
+        );
+        mode(0o600).unwrap();
+        std::os::unix::fs::chown(&fifo, Some(65534), None)
+            .expect("chown needs root: run the tests as root (README, Tests)");
+        let e = format!("{:#}", check_fifo(&fifo).unwrap_err());
+        assert!(e.contains("uid 65534") && e.contains("chown root"), "{e}");
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(&fifo, "").unwrap();
+        let e = format!("{:#}", check_fifo(&fifo).unwrap_err());
+        assert!(e.contains("not a FIFO"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn parses_keepalived_lines() {

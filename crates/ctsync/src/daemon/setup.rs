@@ -183,14 +183,16 @@ fn new_node(cfg: &Config, (secret, accept): (ClusterSecret, Vec<ClusterSecret>))
     Ok(node)
 }
 
-/// keepalived's notify_fifo: opened read-write, so that open does not wait for a writer
-/// and keepalived restarting does not end the stream.
+/// keepalived's notify_fifo: checked (root's, written by no one else), then opened
+/// read-write, so that open does not wait for a writer and keepalived restarting does not
+/// end the stream.
 fn follow_keepalived(cfg: &Config) -> Result<Option<Lines<BufReader<pipe::Receiver>>>> {
     let Some(path) = cfg.keepalived.as_ref().and_then(|k| k.notify_fifo.clone()) else {
         return Ok(None);
     };
     crate::keepalived::ensure_fifo(&path)
         .with_context(|| format!("creating keepalived's notify_fifo {}", path.display()))?;
+    crate::keepalived::check_fifo(&path)?;
     let rx = pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(&path)
