@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -472,7 +472,8 @@ pub fn node_id(addr: &SocketAddr) -> u32 {
     }
 }
 
-/// Read the cluster key: 32 bytes as 64 hex digits, in a file only root may read.
+/// Read the cluster key: 32 bytes as 64 hex digits, in a file owned by root (or the
+/// daemon's own user) that only its owner may read.
 pub fn read_key(path: &Path) -> Result<Vec<u8>> {
     let meta = fs::metadata(path).with_context(|| {
         format!(
@@ -480,6 +481,17 @@ pub fn read_key(path: &Path) -> Result<Vec<u8>> {
             path.display()
         )
     })?;
+    // Its owner could replace it (or chmod it open): root, or the user the daemon runs as.
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        bail!(
+            "key file {} is owned by uid {}, not root: its owner can read or replace the cluster key; run `chown root {}`",
+            path.display(),
+            meta.uid(),
+            path.display()
+        );
+    }
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         bail!(
@@ -622,6 +634,14 @@ socket = "/run/ctsync/ctsync.sock"
         assert!(format!("{:#}", read_key(&p).unwrap_err()).contains("chmod 600"));
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_key(&p).unwrap().len(), 32);
+        std::os::unix::fs::chown(&p, Some(65534), None)
+            .expect("chown needs root: run the tests as root (README, Tests)");
+        let e = format!("{:#}", read_key(&p).unwrap_err());
+        assert!(
+            e.contains("uid 65534") && e.contains(&format!("chown root {}", p.display())),
+            "{e}"
+        );
+        std::os::unix::fs::chown(&p, Some(0), None).unwrap();
         fs::write(&p, "abc\n").unwrap();
         assert!(format!("{:#}", read_key(&p).unwrap_err()).contains("64 hex digits"));
         fs::remove_dir_all(&dir).unwrap();
