@@ -45,7 +45,8 @@ pub struct Sync {
     /// 4194304, like conntrackd's HashLimit: set it to about 2 × nf_conntrack_max).
     #[serde(default = "default_max_flows")]
     pub max_flows: usize,
-    /// Seconds between re-reads of the kernel table (default 300; 0: never).
+    /// Seconds between re-reads of the kernel table (default 300; 0: never; at most a
+    /// day).
     #[serde(default = "default_kernel_resync")]
     pub kernel_resync_secs: u64,
 }
@@ -57,6 +58,9 @@ fn default_max_flows() -> usize {
 fn default_kernel_resync() -> u64 {
     300
 }
+
+/// The longest any duration in the file may be, in seconds: one day.
+pub const DAY_SECS: u64 = 86_400;
 
 /// `[control]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -146,7 +150,7 @@ pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
     (len <= max).then_some((addr, len))
 }
 
-/// `[timers]`, all optional.
+/// `[timers]`, all optional, each above 0 and at most one day.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timers {
@@ -164,7 +168,7 @@ pub struct Timers {
     pub digest_secs: u64,
     /// Becoming backup: shorten the kernel timeouts of local flows to this (seconds).
     #[serde(default = "default_shorten_secs")]
-    pub shorten_timeout_secs: u32,
+    pub shorten_timeout_secs: u64,
 }
 
 fn default_alive_ms() -> u64 {
@@ -179,7 +183,7 @@ fn default_refresh_secs() -> u64 {
 fn default_digest_secs() -> u64 {
     5
 }
-fn default_shorten_secs() -> u32 {
+fn default_shorten_secs() -> u64 {
     60
 }
 
@@ -317,19 +321,43 @@ impl Config {
                 at("delay_secs")
             );
         }
+        // Every duration is bounded: a day is longer than any of them needs to be, and a
+        // huge one would overflow the clock (`Instant + Duration`) when first scheduled.
         let t = &cfg.timers;
-        if t.alive_ms == 0 || t.dead_ms <= t.alive_ms {
+        let day_ms = DAY_SECS * 1000;
+        for (section, key, value, min, max) in [
+            (
+                "sync",
+                "kernel_resync_secs",
+                cfg.sync.kernel_resync_secs,
+                0,
+                DAY_SECS,
+            ),
+            ("timers", "alive_ms", t.alive_ms, 1, day_ms),
+            ("timers", "dead_ms", t.dead_ms, 1, day_ms),
+            ("timers", "refresh_secs", t.refresh_secs, 1, DAY_SECS),
+            ("timers", "digest_secs", t.digest_secs, 1, DAY_SECS),
+            (
+                "timers",
+                "shorten_timeout_secs",
+                t.shorten_timeout_secs,
+                1,
+                DAY_SECS,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                bail!(
+                    "{}: [{section}] {key} = {value}: expected {min} to {max} (at most one day)",
+                    at(key)
+                );
+            }
+        }
+        if t.dead_ms <= t.alive_ms {
             bail!(
-                "{}: [timers] dead_ms ({}) must be larger than alive_ms ({}), and alive_ms above 0",
+                "{}: [timers] dead_ms ({}) must be larger than alive_ms ({})",
                 at("dead_ms"),
                 t.dead_ms,
                 t.alive_ms
-            );
-        }
-        if t.refresh_secs == 0 || t.digest_secs == 0 || t.shorten_timeout_secs == 0 {
-            bail!(
-                "{}: [timers] refresh_secs, digest_secs and shorten_timeout_secs must be above 0",
-                path.display()
             );
         }
         if let Some(k) = &cfg.keepalived
@@ -425,7 +453,8 @@ impl Config {
         core.dead_interval = Duration::from_millis(self.timers.dead_ms);
         core.refresh_interval = Duration::from_secs(self.timers.refresh_secs);
         core.digest_interval = Duration::from_secs(self.timers.digest_secs);
-        core.shorten_timeout = self.timers.shorten_timeout_secs;
+        // At most a day (checked in `parse`), so it fits the kernel's u32 seconds.
+        core.shorten_timeout = u32::try_from(self.timers.shorten_timeout_secs).unwrap_or(u32::MAX);
         core.mode = self.sync.mode;
         core
     }
@@ -622,6 +651,52 @@ socket = "/run/ctsync/ctsync.sock"
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("own address"), "{e:#}");
+    }
+
+    #[test]
+    fn a_huge_or_zero_duration_is_an_error_with_its_line() {
+        // i64::MAX, the largest integer TOML has: as milliseconds or seconds it would
+        // overflow the clock when first scheduled.
+        const HUGE: &str = "9223372036854775807";
+        for (section, key) in [
+            ("sync", "kernel_resync_secs"),
+            ("timers", "alive_ms"),
+            ("timers", "dead_ms"),
+            ("timers", "refresh_secs"),
+            ("timers", "digest_secs"),
+            ("timers", "shorten_timeout_secs"),
+        ] {
+            // `[timers]` goes last, its key on line 11; `[sync]`'s key on line 8.
+            let (text, line) = if section == "sync" {
+                let t = GOOD.replace(
+                    "key_file = \"/etc/ctsync/cluster.key\"",
+                    &format!("key_file = \"/etc/ctsync/cluster.key\"\n{key} = VALUE"),
+                );
+                (t, 8)
+            } else {
+                (format!("{GOOD}[timers]\n{key} = VALUE\n"), 11)
+            };
+            for value in [HUGE, "86400001"] {
+                let e = Config::parse(&text.replace("VALUE", value), Path::new("a.toml"))
+                    .expect_err(key);
+                let msg = format!("{e:#}");
+                assert!(
+                    msg.starts_with(&format!("a.toml:{line}:")) && msg.contains(key),
+                    "{key} = {value}: {msg}"
+                );
+            }
+            if key != "kernel_resync_secs" {
+                let e =
+                    Config::parse(&text.replace("VALUE", "0"), Path::new("a.toml")).expect_err(key);
+                assert!(format!("{e:#}").contains(key), "{key} = 0: {e:#}");
+            }
+        }
+        let c = Config::parse(
+            &format!("{GOOD}[timers]\ndead_ms = 86400000\ndigest_secs = 86400\n"),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.core().dead_interval, Duration::from_secs(DAY_SECS));
     }
 
     #[test]
