@@ -203,8 +203,53 @@ impl Default for Timers {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
-    /// Serve Prometheus metrics at `http://LISTEN/metrics`.
+    /// Serve Prometheus metrics at `http://LISTEN/metrics`, unauthenticated: an
+    /// `address:port`, or a bare port (`9780` or `":9780"`) for 127.0.0.1 only.
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
+}
+
+/// `[metrics] listen`: `"address:port"`, or a port alone on loopback.
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct Listen;
+
+    fn loopback(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    impl Visitor<'_> for Listen {
+        type Value = SocketAddr;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("\"address:port\" (e.g. \"127.0.0.1:9780\") or a port (9780, on 127.0.0.1)")
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<SocketAddr, E> {
+            u16::try_from(v)
+                .map(loopback)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<SocketAddr, E> {
+            u16::try_from(v)
+                .map(loopback)
+                .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_str<E: Error>(self, s: &str) -> Result<SocketAddr, E> {
+            s.parse::<SocketAddr>()
+                .ok()
+                .or_else(|| {
+                    let port = s.strip_prefix(':').unwrap_or(s);
+                    port.parse::<u16>().ok().map(loopback)
+                })
+                .ok_or_else(|| E::invalid_value(Unexpected::Str(s), &self))
+        }
+    }
+
+    d.deserialize_any(Listen)
 }
 
 fn default_role() -> Role {
@@ -697,6 +742,40 @@ socket = "/run/ctsync/ctsync.sock"
         )
         .unwrap();
         assert_eq!(c.core().dead_interval, Duration::from_secs(DAY_SECS));
+    }
+
+    #[test]
+    fn a_bare_metrics_port_listens_on_loopback() {
+        let listen = |v: &str| {
+            Config::parse(
+                &format!("{GOOD}[metrics]\nlisten = {v}\n"),
+                Path::new("a.toml"),
+            )
+            .map(|c| c.metrics.map(|m| m.listen.to_string()))
+        };
+        for port in ["9780", "\"9780\"", "\":9780\""] {
+            assert_eq!(
+                listen(port).unwrap().as_deref(),
+                Some("127.0.0.1:9780"),
+                "{port}"
+            );
+        }
+        assert_eq!(
+            listen("\"[::1]:9780\"").unwrap().as_deref(),
+            Some("[::1]:9780")
+        );
+        assert_eq!(
+            listen("\"0.0.0.0:9780\"").unwrap().as_deref(),
+            Some("0.0.0.0:9780"),
+            "an address is taken as written"
+        );
+        for bad in ["\"eth0\"", "70000", "\"198.18.0.1\""] {
+            let msg = format!("{:#}", listen(bad).unwrap_err());
+            assert!(
+                msg.starts_with("a.toml:11:") && msg.contains("address:port"),
+                "{bad}: {msg}"
+            );
+        }
     }
 
     #[test]

@@ -4,8 +4,13 @@
 //! The values are the daemon's [`Status`] (the same snapshot `ctsync status` shows),
 //! turned into metric families at each scrape: nothing is kept twice. Every counter of
 //! the core becomes `ctsync_<name>_total`.
+//!
+//! The endpoint is unauthenticated (as Prometheus exporters are): anyone who can reach
+//! it reads the status, though nothing in it changes anything. A bare port in `[metrics]
+//! listen` binds loopback only, and a [`Gate`] answers at most [`MAX_CONNECTIONS`] at once.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ctsync_core::{DropReason, Role};
@@ -194,6 +199,12 @@ pub(crate) fn render(s: &Status) -> String {
         "Event-loop turns that stopped at their budget of sync datagrams with more waiting",
         s.stats.datagram_budget_hits,
     );
+    counter(
+        &mut reg,
+        "metrics_refused",
+        "Metrics connections closed at once because 8 were already open",
+        s.stats.metrics_refused,
+    );
     let dropped = Family::<Labels, Counter>::default();
     for r in DropReason::ALL {
         let n = s.dropped.get(&r).copied().unwrap_or(0);
@@ -239,8 +250,54 @@ pub(crate) fn render(s: &Status) -> String {
     out
 }
 
-/// Answer one HTTP connection: `GET /metrics` gets `body`, anything else a 404.
-pub(crate) async fn serve(mut stream: tokio::net::TcpStream, body: impl FnOnce() -> String) {
+/// Metrics connections answered at once, at most: a Prometheus server needs one. Each
+/// may wait two seconds for its request, so without a cap idle connections could pile up
+/// on the daemon.
+pub(crate) const MAX_CONNECTIONS: usize = 8;
+
+/// Admits metrics connections, up to [`MAX_CONNECTIONS`] at once, and counts the ones
+/// beyond (which the daemon closes at once).
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    open: Arc<AtomicUsize>,
+    refused: u64,
+}
+
+/// One admitted connection: its place is given back when this is dropped.
+#[derive(Debug)]
+pub(crate) struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Gate {
+    /// A place for one more connection, or `None` (counted) when all are taken. Only the
+    /// event loop admits (`&mut self`); places come back from any task.
+    pub(crate) fn admit(&mut self) -> Option<Admitted> {
+        if self.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            self.refused += 1;
+            return None;
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Some(Admitted(Arc::clone(&self.open)))
+    }
+
+    /// Connections refused because all places were taken.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
+/// Answer one HTTP connection: `GET /metrics` gets `body`, anything else a 404. The
+/// connection holds its place at the [`Gate`] until it is done.
+pub(crate) async fn serve(
+    mut stream: tokio::net::TcpStream,
+    _place: Admitted,
+    body: impl FnOnce() -> String,
+) {
     let mut req = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     let read = tokio::time::timeout(Duration::from_secs(2), async {
@@ -278,7 +335,25 @@ pub(crate) async fn serve(mut stream: tokio::net::TcpStream, body: impl FnOnce()
 
 #[cfg(test)]
 mod tests {
+    use super::{Gate, MAX_CONNECTIONS};
     use crate::daemon::status_sample;
+
+    #[test]
+    fn at_most_eight_connections_are_admitted_and_the_rest_counted() {
+        let mut gate = Gate::default();
+        let mut open: Vec<_> = (0..MAX_CONNECTIONS).map(|_| gate.admit()).collect();
+        assert!(open.iter().all(Option::is_some));
+        assert_eq!(MAX_CONNECTIONS, 8);
+        assert!(gate.admit().is_none());
+        assert!(gate.admit().is_none());
+        assert_eq!(gate.refused(), 2);
+        open.pop();
+        assert!(
+            gate.admit().is_some(),
+            "a finished connection gives its place back"
+        );
+        assert_eq!(gate.refused(), 2);
+    }
 
     #[test]
     fn a_status_becomes_metrics() {
@@ -299,6 +374,7 @@ mod tests {
             "ctsync_control_refused_total 18",
             "ctsync_event_budget_hits_total 19",
             "ctsync_datagram_budget_hits_total 20",
+            "ctsync_metrics_refused_total 21",
             "ctsync_last_takeover_seconds 0.25",
             "ctsync_kernel_dumps_total 3",
             "# EOF",

@@ -137,6 +137,8 @@ struct Daemon {
     control_refused: u64,
     /// Turns that stopped at [`EVENT_BUDGET`] with kernel events still waiting.
     event_budget_hits: u64,
+    /// Admits metrics connections, at most 8 at once, and counts the rest.
+    metrics_gate: crate::metrics::Gate,
 }
 
 /// Run the daemon until SIGTERM or SIGINT. `path` is the configuration file, re-read on
@@ -250,8 +252,7 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
             }
             m = async { metrics.as_ref()?.accept().await.ok() }, if metrics.is_some() => {
                 if let Some((stream, _)) = m {
-                    let body = crate::metrics::render(&d.status());
-                    tokio::spawn(crate::metrics::serve(stream, move || body));
+                    d.serve_metrics(stream);
                 }
             }
             _ = hup.recv() => {

@@ -247,6 +247,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         last_takeover: None,
         control_refused: 0,
         event_budget_hits: 0,
+        metrics_gate: crate::metrics::Gate::default(),
     };
     d.write_track();
     let role = cfg.role;

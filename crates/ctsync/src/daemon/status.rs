@@ -170,6 +170,8 @@ pub(crate) struct Stats {
     /// Event-loop turns that stopped at their budget of sync datagrams with more
     /// waiting.
     pub datagram_budget_hits: u64,
+    /// Metrics connections closed at once because the most were already open.
+    pub metrics_refused: u64,
 }
 
 /// How long things took.
@@ -289,6 +291,7 @@ impl Daemon {
                 control_refused: self.control_refused,
                 event_budget_hits: self.event_budget_hits,
                 datagram_budget_hits: self.link.budget_hits,
+                metrics_refused: self.metrics_gate.refused(),
             },
             timing: Timing {
                 last_takeover_seconds: seconds(self.last_takeover),
@@ -296,6 +299,18 @@ impl Daemon {
                 kernel_dumps: self.kernel.dumps,
             },
         }
+    }
+
+    /// Answer a metrics connection with the status of now, if the [`Gate`] has a place
+    /// for it; otherwise it is closed at once (and counted).
+    ///
+    /// [`Gate`]: crate::metrics::Gate
+    pub(super) fn serve_metrics(&mut self, stream: tokio::net::TcpStream) {
+        let Some(place) = self.metrics_gate.admit() else {
+            return;
+        };
+        let body = crate::metrics::render(&self.status());
+        tokio::spawn(crate::metrics::serve(stream, place, move || body));
     }
 
     /// One line for systemd's status and logs.
@@ -378,6 +393,7 @@ pub(crate) mod tests {
                 control_refused: 18,
                 event_budget_hits: 19,
                 datagram_budget_hits: 20,
+                metrics_refused: 21,
             },
             timing: Timing {
                 last_takeover_seconds: Some(0.25),
@@ -409,6 +425,7 @@ pub(crate) mod tests {
         assert_eq!(j["stats"]["control_refused"], 18);
         assert_eq!(j["stats"]["event_budget_hits"], 19);
         assert_eq!(j["stats"]["datagram_budget_hits"], 20);
+        assert_eq!(j["stats"]["metrics_refused"], 21);
         assert_eq!(j["timing"]["kernel_dumps"], 3);
         // What bench/replication.sh and bench/failover.sh match in the raw text, written
         // directly or (as the control socket does) through a serde_json::Value, whose
