@@ -14,6 +14,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== the ctsync binary refuses to build with cfg(fuzzing) (its AEAD is stubbed)"
+if out=$(cargo rustc -p ctsync --bin ctsync --profile check --locked -- --cfg fuzzing 2>&1) ||
+    ! grep -q "must never be built with cfg(fuzzing)" <<<"$out"; then
+    echo "test.sh: ctsync built with cfg(fuzzing), or failed for another reason:" >&2
+    echo "$out" | tail -n 20 >&2
+    exit 1
+fi
+
 echo "== cargo test (kernel tests run as root in namespaces ctnl-*)"
 cargo test --workspace --locked
 

@@ -1,5 +1,13 @@
 //! The `ctsync` command.
 
+// Under cfg(fuzzing) ctsync-wire stubs the AEAD (crypto.rs: `seal` appends a zero tag,
+// `open` accepts any), so that the fuzzers reach the decoders behind it. A daemon built
+// that way would believe forged datagrams. The fuzz crate links only the ctsync library
+// (fuzz/Cargo.toml), never this binary, and a normal build never sets cfg(fuzzing): this
+// binary must not build at all with it (docs/SECURITY.md).
+#[cfg(fuzzing)]
+compile_error!("the ctsync binary must never be built with cfg(fuzzing): its AEAD is stubbed");
+
 use std::process::ExitCode;
 use std::time::Duration;
 
