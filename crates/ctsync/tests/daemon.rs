@@ -687,3 +687,46 @@ fn a_backup_restarted_with_its_clock_an_hour_behind_is_taken_at_once() {
         eprintln!("round {round}: taken again with epoch {new:#x} in {took:?}");
     }
 }
+
+/// Control clients that connect and say nothing (a stuck script, `nc -U` left open) are
+/// served off the event loop: with 20 of them connected, flows still reach the backup at
+/// once and `status` still answers at once. (Before, each held the loop for its 2 s
+/// read timeout, one after the other: 40 s without acknowledgements or events.)
+#[test]
+fn silent_control_clients_do_not_stall_replication() {
+    let Some(mut lab) = pair("silent") else {
+        return;
+    };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    lab.start(&a, "primary").unwrap();
+    lab.start(&b, "backup").unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || lab.track(&b) == "0",
+        || lab.logs(),
+    );
+    let silent: Vec<std::os::unix::net::UnixStream> = (0..20)
+        .map(|_| std::os::unix::net::UnixStream::connect(lab.socket(&a)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    let flows: Vec<_> = (0..500)
+        .map(|i| synth::flow(i, Mix::Realistic, 3600))
+        .collect();
+    cta.batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    wait_for(
+        Duration::from_secs(2),
+        || count(&b) == 500,
+        || format!("backup has {} of 500\n{}", count(&b), lab.logs()),
+    );
+    let s = status(&lab.socket(&a));
+    assert_eq!(s["role"], "primary");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "replication and status took {:?} with 20 silent clients",
+        started.elapsed()
+    );
+    drop(silent);
+}

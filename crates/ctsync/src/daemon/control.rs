@@ -1,5 +1,6 @@
 //! The control socket's server side: one request line in ([`Request::parse`]), one
-//! JSON reply line out, or a JSON line per flow for `dump`. Root only.
+//! JSON reply line out, or a JSON line per flow for `dump`. Root only. Each client is
+//! served by a task of its own; only the answer is made on the event loop.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,7 @@ use ctnetlink::Flow;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::{Daemon, log};
 use crate::control::{Cache, Request};
@@ -15,7 +17,7 @@ use crate::control::{Cache, Request};
 const REQUEST_LIMIT: u64 = 4096;
 /// How long a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a `dump` reply may take to write.
+/// How long a reply may take to write (a `dump` of a large table included).
 const DUMP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A flow as `ctsync dump --json` prints it.
@@ -45,60 +47,95 @@ fn flow_json(f: &Flow, origin: Option<&str>) -> serde_json::Value {
 }
 
 /// What a request gets back.
-enum Reply {
+pub(super) enum Reply {
     /// One JSON line.
     Line(serde_json::Value),
     /// Lines of a dump, written in the background.
     Lines(Vec<String>),
 }
 
-impl Daemon {
-    /// One control connection: a line in, a line of JSON out.
-    pub(super) async fn serve_control(&mut self, stream: UnixStream) {
-        // The socket is mode 0600; the peer's credentials are checked as well, so that a
-        // socket directory with loose permissions or a passed descriptor does not open it.
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
-        let uid = stream.peer_cred().map(|c| c.uid());
-        let allowed = matches!(uid, Ok(u) if u == 0 || u == me);
-        let (r, mut w) = stream.into_split();
-        // Read the request first, also from a refused client, so that it is not cut off
-        // mid-write.
-        let mut line = String::new();
-        let mut reader = BufReader::new(r.take(REQUEST_LIMIT));
-        let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
-        if !allowed {
-            self.control_refused += 1;
-            log(
-                "warn",
-                format!("control socket: refused a client with uid {uid:?}: root only"),
-            );
-            let _ = w
-                .write_all(b"{\"error\":\"permission denied: the control socket is root-only\"}\n")
-                .await;
-            return;
-        }
-        let reply = match read {
-            Ok(Ok(_)) => match Request::parse(&line) {
-                Ok(request) => self.answer(request),
-                Err(e) => Reply::Line(json!({ "error": e })),
-            },
-            _ => Reply::Line(json!({"error": "unreadable request"})),
-        };
-        match reply {
-            Reply::Line(v) => {
-                let _ = w.write_all(format!("{v}\n").as_bytes()).await;
+/// Control clients served at once; a further one is closed at once (a stuck script
+/// must not pile up tasks).
+pub(super) const MAX_CLIENTS: usize = 64;
+
+/// What a control client's task asks of the event loop: everything that reads or changes
+/// the node happens there, between other inputs, and takes no I/O wait.
+pub(super) enum Call {
+    /// A client was refused for its credentials (counted).
+    Refused,
+    /// A request, and where its reply goes.
+    Request(Request, oneshot::Sender<Reply>),
+}
+
+/// One control connection, in a task of its own so that a client that says nothing (or
+/// reads its reply slowly) never holds up the event loop: its credentials are checked,
+/// its request line read (at most [`REQUEST_TIMEOUT`]), handed to the loop through
+/// `calls`, and the reply written back.
+pub(super) async fn client(
+    stream: UnixStream,
+    calls: mpsc::Sender<Call>,
+    _permit: OwnedSemaphorePermit,
+) {
+    // The socket is mode 0600; the peer's credentials are checked as well, so that a
+    // socket directory with loose permissions or a passed descriptor does not open it.
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let uid = stream.peer_cred().map(|c| c.uid());
+    let allowed = matches!(uid, Ok(u) if u == 0 || u == me);
+    let (r, mut w) = stream.into_split();
+    // Read the request first, also from a refused client, so that it is not cut off
+    // mid-write.
+    let mut line = String::new();
+    let mut reader = BufReader::new(r.take(REQUEST_LIMIT));
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    if !allowed {
+        log(
+            "warn",
+            format!("control socket: refused a client with uid {uid:?}: root only"),
+        );
+        let _ = calls.send(Call::Refused).await;
+        let _ = w
+            .write_all(b"{\"error\":\"permission denied: the control socket is root-only\"}\n")
+            .await;
+        return;
+    }
+    let reply = match read {
+        Ok(Ok(_)) => match Request::parse(&line) {
+            Ok(request) => {
+                let (tx, rx) = oneshot::channel();
+                if calls.send(Call::Request(request, tx)).await.is_err() {
+                    return; // the daemon is stopping
+                }
+                match rx.await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
             }
+            Err(e) => Reply::Line(json!({ "error": e })),
+        },
+        _ => Reply::Line(json!({"error": "unreadable request"})),
+    };
+    let write = async {
+        match reply {
+            Reply::Line(v) => w.write_all(format!("{v}\n").as_bytes()).await?,
             Reply::Lines(lines) => {
-                tokio::spawn(async move {
-                    let write = async {
-                        for l in lines {
-                            w.write_all(l.as_bytes()).await?;
-                        }
-                        w.flush().await
-                    };
-                    let _ = tokio::time::timeout(DUMP_TIMEOUT, write).await;
-                });
+                for l in lines {
+                    w.write_all(l.as_bytes()).await?;
+                }
+            }
+        }
+        w.flush().await
+    };
+    let _ = tokio::time::timeout(DUMP_TIMEOUT, write).await;
+}
+
+impl Daemon {
+    /// A control client's call, on the event loop: answered at once.
+    pub(super) fn call(&mut self, call: Call) {
+        match call {
+            Call::Refused => self.control_refused += 1,
+            Call::Request(request, reply) => {
+                let _ = reply.send(self.answer(request));
             }
         }
     }

@@ -169,6 +169,8 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
         sd_notify::NotifyState::Status(&d.status_line()),
     ]);
     let mut flow_batch: Vec<FlowEvent> = Vec::new();
+    let (calls_tx, mut calls_rx) = tokio::sync::mpsc::channel(control::MAX_CLIENTS);
+    let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(control::MAX_CLIENTS));
     loop {
         let deadline = d
             .node
@@ -247,9 +249,13 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
             }
             c = control.accept() => {
                 if let Ok((stream, _)) = c {
-                    d.serve_control(stream).await;
+                    // Served off the loop; a client beyond the cap is closed at once.
+                    if let Ok(permit) = clients.clone().try_acquire_owned() {
+                        tokio::spawn(control::client(stream, calls_tx.clone(), permit));
+                    }
                 }
             }
+            Some(call) = calls_rx.recv() => d.call(call),
             m = async { metrics.as_ref()?.accept().await.ok() }, if metrics.is_some() => {
                 if let Some((stream, _)) = m {
                     d.serve_metrics(stream);
