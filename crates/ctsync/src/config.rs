@@ -405,6 +405,19 @@ impl Config {
                 t.alive_ms
             );
         }
+        if let Some(k) = &cfg.keepalived {
+            match (k.stale_file.is_some(), k.stale_after_secs) {
+                (true, None) | (false, Some(_)) => bail!(
+                    "{}: [keepalived] stale_file and stale_after_secs go together: set both or neither",
+                    path.display()
+                ),
+                (_, Some(n)) if !(1..=86_400).contains(&n) => bail!(
+                    "{}: [keepalived] stale_after_secs = {n}: from 1 to 86400 seconds",
+                    at("stale_after_secs")
+                ),
+                _ => {}
+            }
+        }
         if let Some(k) = &cfg.keepalived
             && k.notify_fifo.is_some()
             && k.instance.is_some() == k.group.is_some()

@@ -8,6 +8,10 @@
 //!
 //! The track file holds a number. With `weight 0` in keepalived's `track_file` block a
 //! non-zero value puts the instance in FAULT: ctsync writes `0` when ready and `1` when not.
+//! A second file, `stale_file`, says `1` while no primary peer was heard from for
+//! `stale_after_secs`: with a negative `weight` keepalived lowers the node's priority by
+//! it, so a backup whose copy ages behind a cut link is the less preferred candidate but
+//! still a candidate (keepalived.conf(5), `track_file`).
 
 use std::path::Path;
 
@@ -26,6 +30,14 @@ pub struct Keepalived {
     pub group: Option<String>,
     /// Where to write readiness for keepalived's `track_file` (`0` ready, `1` not).
     pub track_file: Option<std::path::PathBuf>,
+    /// Where to write whether this node's copy is stale (`1`: a primary peer was not
+    /// heard from for `stale_after_secs`, `0` otherwise), for a second `track_file` with
+    /// a negative `weight`: a backup cut off from the primary becomes the less preferred
+    /// candidate, never FAULT on that alone.
+    pub stale_file: Option<std::path::PathBuf>,
+    /// Seconds without a word from a primary peer after which the copy counts as stale
+    /// (1 to 86,400; with `stale_file`).
+    pub stale_after_secs: Option<u64>,
 }
 
 /// What a FIFO line is about.
@@ -86,8 +98,13 @@ impl Keepalived {
 
 /// Write readiness to the track file atomically (write, then rename).
 pub(crate) fn write_track_file(path: &Path, ready: bool) -> std::io::Result<()> {
+    write_value(path, u8::from(!ready))
+}
+
+/// Write `value` (one number and a newline) to a track file, atomically.
+pub(crate) fn write_value(path: &Path, value: u8) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, if ready { "0\n" } else { "1\n" })?;
+    std::fs::write(&tmp, format!("{value}\n"))?;
     std::fs::rename(&tmp, path)
 }
 
@@ -217,6 +234,8 @@ mod tests {
             instance: None,
             group: Some("G1".into()),
             track_file: None,
+            stale_file: None,
+            stale_after_secs: None,
         };
         let l = |s| parse_line(s).unwrap();
         assert_eq!(k.role_for(&l("GROUP \"G1\" MASTER 0")), Some(Role::Primary));

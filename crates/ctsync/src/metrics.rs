@@ -10,7 +10,7 @@
 //! listen` binds loopback only, and a [`Gate`] answers at most [`MAX_CONNECTIONS`] at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ctsync_core::{DropReason, Role};
@@ -140,6 +140,8 @@ pub(crate) fn render(s: &Status) -> String {
     let sent = Family::<Labels, Counter>::default();
     let retrans = Family::<Labels, Counter>::default();
     let resets = Family::<Labels, Counter>::default();
+    let synced = Family::<Labels, Gauge>::default();
+    let last_seen = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     for p in &s.peers {
         let l = label(
             "peer",
@@ -152,7 +154,28 @@ pub(crate) fn render(s: &Status) -> String {
         sent.get_or_create(&l).inc_by(p.sent);
         retrans.get_or_create(&l).inc_by(p.retransmitted);
         resets.get_or_create(&l).inc_by(p.resets);
+        synced.get_or_create(&l).set(i64::from(p.synced));
+        if let Some(ms) = p.last_seen_ms {
+            last_seen.get_or_create(&l).set(ms as f64 / 1000.0);
+        }
     }
+    reg.register(
+        "peer_synced",
+        "1 while our copy of the peer's table is complete (bulk done, digests agree)",
+        synced,
+    );
+    reg.register(
+        "peer_last_seen_seconds",
+        "Seconds since the peer was last heard from (absent before the first datagram)",
+        last_seen,
+    );
+    let stale: Gauge<i64, AtomicI64> = Gauge::default();
+    stale.set(i64::from(s.stale));
+    reg.register(
+        "stale",
+        "1 while a primary peer has been silent for [keepalived] stale_after_secs",
+        stale,
+    );
     reg.register("peer_up", "1 while the peer is heard from", up);
     reg.register("peer_ready", "1 when the peer says it is ready", ready);
     reg.register(
@@ -364,6 +387,8 @@ mod tests {
             "ctsync_ready 1",
             "ctsync_flows{cache=\"external\"} 200000",
             "ctsync_peer_up{peer=\"198.18.255.1:3780\"} 1",
+            "ctsync_peer_last_seen_seconds{peer=\"198.18.255.1:3780\"} 0.12",
+            "ctsync_stale 0",
             "ctsync_peer_messages_retransmitted_total{peer=\"198.18.255.1:3780\"} 2",
             "ctsync_datagrams_dropped_total{reason=\"replay\"} 4",
             "ctsync_datagrams_dropped_total{reason=\"authentication\"} 0",

@@ -730,3 +730,63 @@ fn silent_control_clients_do_not_stall_replication() {
     );
     drop(silent);
 }
+
+/// A backup cut off from the primary says so: after `stale_after_secs` its stale file
+/// (for keepalived's `track_file` with a negative weight) says 1 and its status `stale`,
+/// while it stays ready (a stale copy is a worse candidate, not none); once the link is
+/// back the file says 0 again.
+#[test]
+fn a_backup_cut_off_from_the_primary_says_its_copy_is_stale() {
+    let Some(mut lab) = pair("stale") else {
+        return;
+    };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    let stale_path = lab.dir().join(format!("{b}.stale"));
+    let stale = || {
+        fs::read_to_string(&stale_path)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let extra = format!(
+        "stale_file = \"{}\"\nstale_after_secs = 1\n",
+        stale_path.display()
+    );
+    let cfg = lab.config_with(&b, "backup", &extra).unwrap();
+    lab.start(&a, "primary").unwrap();
+    lab.spawn(&b, &cfg, None).unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || lab.track(&b) == "0" && stale() == "0",
+        || {
+            format!(
+                "track {:?}, stale {:?}\n{}",
+                lab.track(&b),
+                stale(),
+                lab.logs()
+            )
+        },
+    );
+    let link = |state: &str| {
+        let st = Command::new("ip")
+            .args(["-n", &a, "link", "set", "sync0", state])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    link("down");
+    wait_for(
+        Duration::from_secs(5),
+        || stale() == "1",
+        || format!("stale {:?}\n{}", stale(), lab.logs()),
+    );
+    assert_eq!(status(&lab.socket(&b))["stale"], true);
+    assert_eq!(lab.track(&b), "0", "a stale copy is still a candidate");
+    link("up");
+    wait_for(
+        Duration::from_secs(15),
+        || stale() == "0",
+        || format!("stale {:?}\n{}", stale(), lab.logs()),
+    );
+    assert_eq!(status(&lab.socket(&b))["stale"], false);
+}

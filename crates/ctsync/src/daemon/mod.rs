@@ -131,6 +131,11 @@ struct Daemon {
     name: String,
     /// keepalived's `track_file`, kept at this node's readiness.
     track_file: Option<PathBuf>,
+    /// Where to say whether this node's copy is stale, and after how long without a
+    /// primary peer it is.
+    stale_file: Option<(PathBuf, Duration)>,
+    /// What the track file and the stale file hold (written again only on a change).
+    written: (Option<bool>, Option<bool>),
     /// How long the last move to primary took, kernel writes included.
     last_takeover: Option<Duration>,
     /// Control clients refused for their credentials.
@@ -280,6 +285,11 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
             _ = term.recv() => break,
         }
         d.flush();
+        if d.stale_file.is_some() {
+            // Staleness moves with time alone: looked at every turn (the loop wakes at
+            // least every alive interval).
+            d.write_track();
+        }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&control_path);
@@ -338,15 +348,45 @@ impl Daemon {
         }
     }
 
-    /// Tell keepalived whether this node may become master (track_file: 0 yes, 1 no).
-    fn write_track(&self) {
+    /// Tell keepalived whether this node may become master (track_file: 0 yes, 1 no),
+    /// and whether its copy is stale (stale_file: 1 while a primary peer has been silent
+    /// for stale_after_secs). Each file is written when its value changes.
+    fn write_track(&mut self) {
+        let ready = self.node.is_ready();
         if let Some(path) = &self.track_file
-            && let Err(e) = crate::keepalived::write_track_file(path, self.node.is_ready())
+            && self.written.0 != Some(ready)
         {
-            log(
-                "warn",
-                format!("writing the track file {}: {e}", path.display()),
-            );
+            match crate::keepalived::write_track_file(path, ready) {
+                Ok(()) => self.written.0 = Some(ready),
+                Err(e) => log(
+                    "warn",
+                    format!("writing the track file {}: {e}", path.display()),
+                ),
+            }
+        }
+        if let Some((path, after)) = &self.stale_file {
+            let stale = self.status().stale;
+            if self.written.1 != Some(stale) {
+                match crate::keepalived::write_value(path, u8::from(stale)) {
+                    Ok(()) => {
+                        if stale {
+                            log(
+                                "warn",
+                                format!(
+                                    "no word from the primary for {} s: the copy is stale ({} says 1)",
+                                    after.as_secs(),
+                                    path.display()
+                                ),
+                            );
+                        }
+                        self.written.1 = Some(stale);
+                    }
+                    Err(e) => log(
+                        "warn",
+                        format!("writing the stale file {}: {e}", path.display()),
+                    ),
+                }
+            }
         }
     }
 
@@ -425,6 +465,8 @@ impl Daemon {
         }
         self.kernel.window_tracking = new.sync.tcp_window_tracking;
         self.track_file = new.keepalived.as_ref().and_then(|k| k.track_file.clone());
+        self.stale_file = setup::stale_file(new);
+        self.written = (None, None);
         self.write_track();
         self.node.set_filter(
             new.core_filter(),

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use ctnetlink::{Conntrack, EventSocket, Groups, Netns};
@@ -244,6 +244,8 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         kernel: Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
         name: cfg.node.clone(),
         track_file: cfg.keepalived.as_ref().and_then(|k| k.track_file.clone()),
+        stale_file: stale_file(cfg),
+        written: (None, None),
         last_takeover: None,
         control_refused: 0,
         event_budget_hits: 0,
@@ -292,4 +294,13 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         metrics,
     };
     Ok((d, sources))
+}
+
+/// `[keepalived] stale_file` with its `stale_after_secs`.
+pub(super) fn stale_file(cfg: &Config) -> Option<(PathBuf, Duration)> {
+    let k = cfg.keepalived.as_ref()?;
+    Some((
+        k.stale_file.clone()?,
+        Duration::from_secs(k.stale_after_secs?),
+    ))
 }

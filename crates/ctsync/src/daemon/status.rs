@@ -208,6 +208,9 @@ pub(crate) struct Status {
     pub ready: bool,
     /// Its role.
     pub role: Role,
+    /// A primary peer has not been heard from for `[keepalived] stale_after_secs`
+    /// (`false` without that setting).
+    pub stale: bool,
     /// Counters.
     pub stats: Stats,
     /// Durations.
@@ -256,6 +259,17 @@ impl fmt::Display for Status {
     }
 }
 
+impl Status {
+    /// Whether a primary peer has been silent for `after` or longer: our copy of its
+    /// table is aging (the sync link is cut, or the primary is gone).
+    pub(crate) fn is_stale(&self, after: Duration) -> bool {
+        let limit = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        self.peers
+            .iter()
+            .any(|p| p.role == Some(Role::Primary) && p.last_seen_ms.is_none_or(|ms| ms >= limit))
+    }
+}
+
 fn seconds(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64())
 }
@@ -265,7 +279,7 @@ impl Daemon {
     pub(super) fn status(&self) -> Status {
         let now = Instant::now();
         let core = self.node.status();
-        Status {
+        let mut status = Status {
             caches: Caches {
                 external: core.external_flows,
                 internal: core.internal_flows,
@@ -285,6 +299,7 @@ impl Daemon {
                 .collect(),
             ready: core.ready,
             role: core.role,
+            stale: false,
             stats: Stats {
                 core: core.stats,
                 kernel_recreated: self.kernel.recreated,
@@ -298,7 +313,11 @@ impl Daemon {
                 last_kernel_dump_seconds: seconds(self.kernel.last_dump),
                 kernel_dumps: self.kernel.dumps,
             },
+        };
+        if let Some((_, after)) = &self.stale_file {
+            status.stale = status.is_stale(*after);
         }
+        status
     }
 
     /// Answer a metrics connection with the status of now, if the [`Gate`] has a place
@@ -336,6 +355,23 @@ fn status_line(role: Role, ready: bool, own: usize, from_peers: usize) -> String
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_is_stale_when_a_primary_peer_was_silent_for_the_limit() {
+        let mut s = sample();
+        assert_eq!(s.peers[0].role, Some(Role::Primary));
+        s.peers[0].last_seen_ms = Some(999);
+        assert!(!s.is_stale(Duration::from_secs(1)));
+        s.peers[0].last_seen_ms = Some(1000);
+        assert!(s.is_stale(Duration::from_secs(1)));
+        s.peers[0].last_seen_ms = None;
+        assert!(s.is_stale(Duration::from_secs(1)), "never heard");
+        s.peers[0].role = Some(Role::Backup);
+        assert!(
+            !s.is_stale(Duration::from_secs(1)),
+            "only a primary's silence counts"
+        );
+    }
 
     /// A backup with one peer and some of every counter.
     pub(crate) fn sample() -> Status {
@@ -387,6 +423,7 @@ pub(crate) mod tests {
             }],
             ready: true,
             role: Role::Backup,
+            stale: false,
             stats: Stats {
                 core,
                 kernel_recreated: 17,
