@@ -8,6 +8,7 @@
 //! * [`run`]: the daemon, on a configuration, until SIGTERM;
 //! * [`control`]: the client of a running daemon's control socket (and the requests it
 //!   understands);
+//! * [`import`]: a ctsync configuration from a conntrackd.conf (`ctsync import`);
 //! * [`keepalived`]: the `[keepalived]` section and the parser of keepalived's notify
 //!   FIFO lines.
 //!
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod control;
 mod daemon;
+pub mod import;
 pub mod keepalived;
 mod metrics;
 

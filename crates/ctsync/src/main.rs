@@ -126,6 +126,12 @@ enum Command {
         #[command(flatten)]
         at: Socket,
     },
+    /// Print a ctsync configuration (commented TOML) made from a conntrackd.conf; what
+    /// does not map is listed at its end with its line numbers (docs/MIGRATION.md).
+    Import {
+        /// The conntrackd.conf.
+        file: std::path::PathBuf,
+    },
     /// Load a kernel conntrack table with synthetic entries (root; for tests and
     /// benchmarks). Each operation prints one line of JSON.
     Load {
@@ -170,6 +176,33 @@ impl Socket {
 
     fn ask(&self, request: &str) -> Result<serde_json::Value> {
         ctsync::control::request(&self.path()?, request)
+    }
+}
+
+/// `ctsync import FILE`: the TOML on stdout, a one-line summary on stderr; an unreadable
+/// or malformed file is one line on stderr and exit status 2.
+fn import(file: &std::path::Path) -> bool {
+    let done = std::fs::read(file)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read {}: {e}: expected a conntrackd.conf",
+                file.display()
+            )
+        })
+        .and_then(|bytes| ctsync::import::import(&bytes, &file.display().to_string()));
+    match done {
+        Ok(i) => {
+            print!("{}", i.toml);
+            eprintln!(
+                "ctsync import: {} settings not mapped or to fill in, listed at the end of the output with their lines",
+                i.unmapped.len()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("ctsync: {e:#}");
+            false
+        }
     }
 }
 
@@ -319,6 +352,7 @@ fn run(cli: Cli) -> Result<bool> {
             }
             return Ok(true);
         }
+        Command::Import { file } => return Ok(import(&file)),
         Command::Load { netns, op } => (netns, op),
     };
     if let LoadOp::WaitCount { count, timeout } = op {
