@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as root on Debian 12: set-up, formatting, lints, every test
-# (the kernel tests in throwaway network namespaces included), and a short fuzz run.
+# (the kernel tests in throwaway network namespaces included), a short fuzz run, and the
+# Debian package installed and purged (scripts/package-test.sh).
 #   FUZZ_SECONDS=60  seconds of fuzzing per target (0 skips the run, not the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,5 +31,8 @@ scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 
 echo "== C reference loader builds"
 make -s -C bench/c-loader
+
+echo "== the Debian package: build, dpkg -i, check, dpkg -P (release build)"
+scripts/package-test.sh
 
 echo "test.sh: all passed"

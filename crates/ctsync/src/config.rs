@@ -463,7 +463,21 @@ impl Config {
             Ok(unsafe { libc::if_nametoindex(iface.as_ptr()) } != 0)
         };
         let found = match &netns {
-            Some(ns) => ns.run(exists)?,
+            // Entering it is setns(2): CAP_SYS_ADMIN, which the packaged unit leaves out
+            // unless added (etc/ctsync.service says how).
+            Some(ns) => ns.run(exists).map_err(|e| {
+                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    ": entering a network namespace needs CAP_SYS_ADMIN; under systemd add \
+                     `CapabilityBoundingSet=CAP_SYS_ADMIN` with `systemctl edit ctsync`"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!(
+                    "{}: netns {:?}: cannot enter it: {e}{hint}",
+                    self.at("netns"),
+                    self.netns.as_deref().unwrap_or_default()
+                )
+            })?,
             None => exists()?,
         };
         if !found {

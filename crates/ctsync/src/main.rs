@@ -18,6 +18,8 @@ use ctsync_core::Role;
 use ctsync_lab::load;
 use ctsync_lab::synth::Mix;
 
+mod generate;
+
 /// Conntrack replication for high-availability Linux firewalls.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -70,6 +72,15 @@ enum Command {
     },
     /// Print a new random cluster key (`ctsync keygen > /etc/ctsync/cluster.key`).
     Keygen,
+    /// Write the man pages or the shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// man or completions.
+        #[arg(value_enum)]
+        what: generate::What,
+        /// The directory to write into (created if missing).
+        dir: std::path::PathBuf,
+    },
     /// Show the daemon's state: role, readiness, peers, caches, drops.
     Status {
         #[command(flatten)]
@@ -293,6 +304,13 @@ fn run(cli: Cli) -> Result<bool> {
         }
         Command::Keygen => {
             println!("{}", ctsync::config::new_key()?);
+            return Ok(true);
+        }
+        Command::Generate { what, dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            for path in generate::write(what, cmd, &dir)? {
+                println!("{}", path.display());
+            }
             return Ok(true);
         }
         Command::Status { at, json } => {

@@ -249,3 +249,42 @@ fn the_role_is_read_in_any_case_and_sent_by_its_name() {
     }
     assert_eq!(daemon.join().unwrap(), ["role backup\n", "role fault\n"]);
 }
+
+/// `ctsync generate` (what the package is built with): a man page per visible command,
+/// none for hidden ones, and the three shells' completions.
+#[test]
+fn generate_writes_man_pages_and_completions() {
+    let d = Dir::new("generate");
+    for what in ["man", "completions"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ctsync"))
+            .args(["generate", what, d.0.join(what).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let man = d.0.join("man");
+    for page in ["ctsync.8", "ctsync-run.8", "ctsync-load-fill.8"] {
+        let text = fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.starts_with(".ie") && text.contains(".TH "), "{page}");
+    }
+    assert!(
+        fs::read_to_string(man.join("ctsync-run.8"))
+            .unwrap()
+            .contains("config")
+    );
+    for hidden in [
+        "ctsync-generate.8",
+        "ctsync-bench-sessions.8",
+        "ctsync-help.8",
+    ] {
+        assert!(!man.join(hidden).exists(), "{hidden} written");
+    }
+    for file in ["ctsync.bash", "_ctsync", "ctsync.fish"] {
+        let text = fs::read_to_string(d.0.join("completions").join(file)).unwrap();
+        assert!(text.contains("keygen"), "{file}");
+    }
+}
