@@ -123,13 +123,12 @@ impl Request {
         Ok(match words.as_slice() {
             ["status"] => Request::Status,
             ["status", "text"] => Request::StatusText,
-            // keepalived's names too, in either case (`MASTER` is primary).
-            ["role", r] => Request::Role(if r.eq_ignore_ascii_case("master") {
-                Role::Primary
-            } else {
-                r.parse::<Role>()
-                    .map_err(|_| format!("unknown role {r:?}: expected primary, backup or fault"))?
-            }),
+            // keepalived's names too, in either case (`MASTER` is primary: Role's FromStr).
+            ["role", r] => {
+                Request::Role(r.parse::<Role>().map_err(|_| {
+                    format!("unknown role {r:?}: expected primary, backup or fault")
+                })?)
+            }
             ["resync"] => Request::Resync,
             ["request-resync"] => Request::RequestResync,
             ["bulk"] => Request::Bulk,

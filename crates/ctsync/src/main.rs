@@ -155,11 +155,19 @@ enum Command {
 }
 
 /// `ctsync role`'s argument: the core's [`Role`] by its name, the names listed in
-/// `--help` and in the error for any other word.
+/// `--help` and in the error for any other word; keepalived's `MASTER` is taken for
+/// primary (as the control socket does), so a notify script can pass its state.
 fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(Role::ALL.map(Role::name))
-        .try_map(|s| s.parse::<Role>())
+    use clap::builder::{PossibleValue, TypedValueParser};
+    let names = Role::ALL.map(|r| {
+        let v = PossibleValue::new(r.name());
+        if r == Role::Primary {
+            v.alias("master")
+        } else {
+            v
+        }
+    });
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<Role>())
 }
 
 /// Where the daemon's control socket is.

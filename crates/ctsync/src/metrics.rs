@@ -225,7 +225,7 @@ pub(crate) fn render(s: &Status) -> String {
     counter(
         &mut reg,
         "metrics_refused",
-        "Metrics connections closed at once because 8 were already open",
+        "Metrics connections closed at once because the most answered at once were open",
         s.stats.metrics_refused,
     );
     let dropped = Family::<Labels, Counter>::default();

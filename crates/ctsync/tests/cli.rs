@@ -226,7 +226,7 @@ fn the_role_is_read_in_any_case_and_sent_by_its_name() {
     // A stand-in daemon: it answers two requests and hands back what it was asked.
     let daemon = std::thread::spawn(move || {
         let mut asked = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let (s, _) = listener.accept().unwrap();
             let mut line = String::new();
             BufReader::new(&s).read_line(&mut line).unwrap();
@@ -236,7 +236,7 @@ fn the_role_is_read_in_any_case_and_sent_by_its_name() {
         }
         asked
     });
-    for word in ["BACKUP", "Fault"] {
+    for word in ["BACKUP", "Fault", "MASTER"] {
         let out = Command::new(env!("CARGO_BIN_EXE_ctsync"))
             .args(["role", word, "--socket", sock.to_str().unwrap()])
             .output()
@@ -247,7 +247,10 @@ fn the_role_is_read_in_any_case_and_sent_by_its_name() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(daemon.join().unwrap(), ["role backup\n", "role fault\n"]);
+    assert_eq!(
+        daemon.join().unwrap(),
+        ["role backup\n", "role fault\n", "role primary\n"]
+    );
 }
 
 /// `ctsync generate` (what the package is built with): a man page per visible command,

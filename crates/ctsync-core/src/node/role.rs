@@ -67,7 +67,11 @@ impl std::fmt::Display for Role {
 impl std::str::FromStr for Role {
     type Err = String;
 
+    /// A role by its name, in any case; keepalived's `MASTER` means primary.
     fn from_str(s: &str) -> Result<Role, String> {
+        if s.eq_ignore_ascii_case("master") {
+            return Ok(Role::Primary);
+        }
         Role::ALL
             .into_iter()
             .find(|r| r.name().eq_ignore_ascii_case(s))
