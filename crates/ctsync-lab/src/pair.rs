@@ -29,6 +29,8 @@ pub struct Pair {
     /// The second node's namespace (198.18.255.2).
     pub b: String,
     ctsync: PathBuf,
+    /// The sync link runs over IPv6 (2001:db8:ff::1 and ::2) instead of IPv4.
+    ipv6: bool,
     daemons: Vec<Child>,
     // Last: dropped after `Drop for Pair` stopped the daemons.
     scratch: Scratch,
@@ -45,6 +47,7 @@ impl Pair {
             a,
             b,
             ctsync,
+            ipv6: false,
             daemons: Vec::new(),
             scratch,
         };
@@ -71,12 +74,31 @@ impl Pair {
         self.dir().join("cluster.key")
     }
 
-    /// Node `ns`'s sync address and its peer's.
+    /// Run the sync link over IPv6 from now on: both nodes get an address from the
+    /// documentation prefix (2001:db8:ff::1 and ::2, without duplicate address
+    /// detection so that they can be bound at once) and configurations name them.
+    pub fn use_ipv6(&mut self) -> Result<()> {
+        for (ns, addr) in [
+            (&self.a, "2001:db8:ff::1/64"),
+            (&self.b, "2001:db8:ff::2/64"),
+        ] {
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", "sync0", "nodad"])?;
+        }
+        self.ipv6 = true;
+        Ok(())
+    }
+
+    /// Node `ns`'s sync address and its peer's (IPv6 ones in brackets).
     fn addresses(&self, ns: &str) -> Result<(&'static str, &'static str)> {
+        let (one, two) = if self.ipv6 {
+            ("[2001:db8:ff::1]", "[2001:db8:ff::2]")
+        } else {
+            ("198.18.255.1", "198.18.255.2")
+        };
         if ns == self.a {
-            Ok(("198.18.255.1", "198.18.255.2"))
+            Ok((one, two))
         } else if ns == self.b {
-            Ok(("198.18.255.2", "198.18.255.1"))
+            Ok((two, one))
         } else {
             bail!(
                 "{ns} is not a node of this pair ({} and {})",

@@ -790,3 +790,41 @@ fn a_backup_cut_off_from_the_primary_says_its_copy_is_stale() {
     );
     assert_eq!(status(&lab.socket(&b))["stale"], false);
 }
+
+/// The sync link over IPv6 (addresses from 2001:db8::/32): the nodes verify each other,
+/// the backup gets the table by bulk, new flows follow live.
+#[test]
+fn flows_replicate_over_an_ipv6_sync_link() {
+    let Some(mut lab) = pair("v6") else {
+        return;
+    };
+    lab.use_ipv6().unwrap();
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    let flows: Vec<_> = (0..1000)
+        .map(|i| synth::flow(i, Mix::Realistic, 3600))
+        .collect();
+    cta.batch(FlowOp::Create, &flows[..500], |i, e| {
+        panic!("create {i}: {e}")
+    })
+    .unwrap();
+    lab.start(&a, "primary").unwrap();
+    lab.start(&b, "backup").unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) == 500,
+        || format!("backup has {} of 500\n{}", count(&b), lab.logs()),
+    );
+    cta.batch(FlowOp::Create, &flows[500..], |i, e| {
+        panic!("create {i}: {e}")
+    })
+    .unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) == 1000,
+        || format!("backup has {} of 1000\n{}", count(&b), lab.logs()),
+    );
+    let s = status(&lab.socket(&b));
+    assert_eq!(s["peers"][0]["address"], "[2001:db8:ff::1]:3780");
+    assert_eq!(s["peers"][0]["up"], true);
+}
