@@ -168,19 +168,11 @@ impl Conntrack {
     ) -> Result<DumpSummary, Error> {
         let mut summary = DumpSummary::default();
         loop {
-            let seq = self.next_seq(1);
-            self.tx.clear();
-            let af = family.map_or(libc::AF_UNSPEC as u8, Family::af);
-            let start = encode::begin_message(
-                &mut self.tx,
+            let seq = self.send_dump_request(
                 attr::NFNL_SUBSYS_CTNETLINK,
                 attr::IPCTNL_MSG_CT_GET,
-                NLM_F_DUMP,
-                seq,
-                af,
-            );
-            encode::end_message(&mut self.tx, start);
-            self.send_tx()?;
+                family,
+            )?;
             let (flows, interrupted) = self.read_dump(seq, |body| {
                 if let Body::Conntrack {
                     msg: attr::IPCTNL_MSG_CT_NEW,
@@ -514,25 +506,34 @@ impl Conntrack {
         }
     }
 
+    /// Send a dump request (`NLM_F_DUMP`) of `msg` in subsystem `subsys` for `family`
+    /// (`None`: all); its sequence number.
+    fn send_dump_request(
+        &mut self,
+        subsys: u8,
+        msg: u8,
+        family: Option<Family>,
+    ) -> Result<u32, Error> {
+        let seq = self.next_seq(1);
+        self.tx.clear();
+        let af = family.map_or(libc::AF_UNSPEC as u8, Family::af);
+        let start = encode::begin_message(&mut self.tx, subsys, msg, NLM_F_DUMP, seq, af);
+        encode::end_message(&mut self.tx, start);
+        self.send_tx()?;
+        Ok(seq)
+    }
+
     /// Stream every expectation of `family` (`None`: all) to `each`.
     pub fn dump_expectations(
         &mut self,
         family: Option<Family>,
         mut each: impl FnMut(&Expectation),
     ) -> Result<u64, Error> {
-        let seq = self.next_seq(1);
-        self.tx.clear();
-        let af = family.map_or(libc::AF_UNSPEC as u8, Family::af);
-        let start = encode::begin_message(
-            &mut self.tx,
+        let seq = self.send_dump_request(
             attr::NFNL_SUBSYS_CTNETLINK_EXP,
             attr::IPCTNL_MSG_EXP_GET,
-            NLM_F_DUMP,
-            seq,
-            af,
-        );
-        encode::end_message(&mut self.tx, start);
-        self.send_tx()?;
+            family,
+        )?;
         let (n, _) = self.read_dump(seq, |body| {
             if let Body::Expectation { family, attrs, .. } = body {
                 each(&decode::decode_expectation(family, attrs)?);
