@@ -39,6 +39,9 @@ const DATAGRAM_BUDGET: usize = 64;
 /// Rounds of carrying out the core's outputs after one input, at most (each round's
 /// kernel writes and datagrams may cause more).
 const FLUSH_ROUNDS: usize = 64;
+/// How often the loop looks at whether the copy went stale (stale_after_secs is whole
+/// seconds; building the status on every turn of a storm would be wasted work).
+const STALE_CHECK: Duration = Duration::from_millis(100);
 
 fn log(level: &str, msg: impl std::fmt::Display) {
     eprintln!("ctsync[{level}]: {msg}");
@@ -136,6 +139,8 @@ struct Daemon {
     stale_file: Option<(PathBuf, Duration)>,
     /// What the track file and the stale file hold (written again only on a change).
     written: (Option<bool>, Option<bool>),
+    /// When staleness was last looked at by the loop (see [`STALE_CHECK`]).
+    stale_checked: Option<Instant>,
     /// How long the last move to primary took, kernel writes included.
     last_takeover: Option<Duration>,
     /// Control clients refused for their credentials.
@@ -285,9 +290,10 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
             _ = term.recv() => break,
         }
         d.flush();
-        if d.stale_file.is_some() {
-            // Staleness moves with time alone: looked at every turn (the loop wakes at
-            // least every alive interval).
+        if d.stale_file.is_some() && d.stale_checked.is_none_or(|t| t.elapsed() >= STALE_CHECK) {
+            // Staleness moves with time alone: looked at by the loop (which wakes at least
+            // every alive interval), but not on every turn of an event storm.
+            d.stale_checked = Some(Instant::now());
             d.write_track();
         }
     }

@@ -246,6 +246,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         track_file: cfg.keepalived.as_ref().and_then(|k| k.track_file.clone()),
         stale_file: stale_file(cfg),
         written: (None, None),
+        stale_checked: None,
         last_takeover: None,
         control_refused: 0,
         event_budget_hits: 0,
