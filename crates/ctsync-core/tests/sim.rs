@@ -613,3 +613,108 @@ fn a_node_restarting_with_a_lower_epoch_is_taken_after_a_challenge() {
         c.assert_converged(Mode::HotStandby);
     }
 }
+
+/// The primary's daemon crashes and restarts (keepalived keeps the node master): its
+/// backup held a complete copy and stays ready at every step, so keepalived never puts
+/// it in FAULT; the restarted primary's bulk transfer refreshes the copy, and the flows
+/// that closed while no daemon listened are swept. Before, readiness dropped from the
+/// new epoch until that bulk transfer ended.
+#[test]
+fn a_backup_stays_ready_while_the_primarys_daemon_restarts() {
+    let mut c = Cluster::new(2, 41, Mode::HotStandby);
+    c.run(Duration::from_secs(2));
+    for i in 0..300 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(3));
+    assert!(c.node(1).is_ready(), "the backup's copy is complete");
+    c.crash(0);
+    // While no daemon listens, flows come and go in the primary's kernel.
+    for i in 0..20 {
+        c.nodes[0].kernel.flows.remove(&flow(i).key());
+    }
+    for i in 300..320 {
+        c.nodes[0].kernel.flows.insert(flow(i).key(), flow(i));
+    }
+    c.run(Duration::from_millis(300));
+    let restart = c.now;
+    c.boot(0);
+    c.run(Duration::from_secs(5));
+    let dropped: Vec<_> = c.nodes[1]
+        .readiness
+        .iter()
+        .filter(|(t, ready)| *t >= restart && !ready)
+        .map(|(t, _)| *t - restart)
+        .collect();
+    assert!(
+        dropped.is_empty(),
+        "the backup said 'not ready' after the primary's restart, at {dropped:?}"
+    );
+    assert!(c.node(1).is_ready());
+    c.assert_converged(Mode::HotStandby);
+    assert_eq!(c.nodes[1].kernel.flows.len(), 300);
+}
+
+/// A daemon that starts as backup leaves alone the timers of every kernel entry a
+/// primary owns (the role at start may be a guess; cutting the timeouts of a node that
+/// is in fact serving would end its idle sessions). Once the primary's whole table has
+/// arrived, only the entries it does not own are shortened: here the copy of a flow
+/// that closed while the backup's daemon was down. A move from primary to backup
+/// shortens them all.
+#[test]
+fn a_start_as_backup_shortens_only_what_no_primary_owns() {
+    let mut c = Cluster::new(2, 43, Mode::HotStandby);
+    c.run(Duration::from_secs(2));
+    for i in 0..50 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.nodes[1].kernel.flows.len(), 50, "hot standby wrote them");
+    c.crash(1);
+    c.traffic(0, EventKind::Destroy, flow(7));
+    c.boot(1);
+    c.run(Duration::from_secs(2));
+    let shortened: Vec<_> = c.nodes[1].kernel.expiry.keys().copied().collect();
+    assert_eq!(
+        shortened,
+        vec![flow(7).key()],
+        "only the copy of the flow that closed meanwhile expires soon"
+    );
+    c.run(Duration::from_secs(10));
+    c.assert_converged(Mode::HotStandby);
+    c.set_role(0, Role::Backup);
+    c.set_role(1, Role::Primary);
+    c.run(Duration::from_secs(1));
+    c.set_role(1, Role::Backup);
+    assert_eq!(
+        c.nodes[1].kernel.expiry.len(),
+        49,
+        "a move from primary to backup shortens every timer"
+    );
+}
+
+/// The serving node's daemon restarts and, with no word from keepalived yet, guesses
+/// "backup": its peer is no primary, so nothing claims its kernel's entries and not one
+/// timer is cut; keepalived's MASTER then makes it primary with every flow intact.
+/// Before, any start as backup shortened every timeout in the kernel.
+#[test]
+fn a_serving_node_restarted_as_a_guessed_backup_keeps_its_timers() {
+    let mut c = Cluster::new(2, 47, Mode::HotStandby);
+    c.run(Duration::from_secs(2));
+    for i in 0..50 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(2));
+    c.crash(0);
+    c.boot_as(0, 9 << 32, Role::Backup);
+    c.run(Duration::from_secs(3));
+    assert!(
+        c.nodes[0].kernel.expiry.is_empty(),
+        "a start with a guessed role cut {} timers",
+        c.nodes[0].kernel.expiry.len()
+    );
+    c.set_role(0, Role::Primary);
+    c.run(Duration::from_secs(10));
+    assert_eq!(c.nodes[0].kernel.flows.len(), 50);
+    c.assert_converged(Mode::HotStandby);
+}

@@ -76,6 +76,7 @@ impl Node {
             .is_some_and(|p| p.link.role == WireRole::Primary);
         let hot =
             self.cfg.mode == Mode::HotStandby && self.role != Role::Primary && origin_is_primary;
+        let primarys_table = origin_is_primary && matches!(m, Message::BulkEnd { .. });
         let expected = self.cfg.expected_flows;
         let max_flows = self.cfg.max_flows;
         let Node {
@@ -124,7 +125,9 @@ impl Node {
                 ext.bulk_mark = Some(ext.mark);
                 ext.bucket_marks.clear();
                 ext.ended.clear();
-                p.sync.bulk_done = false;
+                if !p.sync.refreshing {
+                    p.sync.bulk_done = false;
+                }
                 // The whole table follows: repairs asked for before are moot.
                 p.sync.repairs_pending = 0;
             }
@@ -152,6 +155,7 @@ impl Node {
                     kernel_ops.extend(swept.iter().map(|k| KernelOp::Delete(*k)));
                 }
                 p.sync.bulk_done = true;
+                p.sync.refreshing = false;
                 notes.push_back(Notify::BulkReceived {
                     from,
                     swept: swept.len(),
@@ -241,6 +245,9 @@ impl Node {
                     kernel_ops.push_back(KernelOp::ExpDelete(Box::new(x.exp)));
                 }
             }
+        }
+        if primarys_table {
+            self.shorten_unclaimed(from);
         }
     }
 }

@@ -52,6 +52,9 @@ pub enum KernelOp {
     Dump,
     /// Lower the timeout of every local entry to at most this many seconds.
     ShortenTimeouts(u32),
+    /// Lower these entries' timeouts: each flow carries its tuples, zone and the new
+    /// timeout only (nothing else of it is written).
+    Shorten(Vec<Flow>),
     /// Write the flows of these tables (create, or update those that exist): a commit
     /// of the external caches, in their compact form ([`FlowTable::into_flows`] decodes
     /// them one at a time, so a commit of 200,000 flows never holds them all decoded).
@@ -185,6 +188,9 @@ pub struct Node {
     sealer: Sealer,
     role: Role,
     role_set: bool,
+    /// Started as backup: the first complete table from a primary says which of the
+    /// kernel's entries nobody owns (see [`Node::shorten_unclaimed`]).
+    unclaimed_check: bool,
     ready: bool,
     internal: FlowTable,
     /// This node's expectations (helpers' expected connections), by tuple and zone.
@@ -260,6 +266,7 @@ impl Node {
             sealer,
             role: Role::Backup,
             role_set: false,
+            unclaimed_check: false,
             ready: false,
             dump_mark: 0,
             dumping: false,
@@ -321,6 +328,7 @@ impl Node {
         self.external.clear();
         for p in self.peers.values_mut() {
             p.sync.bulk_done = false;
+            p.sync.refreshing = false;
         }
         self.update_ready();
     }
@@ -422,8 +430,11 @@ impl Node {
     /// whole table.
     fn peer_verified(&mut self, id: NodeId, restarted: bool, announced: Option<(WireRole, bool)>) {
         if let Some(p) = self.peers.get_mut(&id) {
-            p.sync.bulk_done = false;
-            p.sync.digest_ok = false;
+            p.sync.refreshing = restarted && p.sync.synced();
+            if !p.sync.refreshing {
+                p.sync.bulk_done = false;
+                p.sync.digest_ok = false;
+            }
             p.sync.repairs_pending = 0;
         }
         self.notes.push_back(if restarted {

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use ctnetlink::Flow;
 use ctsync_wire::{NodeId, WireRole};
 use serde::{Deserialize, Serialize};
 
@@ -115,16 +116,26 @@ impl Node {
                 for p in self.peers.values_mut() {
                     p.sync.bulk_done = false;
                     p.sync.digest_ok = false;
+                    p.sync.refreshing = false;
                 }
                 self.bulk_after_dump = true;
             }
-            Role::Backup | Role::Fault if first || old == Role::Primary => {
-                // Whatever the kernel holds may be stale (our own flows from when we were
-                // primary, or flows a previous run of ctsync replicated that the primary
-                // has since closed): let it expire soon. The primary's bulk transfer,
-                // asked for next, re-asserts every live flow with its real timeout.
+            Role::Backup | Role::Fault if old == Role::Primary && !first => {
+                // Our own flows from when we were primary may be stale (the new primary
+                // may have closed them): let them expire soon. The primary's bulk
+                // transfer, asked for next, re-asserts every live flow with its real
+                // timeout.
                 self.kernel_ops
                     .push_back(KernelOp::ShortenTimeouts(self.cfg.shorten_timeout));
+                self.request_resync(now);
+            }
+            Role::Backup | Role::Fault if first => {
+                // A start: the kernel's timers are left alone for now. The role may be a
+                // guess (no word from keepalived yet), and a node that is in fact
+                // serving would cut every live session's timeout. Once a primary's whole
+                // table has arrived, only what no primary owns is shortened (replicated
+                // copies whose deletion a previous run of ctsync missed).
+                self.unclaimed_check = true;
                 self.request_resync(now);
             }
             Role::Backup | Role::Fault => {
@@ -134,6 +145,37 @@ impl Node {
             }
         }
         self.update_ready();
+    }
+
+    /// After a start as backup, the first complete table from primary `from`: the
+    /// entries of our kernel it does not hold are either our own or copies a previous
+    /// run of ctsync wrote and whose deletion it missed while down. They are left to
+    /// expire soon (the configured shortened timeout); a live one's next packet gives
+    /// it its full timeout again. A node that is in fact serving hears from no primary,
+    /// so nothing of its table is touched.
+    pub(super) fn shorten_unclaimed(&mut self, from: NodeId) {
+        if self.role == Role::Primary || !std::mem::take(&mut self.unclaimed_check) {
+            return;
+        }
+        let Some(ext) = self.external.get(&from) else {
+            return;
+        };
+        let secs = self.cfg.shorten_timeout;
+        let flows: Vec<Flow> = self
+            .internal
+            .flows()
+            .filter(|f| f.timeout.is_none_or(|t| t > secs))
+            .filter(|f| !ext.table.contains(&self.hasher.keyed(f.key())))
+            .map(|f| {
+                let mut s = Flow::new(f.orig, f.reply);
+                s.zone = f.zone;
+                s.timeout = Some(secs);
+                s
+            })
+            .collect();
+        if !flows.is_empty() {
+            self.kernel_ops.push_back(KernelOp::Shorten(flows));
+        }
     }
 
     /// The role now.

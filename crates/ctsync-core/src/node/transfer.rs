@@ -35,6 +35,12 @@ pub(super) struct PeerSync {
     pub(super) digest_ok: bool,
     /// Bucket repairs requested and not finished.
     pub(super) repairs_pending: usize,
+    /// It restarted while our copy of its table was complete: the bulk transfer it
+    /// sends now refreshes that copy (its sweep removes what closed meanwhile), and
+    /// readiness holds through it. A primary whose daemon restarts has not lost its
+    /// kernel's table; a backup that told keepalived "not ready" meanwhile would be put
+    /// in FAULT, and a failure of the primary then would find no one to take over.
+    pub(super) refreshing: bool,
 }
 
 impl PeerSync {
@@ -56,6 +62,7 @@ impl Node {
         for p in self.peers.values_mut() {
             if p.link.is_live() {
                 p.sync.bulk_done = false;
+                p.sync.refreshing = false;
                 if !p.link.send.push(Message::ResyncRequest) {
                     full.push(p.link.id);
                 }

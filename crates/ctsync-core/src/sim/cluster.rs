@@ -27,6 +27,9 @@ pub struct SimNode {
     pub kernel: SimKernel,
     /// How often it started.
     pub starts: u64,
+    /// Its readiness changes as it announced them ([`crate::Notify::Ready`]), with
+    /// their times.
+    pub readiness: Vec<(Instant, bool)>,
 }
 
 /// N nodes (ids 1..=N; node 1, index 0, is the primary) on a [`FaultInjector`].
@@ -77,6 +80,7 @@ impl Cluster {
                     node: None,
                     kernel: SimKernel::default(),
                     starts: 0,
+                    readiness: Vec::new(),
                 }
             })
             .collect();
@@ -121,6 +125,12 @@ impl Cluster {
     /// (Re)start node `i` with the given epoch (a lower one than before: its clock was
     /// stepped back and it lost its state).
     pub fn boot_with_epoch(&mut self, i: usize, epoch: u64) {
+        self.boot_as(i, epoch, if i == 0 { Role::Primary } else { Role::Backup });
+    }
+
+    /// (Re)start node `i` with the given epoch in `role` (a daemon that guessed its role
+    /// before keepalived said it).
+    pub fn boot_as(&mut self, i: usize, epoch: u64, role: Role) {
         let seed = self.rng.next_u64();
         let n = &mut self.nodes[i];
         n.starts += 1;
@@ -133,7 +143,7 @@ impl Cluster {
         }
         node.end_kernel_dump(self.now);
         n.node = Some(node);
-        self.set_role(i, if i == 0 { Role::Primary } else { Role::Backup });
+        self.set_role(i, role);
     }
 
     /// The running node `i`.
@@ -216,7 +226,13 @@ impl Cluster {
         while let Some(op) = node.poll_kernel_op() {
             ops.push(op);
         }
-        while node.poll_notify().is_some() {}
+        let mut readiness = Vec::new();
+        while let Some(n) = node.poll_notify() {
+            if let crate::Notify::Ready(r) = n {
+                readiness.push((now, r));
+            }
+        }
+        self.nodes[i].readiness.extend(readiness);
         for (to, bytes) in sent {
             let h = Header::parse(&bytes).unwrap();
             assert!(

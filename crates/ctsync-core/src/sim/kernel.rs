@@ -78,6 +78,14 @@ impl SimKernel {
                 }
             }
             KernelOp::Dump => return true,
+            KernelOp::Shorten(flows) => {
+                for f in flows {
+                    let at = now + Duration::from_secs(u64::from(f.timeout.unwrap_or(0)));
+                    if self.flows.contains_key(&f.key()) {
+                        self.expiry.entry(f.key()).or_insert(at);
+                    }
+                }
+            }
             KernelOp::ShortenTimeouts(secs) => {
                 let at = now + Duration::from_secs(u64::from(secs));
                 for k in self.flows.keys() {
