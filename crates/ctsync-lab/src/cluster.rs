@@ -678,6 +678,32 @@ track_file = "{track}"
         Ok(n)
     }
 
+    /// The entries in firewall `i`'s kernel whose timeout is above `secs`.
+    pub fn timeouts_above(&self, i: usize, secs: u32) -> Result<usize> {
+        let ns = ctnetlink::Netns::named(&self.fw[i])?;
+        let mut ct = ctnetlink::Conntrack::open_in(&ns)?;
+        let mut n = 0;
+        ct.dump(None, |item| {
+            if let ctnetlink::DumpItem::Flow(f) = item
+                && f.timeout.is_some_and(|t| t > secs)
+            {
+                n += 1;
+            }
+        })?;
+        Ok(n)
+    }
+
+    /// The VRRP state changes firewall `i`'s keepalived has logged ("Entering MASTER
+    /// STATE", "Entering FAULT STATE", …) since it started.
+    pub fn vrrp_transitions(&self, i: usize) -> usize {
+        let path = self.dir().join(format!("fw{}-keepalived.log", i + 1));
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Entering") && l.contains("STATE"))
+            .count()
+    }
+
     /// Every log of the lab, for a failure message.
     pub fn logs(&self) -> String {
         let mut out = String::new();

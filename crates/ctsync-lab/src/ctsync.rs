@@ -110,6 +110,9 @@ pub fn spawn_run(bin: &Path, cfg: &Path, log: fs::File, how: Launch<'_>) -> Resu
         .arg("--config")
         .arg(cfg)
         .env("STATE_DIRECTORY", how.state)
+        // Its runtime directory (where it keeps keepalived's last word for a restart)
+        // beside the state directory, in the lab's own directory likewise.
+        .env("RUNTIME_DIRECTORY", how.state.with_extension("run"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);

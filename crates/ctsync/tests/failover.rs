@@ -157,6 +157,96 @@ fn graceful_switches_and_a_backup_restart_keep_every_session() {
     r.assert_all_kept("hard failover after the backup restarted", &rep);
 }
 
+/// ctsync on the serving primary crashes and is started again while keepalived stays
+/// MASTER, with 20,000 established entries (timeout 7,200 s) besides the sessions: the
+/// new daemon takes the role keepalived gave before the crash (kept in its runtime
+/// directory), so keepalived sees no change (no VRRP transition, the track file never
+/// says "not ready"), no kernel timeout is cut, every session goes on, and the backup's
+/// copy is exact again at once; a hard failover after that keeps every session. Before,
+/// the new daemon started as backup: it cut all 20,000 timeouts to 60 s and wrote "not
+/// ready", and keepalived moved the addresses to fw2.
+#[test]
+fn restarting_ctsync_on_the_live_primary_changes_nothing() {
+    if !root() {
+        return;
+    }
+    let _one = serial();
+    let mut r = Running::up("prim", true, 20, 10);
+    let mut ct = ctsync_lab::load::open(Some(&r.lab.fw[0])).unwrap();
+    let filled = ctsync_lab::load::bulk(
+        &mut ct,
+        ctnetlink::FlowOp::Create,
+        ctsync_lab::synth::Mix::TcpSnat,
+        0,
+        20_000,
+        7200,
+    )
+    .unwrap();
+    assert_eq!(filled.applied, 20_000, "{filled:?}");
+    let long = |r: &Running, i| r.lab.timeouts_above(i, 6000).unwrap();
+    let exact = |r: &Running| {
+        let (p, b) = (r.lab.status(0), r.lab.status(1));
+        p.zip(b).is_some_and(|(p, b)| {
+            b["caches"]["external"] == p["caches"]["internal"] && b["ready"] == true
+        })
+    };
+    let ok = ctsync_lab::process::wait(Duration::from_secs(15), || exact(&r)).unwrap();
+    assert!(
+        ok.is_some(),
+        "fw2's copy never became exact
+{}",
+        r.lab.logs()
+    );
+    let before = long(&r, 0);
+    assert!(
+        before >= 20_000,
+        "fw1 holds its long-lived entries: {before}"
+    );
+    let transitions = [r.lab.vrrp_transitions(0), r.lab.vrrp_transitions(1)];
+
+    let t0 = Instant::now();
+    r.lab.kill_ctsync(0);
+    std::thread::sleep(Duration::from_millis(300));
+    r.lab.start_ctsync(0).unwrap();
+    let up = Instant::now();
+    let ok = ctsync_lab::process::wait(Duration::from_secs(10), || exact(&r)).unwrap();
+    assert!(
+        ok.is_some(),
+        "fw2's copy is not exact again: {:?} / {:?}
+{}",
+        r.lab.status(0),
+        r.lab.status(1),
+        r.lab.logs()
+    );
+    eprintln!(
+        "fw2's copy exact again {:?} after the restart",
+        up.elapsed()
+    );
+    assert_eq!(r.lab.track(0), "0", "fw1 says it is ready");
+    let s = r.lab.status(0).unwrap();
+    assert_eq!(s["role"], "primary", "{s}");
+    let after = long(&r, 0);
+    assert!(
+        after >= before,
+        "the restart cut kernel timeouts: {after} of {before} entries still above 6,000 s
+{}",
+        r.lab.logs()
+    );
+    let rep = r.after(t0, 4);
+    r.assert_all_kept("restart of ctsync on the primary", &rep);
+    assert_eq!(
+        [r.lab.vrrp_transitions(0), r.lab.vrrp_transitions(1)],
+        transitions,
+        "keepalived changed state during the restart\n{}",
+        r.lab.logs()
+    );
+    assert!(r.lab.is_master(0) && !r.lab.has_any_vip(1));
+
+    let (_, rep) = r.hard_failover(6);
+    eprintln!("hard failover after the primary's restart: {rep:?}");
+    r.assert_all_kept("hard failover after ctsync restarted on the primary", &rep);
+}
+
 /// The control for the graceful switch: without ctsync even a planned switch loses the
 /// TCP connections.
 #[test]

@@ -9,6 +9,7 @@
 
 mod control;
 mod epoch;
+mod last_role;
 mod setup;
 mod shell;
 mod status;
@@ -149,6 +150,9 @@ struct Daemon {
     event_budget_hits: u64,
     /// Admits metrics connections, at most 8 at once, and counts the rest.
     metrics_gate: crate::metrics::Gate,
+    /// The runtime directory, where the role keepalived or the operator last gave is
+    /// kept for a restart (see `last_role`).
+    runtime: PathBuf,
 }
 
 /// Run the daemon until SIGTERM or SIGINT. `path` is the configuration file, re-read on
@@ -396,9 +400,20 @@ impl Daemon {
         }
     }
 
+    /// Keep the role keepalived or the operator gave for a restart of the daemon.
+    fn remember_role(&self, role: Role) {
+        if let Err(e) = last_role::write(&self.runtime, role) {
+            log(
+                "warn",
+                format!("{e:#}: a restart of ctsync will start in the configured role"),
+            );
+        }
+    }
+
     /// Change role and carry it out; a move to primary is timed (kernel writes included).
     fn set_role(&mut self, role: Role) {
         let start = Instant::now();
+        self.remember_role(role);
         let was = self.node.role();
         self.node.set_role(start, role);
         self.flush();

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -32,6 +32,9 @@ const SYNC_SNDBUF: usize = 8 << 20;
 /// Receive buffer asked for on the kernel event socket.
 const EVENT_RCVBUF: usize = 64 << 20;
 
+/// keepalived's notify_fifo, read line by line.
+pub(super) type Fifo = Lines<BufReader<pipe::Receiver>>;
+
 /// What the event loop waits on besides the sync socket.
 pub(super) struct Sources {
     /// Kernel conntrack and expectation events.
@@ -43,7 +46,7 @@ pub(super) struct Sources {
     /// Its path, removed at exit.
     pub(super) control_path: PathBuf,
     /// keepalived's `notify_fifo`, when followed.
-    pub(super) fifo: Option<Lines<BufReader<pipe::Receiver>>>,
+    pub(super) fifo: Option<Fifo>,
     /// The metrics listener, when configured.
     pub(super) metrics: Option<TcpListener>,
 }
@@ -62,7 +65,7 @@ pub(super) fn cluster_keys(cfg: &Config) -> Result<(ClusterSecret, Vec<ClusterSe
         Some("aes-256-gcm") => Cipher::Aes256Gcm,
         _ => Cipher::ChaCha20Poly1305,
     };
-    let load = |path: &std::path::Path| -> Result<ClusterSecret> {
+    let load = |path: &Path| -> Result<ClusterSecret> {
         let key = read_key(path)?;
         ClusterSecret::new(&key, cipher)
             .map_err(|e| anyhow::anyhow!("cluster key {}: {e}", path.display()))
@@ -145,7 +148,7 @@ fn bind_sync(netns: Option<&Netns>, local: SocketAddr) -> Result<(UdpSocket, usi
 }
 
 /// Bind the control socket, root-only, replacing a stale one.
-fn bind_control(path: &std::path::Path) -> Result<UnixListener> {
+fn bind_control(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -186,22 +189,58 @@ fn new_node(cfg: &Config, (secret, accept): (ClusterSecret, Vec<ClusterSecret>))
 /// keepalived's notify_fifo: checked (root's, written by no one else), then opened
 /// read-write, so that open does not wait for a writer and keepalived restarting does not
 /// end the stream.
-fn follow_keepalived(cfg: &Config) -> Result<Option<Lines<BufReader<pipe::Receiver>>>> {
-    let Some(path) = cfg.keepalived.as_ref().and_then(|k| k.notify_fifo.clone()) else {
-        return Ok(None);
+fn follow_keepalived(cfg: &Config) -> Result<(Option<Role>, Option<Fifo>)> {
+    let Some(k) = cfg.keepalived.as_ref() else {
+        return Ok((None, None));
+    };
+    let Some(path) = k.notify_fifo.clone() else {
+        return Ok((None, None));
     };
     crate::keepalived::ensure_fifo(&path)
         .with_context(|| format!("creating keepalived's notify_fifo {}", path.display()))?;
     crate::keepalived::check_fifo(&path)?;
-    let rx = pipe::OpenOptions::new()
-        .read_write(true)
-        .open_receiver(&path)
+    // Read and write, like keepalived: the FIFO then never reports an end when
+    // keepalived restarts, and lines written while no daemon ran wait in it.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
         .with_context(|| format!("opening keepalived's notify_fifo {}", path.display()))?;
+    let waiting = super::last_role::from_fifo(&mut file, k)
+        .with_context(|| format!("reading keepalived's notify_fifo {}", path.display()))?;
+    let rx = pipe::Receiver::from_file(file)
+        .with_context(|| format!("following keepalived's notify_fifo {}", path.display()))?;
     log(
         "info",
         format!("following keepalived through {}", path.display()),
     );
-    Ok(Some(BufReader::new(rx).lines()))
+    Ok((waiting, Some(BufReader::new(rx).lines())))
+}
+
+/// The role to start in, and where it came from: keepalived's newest word waiting in
+/// its FIFO, else the role recorded before a restart, else the configuration's.
+fn first_role(cfg: &Config, waiting: Option<Role>, runtime: &Path) -> (Role, String) {
+    if let Some(r) = waiting {
+        return (r, "keepalived's notify_fifo".to_string());
+    }
+    match super::last_role::read(runtime) {
+        Ok(Some(r)) => (
+            r,
+            format!(
+                "{}, kept from before this restart",
+                super::last_role::file(runtime).display()
+            ),
+        ),
+        Ok(None) => (cfg.role, "the configuration".to_string()),
+        Err(e) => {
+            log(
+                "warn",
+                format!("{e:#}: starting in the configured role ({})", cfg.role),
+            );
+            (cfg.role, "the configuration".to_string())
+        }
+    }
 }
 
 /// Open everything, take the configured role and carry out what it asks: the daemon and
@@ -251,9 +290,13 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         control_refused: 0,
         event_budget_hits: 0,
         metrics_gate: crate::metrics::Gate::default(),
+        runtime: super::last_role::runtime_dir(),
     };
-    d.write_track();
-    let role = cfg.role;
+    let (waiting, fifo) = follow_keepalived(cfg)?;
+    let (role, source) = first_role(cfg, waiting, &d.runtime);
+    if waiting.is_some() {
+        d.remember_role(role);
+    }
     // The kernel table is read once at start: becoming primary reads it anyway (and
     // sends it to the peers), so only the other roles ask for it here. Reading 200,000
     // entries twice cost a starting primary a third of a second of CPU.
@@ -262,6 +305,10 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
     }
     d.node.set_role(Instant::now(), role);
     d.flush();
+    // Only now: a primary restarted under keepalived is ready at once, and keepalived
+    // must never read "not ready" from a node that is serving.
+    d.write_track();
+    log("info", format!("role {role} from {source}"));
     log(
         "info",
         format!(
@@ -274,7 +321,6 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         ),
     );
 
-    let fifo = follow_keepalived(cfg)?;
     let metrics = match &cfg.metrics {
         Some(m) => Some(
             TcpListener::bind(m.listen)

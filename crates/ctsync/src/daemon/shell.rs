@@ -221,6 +221,7 @@ impl Kernel {
         match op {
             KernelOp::Dump => self.dump(node, link),
             KernelOp::ShortenTimeouts(secs) => self.shorten_timeouts(secs),
+            KernelOp::Shorten(flows) => self.shorten(&flows),
             KernelOp::Commit(tables) => {
                 let start = Instant::now();
                 let n = self.commit(tables);
@@ -306,6 +307,27 @@ impl Kernel {
         log(
             "info",
             format!("shortened the timeouts of {n} flows to {secs} s"),
+        );
+    }
+
+    /// Lower the timeouts of these entries (found in the kernel at start, owned by no
+    /// primary).
+    fn shorten(&mut self, flows: &[Flow]) {
+        let mut gone = 0usize;
+        if let Err(e) = self.ct.batch(FlowOp::Update, flows, |_, err| {
+            if err.0 == libc::ENOENT {
+                gone += 1;
+            }
+        }) {
+            log("warn", format!("shortening timeouts: {e}"));
+        }
+        log(
+            "info",
+            format!(
+                "{} entries of the kernel that no primary owns expire within {} s",
+                flows.len() - gone,
+                flows.first().and_then(|f| f.timeout).unwrap_or(0)
+            ),
         );
     }
 
