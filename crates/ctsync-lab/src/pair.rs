@@ -115,6 +115,12 @@ impl Pair {
 
     /// [`Pair::config`] with `extra` TOML appended (further sections).
     pub fn config_with(&self, ns: &str, role: &str, extra: &str) -> Result<PathBuf> {
+        self.config_sync(ns, role, "kernel_resync_secs = 2\n", extra)
+    }
+
+    /// Like [`Pair::config_with`], with `sync` (lines of `[sync]`) instead of the table
+    /// re-read every 2 s that the other tests use.
+    pub fn config_sync(&self, ns: &str, role: &str, sync: &str, extra: &str) -> Result<PathBuf> {
         let (me, peer) = self.addresses(ns)?;
         let path = self.dir().join(format!("{ns}.toml"));
         // Each node follows keepalived's instance VI_1 through its own notify_fifo.
@@ -124,7 +130,7 @@ impl Pair {
             self.dir().join(format!("{ns}.ready")).display()
         );
         let text = format!(
-            "node = \"{ns}\"\nnetns = \"{ns}\"\nrole = \"{role}\"\n[sync]\ninterface = \"sync0\"\nlocal = \"{me}:{SYNC_PORT}\"\npeers = [\"{peer}:{SYNC_PORT}\"]\nkernel_resync_secs = 2\nkey_file = \"{}\"\n[control]\nsocket = \"{}\"\n",
+            "node = \"{ns}\"\nnetns = \"{ns}\"\nrole = \"{role}\"\n[sync]\ninterface = \"sync0\"\nlocal = \"{me}:{SYNC_PORT}\"\npeers = [\"{peer}:{SYNC_PORT}\"]\n{sync}key_file = \"{}\"\n[control]\nsocket = \"{}\"\n",
             self.key().display(),
             self.socket(ns).display()
         ) + &keepalived

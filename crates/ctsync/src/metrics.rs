@@ -200,6 +200,26 @@ pub(crate) fn render(s: &Status) -> String {
     }
     counter(
         &mut reg,
+        "kernel_no_room",
+        "Replicated flows the kernel refused for want of room (net.netfilter.nf_conntrack_max)",
+        s.no_room.refused,
+    );
+    let waiting: Gauge<i64, AtomicI64> = Gauge::default();
+    waiting.set(i64::try_from(s.no_room.waiting).unwrap_or(i64::MAX));
+    reg.register(
+        "kernel_no_room_waiting",
+        "Replicated flows waiting for room in the kernel (a backup with any is not ready)",
+        waiting,
+    );
+    let missed: Gauge<i64, AtomicI64> = Gauge::default();
+    missed.set(i64::try_from(s.no_room.missed_at_takeover).unwrap_or(i64::MAX));
+    reg.register(
+        "takeover_missed_flows",
+        "Flows missing from the kernel for want of room when this node last became primary",
+        missed,
+    );
+    counter(
+        &mut reg,
         "kernel_recreated",
         "Replicated flows written again because the kernel had lost them (e.g. it was full)",
         s.stats.kernel_recreated,

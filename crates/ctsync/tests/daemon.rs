@@ -828,3 +828,156 @@ fn flows_replicate_over_an_ipv6_sync_link() {
     assert_eq!(s["peers"][0]["address"], "[2001:db8:ff::1]:3780");
     assert_eq!(s["peers"][0]["up"], true);
 }
+
+/// Entries `range` of the synthetic plan in conntrack zone 7, which the daemons of
+/// [`a_backup_whose_kernel_is_full_says_so_and_heals`] do not replicate.
+fn filler(range: std::ops::Range<u64>) -> Vec<ctnetlink::Flow> {
+    range
+        .map(|i| {
+            let mut f = synth::flow(i, Mix::TcpSnat, 3600);
+            f.zone = Some(7);
+            f
+        })
+        .collect()
+}
+
+/// The status, or null when the daemon did not answer in time (a backup re-reading a
+/// full table every 2 s is slow to answer).
+fn st(sock: &Path) -> serde_json::Value {
+    ctsync_lab::ctsync::request(sock, "status").unwrap_or_default()
+}
+
+/// Zone-0 entries of namespace `ns`: the replicated ones.
+fn zone0(ns: &str) -> usize {
+    let mut ct = Conntrack::open_in(&Netns::named(ns).unwrap()).unwrap();
+    let mut n = 0;
+    ct.dump(None, |i| {
+        if let DumpItem::Flow(f) = i
+            && f.zone.unwrap_or(0) == 0
+        {
+            n += 1;
+        }
+    })
+    .unwrap();
+    n
+}
+
+/// A hot-standby backup whose kernel table is full (`nf_conntrack_max` entries: the
+/// limit is the host's and cannot be lowered in a namespace, so the test fills the
+/// backup's namespace up to it with entries of another zone) counts every flow the
+/// kernel refused, says it is not ready (status, track file, metrics) and why, and heals
+/// by itself when room comes back. Taking over while full, it says in its log and status
+/// which flows it could not take over. Before, the refusals were only counted as kernel
+/// failures and the backup stayed "ready" with flows missing from its kernel.
+#[test]
+fn a_backup_whose_kernel_is_full_says_so_and_heals() {
+    let Some(mut lab) = pair("full") else {
+        return;
+    };
+    let max: u64 = fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (1000..=synth::MAX_INDEX).contains(&max),
+        "nf_conntrack_max {max}: this test fills a namespace's table up to it"
+    );
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    // Zone 0 only, and the tables read at start only: a debug build reading a full
+    // table every few seconds would be too busy to answer.
+    let extra = "[filter]\nzones = [0]\n";
+    let ca = lab.config_sync(&a, "primary", "", extra).unwrap();
+    lab.spawn(&a, &ca, None).unwrap();
+    // The backup's table, full but for 40 places, before its daemon starts (its events
+    // would only be read and filtered).
+    let mut ctb = Conntrack::open_in(&Netns::named(&b).unwrap()).unwrap();
+    let fill = max - count(&b) as u64 - 40;
+    for start in (0..fill).step_by(16384) {
+        let flows = filler(start..(start + 16384).min(fill));
+        ctb.batch(FlowOp::Create, &flows, |i, e| panic!("filler {i}: {e}"))
+            .unwrap();
+    }
+    let cb = lab.config_sync(&b, "backup", "", extra).unwrap();
+    lab.spawn(&b, &cb, None).unwrap();
+    let sb = lab.socket(&b);
+    wait_for(
+        Duration::from_secs(30),
+        || st(&sb)["ready"] == true,
+        || format!("{}\n{}", st(&sb), lab.logs()),
+    );
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    let flows: Vec<_> = (0..200)
+        .map(|i| synth::flow(i, Mix::TcpSnat, 3600))
+        .collect();
+    cta.batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || {
+            let s = st(&sb);
+            s["caches"]["external"] == 200 && s["no_room"]["waiting"].as_u64() >= Some(150)
+        },
+        || format!("{}\n{}", st(&sb), lab.logs()),
+    );
+    let s = st(&sb);
+    let waiting = s["no_room"]["waiting"].as_u64().unwrap();
+    assert!(waiting <= 160, "room for 40 more: {s}");
+    assert_eq!(
+        s["ready"], false,
+        "a backup missing flows is not ready: {s}"
+    );
+    assert_eq!(s["no_room"]["refused"], waiting, "{s}");
+    assert_eq!(lab.track(&b), "1", "keepalived hears 'not ready'");
+    let text = ctsync(&["status", "--socket", sb.to_str().unwrap()]);
+    assert!(text.contains(&format!("no room for {waiting}")), "{text}");
+
+    // Room again: the waiting flows are written within seconds, and it is ready.
+    ctb.batch(FlowOp::Delete, &filler(0..1000), |i, e| {
+        panic!("delete {i}: {e}")
+    })
+    .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        || st(&sb)["ready"] == true,
+        || format!("{}\n{}", st(&sb), lab.logs()),
+    );
+    assert_eq!(st(&sb)["no_room"]["waiting"], 0);
+    assert_eq!(
+        zone0(&b),
+        200,
+        "every replicated flow is in the backup's kernel"
+    );
+    assert_eq!(lab.track(&b), "0");
+
+    // Full again, and it takes over: it says which flows it could not take over.
+    let more = max - count(&b) as u64;
+    ctb.batch(FlowOp::Create, &filler(fill..fill + more), |_, _| {})
+        .unwrap();
+    let late: Vec<_> = (200..230)
+        .map(|i| synth::flow(i, Mix::TcpSnat, 3600))
+        .collect();
+    cta.batch(FlowOp::Create, &late, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || st(&sb)["no_room"]["waiting"].as_u64() >= Some(1),
+        || format!("{}\n{}", st(&sb), lab.logs()),
+    );
+    let waiting = st(&sb)["no_room"]["waiting"].as_u64().unwrap();
+    ctsync(&["role", "primary", "--socket", sb.to_str().unwrap()]);
+    let s = st(&sb);
+    assert_eq!(s["role"], "primary");
+    assert_eq!(s["no_room"]["missed_at_takeover"], waiting, "{s}");
+    let sample = s["no_room"]["missed_sample"].as_array().unwrap();
+    assert!(
+        !sample.is_empty() && sample[0].as_str().unwrap().contains("198.19.0.1"),
+        "{s}"
+    );
+    assert!(
+        lab.logs()
+            .contains(&format!("took over without {waiting} flows")),
+        "{}",
+        lab.logs()
+    );
+}

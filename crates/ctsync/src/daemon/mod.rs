@@ -153,6 +153,11 @@ struct Daemon {
     /// The runtime directory, where the role keepalived or the operator last gave is
     /// kept for a restart (see `last_role`).
     runtime: PathBuf,
+    /// Whether the log last said that flows wait for room in the kernel.
+    no_room_said: bool,
+    /// Flows the kernel had no room for when this node last became primary: how many,
+    /// and some of them.
+    missed_at_takeover: (usize, Vec<String>),
 }
 
 /// Run the daemon until SIGTERM or SIGINT. `path` is the configuration file, re-read on
@@ -294,6 +299,7 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
             _ = term.recv() => break,
         }
         d.flush();
+        d.watch_room();
         if d.stale_file.is_some() && d.stale_checked.is_none_or(|t| t.elapsed() >= STALE_CHECK) {
             // Staleness moves with time alone: looked at by the loop (which wakes at least
             // every alive interval), but not on every turn of an event storm.
@@ -362,7 +368,7 @@ impl Daemon {
     /// and whether its copy is stale (stale_file: 1 while a primary peer has been silent
     /// for stale_after_secs). Each file is written when its value changes.
     fn write_track(&mut self) {
-        let ready = self.node.is_ready();
+        let ready = self.ready();
         if let Some(path) = &self.track_file
             && self.written.0 != Some(ready)
         {
@@ -400,6 +406,39 @@ impl Daemon {
         }
     }
 
+    /// Whether this node could take over now without losing flows: the core's word, and
+    /// for a backup also that its kernel had room for every replicated flow.
+    fn ready(&self) -> bool {
+        self.node.is_ready()
+            && (self.node.role() == Role::Primary || self.kernel.no_room.is_empty())
+    }
+
+    /// Flows the kernel had no room for: tried again every second; the log, readiness
+    /// and keepalived's track file follow whether any are waiting.
+    fn watch_room(&mut self) {
+        self.kernel.retry_no_room(Instant::now());
+        let waiting = self.kernel.no_room.len();
+        if (waiting > 0) == self.no_room_said {
+            return;
+        }
+        self.no_room_said = waiting > 0;
+        if waiting > 0 {
+            log(
+                "warn",
+                format!(
+                    "the kernel has no room for {waiting} replicated flows (net.netfilter.nf_conntrack_max reached): not ready; they are written again every second until room comes back"
+                ),
+            );
+        } else {
+            log(
+                "info",
+                "room in the kernel again: every replicated flow the kernel refused is written",
+            );
+        }
+        self.write_track();
+        notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
+    }
+
     /// Keep the role keepalived or the operator gave for a restart of the daemon.
     fn remember_role(&self, role: Role) {
         if let Err(e) = last_role::write(&self.runtime, role) {
@@ -420,6 +459,18 @@ impl Daemon {
         if role == Role::Primary && was != Role::Primary {
             let d = start.elapsed();
             self.last_takeover = Some(d);
+            let missed = self.kernel.no_room.len();
+            self.missed_at_takeover = (missed, self.kernel.no_room_sample(10));
+            if missed > 0 {
+                log(
+                    "warn",
+                    format!(
+                        "took over without {missed} flows the kernel had no room for (net.netfilter.nf_conntrack_max); their sessions break unless room comes back (tried every second): {}{}",
+                        self.missed_at_takeover.1.join("; "),
+                        if missed > 10 { "; …" } else { "" }
+                    ),
+                );
+            }
             log(
                 "info",
                 format!(

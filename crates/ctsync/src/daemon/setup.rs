@@ -291,6 +291,8 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         event_budget_hits: 0,
         metrics_gate: crate::metrics::Gate::default(),
         runtime: super::last_role::runtime_dir(),
+        no_room_said: false,
+        missed_at_takeover: (0, Vec::new()),
     };
     let (waiting, fifo) = follow_keepalived(cfg)?;
     let (role, source) = first_role(cfg, waiting, &d.runtime);

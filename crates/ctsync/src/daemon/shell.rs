@@ -2,11 +2,11 @@
 //! ctnetlink. Consecutive writes are batched (creates, then updates for those that
 //! existed; deletes; refreshes); failures are counted and logged once per batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use ctnetlink::{Conntrack, DumpItem, Errno, Flow, FlowOp, Groups};
+use ctnetlink::{Conntrack, DumpItem, Errno, Flow, FlowKey, FlowOp, Groups};
 use ctsync_core::{KernelOp, Node};
 
 use super::status::KernelFailure;
@@ -14,6 +14,11 @@ use super::{SyncLink, log};
 
 /// Flows decoded and written per kernel batch during a commit.
 const COMMIT_CHUNK: usize = 16384;
+/// Flows the kernel had no room for that are kept to be written again (beyond, they are
+/// counted only; the hot-standby refresh writes them again later).
+const NO_ROOM_KEPT: usize = 1 << 20;
+/// How often flows the kernel had no room for are tried again.
+const NO_ROOM_RETRY: Duration = Duration::from_secs(1);
 
 /// This node's kernel table, as the core's operations reach it.
 pub(super) struct Kernel {
@@ -30,28 +35,40 @@ pub(super) struct Kernel {
     pub(super) last_dump: Option<Duration>,
     /// Reads of the whole table.
     pub(super) dumps: u64,
+    /// Flows the kernel had no room for (`nf_conntrack_max` reached: ENOMEM), by key,
+    /// waiting to be written again; a later write or delete of the same key supersedes.
+    pub(super) no_room: HashMap<FlowKey, Flow>,
+    /// Writes the kernel refused for want of room (tries again not counted).
+    pub(super) no_room_refused: u64,
+    /// When the waiting flows were last tried again.
+    no_room_tried: Option<Instant>,
 }
 
-/// Create `flows`, and update those that exist; the errors, by operation.
-fn upsert_batch(ct: &mut Conntrack, flows: &[Flow]) -> Vec<(KernelFailure, Errno)> {
+/// Create `flows`, and update those that exist; the errors: the index of the flow, the
+/// operation and the errno.
+fn upsert_batch(ct: &mut Conntrack, flows: &[Flow]) -> Vec<(usize, KernelFailure, Errno)> {
     let mut exists = Vec::new();
     let mut errs = Vec::new();
     let r = ct.batch(FlowOp::Create, flows, |i, e| {
         if e == Errno::EEXIST {
             exists.push(i);
         } else {
-            errs.push((KernelFailure::Create, e));
+            errs.push((i, KernelFailure::Create, e));
         }
     });
     if let Err(e) = r {
         log("warn", format!("kernel create batch: {e}"));
     }
     let again: Vec<Flow> = exists
-        .into_iter()
-        .filter_map(|i| flows.get(i).cloned())
+        .iter()
+        .filter_map(|&i| flows.get(i).cloned())
         .collect();
-    if let Err(e) = ct.batch(FlowOp::Update, &again, |_, e| {
-        errs.push((KernelFailure::Update, e))
+    if let Err(e) = ct.batch(FlowOp::Update, &again, |j, e| {
+        errs.push((
+            exists.get(j).copied().unwrap_or(usize::MAX),
+            KernelFailure::Update,
+            e,
+        ))
     }) {
         log("warn", format!("kernel update batch: {e}"));
     }
@@ -88,6 +105,9 @@ impl Kernel {
             recreated: 0,
             last_dump: None,
             dumps: 0,
+            no_room: HashMap::new(),
+            no_room_refused: 0,
+            no_room_tried: None,
         }
     }
 
@@ -149,8 +169,70 @@ impl Kernel {
         }
         let errs = upsert_batch(&mut self.ct, flows);
         let written = flows.len() - errs.len();
+        let errs = self.keep_no_room(flows, errs, false);
         self.failures(errs);
         written
+    }
+
+    /// Keep the flows of a batch the kernel had no room for (ENOMEM on create) to try
+    /// again, and forget the waiting flows this batch wrote; the other errors.
+    fn keep_no_room(
+        &mut self,
+        flows: &[Flow],
+        errs: Vec<(usize, KernelFailure, Errno)>,
+        again: bool,
+    ) -> Vec<(KernelFailure, Errno)> {
+        if !self.no_room.is_empty() {
+            let failed: HashSet<usize> = errs.iter().map(|(i, _, _)| *i).collect();
+            for (i, f) in flows.iter().enumerate() {
+                if !failed.contains(&i) {
+                    self.no_room.remove(&f.key());
+                }
+            }
+        }
+        let mut other = Vec::new();
+        for (i, what, e) in errs {
+            match flows.get(i) {
+                Some(f) if what == KernelFailure::Create && e.0 == libc::ENOMEM => {
+                    if !again {
+                        self.no_room_refused += 1;
+                    }
+                    if self.no_room.len() < NO_ROOM_KEPT || self.no_room.contains_key(&f.key()) {
+                        self.no_room.insert(f.key(), f.clone());
+                    }
+                }
+                _ => other.push((what, e)),
+            }
+        }
+        other
+    }
+
+    /// Write again, at most every second, the flows the kernel had no room for; true
+    /// when the last of them was written now.
+    pub(super) fn retry_no_room(&mut self, now: Instant) -> bool {
+        if self.no_room.is_empty()
+            || self
+                .no_room_tried
+                .is_some_and(|t| now.saturating_duration_since(t) < NO_ROOM_RETRY)
+        {
+            return false;
+        }
+        self.no_room_tried = Some(now);
+        let flows: Vec<Flow> = self.no_room.values().cloned().collect();
+        for chunk in flows.chunks(COMMIT_CHUNK) {
+            let errs = upsert_batch(&mut self.ct, chunk);
+            let errs = self.keep_no_room(chunk, errs, true);
+            self.failures(errs);
+        }
+        self.no_room.is_empty()
+    }
+
+    /// Up to `n` of the flows waiting for room, as the log and the status show them.
+    pub(super) fn no_room_sample(&self, n: usize) -> Vec<String> {
+        let mut v: Vec<String> = self.no_room.values().map(|f| f.to_string()).collect();
+        v.sort_unstable();
+        v.truncate(n);
+        v
     }
 
     fn apply_batches(
@@ -164,6 +246,11 @@ impl Kernel {
             upserts.clear();
         }
         if !deletes.is_empty() {
+            if !self.no_room.is_empty() {
+                for f in deletes.iter() {
+                    self.no_room.remove(&f.key());
+                }
+            }
             let mut errs = Vec::new();
             if let Err(e) = self.ct.batch(FlowOp::Delete, deletes, |_, e| {
                 if e != Errno::ENOENT {

@@ -174,6 +174,20 @@ pub(crate) struct Stats {
     pub metrics_refused: u64,
 }
 
+/// Flows the kernel had no room for (`net.netfilter.nf_conntrack_max` reached).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct NoRoom {
+    /// Flows missing from the kernel when this node last became primary.
+    pub missed_at_takeover: usize,
+    /// Some of those, as `conntrack -L` would show them.
+    pub missed_sample: Vec<String>,
+    /// Writes the kernel refused for want of room, ever.
+    pub refused: u64,
+    /// Flows waiting for room now (tried again every second); a backup with any is not
+    /// ready.
+    pub waiting: usize,
+}
+
 /// How long things took.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub(crate) struct Timing {
@@ -200,6 +214,8 @@ pub(crate) struct Status {
     pub id: NodeId,
     /// Kernel operations that failed, by kind (only kinds that happened).
     pub kernel_failures: BTreeMap<KernelFailure, u64>,
+    /// Flows the kernel had no room for.
+    pub no_room: NoRoom,
     /// This node's name.
     pub node: String,
     /// The peers, by id.
@@ -247,6 +263,21 @@ impl fmt::Display for Status {
                 .collect();
             writeln!(f, "  dropped: {}", d.join(", "))?;
         }
+        if self.no_room.waiting > 0 {
+            writeln!(
+                f,
+                "  not ready: the kernel has no room for {} replicated flows (net.netfilter.nf_conntrack_max); tried again every second",
+                self.no_room.waiting
+            )?;
+        }
+        if self.no_room.missed_at_takeover > 0 {
+            writeln!(
+                f,
+                "  took over without {} flows the kernel had no room for, e.g. {}",
+                self.no_room.missed_at_takeover,
+                self.no_room.missed_sample.join("; ")
+            )?;
+        }
         if !self.kernel_failures.is_empty() {
             let k: Vec<String> = self
                 .kernel_failures
@@ -288,6 +319,12 @@ impl Daemon {
             epoch: core.epoch,
             id: core.node,
             kernel_failures: self.kernel.failures.clone(),
+            no_room: NoRoom {
+                missed_at_takeover: self.missed_at_takeover.0,
+                missed_sample: self.missed_at_takeover.1.clone(),
+                refused: self.kernel.no_room_refused,
+                waiting: self.kernel.no_room.len(),
+            },
             node: self.name.clone(),
             peers: core
                 .peers
@@ -297,7 +334,7 @@ impl Daemon {
                     PeerStatus::new(p, address, now)
                 })
                 .collect(),
-            ready: core.ready,
+            ready: self.ready(),
             role: core.role,
             stale: false,
             stats: Stats {
@@ -336,7 +373,7 @@ impl Daemon {
     pub(super) fn status_line(&self) -> String {
         status_line(
             self.node.role(),
-            self.node.is_ready(),
+            self.ready(),
             self.node.internal().len(),
             self.node.external_len(),
         )
@@ -403,6 +440,12 @@ pub(crate) mod tests {
             epoch: 42,
             id: 0xc612_ff02,
             kernel_failures,
+            no_room: NoRoom {
+                missed_at_takeover: 0,
+                missed_sample: Vec::new(),
+                refused: 22,
+                waiting: 0,
+            },
             node: "fw2".into(),
             peers: vec![PeerStatus {
                 address: Some("198.18.255.1:3780".parse().unwrap()),
