@@ -3,12 +3,19 @@
 //!
 //! ```text
 //!                 LAN 198.18.1.0/24              WAN 198.19.0.0/24
-//!                 VIP 198.18.1.1                 VIP 198.19.0.1 (SNAT address)
+//!                     2001:db8:1::/64                2001:db8:2::/64
+//!                 VIP 198.18.1.1, 2001:db8:1::1  VIP 198.19.0.1, 2001:db8:2::1
+//!                                                (SNAT address; DNAT :8000/:8001)
 //!   client ─ br ─┬─ lan [fw1] wan ─┬─ br ─ server
-//!   .100         └─ lan [fw2] wan ─┘        .100
-//!                     fw1 ── sync 198.18.255.0/24 ── fw2   (a bridge, with room
-//!                                                           for a third host)
+//!   .100, ::100  ├─ lan [fw2] wan ─┤        .100, ::100
+//!                └─ lan [fw3] wan ─┘   (fw3 and beyond: Options::firewalls)
+//!                     fw1 ── sync 198.18.255.0/24 ── fw2 …  (a bridge, with room
+//!                                                            for a third host)
 //! ```
+//!
+//! Sessions go from the client to the server (SNAT, IPv4 and IPv6) and, the Neutron
+//! floating-IP shape, from the server to the WAN virtual address's ports 8000/8001, which
+//! the firewalls DNAT to an echo server on the client's host (198.18.1.100:7000/7001).
 //!
 //! Each firewall runs nftables (forward policy drop, established/related accepted, new
 //! connections only from LAN to WAN, SNAT of the LAN to the WAN virtual address with
@@ -45,6 +52,19 @@ pub const SERVER: &str = "198.19.0.100";
 pub const TCP_PORT: u16 = 7000;
 /// The server's UDP echo port.
 pub const UDP_PORT: u16 = 7001;
+/// The LAN's IPv6 virtual address.
+pub const LAN_VIP6: &str = "2001:db8:1::1";
+/// The WAN's IPv6 virtual address (the IPv6 SNAT address).
+pub const WAN_VIP6: &str = "2001:db8:2::1";
+/// The client's IPv6 address.
+pub const CLIENT6: &str = "2001:db8:1::100";
+/// The server's IPv6 address.
+pub const SERVER6: &str = "2001:db8:2::100";
+/// The WAN virtual address's TCP port DNAT'd to the client's host, port [`TCP_PORT`]
+/// (a floating IP).
+pub const DNAT_TCP_PORT: u16 = 8000;
+/// Likewise for UDP, to [`UDP_PORT`].
+pub const DNAT_UDP_PORT: u16 = 8001;
 /// The sync port of every firewall (ctsync's and conntrackd's).
 pub(crate) const SYNC_PORT: u16 = 3780;
 
@@ -64,6 +84,8 @@ pub struct Options {
     /// driven by its own `primary-backup.sh` from keepalived's notify hooks), for
     /// side-by-side benchmarks.
     pub conntrackd: bool,
+    /// How many firewalls (2 or more; VRRP priorities 150, 100, 50, …).
+    pub firewalls: usize,
 }
 
 impl Options {
@@ -75,6 +97,7 @@ impl Options {
             mode: Mode::HotStandby,
             advert_ms: 100,
             conntrackd: false,
+            firewalls: 2,
         }
     }
 }
@@ -91,15 +114,15 @@ struct Procs {
 pub struct Lab {
     /// The client's namespace.
     pub client: String,
-    /// The firewalls' namespaces (fw1, fw2).
-    pub fw: [String; 2],
+    /// The firewalls' namespaces (fw1, fw2, …).
+    pub fw: Vec<String>,
     /// The server's namespace.
     pub server: String,
     /// The sync segment's namespace (a bridge, and the address 198.18.255.66).
     pub sync_ns: String,
     opts: Options,
-    procs: [Procs; 2],
-    priority: [u8; 2],
+    procs: Vec<Procs>,
+    priority: Vec<u8>,
     // Last: dropped after `Drop for Lab` stopped the processes.
     scratch: Scratch,
 }
@@ -124,7 +147,16 @@ impl Lab {
         }
         // Namespaces are recorded as soon as they exist: a failure below removes them.
         let client = scratch.add_netns("cl")?;
-        let fw = [scratch.add_netns("fw1")?, scratch.add_netns("fw2")?];
+        let n = opts.firewalls;
+        if !(2..=8).contains(&n) {
+            bail!("a lab has 2 to 8 firewalls, not {n}");
+        }
+        if opts.conntrackd && n != 2 {
+            bail!("the conntrackd lab has two firewalls");
+        }
+        let fw = (1..=n)
+            .map(|i| scratch.add_netns(&format!("fw{i}")))
+            .collect::<Result<Vec<_>>>()?;
         let server = scratch.add_netns("sv")?;
         let sync_ns = scratch.add_netns("sx")?;
         let lab = Lab {
@@ -133,8 +165,10 @@ impl Lab {
             server,
             sync_ns,
             opts,
-            procs: [Procs::default(), Procs::default()],
-            priority: [150, 100],
+            procs: (0..n).map(|_| Procs::default()).collect(),
+            priority: (0..n)
+                .map(|i| 150 - 50 * i.min(2) as u8 - i.saturating_sub(2) as u8)
+                .collect(),
             scratch,
         };
         lab.wire()?;
@@ -143,17 +177,24 @@ impl Lab {
 
     fn wire(&self) -> Result<()> {
         let (cl, sv) = (&self.client, &self.server);
-        let [f1, f2] = &self.fw;
-        for (ns, addr) in [(cl, "198.18.1.100/24"), (sv, "198.19.0.100/24")] {
+        for (ns, addr, addr6) in [
+            (cl, "198.18.1.100/24", "2001:db8:1::100/64"),
+            (sv, "198.19.0.100/24", "2001:db8:2::100/64"),
+        ] {
             run(&[
                 "ip", "-n", ns, "link", "add", "name", "br0", "type", "bridge",
             ])?;
             run(&["ip", "-n", ns, "addr", "add", addr, "dev", "br0"])?;
+            // No duplicate address detection: the address works at once.
+            run(&["ip", "-n", ns, "addr", "add", addr6, "dev", "br0", "nodad"])?;
             run(&["ip", "-n", ns, "link", "set", "br0", "up"])?;
         }
-        for (i, fw) in [f1, f2].into_iter().enumerate() {
+        for (i, fw) in self.fw.iter().enumerate() {
             let port = format!("fw{}", i + 1);
-            for (ns, side, net) in [(cl, "lan", "198.18.1"), (sv, "wan", "198.19.0")] {
+            for (ns, side, net, net6) in [
+                (cl, "lan", "198.18.1", "2001:db8:1:"),
+                (sv, "wan", "198.19.0", "2001:db8:2:"),
+            ] {
                 run(&[
                     "ip", "-n", ns, "link", "add", "name", &port, "type", "veth", "peer", "name",
                     side, "netns", fw,
@@ -161,6 +202,8 @@ impl Lab {
                 run(&["ip", "-n", ns, "link", "set", &port, "master", "br0", "up"])?;
                 let addr = format!("{net}.{}/24", i + 2);
                 run(&["ip", "-n", fw, "addr", "add", &addr, "dev", side])?;
+                let addr6 = format!("{net6}:{}/64", i + 2);
+                run(&["ip", "-n", fw, "addr", "add", &addr6, "dev", side, "nodad"])?;
             }
         }
         // The sync segment is a bridge in its own namespace, where a third host (the
@@ -191,7 +234,7 @@ impl Lab {
             "br0",
         ])?;
         run(&["ip", "-n", sx, "link", "set", "br0", "promisc", "on", "up"])?;
-        for (i, fw) in [f1, f2].into_iter().enumerate() {
+        for (i, fw) in self.fw.iter().enumerate() {
             let port = format!("fw{}", i + 1);
             run(&[
                 "ip", "-n", sx, "link", "add", "name", &port, "type", "veth", "peer", "name",
@@ -199,7 +242,7 @@ impl Lab {
             ])?;
             run(&["ip", "-n", sx, "link", "set", &port, "master", "br0", "up"])?;
         }
-        for (i, fw) in [f1, f2].into_iter().enumerate() {
+        for (i, fw) in self.fw.iter().enumerate() {
             let addr = format!("198.18.255.{}/24", i + 1);
             run(&["ip", "-n", fw, "addr", "add", &addr, "dev", "sync"])?;
             for dev in ["lan", "wan", "sync"] {
@@ -211,6 +254,7 @@ impl Lab {
                 run(&all)
             };
             exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
             let rules = self.dir().join(format!("fw{}.nft", i + 1));
             fs::write(&rules, RULES)?;
             exec(&["nft", "-f", &rules.to_string_lossy()])?;
@@ -218,26 +262,35 @@ impl Lab {
             exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"])?;
         }
         run(&["ip", "-n", cl, "route", "add", "default", "via", LAN_VIP])?;
+        run(&[
+            "ip", "-n", cl, "-6", "route", "add", "default", "via", LAN_VIP6,
+        ])?;
         if let Some(bin) = &self.opts.ctsync {
             ctsync::write_key(bin, &self.dir().join("cluster.key"))?;
         }
         Ok(())
     }
 
-    /// Start fw1 and wait until it is master, then fw2 and wait until it is a ready
-    /// backup (in the control: until its keepalived had time to settle as backup).
+    /// Start fw1 and wait until it is master, then each other firewall and wait until
+    /// it is a ready backup (in the control: until its keepalived had time to settle as
+    /// backup).
     pub fn bring_up(&mut self) -> Result<()> {
         self.start(0)?;
         if wait(Duration::from_secs(15), || self.is_master(0))?.is_none() {
             bail!("fw1 did not become master within 15 s:\n{}", self.logs());
         }
-        self.start(1)?;
-        self.wait_ready(1)?;
-        if self.has_any_vip(1) {
-            bail!(
-                "fw2 took a virtual address while fw1 is master:\n{}",
-                self.logs()
-            );
+        for i in 1..self.fw.len() {
+            self.start(i)?;
+        }
+        for i in 1..self.fw.len() {
+            self.wait_ready(i)?;
+            if self.has_any_vip(i) {
+                bail!(
+                    "fw{} took a virtual address while fw1 is master:\n{}",
+                    i + 1,
+                    self.logs()
+                );
+            }
         }
         Ok(())
     }
@@ -252,10 +305,11 @@ impl Lab {
         }
         let ok = wait(Duration::from_secs(15), || {
             self.status(i).is_some_and(|s| {
+                // Ready, and hearing a primary (peers that failed are down for good).
                 s["ready"] == true
-                    && s["peers"]
-                        .as_array()
-                        .is_some_and(|p| p.iter().all(|p| p["up"] == true))
+                    && s["peers"].as_array().is_some_and(|p| {
+                        p.iter().any(|p| p["up"] == true && p["role"] == "primary")
+                    })
             }) && self.track(i) == "0"
         })?;
         if ok.is_none() {
@@ -396,13 +450,17 @@ impl Lab {
 
     fn ctsync_config(&self, i: usize) -> String {
         let mode = self.opts.mode.config_value();
+        let peers: Vec<String> = (0..self.fw.len())
+            .filter(|&j| j != i)
+            .map(|j| format!("\"198.18.255.{}:{SYNC_PORT}\"", j + 1))
+            .collect();
         format!(
             r#"node = "fw{n}"
 netns = "{ns}"
 [sync]
 interface = "sync"
 local = "198.18.255.{n}:{SYNC_PORT}"
-peers = ["198.18.255.{o}:{SYNC_PORT}"]
+peers = [{peers}]
 key_file = "{key}"
 mode = "{mode}"
 [filter]
@@ -415,7 +473,7 @@ group = "G1"
 track_file = "{track}"
 "#,
             n = i + 1,
-            o = 2 - i,
+            peers = peers.join(", "),
             ns = self.fw[i],
             key = self.dir().join("cluster.key").display(),
             sock = self.socket(i).display(),
@@ -456,9 +514,14 @@ track_file = "{track}"
             }
         }
         s += "}\n";
-        for (name, dev, vrid, vip) in [("LAN", "lan", 51, LAN_VIP), ("WAN", "wan", 52, WAN_VIP)] {
+        for (name, dev, vrid, vip, vip6) in [
+            ("LAN", "lan", 51, LAN_VIP, LAN_VIP6),
+            ("WAN", "wan", 52, WAN_VIP, WAN_VIP6),
+        ] {
+            // The IPv6 address rides on the IPv4 instance (VRRPv3 adverts carry one
+            // family; keepalived moves excluded addresses with the instance).
             s += &format!(
-                "vrrp_instance {name} {{\n    state BACKUP\n    interface {dev}\n    virtual_router_id {vrid}\n    priority {}\n    advert_int {advert}\n    virtual_ipaddress {{\n        {vip}/24 dev {dev}\n    }}\n",
+                "vrrp_instance {name} {{\n    state BACKUP\n    interface {dev}\n    virtual_router_id {vrid}\n    priority {}\n    advert_int {advert}\n    virtual_ipaddress {{\n        {vip}/24 dev {dev}\n    }}\n    virtual_ipaddress_excluded {{\n        {vip6}/64 dev {dev}\n    }}\n",
                 self.priority[i]
             );
             if with {
@@ -661,18 +724,22 @@ track_file = "{track}"
         Ok(())
     }
 
-    /// Conntrack entries in firewall `i`'s kernel for the lab's echo service.
+    /// Conntrack entries in firewall `i`'s kernel for the lab's echo services: to the
+    /// server (IPv4 and IPv6) and to the DNAT'd ports of the WAN virtual address.
     pub fn kernel_sessions(&self, i: usize) -> Result<usize> {
         let ns = ctnetlink::Netns::named(&self.fw[i])?;
         let mut ct = ctnetlink::Conntrack::open_in(&ns)?;
-        let server: std::net::IpAddr = SERVER.parse()?;
+        let servers: [std::net::IpAddr; 2] = [SERVER.parse()?, SERVER6.parse()?];
+        let vip: std::net::IpAddr = WAN_VIP.parse()?;
         let mut n = 0;
         ct.dump(None, |item| {
-            if let ctnetlink::DumpItem::Flow(f) = item
-                && f.orig.dst == server
-                && [TCP_PORT, UDP_PORT].contains(&f.orig.dst_port().unwrap_or(0))
-            {
-                n += 1;
+            if let ctnetlink::DumpItem::Flow(f) = item {
+                let port = f.orig.dst_port().unwrap_or(0);
+                if (servers.contains(&f.orig.dst) && [TCP_PORT, UDP_PORT].contains(&port))
+                    || (f.orig.dst == vip && [DNAT_TCP_PORT, DNAT_UDP_PORT].contains(&port))
+                {
+                    n += 1;
+                }
             }
         })?;
         Ok(n)
@@ -752,7 +819,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for i in 0..2 {
+        for i in 0..self.fw.len() {
             self.stop(i);
         }
         // Then `scratch` removes the namespaces and the directory.
@@ -765,12 +832,24 @@ const RULES: &str = r#"table inet ctsync_lab {
         type filter hook forward priority filter; policy drop;
         ct state established,related accept
         iifname "lan" oifname "wan" ct state new accept
+        iifname "wan" oifname "lan" ct state new ct status dnat accept
     }
 }
 table ip ctsync_lab_nat {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "wan" ip daddr 198.19.0.1 tcp dport 8000 dnat to 198.18.1.100:7000
+        iifname "wan" ip daddr 198.19.0.1 udp dport 8001 dnat to 198.18.1.100:7001
+    }
     chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
         oifname "wan" ip saddr 198.18.1.0/24 snat to 198.19.0.1 random
+    }
+}
+table ip6 ctsync_lab_nat6 {
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan" ip6 saddr 2001:db8:1::/64 snat to 2001:db8:2::1 random
     }
 }
 "#;

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -79,9 +79,14 @@ pub struct EchoServer {
 impl EchoServer {
     /// Listen on [`SERVER`]:[`TCP_PORT`] and :[`UDP_PORT`] in namespace `ns`.
     pub fn start(ns: &str) -> Result<EchoServer> {
+        EchoServer::start_at(ns, SERVER.parse()?)
+    }
+
+    /// Listen on `ip`, ports [`TCP_PORT`] and [`UDP_PORT`], in namespace `ns`.
+    pub fn start_at(ns: &str, ip: IpAddr) -> Result<EchoServer> {
         let netns = Netns::named(ns)?;
-        let tcp_addr: SocketAddr = format!("{SERVER}:{TCP_PORT}").parse()?;
-        let udp_addr: SocketAddr = format!("{SERVER}:{UDP_PORT}").parse()?;
+        let tcp_addr = SocketAddr::new(ip, TCP_PORT);
+        let udp_addr = SocketAddr::new(ip, UDP_PORT);
         let (listener, udp) = netns
             .run(|| Ok((TcpListener::bind(tcp_addr)?, UdpSocket::bind(udp_addr)?)))
             .context("echo server sockets")?;
@@ -290,6 +295,28 @@ pub struct Report {
 impl Sessions {
     /// Open `tcp` connections and `udp` flows from namespace `ns` to the server.
     pub fn open(ns: &str, tcp: usize, udp: usize) -> Result<Sessions> {
+        let ip: IpAddr = SERVER.parse()?;
+        Sessions::open_to(
+            ns,
+            (SocketAddr::new(ip, TCP_PORT), SocketAddr::new(ip, UDP_PORT)),
+            tcp,
+            udp,
+            0,
+        )
+    }
+
+    /// Open `tcp` connections to `to.0` and `udp` flows to `to.1` from namespace `ns`
+    /// (another address family, or through a DNAT'd address), numbered from `first` (the
+    /// server tells flows apart by their numbers: a second batch to the same server
+    /// starts after the first).
+    pub fn open_to(
+        ns: &str,
+        to: (SocketAddr, SocketAddr),
+        tcp: usize,
+        udp: usize,
+        first: u32,
+    ) -> Result<Sessions> {
+        let (tcp_addr, udp_addr) = to;
         let netns = Netns::named(ns)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut s = Sessions {
@@ -298,8 +325,6 @@ impl Sessions {
             stop: stop.clone(),
             threads: Vec::new(),
         };
-        let tcp_addr: SocketAddr = format!("{SERVER}:{TCP_PORT}").parse()?;
-        let udp_addr: SocketAddr = format!("{SERVER}:{UDP_PORT}").parse()?;
         for id in 0..tcp {
             let stream = netns
                 .run(|| TcpStream::connect_timeout(&tcp_addr, Duration::from_secs(5)))
@@ -308,7 +333,7 @@ impl Sessions {
             let stat = Arc::new(SessionStat::new());
             s.tcp.push(stat.clone());
             let stop = stop.clone();
-            let id = u32::try_from(id)?;
+            let id = first + u32::try_from(id)?;
             s.threads.push(std::thread::spawn(move || {
                 tcp_client(stream, id, &stat, &stop)
             }));
@@ -317,7 +342,12 @@ impl Sessions {
         for id in 0..udp {
             let sock = netns
                 .run(|| {
-                    let u = UdpSocket::bind("0.0.0.0:0")?;
+                    let any: SocketAddr = if udp_addr.is_ipv6() {
+                        "[::]:0".parse().map_err(std::io::Error::other)?
+                    } else {
+                        "0.0.0.0:0".parse().map_err(std::io::Error::other)?
+                    };
+                    let u = UdpSocket::bind(any)?;
                     u.connect(udp_addr)?;
                     Ok(u)
                 })
@@ -325,7 +355,7 @@ impl Sessions {
             sock.set_nonblocking(true)?;
             let stat = Arc::new(SessionStat::new());
             s.udp.push(stat.clone());
-            socks.push((u32::try_from(id)?, sock, stat));
+            socks.push((first + u32::try_from(id)?, sock, stat));
         }
         if !socks.is_empty() {
             s.threads
