@@ -788,4 +788,29 @@ mod example {
         ));
         super::Config::load(path).expect("etc/ctsync.toml parses");
     }
+
+    /// Its commented `[[sync.link]]` example parses too once uncommented.
+    #[test]
+    fn the_shipped_examples_second_link_parses() {
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../etc/ctsync.toml"
+        ));
+        let text = std::fs::read_to_string(path).expect("etc/ctsync.toml");
+        let mut on = false;
+        let text: String = text
+            .lines()
+            .map(|l| {
+                on = (on || l == "# [[sync.link]]") && !l.is_empty();
+                let l = if on {
+                    l.strip_prefix("# ").unwrap_or(l)
+                } else {
+                    l
+                };
+                format!("{l}\n")
+            })
+            .collect();
+        let c = super::Config::parse(&text, path).expect("the example with its second link");
+        assert_eq!(c.sync.links().len(), 2);
+    }
 }
