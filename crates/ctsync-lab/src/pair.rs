@@ -1,5 +1,6 @@
 //! Two bare nodes for the daemon's end-to-end tests: namespaces `ctsy-TAG-PID-a` and
-//! `-b` joined by a veth sync link (`sync0`, 198.18.255.1 and .2), a cluster key, and
+//! `-b` joined by a veth sync link (`sync0`, 198.18.255.1 and .2; optionally a second,
+//! `sync1`, 198.18.254.1 and .2: [`Pair::add_second_link`]), a cluster key, and
 //! `ctsync run` in each when a test starts it. No firewall, no keepalived: the tests put
 //! flows into the kernels themselves and speak for keepalived through each node's
 //! notify FIFO. The demo's topology is [`crate::cluster`].
@@ -31,6 +32,8 @@ pub struct Pair {
     ctsync: PathBuf,
     /// The sync link runs over IPv6 (2001:db8:ff::1 and ::2) instead of IPv4.
     ipv6: bool,
+    /// A second sync link (`sync1`: 198.18.254.1 and .2) is configured.
+    second_link: bool,
     daemons: Vec<Child>,
     // Last: dropped after `Drop for Pair` stopped the daemons.
     scratch: Scratch,
@@ -48,6 +51,7 @@ impl Pair {
             b,
             ctsync,
             ipv6: false,
+            second_link: false,
             daemons: Vec::new(),
             scratch,
         };
@@ -88,6 +92,28 @@ impl Pair {
         Ok(())
     }
 
+    /// A second sync link from now on: a veth `sync1` between the nodes, 198.18.254.1 and
+    /// .2, which configurations name as `[[sync.link]]` after `[sync]`'s `sync0`.
+    pub fn add_second_link(&mut self) -> Result<()> {
+        let (a, b) = (self.a.as_str(), self.b.as_str());
+        run(&[
+            "ip", "-n", a, "link", "add", "sync1", "type", "veth", "peer", "name", "sync1",
+            "netns", b,
+        ])?;
+        for (ns, addr) in [(a, "198.18.254.1/24"), (b, "198.18.254.2/24")] {
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", "sync1"])?;
+            run(&["ip", "-n", ns, "link", "set", "sync1", "up"])?;
+        }
+        self.second_link = true;
+        Ok(())
+    }
+
+    /// Set node `ns`'s interface `interface` `up` or `down` (cutting or mending a link:
+    /// a veth's other end loses its carrier too).
+    pub fn set_link(&self, ns: &str, interface: &str, state: &str) -> Result<()> {
+        run(&["ip", "-n", ns, "link", "set", interface, state]).map(|_| ())
+    }
+
     /// Node `ns`'s sync address and its peer's (IPv6 ones in brackets).
     fn addresses(&self, ns: &str) -> Result<(&'static str, &'static str)> {
         let (one, two) = if self.ipv6 {
@@ -122,6 +148,18 @@ impl Pair {
     /// re-read every 2 s that the other tests use.
     pub fn config_sync(&self, ns: &str, role: &str, sync: &str, extra: &str) -> Result<PathBuf> {
         let (me, peer) = self.addresses(ns)?;
+        let second = if !self.second_link {
+            String::new()
+        } else {
+            let (me2, peer2) = if ns == self.a {
+                ("198.18.254.1", "198.18.254.2")
+            } else {
+                ("198.18.254.2", "198.18.254.1")
+            };
+            format!(
+                "[[sync.link]]\ninterface = \"sync1\"\nlocal = \"{me2}:{SYNC_PORT}\"\npeers = [\"{peer2}:{SYNC_PORT}\"]\n"
+            )
+        };
         let path = self.dir().join(format!("{ns}.toml"));
         // Each node follows keepalived's instance VI_1 through its own notify_fifo.
         let keepalived = format!(
@@ -130,7 +168,7 @@ impl Pair {
             self.dir().join(format!("{ns}.ready")).display()
         );
         let text = format!(
-            "node = \"{ns}\"\nnetns = \"{ns}\"\nrole = \"{role}\"\n[sync]\ninterface = \"sync0\"\nlocal = \"{me}:{SYNC_PORT}\"\npeers = [\"{peer}:{SYNC_PORT}\"]\n{sync}key_file = \"{}\"\n[control]\nsocket = \"{}\"\n",
+            "node = \"{ns}\"\nnetns = \"{ns}\"\nrole = \"{role}\"\n[sync]\ninterface = \"sync0\"\nlocal = \"{me}:{SYNC_PORT}\"\npeers = [\"{peer}:{SYNC_PORT}\"]\n{sync}key_file = \"{}\"\n{second}[control]\nsocket = \"{}\"\n",
             self.key().display(),
             self.socket(ns).display()
         ) + &keepalived

@@ -49,6 +49,41 @@ pub struct Sync {
     /// day).
     #[serde(default = "default_kernel_resync")]
     pub kernel_resync_secs: u64,
+    /// Further sync links (`[[sync.link]]`), tried in order after the first (`[sync]`'s
+    /// own interface, local and peers) when a peer goes silent on the ones before.
+    #[serde(default, rename = "link")]
+    pub extra_links: Vec<Link>,
+}
+
+/// One sync link: an interface, this node's address on it and the peers' addresses on
+/// it. `[sync]`'s `interface`, `local` and `peers` are the first; `[[sync.link]]` tables
+/// the others, whose `peers` name the same nodes in the same order as `[sync] peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// Its interface (checked to exist).
+    pub interface: String,
+    /// This node's address and port on it.
+    pub local: SocketAddr,
+    /// The other nodes' addresses and ports on it, in `[sync] peers`' order.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// The most sync links (conntrackd's limit too).
+pub const MAX_LINKS: usize = 4;
+
+impl Sync {
+    /// Every sync link, the first (`[sync]`'s own keys) first.
+    pub fn links(&self) -> Vec<Link> {
+        let first = Link {
+            interface: self.interface.clone(),
+            local: self.local,
+            peers: self.peers.clone(),
+        };
+        std::iter::once(first)
+            .chain(self.extra_links.iter().cloned())
+            .collect()
+    }
 }
 
 fn default_max_flows() -> usize {
@@ -329,6 +364,7 @@ impl Config {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             bail!("{}: [sync] two nodes share an address", path.display());
         }
+        check_links(&cfg, text, path)?;
         if let Some(c) = &cfg.sync.cipher
             && c != "chacha20-poly1305"
             && c != "aes-256-gcm"
@@ -405,6 +441,16 @@ impl Config {
                 t.alive_ms
             );
         }
+        if !cfg.sync.extra_links.is_empty() && t.dead_ms < 2 * t.alive_ms {
+            // A link that carries nothing but the copies sent to keep it known is heard
+            // from at least every 1.5 alive intervals (see daemon/link.rs).
+            bail!(
+                "{}: [timers] dead_ms ({}) must be at least twice alive_ms ({}) with several sync links: a standby link is heard from only every 1.5 alive intervals",
+                at("dead_ms"),
+                t.dead_ms,
+                t.alive_ms
+            );
+        }
         if let Some(k) = &cfg.keepalived {
             match (k.stale_file.is_some(), k.stale_after_secs) {
                 (true, None) | (false, Some(_)) => bail!(
@@ -452,17 +498,37 @@ impl Config {
             })?),
             None => None,
         };
-        let iface = std::ffi::CString::new(self.sync.interface.clone()).map_err(|_| {
-            anyhow::anyhow!(
-                "{}: [sync] interface: not a valid interface name",
-                self.at("interface")
-            )
-        })?;
+        for (n, link) in self.sync.links().iter().enumerate() {
+            self.check_interface(netns.as_ref(), n, &link.interface)?;
+        }
+        read_key(&self.sync.key_file)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", self.at("key_file")))?;
+        for k in &self.sync.accept_key_files {
+            read_key(k).map_err(|e| anyhow::anyhow!("{}: {e:#}", self.at("accept_key_files")))?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Check that link `n`'s interface exists (in the namespace, if one is named).
+    fn check_interface(
+        &self,
+        netns: Option<&ctnetlink::Netns>,
+        n: usize,
+        interface: &str,
+    ) -> Result<()> {
+        let (at, name) = {
+            let (path, text) = &self.source;
+            link_at(text, path, n, "interface")
+        };
+        let iface = std::ffi::CString::new(interface.to_string())
+            .map_err(|_| anyhow::anyhow!("{at}: {name} interface: not a valid interface name"))?;
         let exists = || -> std::io::Result<bool> {
             // SAFETY: a valid NUL-terminated string.
             Ok(unsafe { libc::if_nametoindex(iface.as_ptr()) } != 0)
         };
-        let found = match &netns {
+        let found = match netns {
             // Entering it is setns(2): CAP_SYS_ADMIN, which the packaged unit leaves out
             // unless added (etc/ctsync.service says how).
             Some(ns) => ns.run(exists).map_err(|e| {
@@ -482,22 +548,104 @@ impl Config {
         };
         if !found {
             bail!(
-                "{}: [sync] interface {:?} does not exist{}: expected the sync link's interface (`ip link`)",
-                self.at("interface"),
-                self.sync.interface,
+                "{at}: {name} interface {:?} does not exist{}: expected the sync link's interface (`ip link`)",
+                interface,
                 self.netns
                     .as_ref()
                     .map(|n| format!(" in namespace {n:?}"))
                     .unwrap_or_default()
             );
         }
-        read_key(&self.sync.key_file)
-            .map_err(|e| anyhow::anyhow!("{}: {e:#}", self.at("key_file")))?;
-        for k in &self.sync.accept_key_files {
-            read_key(k).map_err(|e| anyhow::anyhow!("{}: {e:#}", self.at("accept_key_files")))?;
-        }
         Ok(())
     }
+}
+
+/// The line of the `n`th (from 0) `[[sync.link]]` header, for errors about that link.
+fn line_of_link(text: &str, n: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.trim_start()
+                .strip_prefix("[[")
+                .and_then(|r| r.split_once("]]"))
+                .is_some_and(|(name, _)| name.split('.').map(str::trim).eq(["sync", "link"]))
+        })
+        .nth(n)
+        .map(|(i, _)| i + 1)
+}
+
+/// Where link `n` (0: `[sync]`'s own keys) is written, and how an error names it:
+/// `("a.toml:12", "[[sync.link]] 2")`.
+fn link_at(text: &str, path: &Path, n: usize, key: &str) -> (String, String) {
+    let line = match n {
+        0 => line_of(text, key),
+        _ => line_of_link(text, n - 1),
+    };
+    let at = match line {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    };
+    let name = match n {
+        0 => "[sync]".to_string(),
+        _ => format!("[[sync.link]] {} (link {})", n, n + 1),
+    };
+    (at, name)
+}
+
+/// The further sync links agree with the first: each names the same peers (as many,
+/// in the same order), on an interface of its own, with addresses of one family that no
+/// other link uses; at most [`MAX_LINKS`] in all.
+fn check_links(cfg: &Config, text: &str, path: &Path) -> Result<()> {
+    let links = cfg.sync.links();
+    if links.len() == 1 {
+        return Ok(());
+    }
+    if links.len() > MAX_LINKS {
+        let (at, _) = link_at(text, path, MAX_LINKS, "interface");
+        bail!(
+            "{at}: [sync] has {} links: at most {MAX_LINKS} (the first in [sync], the others as [[sync.link]])",
+            links.len()
+        );
+    }
+    let mut seen: Vec<(IpAddr, usize)> = Vec::new();
+    for (n, link) in links.iter().enumerate() {
+        let (at, name) = link_at(text, path, n, "peers");
+        if link.peers.len() != cfg.sync.peers.len() {
+            bail!(
+                "{at}: {name} lists {} peers and [sync] lists {}: every link lists the same nodes, in the same order as [sync] peers",
+                link.peers.len(),
+                cfg.sync.peers.len()
+            );
+        }
+        if let Some(m) = links[..n]
+            .iter()
+            .position(|l| l.interface == link.interface)
+        {
+            bail!(
+                "{at}: {name} uses interface {:?} like link {}: each link has its own interface",
+                link.interface,
+                m + 1
+            );
+        }
+        let family = link.local.is_ipv4();
+        if let Some(p) = link.peers.iter().find(|p| p.is_ipv4() != family) {
+            bail!(
+                "{at}: {name}: peer {p} is not of the family of local {}: one address family per link",
+                link.local
+            );
+        }
+        for a in std::iter::once(&link.local).chain(&link.peers) {
+            if let Some((_, m)) = seen.iter().find(|(ip, _)| *ip == a.ip()) {
+                bail!(
+                    "{at}: {name}: address {} is used twice (also in link {}): every node has an address of its own on each link",
+                    a.ip(),
+                    m + 1
+                );
+            }
+            seen.push((a.ip(), n));
+        }
+    }
+    Ok(())
 }
 
 /// The line where `key = …` is first written, for errors found after parsing.
@@ -531,11 +679,14 @@ impl Config {
         core
     }
 
-    /// The replication filter this file asks for, with the sync link's own addresses
+    /// The replication filter this file asks for, with the sync links' own addresses
     /// never replicated.
     pub fn core_filter(&self) -> ctsync_core::Filter {
-        let mut never: Vec<(IpAddr, u8)> = vec![(self.sync.local.ip(), 32)];
-        never.extend(self.sync.peers.iter().map(|p| (p.ip(), 32)));
+        let mut never: Vec<(IpAddr, u8)> = Vec::new();
+        for link in self.sync.links() {
+            never.push((link.local.ip(), 32));
+            never.extend(link.peers.iter().map(|p| (p.ip(), 32)));
+        }
         for n in &mut never {
             if n.0.is_ipv6() {
                 n.1 = 128;
@@ -636,5 +787,30 @@ mod example {
             "/../../etc/ctsync.toml"
         ));
         super::Config::load(path).expect("etc/ctsync.toml parses");
+    }
+
+    /// Its commented `[[sync.link]]` example parses too once uncommented.
+    #[test]
+    fn the_shipped_examples_second_link_parses() {
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../etc/ctsync.toml"
+        ));
+        let text = std::fs::read_to_string(path).expect("etc/ctsync.toml");
+        let mut on = false;
+        let text: String = text
+            .lines()
+            .map(|l| {
+                on = (on || l == "# [[sync.link]]") && !l.is_empty();
+                let l = if on {
+                    l.strip_prefix("# ").unwrap_or(l)
+                } else {
+                    l
+                };
+                format!("{l}\n")
+            })
+            .collect();
+        let c = super::Config::parse(&text, path).expect("the example with its second link");
+        assert_eq!(c.sync.links().len(), 2);
     }
 }

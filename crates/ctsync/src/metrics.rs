@@ -142,12 +142,25 @@ pub(crate) fn render(s: &Status) -> String {
     let resets = Family::<Labels, Counter>::default();
     let synced = Family::<Labels, Gauge>::default();
     let last_seen = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let link_active = Family::<Labels, Gauge>::default();
+    let link_heard = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let switches = Family::<Labels, Counter>::default();
     for p in &s.peers {
-        let l = label(
-            "peer",
-            &p.address
-                .map_or_else(|| format!("{:#x}", p.id), |a| a.to_string()),
-        );
+        let peer = p
+            .address
+            .map_or_else(|| format!("{:#x}", p.id), |a| a.to_string());
+        let l = label("peer", &peer);
+        for k in &p.links {
+            let pl = vec![
+                ("peer".to_string(), peer.clone()),
+                ("link".to_string(), k.interface.clone()),
+            ];
+            link_active.get_or_create(&pl).set(i64::from(k.active));
+            if let Some(ms) = k.last_heard_ms {
+                link_heard.get_or_create(&pl).set(ms as f64 / 1000.0);
+            }
+        }
+        switches.get_or_create(&l).inc_by(p.link_switches);
         up.get_or_create(&l).set(i64::from(p.up));
         ready.get_or_create(&l).set(i64::from(p.ready));
         backlog.get_or_create(&l).set(i(p.backlog));
@@ -168,6 +181,21 @@ pub(crate) fn render(s: &Status) -> String {
         "peer_last_seen_seconds",
         "Seconds since the peer was last heard from (absent before the first datagram)",
         last_seen,
+    );
+    reg.register(
+        "peer_link_active",
+        "1 for the sync link (by interface) our datagrams to the peer go over, 0 for the others",
+        link_active,
+    );
+    reg.register(
+        "peer_link_last_heard_seconds",
+        "Seconds since the peer was last heard on the sync link (absent before the first datagram)",
+        link_heard,
+    );
+    reg.register(
+        "link_switches",
+        "Times the sync link our datagrams to the peer go over changed",
+        switches,
     );
     let stale: Gauge<i64, AtomicI64> = Gauge::default();
     stale.set(i64::from(s.stale));
@@ -241,6 +269,12 @@ pub(crate) fn render(s: &Status) -> String {
         "datagram_budget_hits",
         "Event-loop turns that stopped at their budget of sync datagrams with more waiting",
         s.stats.datagram_budget_hits,
+    );
+    counter(
+        &mut reg,
+        "link_copies",
+        "Sync datagrams that arrived on one link after their copy on another (not replays)",
+        s.stats.link_copies,
     );
     counter(
         &mut reg,
@@ -420,6 +454,11 @@ mod tests {
             "ctsync_event_budget_hits_total 19",
             "ctsync_datagram_budget_hits_total 20",
             "ctsync_metrics_refused_total 21",
+            "ctsync_link_copies_total 22",
+            "ctsync_link_switches_total{peer=\"198.18.255.1:3780\"} 1",
+            "ctsync_peer_link_active{peer=\"198.18.255.1:3780\",link=\"sync1\"} 1",
+            "ctsync_peer_link_active{peer=\"198.18.255.1:3780\",link=\"sync0\"} 0",
+            "ctsync_peer_link_last_heard_seconds{peer=\"198.18.255.1:3780\",link=\"sync0\"} 4.0",
             "ctsync_last_takeover_seconds 0.25",
             "ctsync_kernel_dumps_total 3",
             "# EOF",

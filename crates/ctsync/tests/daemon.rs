@@ -981,3 +981,160 @@ fn a_backup_whose_kernel_is_full_says_so_and_heals() {
         lab.logs()
     );
 }
+
+/// Two sync links (`sync0`, then `sync1` as `[[sync.link]]`); the first is cut while the
+/// primary's table grows. Every flow reaches the backup over the second, no bulk
+/// transfer follows (the stream is per peer, not per link: neither side's stream reset
+/// count grows), and the move is counted in the status and the metrics of both nodes.
+/// Mended, the first link is taken back, again without a bulk.
+#[test]
+fn a_cut_sync_link_hands_over_to_the_next_without_a_bulk_transfer() {
+    let Some(mut lab) = pair("links") else {
+        return;
+    };
+    lab.add_second_link().unwrap();
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    // A link is taken for dead after 1.5 s of silence (less made a node busy writing
+    // flows in the debug build, as the tests run, look dead to its peer).
+    let timers = "[timers]\nalive_ms = 100\ndead_ms = 1500\n";
+    let cfg_a = lab
+        .config_with(
+            &a,
+            "primary",
+            &format!("[metrics]\nlisten = \"{metrics}\"\n{timers}"),
+        )
+        .unwrap();
+    let cfg_b = lab.config_with(&b, "backup", timers).unwrap();
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    const BEFORE: usize = 2_000;
+    const LOAD: usize = 20_000;
+    const AFTER: usize = 20_500;
+    let flows: Vec<_> = (0..AFTER)
+        .map(|i| synth::flow(i as u64, Mix::Realistic, 3600))
+        .collect();
+    cta.batch(FlowOp::Create, &flows[..BEFORE], |i, e| {
+        panic!("create {i}: {e}")
+    })
+    .unwrap();
+    lab.spawn(&a, &cfg_a, None).unwrap();
+    lab.spawn(&b, &cfg_b, None).unwrap();
+    let (sa, sb) = (lab.socket(&a), lab.socket(&b));
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) == BEFORE && lab.track(&b) == "0",
+        || format!("backup has {} of {BEFORE}\n{}", count(&b), lab.logs()),
+    );
+    // Both links known on both sides, the first in use; the start's bulk is done.
+    wait_for(
+        Duration::from_secs(5),
+        || {
+            [&sa, &sb].iter().all(|s| {
+                let p = &status(s)["peers"][0];
+                p["link"] == 1
+                    && p["links"][0]["last_heard_ms"]
+                        .as_u64()
+                        .is_some_and(|ms| ms < 1500)
+                    && p["links"][1]["last_heard_ms"]
+                        .as_u64()
+                        .is_some_and(|ms| ms < 1500)
+            })
+        },
+        || format!("{}\n{}\n{}", status(&sa), status(&sb), lab.logs()),
+    );
+    let resets = |s: &Path| status(s)["peers"][0]["resets"].as_u64().unwrap();
+    let (resets_a, resets_b) = (resets(&sa), resets(&sb));
+
+    // Load: 18,000 new flows in batches of 400 every 50 ms (about 3 s); the first link
+    // is cut after the fourth batch.
+    let start = Instant::now();
+    let mut cut_at = None;
+    let mut switched_after = None;
+    for (n, chunk) in flows[BEFORE..LOAD].chunks(400).enumerate() {
+        cta.batch(FlowOp::Create, chunk, |i, e| panic!("create {i}: {e}"))
+            .unwrap();
+        if n == 3 {
+            lab.set_link(&a, "sync0", "down").unwrap();
+            cut_at = Some(Instant::now());
+        }
+        if let Some(t) = cut_at
+            && switched_after.is_none()
+            && status(&sa)["peers"][0]["link"] == 2
+        {
+            switched_after = Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cut_at = cut_at.unwrap();
+    eprintln!(
+        "load of {} flows took {:?}; the primary moved to link 2 {switched_after:?} after the cut",
+        LOAD - BEFORE,
+        start.elapsed()
+    );
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) == LOAD,
+        || format!("backup has {} of {LOAD}\n{}", count(&b), lab.logs()),
+    );
+    eprintln!(
+        "all {LOAD} flows in the backup's kernel {:?} after the cut",
+        cut_at.elapsed()
+    );
+    for (s, peer) in [(&sa, "198.18.255.2:3780"), (&sb, "198.18.255.1:3780")] {
+        let st = status(s);
+        let p = &st["peers"][0];
+        assert_eq!(p["address"], peer, "{st}");
+        assert_eq!(p["link"], 2, "the second link in use: {st}");
+        assert_eq!(p["link_switches"], 1, "{st}\n{}", lab.logs());
+        assert_eq!(p["links"][1]["active"], true, "{st}");
+        assert_eq!(p["links"][1]["interface"], "sync1", "{st}");
+        assert_eq!(p["up"], true, "the peer never went down: {st}");
+        assert!(st["stats"]["link_copies"].as_u64().unwrap() > 0, "{st}");
+        assert!(
+            st["dropped"].get("replay").is_none(),
+            "copies are not counted as replays: {st}"
+        );
+    }
+    assert_eq!(resets(&sa), resets_a, "no bulk transfer to the backup");
+    assert_eq!(resets(&sb), resets_b, "no bulk transfer to the primary");
+    assert_eq!(status(&sb)["ready"], true);
+    let text = ctsync(&["status", "--socket", sa.to_str().unwrap()]);
+    assert!(text.contains("(in use); switches 1"), "{text}");
+    let m = http_get(&metrics, "/metrics");
+    for want in [
+        "ctsync_link_switches_total{peer=\"198.18.255.2:3780\"} 1",
+        "ctsync_peer_link_active{peer=\"198.18.255.2:3780\",link=\"sync1\"} 1",
+        "ctsync_peer_link_active{peer=\"198.18.255.2:3780\",link=\"sync0\"} 0",
+    ] {
+        assert!(m.contains(want), "{want} missing from\n{m}");
+    }
+
+    // Mended: the first link is heard again and taken back; flows still follow.
+    lab.set_link(&a, "sync0", "up").unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        || {
+            [&sa, &sb]
+                .iter()
+                .all(|s| status(s)["peers"][0]["link"] == 1)
+        },
+        || format!("{}\n{}\n{}", status(&sa), status(&sb), lab.logs()),
+    );
+    cta.batch(FlowOp::Create, &flows[LOAD..], |i, e| {
+        panic!("create {i}: {e}")
+    })
+    .unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) == AFTER,
+        || format!("backup has {} of {AFTER}\n{}", count(&b), lab.logs()),
+    );
+    for s in [&sa, &sb] {
+        assert_eq!(status(s)["peers"][0]["link_switches"], 2);
+    }
+    assert_eq!(resets(&sa), resets_a, "no bulk transfer on the way back");
+    assert_eq!(resets(&sb), resets_b);
+}

@@ -200,3 +200,120 @@ fn key_files_must_be_private_and_well_formed() {
     assert!(format!("{:#}", read_key(&p).unwrap_err()).contains("64 hex digits"));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// [`GOOD`] with a second link (`[[sync.link]]` on line 8, its keys on 9-11) and timers
+/// that allow several links.
+fn two_links(link: &str) -> String {
+    GOOD.replace("[control]", &format!("[[sync.link]]\n{link}\n[control]"))
+        + "[timers]\nalive_ms = 100\ndead_ms = 600\n"
+}
+
+const LINK2: &str =
+    "interface = \"eth4\"\nlocal = \"198.18.1.1:3780\"\npeers = [\"198.18.1.2:3780\"]";
+
+#[test]
+fn further_sync_links_follow_the_first() {
+    let c = Config::parse(&two_links(LINK2), Path::new("a.toml")).unwrap();
+    let links = c.sync.links();
+    assert_eq!(links.len(), 2);
+    assert_eq!(links[0].interface, "eth3");
+    assert_eq!(links[1].interface, "eth4");
+    assert_eq!(links[1].peers[0].to_string(), "198.18.1.2:3780");
+    // The node ids stay the first link's; every link's addresses are never replicated.
+    let core = c.core();
+    assert_eq!(core.node, 0xc612_0001);
+    assert_eq!(core.peers, vec![0xc612_0002]);
+    assert_eq!(core.filter.never.len(), 4);
+    // One link: as before.
+    let one = Config::parse(GOOD, Path::new("a.toml")).unwrap();
+    assert_eq!(one.sync.links().len(), 1);
+    assert_eq!(one.sync.links()[0].local, one.sync.local);
+}
+
+#[test]
+fn a_further_link_that_disagrees_is_an_error_at_its_table() {
+    let bad = |link: &str| {
+        format!(
+            "{:#}",
+            Config::parse(&two_links(link), Path::new("a.toml")).unwrap_err()
+        )
+    };
+    let msg = bad(
+        "interface = \"eth4\"\nlocal = \"198.18.1.1:3780\"\npeers = [\"198.18.1.2:3780\", \"198.18.1.3:3780\"]",
+    );
+    assert!(
+        msg.starts_with("a.toml:8: [[sync.link]] 1 (link 2)")
+            && msg.contains("2 peers and [sync] lists 1"),
+        "{msg}"
+    );
+    let msg = bad(&LINK2.replace("eth4", "eth3"));
+    assert!(
+        msg.starts_with("a.toml:8:") && msg.contains("\"eth3\" like link 1"),
+        "{msg}"
+    );
+    let msg = bad(&LINK2.replace("198.18.1.2", "198.18.0.2"));
+    assert!(
+        msg.starts_with("a.toml:8:") && msg.contains("198.18.0.2 is used twice (also in link 1)"),
+        "{msg}"
+    );
+    let msg = bad(&LINK2.replace("198.18.1.1", "198.18.1.2"));
+    assert!(msg.contains("used twice"), "{msg}");
+    let msg = bad(&LINK2.replace("198.18.1.2:3780", "[2001:db8:1::2]:3780"));
+    assert!(
+        msg.starts_with("a.toml:8:") && msg.contains("one address family per link"),
+        "{msg}"
+    );
+    let msg = bad(&format!("{LINK2}\nmtu = 1500"));
+    assert!(
+        msg.starts_with("a.toml:12:") && msg.contains("mtu"),
+        "{msg}"
+    );
+    // An IPv6 second link beside an IPv4 first is fine.
+    Config::parse(
+        &two_links(
+            "interface = \"eth4\"\nlocal = \"[2001:db8:1::1]:3780\"\npeers = [\"[2001:db8:1::2]:3780\"]",
+        ),
+        Path::new("a.toml"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn at_most_four_links_and_dead_ms_twice_alive_ms() {
+    let link = |n: u8| {
+        format!(
+            "[[sync.link]]\ninterface = \"eth{}\"\nlocal = \"198.18.{n}.1:3780\"\npeers = [\"198.18.{n}.2:3780\"]\n",
+            n + 3
+        )
+    };
+    let with = |n: u8, timers: &str| {
+        let links: String = (1..=n).map(link).collect();
+        GOOD.replace("[control]", &format!("{links}[control]")) + timers
+    };
+    let t = "[timers]\nalive_ms = 100\ndead_ms = 600\n";
+    Config::parse(&with(3, t), Path::new("a.toml")).unwrap();
+    let msg = format!(
+        "{:#}",
+        Config::parse(&with(4, t), Path::new("a.toml")).unwrap_err()
+    );
+    // The fifth link's table: line 8 + 3 × 4.
+    assert!(
+        msg.starts_with("a.toml:20:") && msg.contains("at most 4"),
+        "{msg}"
+    );
+    let msg = format!(
+        "{:#}",
+        Config::parse(
+            &with(1, "[timers]\nalive_ms = 400\ndead_ms = 700\n"),
+            Path::new("a.toml")
+        )
+        .unwrap_err()
+    );
+    assert!(msg.contains("at least twice alive_ms"), "{msg}");
+    // One link keeps the old rule.
+    Config::parse(
+        &format!("{GOOD}[timers]\nalive_ms = 400\ndead_ms = 700\n"),
+        Path::new("a.toml"),
+    )
+    .unwrap();
+}

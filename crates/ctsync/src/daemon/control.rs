@@ -197,8 +197,7 @@ impl Daemon {
             for p in self.node.status().peers {
                 let origin = self
                     .link
-                    .peers
-                    .get(&p.id)
+                    .address(p.id)
                     .map_or_else(|| format!("{:#x}", p.id), |a| a.to_string());
                 for f in self.node.external(p.id).into_iter().flat_map(|t| t.flows()) {
                     lines.push(format!("{}\n", flow_json(&f, Some(&origin))));

@@ -4,12 +4,13 @@
 //!
 //! `setup` opens the sockets and builds the node; `shell` carries out the core's kernel
 //! operations; `control` answers the control socket; [`Status`] is what `ctsync
-//! status`, its JSON and the metrics show. Datagrams leave through one path,
-//! `SyncLink::transmit`.
+//! status`, its JSON and the metrics show. `link` holds the sync sockets (one per sync
+//! link); datagrams leave through one path, `SyncLink::transmit`.
 
 mod control;
 mod epoch;
 mod last_role;
+mod link;
 mod setup;
 mod shell;
 mod status;
@@ -18,25 +19,19 @@ mod status;
 pub(crate) use status::tests::sample as status_sample;
 pub(crate) use status::{KernelFailure, Status};
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ctnetlink::Event;
 use ctsync_core::{FlowEvent, Node, Notify, Role};
-use ctsync_wire::NodeId;
-use tokio::net::UdpSocket;
 
 use crate::config::Config;
+use link::SyncLink;
 
 /// Events drained per loop turn before the other sources get a look (an event storm
 /// must not starve acknowledgements and timers).
 const EVENT_BUDGET: usize = 4096;
-/// Datagrams read per loop turn. Small, so that acknowledgements go out between turns
-/// while a peer streams (with 1,024 a bulk transfer's sender sat on a full window).
-const DATAGRAM_BUDGET: usize = 64;
 /// Rounds of carrying out the core's outputs after one input, at most (each round's
 /// kernel writes and datagrams may cause more).
 const FLUSH_ROUNDS: usize = 64;
@@ -57,73 +52,6 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 fn hand_over(node: &mut Node, now: Instant, batch: &mut Vec<FlowEvent>) {
     node.handle_kernel_events(now, batch);
     batch.clear();
-}
-
-/// The sync link: the UDP socket and where each peer is.
-struct SyncLink {
-    udp: UdpSocket,
-    peers: BTreeMap<NodeId, SocketAddr>,
-    /// The datagram being sent.
-    tx: Vec<u8>,
-    /// The datagram being received.
-    rx: Vec<u8>,
-    /// Turns that stopped at [`DATAGRAM_BUDGET`] with datagrams still waiting.
-    budget_hits: u64,
-}
-
-impl SyncLink {
-    fn new(udp: UdpSocket, peers: BTreeMap<NodeId, SocketAddr>) -> SyncLink {
-        SyncLink {
-            udp,
-            peers,
-            tx: Vec::with_capacity(2048),
-            rx: vec![0u8; 65536],
-            budget_hits: 0,
-        }
-    }
-
-    /// Send every datagram the core has ready; whether there was any. A full socket
-    /// buffer drops the datagram (the core retransmits); other errors are logged.
-    fn transmit(&mut self, node: &mut Node, now: Instant) -> bool {
-        let mut any = false;
-        while let Some(to) = node.poll_transmit(now, &mut self.tx) {
-            any = true;
-            if let Some(addr) = self.peers.get(&to)
-                && let Err(e) = self.udp.try_send_to(&self.tx, *addr)
-                && e.kind() != std::io::ErrorKind::WouldBlock
-            {
-                log("warn", format!("sending to {addr}: {e}"));
-            }
-        }
-        any
-    }
-
-    /// Hand the core the datagrams waiting, at most [`DATAGRAM_BUDGET`] (a turn that
-    /// used it all is counted: the rest waits for the next turn).
-    fn receive(&mut self, node: &mut Node, now: Instant) {
-        for _ in 0..DATAGRAM_BUDGET {
-            match self.udp.try_recv_from(&mut self.rx) {
-                Ok((len, _from)) => {
-                    let _ = node.handle_datagram(now, &mut self.rx[..len]);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log("warn", format!("sync socket: {e}"));
-                    return;
-                }
-            }
-        }
-        self.budget_hits += 1;
-    }
-
-    /// Between long kernel operations (a commit, a dump of a large table): take in the
-    /// peers' datagrams and send what is due, so that no peer takes a busy node for dead.
-    fn service(&mut self, node: &mut Node) {
-        self.receive(node, Instant::now());
-        let now = Instant::now();
-        node.handle_timeout(now);
-        self.transmit(node, now);
-    }
 }
 
 /// The running daemon: the core node and what carries out its outputs.
@@ -246,7 +174,7 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
                     d.event_budget_hits += 1;
                 }
             }
-            r = d.link.udp.readable() => {
+            r = d.link.readable() => {
                 r?;
                 d.link.receive(&mut d.node, Instant::now());
             }
@@ -495,6 +423,7 @@ impl Daemon {
         if old.sync.interface != new.sync.interface
             || old.sync.local != new.sync.local
             || old.sync.peers != new.sync.peers
+            || old.sync.extra_links != new.sync.extra_links
             || old.sync.cipher != new.sync.cipher
             || old.sync.mode != new.sync.mode
             || old.sync.kernel_resync_secs != new.sync.kernel_resync_secs

@@ -271,15 +271,35 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         );
     }
     let local = cfg.sync.local;
-    let (udp, sync_buffer) = bind_sync(netns.as_ref(), local)?;
+    let links = cfg.sync.links();
+    let mut sockets = Vec::with_capacity(links.len());
+    let mut sync_buffer = usize::MAX;
+    for l in &links {
+        let (udp, granted) = bind_sync(netns.as_ref(), l.local)?;
+        sync_buffer = sync_buffer.min(granted);
+        sockets.push((udp, l.interface.clone()));
+    }
     let control_path = cfg.control.socket.clone();
     let control = bind_control(&control_path)?;
 
-    let peers: BTreeMap<NodeId, SocketAddr> =
-        cfg.sync.peers.iter().map(|a| (node_id(a), *a)).collect();
+    // Each peer by its id (from its first link's address), with its address on every
+    // link: the links list the same nodes in the same order (checked in config.rs).
+    let peers: BTreeMap<NodeId, Vec<SocketAddr>> = cfg
+        .sync
+        .peers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (node_id(a), links.iter().map(|l| l.peers[i]).collect()))
+        .collect();
     let mut d = Daemon {
         node: new_node(cfg, keys)?,
-        link: SyncLink::new(udp, peers),
+        link: SyncLink::new(
+            sockets,
+            peers,
+            Duration::from_millis(cfg.timers.alive_ms),
+            Duration::from_millis(cfg.timers.dead_ms),
+            Instant::now(),
+        ),
         kernel: Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
         name: cfg.node.clone(),
         track_file: cfg.keepalived.as_ref().and_then(|k| k.track_file.clone()),
@@ -314,10 +334,14 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
     log(
         "info",
         format!(
-            "{} up: node id {:#x}, sync {local}, {} peers, {:?}, event buffer {granted} bytes, sync buffer {sync_buffer} bytes, {} flows",
+            "{} up: node id {:#x}, sync {local}{}, {} peers, {:?}, event buffer {granted} bytes, sync buffer {sync_buffer} bytes, {} flows",
             cfg.node,
             node_id(&local),
-            d.link.peers.len(),
+            links[1..]
+                .iter()
+                .map(|l| format!(" then {} ({})", l.local, l.interface))
+                .collect::<String>(),
+            d.link.peer_count(),
             role,
             d.node.internal().len()
         ),

@@ -13,7 +13,7 @@ use ctsync_core::{DropCounters, NodeStats, Role};
 use ctsync_wire::NodeId;
 use serde::{Serialize, Serializer};
 
-use super::Daemon;
+use super::{Daemon, link};
 
 /// What the kernel refused or failed: the key of `kernel_failures`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -110,6 +110,13 @@ pub(crate) struct PeerStatus {
     pub lag: usize,
     /// Milliseconds since it was last heard from.
     pub last_seen_ms: Option<u64>,
+    /// The sync link our datagrams to it go over: 1 for `[sync]`'s own, 2 for the first
+    /// `[[sync.link]]`, …
+    pub link: usize,
+    /// Times that link changed (a link went silent, or an earlier one came back).
+    pub link_switches: u64,
+    /// Each sync link to it, in order.
+    pub links: Vec<PeerLinkStatus>,
     /// It says it is ready to take over.
     pub ready: bool,
     /// Messages received from it.
@@ -129,9 +136,33 @@ pub(crate) struct PeerStatus {
     pub up: bool,
 }
 
+/// One sync link to a peer. Fields in name order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct PeerLinkStatus {
+    /// Our datagrams to the peer go over it.
+    pub active: bool,
+    /// The peer's address on it.
+    pub address: SocketAddr,
+    /// Its interface.
+    pub interface: String,
+    /// Milliseconds since the peer was last heard on it.
+    pub last_heard_ms: Option<u64>,
+}
+
+/// Milliseconds from `t` to `now`.
+fn age_ms(t: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
+}
+
 impl PeerStatus {
-    /// The core's view of a peer, its address, and its age at `now`.
-    fn new(p: ctsync_core::PeerStatus, address: Option<SocketAddr>, now: Instant) -> PeerStatus {
+    /// The core's view of a peer, its address, its links, and its age at `now`.
+    fn new(
+        p: ctsync_core::PeerStatus,
+        address: Option<SocketAddr>,
+        links: Option<(usize, u64, Vec<link::PeerLinkView>)>,
+        now: Instant,
+    ) -> PeerStatus {
+        let (active, link_switches, views) = links.unwrap_or_default();
         PeerStatus {
             address,
             backlog: p.backlog,
@@ -139,9 +170,19 @@ impl PeerStatus {
             epoch: p.epoch,
             id: p.id,
             lag: p.backlog,
-            last_seen_ms: p.last_heard.map(|t| {
-                u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
-            }),
+            last_seen_ms: p.last_heard.map(|t| age_ms(t, now)),
+            link: active + 1,
+            link_switches,
+            links: views
+                .into_iter()
+                .enumerate()
+                .map(|(l, v)| PeerLinkStatus {
+                    active: l == active,
+                    address: v.address,
+                    interface: v.interface,
+                    last_heard_ms: v.last_heard.map(|t| age_ms(t, now)),
+                })
+                .collect(),
             ready: p.ready,
             received: p.received,
             resets: p.resets,
@@ -170,6 +211,10 @@ pub(crate) struct Stats {
     /// Event-loop turns that stopped at their budget of sync datagrams with more
     /// waiting.
     pub datagram_budget_hits: u64,
+    /// Datagrams that arrived on one sync link after their exact copy had arrived on
+    /// another (with several links, each link carries some copies so that the peers
+    /// know it works): not handed to the core, so not counted as replays.
+    pub link_copies: u64,
     /// Metrics connections closed at once because the most were already open.
     pub metrics_refused: u64,
 }
@@ -254,6 +299,30 @@ impl fmt::Display for Status {
                 p.retransmitted,
                 p.backlog
             )?;
+            if p.links.len() > 1 {
+                let links: Vec<String> = p
+                    .links
+                    .iter()
+                    .enumerate()
+                    .map(|(l, k)| {
+                        format!(
+                            "{} {} {} heard {}{}",
+                            l + 1,
+                            k.interface,
+                            k.address,
+                            k.last_heard_ms
+                                .map_or_else(|| "never".to_string(), |ms| format!("{ms} ms ago")),
+                            if k.active { " (in use)" } else { "" }
+                        )
+                    })
+                    .collect();
+                writeln!(
+                    f,
+                    "    links: {}; switches {}",
+                    links.join(", "),
+                    p.link_switches
+                )?;
+            }
         }
         if !self.dropped.is_empty() {
             let d: Vec<String> = self
@@ -330,8 +399,9 @@ impl Daemon {
                 .peers
                 .into_iter()
                 .map(|p| {
-                    let address = self.link.peers.get(&p.id).copied();
-                    PeerStatus::new(p, address, now)
+                    let address = self.link.address(p.id);
+                    let links = self.link.peer_links(p.id);
+                    PeerStatus::new(p, address, links, now)
                 })
                 .collect(),
             ready: self.ready(),
@@ -343,6 +413,7 @@ impl Daemon {
                 control_refused: self.control_refused,
                 event_budget_hits: self.event_budget_hits,
                 datagram_budget_hits: self.link.budget_hits,
+                link_copies: self.link.copies,
                 metrics_refused: self.metrics_gate.refused(),
             },
             timing: Timing {
@@ -455,6 +526,22 @@ pub(crate) mod tests {
                 id: 0xc612_ff01,
                 lag: 1,
                 last_seen_ms: Some(120),
+                link: 2,
+                link_switches: 1,
+                links: vec![
+                    PeerLinkStatus {
+                        active: false,
+                        address: "198.18.255.1:3780".parse().unwrap(),
+                        interface: "sync0".into(),
+                        last_heard_ms: Some(4000),
+                    },
+                    PeerLinkStatus {
+                        active: true,
+                        address: "198.18.254.1:3780".parse().unwrap(),
+                        interface: "sync1".into(),
+                        last_heard_ms: Some(120),
+                    },
+                ],
                 ready: true,
                 received: 100,
                 resets: 0,
@@ -473,6 +560,7 @@ pub(crate) mod tests {
                 control_refused: 18,
                 event_budget_hits: 19,
                 datagram_budget_hits: 20,
+                link_copies: 22,
                 metrics_refused: 21,
             },
             timing: Timing {
@@ -506,6 +594,14 @@ pub(crate) mod tests {
         assert_eq!(j["stats"]["event_budget_hits"], 19);
         assert_eq!(j["stats"]["datagram_budget_hits"], 20);
         assert_eq!(j["stats"]["metrics_refused"], 21);
+        assert_eq!(j["stats"]["link_copies"], 22);
+        assert_eq!(p["link"], 2);
+        assert_eq!(p["link_switches"], 1);
+        assert_eq!(p["links"][0]["interface"], "sync0");
+        assert_eq!(p["links"][0]["active"], false);
+        assert_eq!(p["links"][1]["active"], true);
+        assert_eq!(p["links"][1]["address"], "198.18.254.1:3780");
+        assert_eq!(p["links"][1]["last_heard_ms"], 120);
         assert_eq!(j["timing"]["kernel_dumps"], 3);
         // What bench/replication.sh and bench/failover.sh match in the raw text, written
         // directly or (as the control socket does) through a serde_json::Value, whose
@@ -547,6 +643,10 @@ pub(crate) mod tests {
             "{t}"
         );
         assert!(t.contains("  dropped: replay 4\n"), "{t}");
+        assert!(
+            t.contains("    links: 1 sync0 198.18.255.1:3780 heard 4000 ms ago, 2 sync1 198.18.254.1:3780 heard 120 ms ago (in use); switches 1\n"),
+            "{t}"
+        );
         assert!(
             t.contains("  kernel failures: expectation_create 2\n"),
             "{t}"
