@@ -486,6 +486,18 @@ impl FlowTable {
         self.map.iter().map(Entry::stored)
     }
 
+    /// The flows `keep` accepts, in compact form; `keep` is given each flow's key hash
+    /// (by this table's hasher) and content hash (of its state, the timeout aside).
+    pub(crate) fn stored_flows_where<'a>(
+        &'a self,
+        mut keep: impl FnMut(u64, u64) -> bool + 'a,
+    ) -> impl Iterator<Item = StoredFlow> + 'a {
+        self.map
+            .iter()
+            .filter(move |e| keep(self.hasher.hash(&e.key), e.hash))
+            .map(Entry::stored)
+    }
+
     /// Every flow, decoded.
     pub fn flows(&self) -> impl Iterator<Item = Flow> + '_ {
         self.map.iter().filter_map(Entry::flow)

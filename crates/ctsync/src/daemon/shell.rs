@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use ctnetlink::{Conntrack, DumpItem, Errno, Flow, FlowOp, Groups};
+use ctnetlink::{Conntrack, DumpItem, Errno, Flow, FlowKey, FlowOp, Groups};
 use ctsync_core::{KernelOp, Node};
 
 use super::status::KernelFailure;
@@ -26,21 +26,26 @@ pub(super) struct Kernel {
     pub(super) failures: BTreeMap<KernelFailure, u64>,
     /// Replicated flows written again because the kernel had lost them.
     pub(super) recreated: u64,
+    /// Flows whose write the kernel refused since the core was last told (it forgets
+    /// what it knew the kernel held of them).
+    refused: Vec<FlowKey>,
     /// How long the last read of the whole table took.
     pub(super) last_dump: Option<Duration>,
     /// Reads of the whole table.
     pub(super) dumps: u64,
 }
 
-/// Create `flows`, and update those that exist; the errors, by operation.
-fn upsert_batch(ct: &mut Conntrack, flows: &[Flow]) -> Vec<(KernelFailure, Errno)> {
+/// Create `flows`, and update those that exist; the errors, by operation, with the key
+/// of the flow refused.
+fn upsert_batch(ct: &mut Conntrack, flows: &[Flow]) -> Vec<(KernelFailure, Errno, FlowKey)> {
     let mut exists = Vec::new();
     let mut errs = Vec::new();
+    let key = |i: usize| flows.get(i).map(Flow::key);
     let r = ct.batch(FlowOp::Create, flows, |i, e| {
         if e == Errno::EEXIST {
             exists.push(i);
-        } else {
-            errs.push((KernelFailure::Create, e));
+        } else if let Some(k) = key(i) {
+            errs.push((KernelFailure::Create, e, k));
         }
     });
     if let Err(e) = r {
@@ -50,8 +55,10 @@ fn upsert_batch(ct: &mut Conntrack, flows: &[Flow]) -> Vec<(KernelFailure, Errno
         .into_iter()
         .filter_map(|i| flows.get(i).cloned())
         .collect();
-    if let Err(e) = ct.batch(FlowOp::Update, &again, |_, e| {
-        errs.push((KernelFailure::Update, e))
+    if let Err(e) = ct.batch(FlowOp::Update, &again, |i, e| {
+        if let Some(f) = again.get(i) {
+            errs.push((KernelFailure::Update, e, f.key()));
+        }
     }) {
         log("warn", format!("kernel update batch: {e}"));
     }
@@ -86,6 +93,7 @@ impl Kernel {
             window_tracking,
             failures: BTreeMap::new(),
             recreated: 0,
+            refused: Vec::new(),
             last_dump: None,
             dumps: 0,
         }
@@ -139,6 +147,9 @@ impl Kernel {
             }
         }
         self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+        for k in self.refused.drain(..) {
+            node.kernel_write_failed(&k);
+        }
     }
 
     /// Write replicated flows (create, or update those that exist), prepared for the
@@ -149,7 +160,12 @@ impl Kernel {
         }
         let errs = upsert_batch(&mut self.ct, flows);
         let written = flows.len() - errs.len();
-        self.failures(errs);
+        let mut counted = Vec::with_capacity(errs.len());
+        for (what, e, k) in errs {
+            self.refused.push(k);
+            counted.push((what, e));
+        }
+        self.failures(counted);
         written
     }
 
