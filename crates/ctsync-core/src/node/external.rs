@@ -77,7 +77,14 @@ impl Node {
             .is_some_and(|p| p.link.role == WireRole::Primary);
         let hot =
             self.cfg.mode == Mode::HotStandby && self.role != Role::Primary && origin_is_primary;
-        let expected = self.cfg.expected_flows;
+        // A cache made again (after a flush, or a new peer) is sized for what our kernel
+        // holds on peers' behalf when that is known: the resync that refills it then
+        // allocates its table once, instead of growing it (and holding the old table
+        // and the new at once) step by step.
+        let expected = match self.mirror.len() {
+            0 => self.cfg.expected_flows,
+            known => known.min(self.cfg.max_flows),
+        };
         let max_flows = self.cfg.max_flows;
         let Node {
             external,
