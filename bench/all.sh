@@ -5,6 +5,8 @@
 #   bench/kernel.sh --write          ctsync vs a batched C loader and conntrack -L   ~1 min
 #   bench/replication.sh --write     table replication, resync, bulk, bytes/flow     ~2 min
 #   bench/failover.sh --write        takeover with 200,000 flows                    ~1 min
+#   bench/standby.sh --write         hot standby's sequence (load, commit, flush +
+#                                    resync, flush + bulk, delete) at 10k and 200k  ~1 min
 #   bench/events.sh --write          churn at 5k-100k flows/s and flat out          ~5 min
 #   bench/sessions.sh --write        50 live sessions through a lab failover, 3 rounds of
 #                                    8 failovers                                    ~6 min
@@ -34,6 +36,7 @@ if [[ $mode == quick ]]; then
         "bench/kernel.sh --write 20000 1"
         "env ROUNDS=1 bench/replication.sh --write 10000 20000"
         "bench/failover.sh --write 20000"
+        "bench/standby.sh --write 10000"
         "bench/events.sh --write 2 20000"
         "bench/sessions.sh --write 1"
     )
@@ -47,6 +50,7 @@ else
         "bench/kernel.sh --write"
         "bench/replication.sh --write"
         "bench/failover.sh --write"
+        "bench/standby.sh --write"
         "bench/events.sh --write"
         "bench/sessions.sh --write"
     )

@@ -407,7 +407,20 @@ impl FlowTable {
         if e.counted {
             self.digest.remove(e.bucket, e.hash);
         }
+        self.shrink();
         true
+    }
+
+    /// Give memory back when the table holds less than a quarter of its room (after
+    /// mass deletions or a sweep), keeping room for twice its content: the table stays
+    /// sized to what it holds, and the cost, a rehash of what is left, is amortised over
+    /// the deletions that made it so.
+    fn shrink(&mut self) {
+        let (len, cap) = (self.map.len(), self.map.capacity());
+        if cap > 4096 && len < cap / 4 {
+            let hasher = &self.hasher;
+            self.map.shrink_to(len * 2, |e| hasher.hash(&e.key));
+        }
     }
 
     /// Remove every flow `stale` says is stale; returns their keys.
@@ -424,6 +437,7 @@ impl FlowTable {
             gone.push(e.key);
             false
         });
+        self.shrink();
         gone
     }
 
@@ -486,6 +500,18 @@ impl FlowTable {
         self.map.iter().map(Entry::stored)
     }
 
+    /// The flows `keep` accepts, in compact form; `keep` is given each flow's key hash
+    /// (by this table's hasher) and content hash (of its state, the timeout aside).
+    pub(crate) fn stored_flows_where<'a>(
+        &'a self,
+        mut keep: impl FnMut(u64, u64) -> bool + 'a,
+    ) -> impl Iterator<Item = StoredFlow> + 'a {
+        self.map
+            .iter()
+            .filter(move |e| keep(self.hasher.hash(&e.key), e.hash))
+            .map(Entry::stored)
+    }
+
     /// Every flow, decoded.
     pub fn flows(&self) -> impl Iterator<Item = Flow> + '_ {
         self.map.iter().filter_map(Entry::flow)
@@ -500,9 +526,9 @@ impl FlowTable {
             .collect()
     }
 
-    /// Drop everything.
+    /// Drop everything (and the memory it took).
     pub fn clear(&mut self) {
-        self.map.clear();
+        self.map = HashTable::new();
         self.digest = Digest::default();
     }
 }

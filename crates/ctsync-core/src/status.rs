@@ -95,11 +95,15 @@ pub struct NodeStats {
     pub expectations_sent: u64,
     /// Expectations received from peers.
     pub expectations_received: u64,
+    /// Replicated flows queued for writing to this node's kernel (hot standby, commit).
+    pub kernel_writes: u64,
+    /// Replicated flows not written because the kernel is known to hold that state.
+    pub kernel_writes_skipped: u64,
 }
 
 impl NodeStats {
     /// Each counter with its name (the JSON field and the metric's stem), in order.
-    pub fn counters(&self) -> [(&'static str, u64); 13] {
+    pub fn counters(&self) -> [(&'static str, u64); 15] {
         [
             ("datagrams_sent", self.datagrams_sent),
             ("datagrams_received", self.datagrams_received),
@@ -114,6 +118,8 @@ impl NodeStats {
             ("unencodable", self.unencodable),
             ("expectations_sent", self.expectations_sent),
             ("expectations_received", self.expectations_received),
+            ("kernel_writes", self.kernel_writes),
+            ("kernel_writes_skipped", self.kernel_writes_skipped),
         ]
     }
 }

@@ -718,3 +718,102 @@ fn a_serving_node_restarted_as_a_guessed_backup_keeps_its_timers() {
     assert_eq!(c.nodes[0].kernel.flows.len(), 50);
     c.assert_converged(Mode::HotStandby);
 }
+
+/// Issue 16: a hot-standby backup writes into its kernel only what changes it. On a
+/// complete kernel a resync, a flush of the external cache with a resync, a bulk transfer
+/// from the primary and a commit write nothing, again and again; a flow the kernel lost
+/// is written again by the next transfer, and a flow the primary changed, once.
+#[test]
+fn a_complete_hot_standby_kernel_is_not_written_again() {
+    let mut c = Cluster::with_config(2, 83, |cfg| {
+        cfg.mode = Mode::HotStandby;
+        cfg.digest_interval = Duration::from_secs(2);
+        cfg.shorten_timeout = 5;
+        // Timeout refreshes are counted apart; none falls in this test.
+        cfg.refresh_interval = Duration::from_secs(3600);
+    });
+    c.run(Duration::from_secs(2));
+    for i in 0..400 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(3));
+    c.assert_converged(Mode::HotStandby);
+    assert!(c.node(1).is_ready());
+    let writes = c.nodes[1].kernel.writes;
+    assert_eq!(writes, 400, "each flow written once");
+    for round in 0..2 {
+        let now = c.now;
+        c.node(1).request_resync(now);
+        c.drain(1);
+        c.run(Duration::from_secs(3));
+        assert_eq!(c.nodes[1].kernel.writes, writes, "round {round}: a resync");
+        c.node(1).flush_external();
+        c.node(1).request_resync(now);
+        c.drain(1);
+        c.run(Duration::from_secs(3));
+        assert_eq!(
+            c.nodes[1].kernel.writes, writes,
+            "round {round}: flush, resync"
+        );
+        let now = c.now;
+        c.node(0).bulk(now);
+        c.drain(0);
+        c.run(Duration::from_secs(3));
+        assert_eq!(c.nodes[1].kernel.writes, writes, "round {round}: a bulk");
+        assert_eq!(c.node(1).commit(), 0, "round {round}: nothing to commit");
+        c.drain(1);
+        assert_eq!(c.nodes[1].kernel.writes, writes, "round {round}: a commit");
+        assert!(c.node(1).is_ready(), "round {round}");
+        c.assert_converged(Mode::HotStandby);
+    }
+    assert_eq!(c.nodes[1].kernel.refreshes, 0);
+    // The backup's kernel loses a flow (its destroy event arrives), and the primary
+    // changes another: the change is written at once, the lost flow by the next resync.
+    c.traffic(1, EventKind::Destroy, flow(7));
+    let mut changed = flow(8);
+    changed.mark = Some(5);
+    c.traffic(0, EventKind::Update, changed);
+    c.run(Duration::from_secs(1));
+    assert_eq!(c.nodes[1].kernel.writes, writes + 1, "the change, once");
+    let now = c.now;
+    c.node(1).request_resync(now);
+    c.drain(1);
+    c.run(Duration::from_secs(3));
+    assert_eq!(c.nodes[1].kernel.writes, writes + 2, "the lost flow, again");
+    c.assert_converged(Mode::HotStandby);
+    // A commit writes what the kernel lost too.
+    c.traffic(1, EventKind::Destroy, flow(9));
+    assert_eq!(c.node(1).commit(), 1);
+    c.drain(1);
+    assert_eq!(c.nodes[1].kernel.writes, writes + 3);
+    c.assert_converged(Mode::HotStandby);
+}
+
+/// Flows that live shorter than the sync delay never reach a hot-standby backup's
+/// kernel, neither live nor by a transfer.
+#[test]
+fn flows_shorter_than_the_sync_delay_are_never_written() {
+    let mut c = Cluster::with_config(2, 89, |cfg| {
+        cfg.mode = Mode::HotStandby;
+        cfg.sync_delay = Duration::from_secs(1);
+        cfg.refresh_interval = Duration::from_secs(3600);
+    });
+    c.run(Duration::from_secs(2));
+    for i in 0..100 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_millis(300));
+    for i in 0..50 {
+        c.traffic(0, EventKind::Destroy, flow(i));
+    }
+    // A transfer while the survivors are still held back.
+    let now = c.now;
+    c.node(0).bulk(now);
+    c.drain(0);
+    c.run(Duration::from_secs(4));
+    assert_eq!(
+        c.nodes[1].kernel.writes, 50,
+        "only the flows that outlived the delay"
+    );
+    c.assert_converged(Mode::HotStandby);
+}

@@ -103,6 +103,14 @@ fn core_counter(name: &str) -> Option<(&'static str, &'static str)> {
             "expectations_received",
             "Expectation messages received from peers",
         ),
+        "kernel_writes" => (
+            "kernel_writes",
+            "Replicated flows written to this node's kernel (hot standby, commit)",
+        ),
+        "kernel_writes_skipped" => (
+            "kernel_writes_skipped",
+            "Replicated flows not written because the kernel already held that state",
+        ),
         _ => return None,
     })
 }

@@ -425,6 +425,63 @@ fn a_backup_puts_back_entries_its_kernel_lost() {
 /// Online rotation of the cluster key by SIGHUP, while flows keep being created: both
 /// nodes accept the new key, then send with it, then drop the old one. Every flow
 /// arrives and nothing fails authentication.
+/// Issue 16: a hot-standby backup whose kernel holds every flow writes none of them
+/// again, whatever brings them: a resync, a flush of its external cache and a resync, a
+/// bulk transfer from the primary, a commit (stats.kernel_writes stays put).
+#[test]
+fn a_complete_hot_standby_backup_writes_nothing_again() {
+    let Some(mut lab) = pair("same") else {
+        return;
+    };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    let ca = lab.config(&a, "primary").unwrap();
+    lab.spawn(&a, &ca, None).unwrap();
+    let cb = lab.config(&b, "backup").unwrap();
+    lab.spawn(&b, &cb, None).unwrap();
+    let flows: Vec<_> = (0..300)
+        .map(|i| synth::flow(i, Mix::Realistic, 3600))
+        .collect();
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    cta.batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    let (sa, sb) = (lab.socket(&a), lab.socket(&b));
+    let stat = |name: &str| status(&sb)["stats"][name].as_u64().unwrap();
+    let settled = |received: u64| {
+        let s = status(&sb);
+        s["stats"]["flows_received"].as_u64().unwrap() >= received
+            && s["caches"]["external"] == 300
+            && s["ready"] == true
+    };
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) >= 300 && settled(300),
+        || format!("{}\n{}", status(&sb), lab.logs()),
+    );
+    let writes = stat("kernel_writes");
+    assert_eq!(writes, 300, "each flow written once: {}", status(&sb));
+    for (what, sock, commands) in [
+        ("a resync", &sb, &["request-resync"][..]),
+        ("flush, resync", &sb, &["flush external"][..]),
+        ("a bulk", &sa, &["bulk"][..]),
+    ] {
+        let received = stat("flows_received");
+        for c in commands {
+            ctsync_lab::ctsync::request(sock, c).unwrap();
+        }
+        wait_for(
+            Duration::from_secs(15),
+            || settled(received + 300),
+            || format!("{what}: {}\n{}", status(&sb), lab.logs()),
+        );
+        assert_eq!(stat("kernel_writes"), writes, "{what}: {}", status(&sb));
+    }
+    let r = ctsync_lab::ctsync::request(&sb, "commit").unwrap();
+    assert_eq!(r["flows"], 0, "{r}");
+    assert_eq!(stat("kernel_writes"), writes, "a commit: {}", status(&sb));
+    assert!(stat("kernel_writes_skipped") >= 900, "{}", status(&sb));
+    assert!(count(&b) >= 300);
+}
+
 #[test]
 fn the_cluster_key_rotates_online_by_sighup() {
     let Some(mut lab) = pair("rekey") else {

@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use ctnetlink::Expectation;
 use ctsync_wire::{Message, NodeId, WireRole};
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::{ExpKey, ExpMap, KernelOp, Node, Notify, exp_key};
 use crate::Role;
-use crate::cache::{BUCKETS, FlowTable, StoredFlow, Upsert};
+use crate::cache::{BUCKETS, FlowTable, StoredFlow};
 use crate::config::Mode;
 use crate::key::{KeyHasher, Keyed};
 
@@ -77,7 +78,14 @@ impl Node {
         let hot =
             self.cfg.mode == Mode::HotStandby && self.role != Role::Primary && origin_is_primary;
         let primarys_table = origin_is_primary && matches!(m, Message::BulkEnd { .. });
-        let expected = self.cfg.expected_flows;
+        // A cache made again (after a flush, or a new peer) is sized for what our kernel
+        // holds on peers' behalf when that is known: the resync that refills it then
+        // allocates its table once, instead of growing it (and holding the old table
+        // and the new at once) step by step.
+        let expected = match self.mirror.len() {
+            0 => self.cfg.expected_flows,
+            known => known.min(self.cfg.max_flows),
+        };
         let max_flows = self.cfg.max_flows;
         let Node {
             external,
@@ -87,6 +95,7 @@ impl Node {
             internal,
             stats,
             hasher,
+            mirror,
             ..
         } = self;
         let Some(p) = peers.get_mut(&from) else {
@@ -109,14 +118,23 @@ impl Node {
                     p.sync.digest_ok = false;
                     return;
                 }
-                // Same state: only remember it was mentioned; the kernel already has it.
-                let (outcome, state) = ext.table.upsert_state(&key, &f, ext.mark, true);
-                if outcome != Upsert::Same && hot {
-                    kernel_ops.push_back(KernelOp::Upsert(StoredFlow::new(state, f.timeout)));
+                let (_, state) = ext.table.upsert_state(&key, &f, ext.mark, true);
+                // Written only when the kernel is not known to hold this very state
+                // (whatever brought it: live, a resync, a repair): the same state is only
+                // remembered as mentioned. An empty state could not be encoded.
+                if hot && !state.is_empty() {
+                    if mirror.write_needed(key.hash, xxh3_64(state)) {
+                        stats.kernel_writes += 1;
+                        kernel_ops.push_back(KernelOp::Upsert(StoredFlow::new(state, f.timeout)));
+                    } else {
+                        stats.kernel_writes_skipped += 1;
+                    }
                 }
             }
             Message::FlowDelete(k) => {
-                if ext.table.remove(&key.unwrap_or_else(|| hasher.keyed(k))) && hot {
+                let key = key.unwrap_or_else(|| hasher.keyed(k));
+                if ext.table.remove(&key) && hot {
+                    mirror.forget(key.hash);
                     kernel_ops.push_back(KernelOp::Delete(k));
                 }
             }
@@ -152,6 +170,9 @@ impl Node {
                     None => Vec::new(),
                 };
                 if hot {
+                    for k in &swept {
+                        mirror.forget(hasher.hash(k));
+                    }
                     kernel_ops.extend(swept.iter().map(|k| KernelOp::Delete(*k)));
                 }
                 p.sync.bulk_done = true;
@@ -194,6 +215,9 @@ impl Node {
                     let swept = ext.table.sweep_buckets(&ext.ended);
                     ext.ended.clear();
                     if hot {
+                        for k in &swept {
+                            mirror.forget(hasher.hash(k));
+                        }
                         kernel_ops.extend(swept.iter().map(|k| KernelOp::Delete(*k)));
                     }
                 }

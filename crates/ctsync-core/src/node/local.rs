@@ -55,6 +55,10 @@ impl Node {
             return;
         }
         let key = key.unwrap_or_else(|| self.hasher.keyed(flow.key()));
+        // Not our write: the kernel destroyed the entry, or someone else wrote it. What it
+        // holds of a flow hot standby wrote is no longer known (the next message or
+        // transfer that brings the flow writes it again).
+        self.mirror.forget(key.hash);
         match kind {
             EventKind::New | EventKind::Update => {
                 self.local_upsert(now, flow, key, kind == EventKind::New)
@@ -154,12 +158,17 @@ impl Node {
     /// A kernel dump starts: what it does not mention is gone at [`Node::end_kernel_dump`].
     pub fn begin_kernel_dump(&mut self, _now: Instant) {
         self.dump_mark += 1;
+        if !self.dumping {
+            // (A restarted dump, DumpItem::Restart, goes on with the same read.)
+            self.mirror.begin_read();
+        }
         self.dumping = true;
     }
 
     /// One flow of a kernel dump.
     pub fn handle_dumped(&mut self, now: Instant, flow: &Flow) {
         let key = self.hasher.keyed(flow.key());
+        self.mirror.seen(key.hash);
         self.local_upsert(now, flow, key, false);
     }
 
@@ -169,6 +178,9 @@ impl Node {
             return;
         }
         self.dumping = false;
+        // Flows hot standby wrote that the kernel no longer holds (their destroy events
+        // were lost) are written again by the next transfer.
+        self.mirror.end_read();
         if std::mem::take(&mut self.dump_again) {
             self.queue_dump();
         }
@@ -199,9 +211,13 @@ impl Node {
             }
             return;
         }
-        if self.role != Role::Primary && self.external.values().any(|e| e.table.contains(&key)) {
-            // A flow a peer replicated to us (hot standby wrote it to our kernel; a dump
-            // after an overrun or a restart finds it there): it is the peer's, not ours.
+        if self.role != Role::Primary
+            && (self.mirror.contains(key.hash)
+                || self.external.values().any(|e| e.table.contains(&key)))
+        {
+            // A flow a peer replicated to us (hot standby wrote it to our kernel, even if
+            // the external cache was flushed since; a dump after an overrun or a restart
+            // finds it there): it is the peer's, not ours.
             self.stats.foreign += 1;
             if self.internal.remove(&key) {
                 self.replicate(Message::FlowDelete(*key.key()));

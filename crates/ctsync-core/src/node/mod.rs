@@ -11,6 +11,7 @@
 mod external;
 mod link;
 mod local;
+mod mirror;
 mod role;
 mod timer;
 mod transfer;
@@ -34,6 +35,7 @@ use crate::status::{DropCounters, DropReason, NodeStats, Status};
 use external::External;
 use link::protect::Sealer;
 use link::{DataFrame, Handshake, Link};
+use mirror::KernelMirror;
 use timer::{Timer, TimerTable};
 use transfer::PeerSync;
 
@@ -203,6 +205,8 @@ pub struct Node {
     delayed: VecDeque<(Instant, Keyed)>,
     peers: BTreeMap<NodeId, Peer>,
     external: BTreeMap<NodeId, External>,
+    /// Hot standby: what our kernel holds of the flows written there on peers' behalf.
+    mirror: KernelMirror,
     kernel_ops: VecDeque<KernelOp>,
     notes: VecDeque<Notify>,
     timers: TimerTable<NodeTimer, { NodeTimer::COUNT }>,
@@ -275,6 +279,7 @@ impl Node {
             delayed: VecDeque::new(),
             peers,
             external: BTreeMap::new(),
+            mirror: KernelMirror::default(),
             kernel_ops: VecDeque::new(),
             notes: VecDeque::new(),
             timers,
@@ -323,7 +328,8 @@ impl Node {
         self.delayed.clear();
     }
 
-    /// Forget every external cache.
+    /// Forget every external cache. What hot standby wrote to the kernel stays known
+    /// (the kernel still holds it): a resync that follows writes only what changed.
     pub fn flush_external(&mut self) {
         self.external.clear();
         for p in self.peers.values_mut() {
@@ -677,6 +683,18 @@ impl Node {
     /// Flows in all external caches.
     pub fn external_len(&self) -> usize {
         self.external.values().map(|e| e.table.len()).sum()
+    }
+
+    /// Replicated flows this node knows its kernel holds as written (hot standby).
+    pub fn kernel_known(&self) -> usize {
+        self.mirror.len()
+    }
+
+    /// A kernel write of this flow (an upsert the core queued) failed: what the kernel
+    /// holds of it is unknown, and the next message or transfer that brings it writes
+    /// it again.
+    pub fn kernel_write_failed(&mut self, key: &FlowKey) {
+        self.mirror.forget(self.hasher.hash(key));
     }
 
     /// This node's epoch.

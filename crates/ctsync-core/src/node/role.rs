@@ -113,6 +113,8 @@ impl Node {
                 }
                 self.kernel_ops.push_back(KernelOp::Dump);
                 self.external.clear();
+                // The kernel's table is ours now: nothing is held on a peer's behalf.
+                self.mirror.clear();
                 for p in self.peers.values_mut() {
                     p.sync.bulk_done = false;
                     p.sync.digest_ok = false;
@@ -127,6 +129,9 @@ impl Node {
                 // timeout.
                 self.kernel_ops
                     .push_back(KernelOp::ShortenTimeouts(self.cfg.shorten_timeout));
+                // Every entry's timeout changes: what was written is known no longer, so
+                // the resync below writes every flow again, with its real timeout.
+                self.mirror.clear();
                 self.request_resync(now);
             }
             Role::Backup | Role::Fault if first => {
@@ -189,8 +194,14 @@ impl Node {
     }
 
     /// Write every flow of every external cache to the kernel ([`KernelOp::Commit`],
-    /// then a [`KernelOp::Dump`]). Returns the flows written.
+    /// then a [`KernelOp::Dump`]). Returns the flows written. In hot standby the kernel
+    /// already holds what the primary sent: only the flows it is not known to hold are
+    /// written ([`KernelOp::Upsert`]; on a complete kernel, none).
     pub fn commit(&mut self) -> usize {
+        if self.cfg.mode == Mode::HotStandby && self.role != Role::Primary {
+            let owners = self.primary_owners();
+            return owners.into_iter().map(|o| self.write_unknown(o)).sum();
+        }
         let owners = self.primary_owners();
         let tables: Vec<FlowTable> = owners
             .iter()
@@ -228,18 +239,41 @@ impl Node {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        if p.link.announce(announced)
-            && hot
-            && let Some(ext) = self.external.get(&id)
-        {
-            self.kernel_ops
-                .extend(ext.table.stored_flows().map(KernelOp::Upsert));
-            self.kernel_ops.extend(
-                ext.expectations
-                    .values()
-                    .map(|x| KernelOp::ExpCreate(Box::new(x.exp.clone()))),
-            );
+        if p.link.announce(announced) && hot && self.external.contains_key(&id) {
+            self.write_unknown(id);
+            if let Some(ext) = self.external.get(&id) {
+                self.kernel_ops.extend(
+                    ext.expectations
+                        .values()
+                        .map(|x| KernelOp::ExpCreate(Box::new(x.exp.clone()))),
+                );
+            }
         }
+    }
+
+    /// Hot standby: write the flows of `origin`'s table that the kernel is not known to
+    /// hold in that state, and remember them as written. Returns how many.
+    fn write_unknown(&mut self, origin: NodeId) -> usize {
+        let Node {
+            external,
+            mirror,
+            kernel_ops,
+            stats,
+            ..
+        } = self;
+        let Some(ext) = external.get(&origin) else {
+            return 0;
+        };
+        let before = kernel_ops.len();
+        kernel_ops.extend(
+            ext.table
+                .stored_flows_where(|key_hash, hash| mirror.write_needed(key_hash, hash))
+                .map(KernelOp::Upsert),
+        );
+        let n = kernel_ops.len() - before;
+        stats.kernel_writes += n as u64;
+        stats.kernel_writes_skipped += (ext.table.len() - n) as u64;
+        n
     }
 
     pub(super) fn update_ready(&mut self) {

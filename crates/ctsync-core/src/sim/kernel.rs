@@ -25,6 +25,10 @@ pub struct SimKernel {
     pub expiry: SimMap<FlowKey, Instant>,
     /// The expectations, by expected tuple.
     pub exps: SimMap<Tuple, Expectation>,
+    /// Flows written: created or updated (an upsert, each flow of a commit) or deleted.
+    pub writes: u64,
+    /// Timeouts reset ([`KernelOp::Refresh`], hot standby's timer).
+    pub refreshes: u64,
 }
 
 impl Default for SimKernel {
@@ -33,6 +37,8 @@ impl Default for SimKernel {
             flows: map(),
             expiry: map(),
             exps: map(),
+            writes: 0,
+            refreshes: 0,
         }
     }
 }
@@ -44,11 +50,13 @@ impl SimKernel {
         match op {
             KernelOp::Upsert(f) => {
                 let f = f.flow().expect("the core queues flows it encoded");
+                self.writes += 1;
                 self.expiry.remove(&f.key());
                 self.flows.insert(f.key(), f);
             }
             KernelOp::Commit(tables) => {
                 for f in tables.into_iter().flat_map(|t| t.into_flows()) {
+                    self.writes += 1;
                     self.expiry.remove(&f.key());
                     self.flows.insert(f.key(), f);
                 }
@@ -67,11 +75,13 @@ impl SimKernel {
                 self.exps.remove(&e.tuple);
             }
             KernelOp::Delete(k) => {
+                self.writes += 1;
                 self.expiry.remove(&k);
                 self.flows.remove(&k);
             }
             KernelOp::Refresh(f) => {
                 let f = f.flow().expect("the core queues flows it encoded");
+                self.refreshes += 1;
                 if let Some(e) = self.flows.get_mut(&f.key()) {
                     e.timeout = f.timeout;
                     self.expiry.remove(&f.key());

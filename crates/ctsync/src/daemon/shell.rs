@@ -31,6 +31,9 @@ pub(super) struct Kernel {
     pub(super) failures: BTreeMap<KernelFailure, u64>,
     /// Replicated flows written again because the kernel had lost them.
     pub(super) recreated: u64,
+    /// Flows whose write the kernel refused since the core was last told (it forgets
+    /// what it knew the kernel held of them).
+    refused: Vec<FlowKey>,
     /// How long the last read of the whole table took.
     pub(super) last_dump: Option<Duration>,
     /// Reads of the whole table.
@@ -103,6 +106,7 @@ impl Kernel {
             window_tracking,
             failures: BTreeMap::new(),
             recreated: 0,
+            refused: Vec::new(),
             last_dump: None,
             dumps: 0,
             no_room: HashMap::new(),
@@ -159,6 +163,9 @@ impl Kernel {
             }
         }
         self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+        for k in self.refused.drain(..) {
+            node.kernel_write_failed(&k);
+        }
     }
 
     /// Write replicated flows (create, or update those that exist), prepared for the
@@ -169,6 +176,10 @@ impl Kernel {
         }
         let errs = upsert_batch(&mut self.ct, flows);
         let written = flows.len() - errs.len();
+        self.refused.extend(
+            errs.iter()
+                .filter_map(|(i, _, _)| flows.get(*i).map(Flow::key)),
+        );
         let errs = self.keep_no_room(flows, errs, false);
         self.failures(errs);
         written

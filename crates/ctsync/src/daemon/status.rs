@@ -501,6 +501,8 @@ pub(crate) mod tests {
             unencodable: 14,
             expectations_sent: 15,
             expectations_received: 16,
+            kernel_writes: 22,
+            kernel_writes_skipped: 23,
         };
         Status {
             caches: Caches {
