@@ -6,7 +6,8 @@
 #   CTSYNC_BIN=path (a prebuilt ctsync, absolute or relative to the repository's root;
 #   otherwise cargo builds the release), STANDBY_LIMIT=120 (seconds any step may take
 #   before the script fails, saying what never completed), IDLE_MS=150 (see below),
-#   STANDBY_SYSTEMS=ctsync (one system only, to look at it: no table, nothing written).
+#   STANDBY_SYSTEMS=ctsync (one system only, to look at it: its figures one per line, no
+#   table, nothing written).
 #
 # Two namespaces (bench/two-nodes.sh). For each size and each system, on one pair started
 # on empty kernel tables (the backup synced), this sequence:
@@ -212,6 +213,11 @@ for size in "${SIZES[@]}"; do
     for sys in ${STANDBY_SYSTEMS:-ctsync conntrackd}; do sequence "$sys" "$size"; done
 done
 say "done in $(($(date +%s) - started)) s"
+if [[ -n ${STANDBY_SYSTEMS:-} ]]; then
+    # One system: its figures, one per line, no table.
+    for k in "${!R[@]}"; do echo "$k ${R[$k]}"; done | sort
+    exit 0
+fi
 
 fmt() { awk -v v="$1" -v d="$2" 'BEGIN {printf "%.*f", d, v}'; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
@@ -248,6 +254,5 @@ $(for size in "${SIZES[@]}"; do
     done)
 TXT
 )
-[[ -z ${STANDBY_SYSTEMS:-} ]] || exit 0
 echo "$table"
 if ((write)); then write_section standby "$table"; fi
