@@ -1,6 +1,7 @@
 //! `ctsync demo`: the failover lab of [`crate::cluster`], shown to a person. Sessions run
-//! through a two-firewall cluster, the primary fails hard, and the demo tells what
-//! happened to them: with ctsync, then without it (the control).
+//! through a cluster of two firewalls (or more: `--nodes`), the primary fails hard (with
+//! three, then the next primary too), and the demo tells what happened to them: with
+//! ctsync, then without it (the control).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,39 +23,78 @@ pub struct Outcome {
     pub resets: u64,
     /// UDP flows whose source port changed at the server.
     pub udp_changed: usize,
+    /// With more than two firewalls: each further primary failing in turn, the next one
+    /// taking over (the sessions counted from that failure).
+    pub later: Vec<Later>,
 }
 
-/// Run the demo: `tcp` connections and `udp` flows; `control` adds the run without ctsync.
-pub fn run(ctsync: PathBuf, tcp: usize, udp: usize, control: bool) -> Result<bool> {
+/// One further failure of a demo with more than two firewalls.
+#[derive(Debug, Clone)]
+pub struct Later {
+    /// The firewall that failed (0 is fw1).
+    pub failed: usize,
+    /// From its failure to the next one holding both virtual addresses.
+    pub takeover: Duration,
+    /// The sessions some seconds after that failure.
+    pub report: traffic::Report,
+}
+
+/// Run the demo: `nodes` firewalls (2 or 3), `tcp` connections and `udp` flows;
+/// `control` adds the run without ctsync.
+pub fn run(ctsync: PathBuf, nodes: usize, tcp: usize, udp: usize, control: bool) -> Result<bool> {
     process::catch_interrupts();
+    if !(2..=3).contains(&nodes) {
+        bail!("the demo runs 2 or 3 firewalls, not {nodes}");
+    }
+    let names: Vec<String> = (1..=nodes).map(|i| format!("fw{i}")).collect();
     println!(
-        "ctsync demo: a firewall cluster in network namespaces, and its primary failing hard.\n"
+        "ctsync demo: a firewall cluster in network namespaces, and its primary failing hard{}.\n",
+        if nodes > 2 {
+            ", then the next one too"
+        } else {
+            ""
+        }
     );
-    println!("  client 198.18.1.100 -- [fw1 | fw2] -- server 198.19.0.100");
+    println!(
+        "  client 198.18.1.100 -- [{}] -- server 198.19.0.100",
+        names.join(" | ")
+    );
     println!(
         "  virtual addresses 198.18.1.1 (gateway) and 198.19.0.1 (SNAT, random ports) by keepalived VRRP;"
     );
     println!(
         "  nftables: forward policy drop, new connections only LAN to WAN, nf_conntrack_tcp_loose=0.\n"
     );
+    let opts = |bin: Option<PathBuf>| {
+        let mut o = Options::new("demo", bin);
+        o.firewalls = nodes;
+        o
+    };
     println!("== with ctsync (hot standby)");
-    let with = once(Options::new("demo", Some(ctsync)), tcp, udp, true)?;
+    let with = once(opts(Some(ctsync)), tcp, udp, true)?;
     show(&with);
     let without = if control {
         println!("\n== the same without ctsync (control)");
-        let o = once(Options::new("demo", None), tcp, udp, true)?;
+        let o = once(opts(None), tcp, udp, true)?;
         show(&o);
         Some(o)
     } else {
         None
     };
+    let all = |r: &traffic::Report| r.tcp_alive == r.tcp && r.udp_alive == r.udp;
     let r = &with.report;
-    let kept = r.tcp_alive == r.tcp && r.udp_alive == r.udp && with.udp_changed == 0;
+    let kept = all(r) && with.later.iter().all(|l| all(&l.report)) && with.udp_changed == 0;
     println!();
     if kept {
         println!(
-            "Every session survived the failure of the primary with ctsync ({} TCP, {} UDP).",
-            r.tcp, r.udp
+            "Every session survived the failure of {} with ctsync ({} TCP, {} UDP).",
+            if with.later.is_empty() {
+                "the primary"
+            } else {
+                "each primary in turn"
+            },
+            r.tcp,
+            r.udp
         );
     } else {
         println!("Some sessions were lost even with ctsync: see above.");
@@ -89,6 +129,18 @@ fn show(o: &Outcome) {
         "  longest stall of any session: {:.2} s",
         r.max_stall.as_secs_f64()
     );
+    for l in &o.later {
+        println!(
+            "  then fw{} failed: fw{} master {:.2} s after; TCP {}/{} alive, UDP {}/{} echoing",
+            l.failed + 1,
+            l.failed + 2,
+            l.takeover.as_secs_f64(),
+            l.report.tcp_alive,
+            l.report.tcp,
+            l.report.udp_alive,
+            l.report.udp
+        );
+    }
 }
 
 /// One run: build the lab, bring it up, open sessions, fail fw1 hard, look. `tell`
@@ -114,7 +166,12 @@ pub fn once_with(
     let mut lab = Lab::build(opts)?;
     let with = lab.replicates();
     let server = EchoServer::start(&lab.server)?;
-    step("fw1 and fw2 up, fw1 master");
+    let n = lab.fw.len();
+    step(&if n > 2 {
+        format!("fw1 to fw{n} up, fw1 master")
+    } else {
+        "fw1 and fw2 up, fw1 master".to_string()
+    });
     lab.bring_up()?;
     step(&format!(
         "opening {tcp} TCP connections and {udp} UDP flows"
@@ -190,6 +247,29 @@ pub fn once_with(
     // after 0.2, 0.6, 1.4, 3 s ...).
     pause(Duration::from_secs(6))?;
     let report = sessions.report(t0, Duration::from_secs(3));
+    let mut later = Vec::new();
+    for failed in 1..n - 1 {
+        let next = failed + 1;
+        if with {
+            lab.wait_replicated(next, tcp + udp)?;
+            lab.wait_ready(next)?;
+            step(&format!(
+                "fw{} holds a copy of all {} sessions and is ready",
+                next + 1,
+                tcp + udp
+            ));
+        }
+        step(&format!("fw{} fails hard too", failed + 1));
+        let t = Instant::now();
+        lab.fail_hard(failed)?;
+        let takeover = lab.wait_master(next, Duration::from_secs(10))?;
+        pause(Duration::from_secs(6))?;
+        later.push(Later {
+            failed,
+            takeover,
+            report: sessions.report(t, Duration::from_secs(3)),
+        });
+    }
     let out = Outcome {
         takeover,
         report,
@@ -198,6 +278,7 @@ pub fn once_with(
             .resets
             .load(std::sync::atomic::Ordering::SeqCst),
         udp_changed: server.stats.udp_changed(),
+        later,
     };
     drop(sessions);
     drop(server);

@@ -36,10 +36,14 @@ enum Command {
         #[arg(long, short)]
         config: std::path::PathBuf,
     },
-    /// Build a throwaway two-firewall cluster in network namespaces (root), run sessions
-    /// through it, fail the primary hard, and show what happened; then the same without
-    /// ctsync. Removes everything it built, also on Ctrl-C.
+    /// Build a throwaway firewall cluster in network namespaces (root), run sessions
+    /// through it, fail the primary hard (with --nodes 3, then the next one too), and
+    /// show what happened; then the same without ctsync. Removes everything it built,
+    /// also on Ctrl-C.
     Demo {
+        /// Firewalls in the cluster: 2 or 3.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
+        nodes: u8,
         /// TCP connections.
         #[arg(long, default_value_t = 20)]
         tcp: usize,
@@ -293,12 +297,13 @@ fn run(cli: Cli) -> Result<bool> {
             return Ok(true);
         }
         Command::Demo {
+            nodes,
             tcp,
             udp,
             no_control,
         } => {
             let me = std::env::current_exe()?;
-            return ctsync_lab::demo::run(me, tcp, udp, !no_control);
+            return ctsync_lab::demo::run(me, usize::from(nodes), tcp, udp, !no_control);
         }
         Command::BenchSessions {
             daemon,
