@@ -817,3 +817,34 @@ fn flows_shorter_than_the_sync_delay_are_never_written() {
     );
     c.assert_converged(Mode::HotStandby);
 }
+
+/// A load that keeps the send queue to a slow backup full: the first overflow starts a
+/// bulk transfer (a fresh stream), and while it runs, live messages that find the queue
+/// full again are carried by that transfer (their flows' state when sent, deletions at
+/// its end) instead of starting it over. Before, every overflow restarted the transfer,
+/// so under a load that outpaced the backup it never ended (a million-flow load on the
+/// lab restarted it three times).
+#[test]
+fn an_overflow_during_a_bulk_transfer_does_not_restart_it() {
+    let mut c = Cluster::with_config(2, 91, |cfg| {
+        cfg.mode = Mode::HotStandby;
+        cfg.queue_limit = 100;
+        cfg.window = 16;
+        cfg.bulk_step = 8;
+    });
+    c.run(Duration::from_secs(2));
+    // No virtual time passes between these: nothing is acknowledged, the queue fills.
+    for i in 0..3000 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    for i in (0..3000).step_by(7) {
+        c.traffic(0, EventKind::Destroy, flow(i));
+    }
+    let overflows = c.node(0).status().stats.overflows;
+    c.run(Duration::from_secs(30));
+    c.assert_converged(Mode::HotStandby);
+    assert_eq!(
+        overflows, 1,
+        "one overflow started a transfer; the others rode on it"
+    );
+}

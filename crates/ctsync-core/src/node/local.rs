@@ -292,7 +292,11 @@ impl Node {
                 continue;
             }
             if !p.link.send.push_encoded(key, kind, bytes.clone()) {
-                overflowed.push(*id);
+                match (p.sync.bulk.as_mut(), key) {
+                    // A transfer under way carries the flow instead of starting over.
+                    (Some(bulk), Some(k)) if kind != Kind::Control => bulk.carry(k, kind),
+                    _ => overflowed.push(*id),
+                }
             }
         }
         for id in overflowed {

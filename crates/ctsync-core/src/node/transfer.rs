@@ -8,14 +8,20 @@ use ctsync_wire::{Message, NodeId};
 
 use super::{Node, Notify};
 use crate::key::Keyed;
+use crate::message::Kind;
 
 /// A paced bulk transfer in progress to one peer.
 #[derive(Debug)]
 pub(super) struct BulkOut {
     /// Transfer id.
     id: u32,
-    /// Flows still to send (a snapshot of keys; each is looked up when sent).
-    keys: Vec<Keyed>,
+    /// Flows still to send (a snapshot of keys; each is looked up when sent). Flows
+    /// whose live message found the stream's queue full join it (see
+    /// [`BulkOut::carry`]).
+    pub(super) keys: Vec<Keyed>,
+    /// Flows whose deletion found the queue full: deleted at the end of the transfer,
+    /// unless they exist again by then.
+    pub(super) deletes: Vec<Keyed>,
     /// Flows sent so far.
     sent: u64,
 }
@@ -41,6 +47,20 @@ pub(super) struct PeerSync {
     /// kernel's table; a backup that told keepalived "not ready" meanwhile would be put
     /// in FAULT, and a failure of the primary then would find no one to take over.
     pub(super) refreshing: bool,
+}
+
+impl BulkOut {
+    /// A live message for `key` found the queue full while this transfer runs: the
+    /// transfer carries the flow instead (its state when it is sent; a deletion at the
+    /// end). Restarting the transfer, as an overflow otherwise does, would throw away
+    /// what it sent and, under a load that keeps the queue full, never end.
+    pub(super) fn carry(&mut self, key: Keyed, kind: Kind) {
+        if kind == Kind::FlowDelete {
+            self.deletes.push(key);
+        } else {
+            self.keys.push(key);
+        }
+    }
 }
 
 impl PeerSync {
@@ -105,6 +125,7 @@ impl Node {
         p.sync.bulk = Some(BulkOut {
             id: bulk_id,
             keys,
+            deletes: Vec::new(),
             sent: 0,
         });
     }
@@ -131,6 +152,13 @@ impl Node {
         }
         if bulk.keys.is_empty() {
             let (bulk_id, sent) = (bulk.id, bulk.sent);
+            // Deletions that found the queue full, for flows still gone: the receiver
+            // may hold them from earlier in this transfer, which its end would not sweep.
+            for key in std::mem::take(&mut bulk.deletes) {
+                if !internal.contains(&key) {
+                    p.link.send.push(Message::FlowDelete(*key.key()));
+                }
+            }
             p.sync.bulk = None;
             // Expectations after every flow (their masters), inside the transfer so that
             // its end sweeps those the receiver holds and we no longer have.
