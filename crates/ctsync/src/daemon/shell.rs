@@ -161,6 +161,15 @@ impl Kernel {
                     self.carry_out(other, node, link);
                 }
             }
+            if upserts.len() + deletes.len() + refreshes.len() >= COMMIT_CHUNK {
+                // A long run of writes (a refresh of a million replicated flows, a
+                // transfer's worth of upserts) goes to the kernel a chunk at a time, and
+                // the sync link is served between chunks: decoded all at once it held
+                // over a gigabyte, and a backup silent for seconds was declared down by
+                // its primary, which then sent it the whole table again.
+                self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+                link.service(node);
+            }
         }
         self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
         for k in self.refused.drain(..) {
