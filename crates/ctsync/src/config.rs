@@ -19,9 +19,12 @@ use serde::Deserialize;
 pub struct Sync {
     /// The interface of the sync link (checked to exist).
     pub interface: String,
-    /// This node's address and port on the sync link.
+    /// This node's address and port on the sync link (an IPv6 link-local address is
+    /// scoped to `interface`; `[fe80::1%eth3]:3780` may say so).
+    #[serde(deserialize_with = "scoped::one")]
     pub local: SocketAddr,
     /// The other nodes' addresses and ports.
+    #[serde(deserialize_with = "scoped::many")]
     pub peers: Vec<SocketAddr>,
     /// The cluster key: 64 hex digits, root-only (`ctsync keygen` writes one).
     pub key_file: PathBuf,
@@ -64,9 +67,79 @@ pub struct Link {
     /// Its interface (checked to exist).
     pub interface: String,
     /// This node's address and port on it.
+    #[serde(deserialize_with = "scoped::one")]
     pub local: SocketAddr,
     /// The other nodes' addresses and ports on it, in `[sync] peers`' order.
+    #[serde(deserialize_with = "scoped::many")]
     pub peers: Vec<SocketAddr>,
+}
+
+/// Sync addresses with an optional IPv6 scope by interface name (`[fe80::2%eth3]:3780`),
+/// which Rust's own parser takes only as a number. A link-local address is always scoped
+/// to its link's interface (the daemon sets the index when it binds); a name written
+/// after `%` is kept here while the file is read, and [`Config::parse`] checks that it
+/// is that interface.
+mod scoped {
+    use std::cell::RefCell;
+    use std::net::{SocketAddr, SocketAddrV6};
+
+    use serde::{Deserialize, Deserializer};
+
+    thread_local! {
+        static NAMES: RefCell<Vec<(SocketAddr, String)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The scope names read since the last call, with their addresses.
+    pub(super) fn take() -> Vec<(SocketAddr, String)> {
+        NAMES.with(|n| std::mem::take(&mut *n.borrow_mut()))
+    }
+
+    /// `addr:port`, or `[v6%name]:port` / `[v6%index]:port`.
+    pub(super) fn parse(s: &str) -> Result<SocketAddr, String> {
+        let bad = || {
+            format!(
+                "invalid socket address {s:?}: expected ip:port, [ipv6]:port or [ipv6%interface]:port"
+            )
+        };
+        let Some((inside, port)) = s
+            .strip_prefix('[')
+            .and_then(|r| r.split_once("]:"))
+            .filter(|(i, _)| i.contains('%'))
+        else {
+            return s.parse().map_err(|_| bad());
+        };
+        let (ip, scope) = inside.split_once('%').ok_or_else(bad)?;
+        let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| bad())?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if scope.is_empty() {
+            return Err(bad());
+        }
+        let (id, name) = match scope.parse::<u32>() {
+            Ok(i) => (i, None),
+            Err(_) => (0, Some(scope.to_string())),
+        };
+        let a = SocketAddr::V6(SocketAddrV6::new(ip, port, 0, id));
+        if let Some(name) = name {
+            NAMES.with(|n| n.borrow_mut().push((a, name)));
+        }
+        Ok(a)
+    }
+
+    pub(super) fn one<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) fn many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| parse(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// Whether `a` is an IPv6 link-local address (fe80::/10), which needs a scope.
+pub fn is_link_local(a: &SocketAddr) -> bool {
+    matches!(a, SocketAddr::V6(v) if v.ip().segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// The most sync links (conntrackd's limit too).
@@ -336,7 +409,10 @@ impl Config {
 
     /// Parse and check configuration text (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+        let _ = scoped::take();
+        let parsed = toml::from_str(text);
+        let scopes = scoped::take();
+        let mut cfg: Config = parsed.map_err(|e: toml::de::Error| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
@@ -345,6 +421,29 @@ impl Config {
                 None => anyhow::anyhow!("{}: {}", path.display(), e.message()),
             }
         })?;
+        for (a, name) in scopes {
+            let links = cfg.sync.links();
+            let Some((n, link)) = links
+                .iter()
+                .enumerate()
+                .find(|(_, l)| l.local == a || l.peers.contains(&a))
+            else {
+                continue;
+            };
+            let (at, which) = link_at(text, path, n, "local");
+            if !is_link_local(&a) {
+                bail!(
+                    "{at}: {which}: {a}%{name} is not a link-local address: only fe80::/10 takes a scope"
+                );
+            }
+            if name != link.interface {
+                bail!(
+                    "{at}: {which}: the scope %{name} of {} is not the link's interface {:?}: a link-local address is scoped to its link's interface",
+                    a.ip(),
+                    link.interface
+                );
+            }
+        }
         if cfg.sync.peers.is_empty() {
             bail!(
                 "{}: [sync] peers is empty: list the other nodes' address:port",

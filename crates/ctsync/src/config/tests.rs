@@ -317,3 +317,43 @@ fn at_most_four_links_and_dead_ms_twice_alive_ms() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_link_local_sync_address_may_name_its_interface() {
+    let with = |local: &str, peer: &str| {
+        Config::parse(
+            &GOOD
+                .replace("198.18.0.1:3780", local)
+                .replace("198.18.0.2:3780", peer),
+            Path::new("a.toml"),
+        )
+    };
+    let c = with("[fe80::1%eth3]:3780", "[fe80::2]:3780").unwrap();
+    assert!(is_link_local(&c.sync.local) && is_link_local(&c.sync.peers[0]));
+    // The scope is the link's interface's, set when the daemon binds.
+    assert_eq!(c.sync.local.to_string(), "[fe80::1]:3780");
+    let c = with("[fe80::1%7]:3780", "[fe80::2%eth3]:3780").unwrap();
+    assert_eq!(c.sync.local.to_string(), "[fe80::1%7]:3780");
+
+    let e = format!(
+        "{:#}",
+        with("[fe80::1%eth9]:3780", "[fe80::2]:3780").unwrap_err()
+    );
+    assert!(
+        e.starts_with("a.toml:5:") && e.contains("%eth9") && e.contains("\"eth3\""),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        with("[2001:db8::1%eth3]:3780", "[2001:db8::2]:3780").unwrap_err()
+    );
+    assert!(e.contains("not a link-local address"), "{e}");
+    let e = format!(
+        "{:#}",
+        with("[fe80::1%]:3780", "[fe80::2]:3780").unwrap_err()
+    );
+    assert!(
+        e.starts_with("a.toml:5:") && e.contains("invalid socket address"),
+        "{e}"
+    );
+}

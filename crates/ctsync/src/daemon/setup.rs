@@ -147,6 +147,44 @@ fn bind_sync(netns: Option<&Netns>, local: SocketAddr) -> Result<(UdpSocket, usi
     Ok((UdpSocket::from_std(std_udp)?, granted))
 }
 
+/// Scope the IPv6 link-local addresses of each link (fe80::/10: the local one and the
+/// peers') to the link's interface, by its index in the daemon's namespace; an index
+/// written in the file (`%3`) is kept.
+fn scope_link_local(links: &mut [crate::config::Link], netns: Option<&Netns>) -> Result<()> {
+    use crate::config::is_link_local;
+    for l in links.iter_mut() {
+        if !is_link_local(&l.local) && !l.peers.iter().any(is_link_local) {
+            continue;
+        }
+        let name = std::ffi::CString::new(l.interface.clone())
+            .with_context(|| format!("interface {:?}", l.interface))?;
+        let index = || -> std::io::Result<u32> {
+            // SAFETY: a valid NUL-terminated string.
+            Ok(unsafe { libc::if_nametoindex(name.as_ptr()) })
+        };
+        let index = match netns {
+            Some(ns) => ns.run(index),
+            None => index(),
+        }
+        .with_context(|| format!("the index of interface {:?}", l.interface))?;
+        if index == 0 {
+            anyhow::bail!(
+                "interface {:?} is gone: its link-local addresses have no scope",
+                l.interface
+            );
+        }
+        for a in std::iter::once(&mut l.local).chain(l.peers.iter_mut()) {
+            if let SocketAddr::V6(v) = a
+                && is_link_local(&SocketAddr::V6(*v))
+                && v.scope_id() == 0
+            {
+                v.set_scope_id(index);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Bind the control socket, root-only, replacing a stale one.
 fn bind_control(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
@@ -271,7 +309,8 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         );
     }
     let local = cfg.sync.local;
-    let links = cfg.sync.links();
+    let mut links = cfg.sync.links();
+    scope_link_local(&mut links, netns.as_ref())?;
     let mut sockets = Vec::with_capacity(links.len());
     let mut sync_buffer = usize::MAX;
     for l in &links {
@@ -376,4 +415,44 @@ pub(super) fn stale_file(cfg: &Config) -> Option<(PathBuf, Duration)> {
         k.stale_file.clone()?,
         Duration::from_secs(k.stale_after_secs?),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_addresses_take_their_interfaces_index() {
+        let link = |local: &str, peer: &str| crate::config::Link {
+            interface: "lo".to_string(),
+            local: local.parse().unwrap(),
+            peers: vec![peer.parse().unwrap()],
+        };
+        let mut links = vec![
+            link("[fe80::1]:3780", "[fe80::2]:3780"),
+            link("198.18.0.1:3780", "198.18.0.2:3780"),
+            link("[fe80::1%9]:3780", "[2001:db8::2]:3780"),
+        ];
+        scope_link_local(&mut links, None).unwrap();
+        // SAFETY: a NUL-terminated literal.
+        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        assert!(lo > 0);
+        assert_eq!(links[0].local.to_string(), format!("[fe80::1%{lo}]:3780"));
+        assert_eq!(
+            links[0].peers[0].to_string(),
+            format!("[fe80::2%{lo}]:3780")
+        );
+        assert_eq!(links[1].local.to_string(), "198.18.0.1:3780");
+        assert_eq!(
+            links[2].local.to_string(),
+            "[fe80::1%9]:3780",
+            "a written index stays"
+        );
+        assert_eq!(links[2].peers[0].to_string(), "[2001:db8::2]:3780");
+        let mut gone = vec![crate::config::Link {
+            interface: "ctsync-no-such-if".to_string(),
+            ..link("[fe80::1]:3780", "[fe80::2]:3780")
+        }];
+        assert!(scope_link_local(&mut gone, None).is_err());
+    }
 }
