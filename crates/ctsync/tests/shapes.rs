@@ -12,6 +12,8 @@
 
 #![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
 
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -23,24 +25,12 @@ use ctsync_lab::cluster::{
     WAN_VIP,
 };
 use ctsync_lab::traffic::{EchoServer, Report, Sessions};
+use support::root;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A session that waited longer than this for an echo counts as lost.
 const PATIENCE: Duration = Duration::from_secs(3);
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the cluster-shape tests need root, and CI must run them"
-    );
-    eprintln!("\n*** SKIPPED cluster-shape test: needs root ***\n");
-    false
-}
 
 /// One kind of session: where from, where to, and what the servers saw.
 struct Kind {

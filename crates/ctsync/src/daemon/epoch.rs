@@ -62,7 +62,7 @@ pub(super) fn choose(dir: &Path, wall: u64, random24: u32) -> (u64, Option<Strin
         ),
     };
     let epoch = next(last, wall, random24);
-    if let Err(e) = record(dir, &file, epoch) {
+    if let Err(e) = record(dir, "epoch", &epoch.to_string(), (0o700, 0o600)) {
         warning = Some(format!(
             "{e:#}: a restart with the clock stepped back will need a challenge round to be taken"
         ));
@@ -70,25 +70,28 @@ pub(super) fn choose(dir: &Path, wall: u64, random24: u32) -> (u64, Option<Strin
     (epoch, warning)
 }
 
-/// Write `epoch` to `file` durably: a temporary file, synced, renamed over it.
-fn record(dir: &Path, file: &Path, epoch: u64) -> Result<()> {
+/// Write `line` as the record `name` in `dir` (created with the first of `modes`, the
+/// file with the second) durably: a temporary file, synced, renamed over the record, so
+/// that a crash leaves the old record or the new one, never half of one.
+pub(super) fn record(dir: &Path, name: &str, line: &str, modes: (u32, u32)) -> Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(modes.0)
         .create(dir)
-        .with_context(|| format!("creating the state directory {}", dir.display()))?;
-    let tmp = dir.join("epoch.new");
+        .with_context(|| format!("creating the directory {}", dir.display()))?;
+    let tmp = dir.join(format!("{name}.new"));
+    let file = dir.join(name);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(modes.1)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
-    writeln!(f, "{epoch}").with_context(|| format!("writing {}", tmp.display()))?;
+    writeln!(f, "{line}").with_context(|| format!("writing {}", tmp.display()))?;
     f.sync_all()
         .with_context(|| format!("syncing {}", tmp.display()))?;
-    fs::rename(&tmp, file)
+    fs::rename(&tmp, &file)
         .with_context(|| format!("renaming {} to {}", tmp.display(), file.display()))?;
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();

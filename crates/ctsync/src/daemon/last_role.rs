@@ -11,8 +11,7 @@
 //! record, then `role` in the configuration.
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -53,26 +52,9 @@ pub(super) fn read(dir: &Path) -> Result<Option<Role>> {
     }
 }
 
-/// Record `role` in `dir`: a temporary file renamed over the record, so that a crash
-/// leaves the old record or the new one, never half of one.
+/// Record `role` in `dir` (see `epoch::record`).
 pub(super) fn write(dir: &Path, role: Role) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .with_context(|| format!("creating the runtime directory {}", dir.display()))?;
-    let tmp = dir.join("role.new");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    writeln!(f, "{role}").with_context(|| format!("writing {}", tmp.display()))?;
-    let path = file(dir);
-    fs::rename(&tmp, &path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    super::epoch::record(dir, "role", role.name(), (0o755, 0o644))
 }
 
 /// The newest role among the lines keepalived wrote into its notify_fifo while no daemon
