@@ -500,6 +500,22 @@ impl FlowTable {
         self.map.iter().map(Entry::stored)
     }
 
+    /// The flows a timeout refresh of round `round` resets: those whose timeout is below
+    /// `long` seconds (or unknown) every round, the others in turn, one in `every` by
+    /// their content hash. In compact form.
+    pub fn refresh_due(
+        &self,
+        round: u64,
+        every: u64,
+        long: u32,
+    ) -> impl Iterator<Item = StoredFlow> + '_ {
+        let every = every.max(1);
+        self.map
+            .iter()
+            .filter(move |e| e.timeout.is_none_or(|t| t < long) || e.hash % every == round % every)
+            .map(Entry::stored)
+    }
+
     /// The flows `keep` accepts, in compact form; `keep` is given each flow's key hash
     /// (by this table's hasher) and content hash (of its state, the timeout aside).
     pub(crate) fn stored_flows_where<'a>(

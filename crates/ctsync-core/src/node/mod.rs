@@ -141,6 +141,9 @@ pub enum Notify {
 /// Flows handled per prefetch batch in [`Node::handle_kernel_events`]: enough misses to
 /// overlap, few enough that the prefetched slots are still in cache when used.
 const PREFETCH_BATCH: usize = 32;
+/// Hot standby's timeout refresh resets a long-lived replicated flow once in this many
+/// rounds (see `handle_timeout`).
+const REFRESH_SPREAD: u64 = 4;
 
 /// A kernel flow event, for [`Node::handle_kernel_events`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +193,8 @@ pub struct Node {
     sealer: Sealer,
     role: Role,
     role_set: bool,
+    /// Timeout refreshes done (which long-lived flows the next one resets).
+    refresh_round: u64,
     /// Started as backup: the first complete table from a primary says which of the
     /// kernel's entries nobody owns (see [`Node::shorten_unclaimed`]).
     unclaimed_check: bool,
@@ -270,6 +275,7 @@ impl Node {
             sealer,
             role: Role::Backup,
             role_set: false,
+            refresh_round: 0,
             unclaimed_check: false,
             ready: false,
             dump_mark: 0,
@@ -552,10 +558,21 @@ impl Node {
                     .values()
                     .filter(|p| p.link.role == WireRole::Primary)
                     .filter_map(|p| self.external.get(&p.link.id));
+                // A flow whose timeout outlasts REFRESH_SPREAD intervals twice over is
+                // reset in one round of REFRESH_SPREAD: a million established TCP flows
+                // (five days each) cost a quarter of the kernel updates, and none comes
+                // within half its timeout of expiring.
+                let round = self.refresh_round;
+                let long = u32::try_from(self.cfg.refresh_interval.as_secs() * 2 * REFRESH_SPREAD)
+                    .unwrap_or(u32::MAX);
                 for ext in owners {
-                    self.kernel_ops
-                        .extend(ext.table.stored_flows().map(KernelOp::Refresh));
+                    self.kernel_ops.extend(
+                        ext.table
+                            .refresh_due(round, REFRESH_SPREAD, long)
+                            .map(KernelOp::Refresh),
+                    );
                 }
+                self.refresh_round += 1;
             }
         }
         self.update_ready();
