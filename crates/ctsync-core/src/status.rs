@@ -99,11 +99,17 @@ pub struct NodeStats {
     pub kernel_writes: u64,
     /// Replicated flows not written because the kernel is known to hold that state.
     pub kernel_writes_skipped: u64,
+    /// Datagrams sent to the multicast group (docs/PROTOCOL.md §13).
+    pub group_datagrams_sent: u64,
+    /// Peers admitted to our group stream.
+    pub group_joins: u64,
+    /// Peers taken out of our group stream (fell behind, down, or resynchronised).
+    pub group_evictions: u64,
 }
 
 impl NodeStats {
     /// Each counter with its name (the JSON field and the metric's stem), in order.
-    pub fn counters(&self) -> [(&'static str, u64); 15] {
+    pub fn counters(&self) -> [(&'static str, u64); 18] {
         [
             ("datagrams_sent", self.datagrams_sent),
             ("datagrams_received", self.datagrams_received),
@@ -120,6 +126,9 @@ impl NodeStats {
             ("expectations_received", self.expectations_received),
             ("kernel_writes", self.kernel_writes),
             ("kernel_writes_skipped", self.kernel_writes_skipped),
+            ("group_datagrams_sent", self.group_datagrams_sent),
+            ("group_joins", self.group_joins),
+            ("group_evictions", self.group_evictions),
         ]
     }
 }

@@ -131,6 +131,26 @@ impl SendStream {
         self.stats.resets += 1;
     }
 
+    /// The sequence number the next message taken will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether every queued message is numbered (nothing waits in the pending queue).
+    pub fn pending_is_empty(&self) -> bool {
+        self.pending_live == 0
+    }
+
+    /// Retire every in-flight message below `next` (capped at what was numbered): a
+    /// group stream's messages go when every member acknowledged them
+    /// (docs/PROTOCOL.md §13.2).
+    pub fn retire_below(&mut self, next: u64) {
+        let next = next.min(self.next_seq);
+        while self.in_flight.front().is_some_and(|f| f.seq < next) {
+            self.in_flight.pop_front();
+        }
+    }
+
     /// Messages pending or in flight.
     pub fn backlog(&self) -> usize {
         self.pending_live + self.in_flight.len()
@@ -430,6 +450,15 @@ impl RecvStream {
         self.generation = None;
         self.next = 0;
         self.buffered.clear();
+    }
+
+    /// Take the sender's stream of `generation` from `seq` on, forgetting what was
+    /// buffered (a `GROUP_JOIN`, docs/PROTOCOL.md §13.3).
+    pub fn join(&mut self, generation: u32, seq: u64) {
+        self.generation = Some(generation);
+        self.next = seq;
+        self.buffered.clear();
+        self.nack_due = false;
     }
 
     /// The generation being received.

@@ -9,6 +9,7 @@
 //! routes datagrams to links and drives the timers.
 
 mod external;
+mod group;
 mod link;
 mod local;
 mod mirror;
@@ -33,6 +34,7 @@ use crate::key::{KeyHasher, Keyed, SplitMix};
 use crate::message::{Kind, flow_key};
 use crate::status::{DropCounters, DropReason, NodeStats, Status};
 use external::External;
+use group::Group;
 use link::protect::Sealer;
 use link::{DataFrame, Handshake, Link};
 use mirror::KernelMirror;
@@ -204,6 +206,8 @@ pub struct Node {
     bulk_after_dump: bool,
     delayed: VecDeque<(Instant, Keyed)>,
     peers: BTreeMap<NodeId, Peer>,
+    /// The group stream and its members, with a multicast group (docs/PROTOCOL.md §13).
+    group: Option<Group>,
     external: BTreeMap<NodeId, External>,
     /// Hot standby: what our kernel holds of the flows written there on peers' behalf.
     mirror: KernelMirror,
@@ -260,7 +264,9 @@ impl Node {
             timers.set(NodeTimer::KernelResync, now + cfg.kernel_resync_interval);
         }
         timers.set(NodeTimer::Settle, now + cfg.dead_interval);
+        let group = cfg.group.then(|| Group::new(&cfg, &hasher));
         Ok(Node {
+            group,
             internal: FlowTable::new(&hasher, cfg.expected_flows),
             expectations: ExpMap::with_hasher(hasher.build()),
             cfg,
@@ -413,13 +419,14 @@ impl Node {
             self.peer_role(id, announced);
         }
         if verified {
+            self.group_feedback(id, now, &got.group_acks, &got.group_nacks);
             self.heard(id, now);
             // Roles first: they decide whether this datagram's flows reach the kernel.
             for announced in got.roles {
                 self.peer_role(id, announced);
             }
             for frame in got.data {
-                self.deliver(id, now, frame);
+                self.deliver_from(id, now, frame, false);
             }
             if let Some(p) = self.peers.get_mut(&id)
                 && p.link.role == WireRole::Primary
@@ -468,15 +475,19 @@ impl Node {
         }
     }
 
-    /// A DATA frame's messages, delivered in order by the peer's stream, applied to
-    /// its external cache. Every flow's key is hashed and its cache slot prefetched
-    /// first: the cache misses of a datagram's flows overlap instead of being waited out
-    /// one by one.
-    fn deliver(&mut self, id: NodeId, now: Instant, frame: DataFrame) {
+    /// A DATA frame's messages, delivered in order by the peer's stream (`group`: its
+    /// group stream), applied to its external cache. Every flow's key is hashed and its
+    /// cache slot prefetched first: the cache misses of a datagram's flows overlap
+    /// instead of being waited out one by one.
+    fn deliver_from(&mut self, id: NodeId, now: Instant, frame: DataFrame, group: bool) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        let d = p.link.deliver(now, &self.cfg, frame);
+        let d = if group {
+            p.link.deliver_group(now, &self.cfg, frame)
+        } else {
+            p.link.deliver(now, &self.cfg, frame)
+        };
         if d.reset {
             // Its new stream supersedes repairs the old one promised.
             p.sync.repairs_pending = 0;
@@ -511,8 +522,10 @@ impl Node {
                 p.sync.resync_needed = true;
                 p.sync.bulk = None;
             }
+            self.leave_group(id);
             self.notes.push_back(Notify::PeerDown(id));
         }
+        self.group_upkeep(now);
         for ext in self.external.values_mut() {
             ext.expire(now);
         }
@@ -569,11 +582,13 @@ impl Node {
             .peers
             .values()
             .filter_map(|p| p.link.poll_timeout(&self.cfg));
+        let group = self.group.as_ref().and_then(|g| g.poll_timeout(&self.cfg));
         self.timers
             .next()
             .into_iter()
             .chain(self.delayed.front().map(|(t, _)| *t))
             .chain(links)
+            .chain(group)
             .min()
     }
 
@@ -596,17 +611,24 @@ impl Node {
 
     /// Write the next datagram to send into `buf` (cleared first) and return its
     /// destination, or `None` when nothing is due at `now`. Call until `None` after
-    /// every input. Peers take turns.
+    /// every input. Peers take turns; with a group (docs/PROTOCOL.md §13) the group
+    /// takes one too, and its datagrams go to [`ctsync_wire::GROUP`]: the shell sends
+    /// them to the multicast group.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<NodeId> {
         self.sealer.maybe_rekey(now, self.cfg.rekey_interval);
+        self.group_upkeep(now);
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
-        let n = ids.len();
+        let n = ids.len() + usize::from(self.group.is_some());
         for i in 0..n {
-            let id = ids[(self.rr + i) % n];
-            if self.transmit_to(now, id, buf) {
+            let turn = (self.rr + i) % n;
+            let (sent, to) = match ids.get(turn) {
+                Some(&id) => (self.transmit_to(now, id, buf), id),
+                None => (self.transmit_group(now, buf), ctsync_wire::GROUP),
+            };
+            if sent {
                 self.rr = (self.rr + i + 1) % n.max(1);
                 self.stats.datagrams_sent += 1;
-                return Some(id);
+                return Some(to);
             }
         }
         None
@@ -712,7 +734,9 @@ impl Node {
     /// Whether a stream from any peer has a gap outstanding (for the simulator).
     #[cfg(feature = "sim")]
     pub(crate) fn has_stream_gap(&self) -> bool {
-        self.peers.values().any(|p| p.link.recv.has_gap())
+        self.peers
+            .values()
+            .any(|p| p.link.recv.has_gap() || p.link.group_recv.has_gap())
     }
 
     /// The packet number the next datagram will carry (its nonce).
