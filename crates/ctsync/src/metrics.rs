@@ -111,6 +111,15 @@ fn core_counter(name: &str) -> Option<(&'static str, &'static str)> {
             "kernel_writes_skipped",
             "Replicated flows not written because the kernel already held that state",
         ),
+        "group_datagrams_sent" => (
+            "group_datagrams_sent",
+            "Sync datagrams sent to the multicast group ([sync] group)",
+        ),
+        "group_joins" => ("group_joins", "Peers admitted to this node's group stream"),
+        "group_evictions" => (
+            "group_evictions",
+            "Peers taken out of this node's group stream (behind, down or resynchronised)",
+        ),
         _ => return None,
     })
 }
