@@ -105,11 +105,15 @@ pub struct NodeStats {
     pub group_joins: u64,
     /// Peers taken out of our group stream (fell behind, down, or resynchronised).
     pub group_evictions: u64,
+    /// Messages sent on our group stream for the first time.
+    pub group_messages_sent: u64,
+    /// Messages of our group stream sent again (a NACK or a retransmission timeout).
+    pub group_retransmitted: u64,
 }
 
 impl NodeStats {
     /// Each counter with its name (the JSON field and the metric's stem), in order.
-    pub fn counters(&self) -> [(&'static str, u64); 18] {
+    pub fn counters(&self) -> [(&'static str, u64); 20] {
         [
             ("datagrams_sent", self.datagrams_sent),
             ("datagrams_received", self.datagrams_received),
@@ -129,6 +133,8 @@ impl NodeStats {
             ("group_datagrams_sent", self.group_datagrams_sent),
             ("group_joins", self.group_joins),
             ("group_evictions", self.group_evictions),
+            ("group_messages_sent", self.group_messages_sent),
+            ("group_retransmitted", self.group_retransmitted),
         ]
     }
 }

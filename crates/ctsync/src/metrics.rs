@@ -120,6 +120,14 @@ fn core_counter(name: &str) -> Option<(&'static str, &'static str)> {
             "group_evictions",
             "Peers taken out of this node's group stream (behind, down or resynchronised)",
         ),
+        "group_messages_sent" => (
+            "group_messages_sent",
+            "Messages sent on this node's group stream for the first time",
+        ),
+        "group_retransmitted" => (
+            "group_retransmitted",
+            "Messages of this node's group stream sent again (NACK or timeout)",
+        ),
         _ => return None,
     })
 }

@@ -112,9 +112,11 @@ fn sent_over_received(lab: &mut Trio, flows: u32, group: bool) -> f64 {
     let to_group = s["stats"]["group_datagrams_sent"].as_u64().unwrap_or(0);
     assert_eq!(to_group > 0, group, "group datagrams only on a group: {s}");
     eprintln!(
-        "group {group}: a sent {:.1} bytes per flow, the lesser backup received {:.1}",
+        "group {group}: a sent {:.1} bytes per flow, the lesser backup received {:.1}; group messages {} sent, {} again",
         sent as f64 / flows.len() as f64,
-        received as f64 / flows.len() as f64
+        received as f64 / flows.len() as f64,
+        s["stats"]["group_messages_sent"],
+        s["stats"]["group_retransmitted"]
     );
     sent as f64 / received.max(1) as f64
 }

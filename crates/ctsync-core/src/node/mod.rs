@@ -670,7 +670,12 @@ impl Node {
 
     /// Node counters.
     pub fn stats(&self) -> NodeStats {
-        self.stats
+        let mut s = self.stats;
+        if let Some(g) = &self.group {
+            s.group_messages_sent = g.send.stats.sent;
+            s.group_retransmitted = g.send.stats.retransmitted;
+        }
+        s
     }
 
     /// A snapshot of this node: role, readiness, caches, peers and every counter.
@@ -687,7 +692,7 @@ impl Node {
                 .values()
                 .map(|p| p.link.status(p.sync.synced()))
                 .collect(),
-            stats: self.stats,
+            stats: self.stats(),
             drops: self.drops.clone(),
         }
     }

@@ -506,6 +506,8 @@ pub(crate) mod tests {
             group_datagrams_sent: 24,
             group_joins: 25,
             group_evictions: 26,
+            group_messages_sent: 27,
+            group_retransmitted: 28,
         };
         Status {
             caches: Caches {
