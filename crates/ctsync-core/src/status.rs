@@ -169,6 +169,10 @@ pub struct PeerStatus {
     pub resets: u64,
     /// Messages pending or unacknowledged in our stream to it (its lag).
     pub backlog: usize,
+    /// It receives our group stream (docs/PROTOCOL.md §13).
+    pub group_member: bool,
+    /// We take its group stream (it sent us a `GROUP_JOIN`, no bulk transfer since).
+    pub group_joined: bool,
 }
 
 /// A snapshot of a node: [`crate::Node::status`].

@@ -88,6 +88,9 @@ pub struct SendStream {
     by_key: HashTable<u64>,
     window: usize,
     limit: usize,
+    /// The receiver acknowledged a message of this generation (so it has verified our
+    /// epoch and takes this stream).
+    acknowledged: bool,
     /// Counters.
     pub stats: SendStats,
 }
@@ -108,6 +111,7 @@ impl SendStream {
             by_key: HashTable::new(),
             window,
             limit,
+            acknowledged: false,
             stats: SendStats::default(),
         }
     }
@@ -128,7 +132,13 @@ impl SendStream {
         self.pending_base = 0;
         self.pending_live = 0;
         self.by_key.clear();
+        self.acknowledged = false;
         self.stats.resets += 1;
+    }
+
+    /// Whether the receiver acknowledged any message of the current generation.
+    pub fn acknowledged(&self) -> bool {
+        self.acknowledged
     }
 
     /// The sequence number the next message taken will get.
@@ -366,6 +376,7 @@ impl SendStream {
         }
         let expected = self.in_flight.front().map_or(self.next_seq, |f| f.seq);
         let next = expand_seq(next, expected).min(self.next_seq);
+        self.acknowledged |= next > 0;
         while self.in_flight.front().is_some_and(|f| f.seq < next) {
             self.in_flight.pop_front();
         }

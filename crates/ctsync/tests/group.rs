@@ -74,11 +74,19 @@ fn sent_over_received(lab: &mut Trio, flows: u32, group: bool) -> f64 {
             st["group_joins"].as_u64().unwrap_or(0) - st["group_evictions"].as_u64().unwrap_or(0)
         })
     };
+    // Every copy complete, and on a group each backup takes a's group stream (it has
+    // verified a's epoch and taken its GROUP_JOIN): what follows is replication alone.
+    let a_id = lab.status(0).unwrap()["id"].clone();
     let up = |lab: &Trio| {
-        lab.status(0).is_ok_and(|s| {
-            s["peers"]
-                .as_array()
-                .is_some_and(|p| p.iter().all(|p| p["synced"] == true))
+        (0..3).all(|i| {
+            lab.status(i).is_ok_and(|s| {
+                s["peers"].as_array().is_some_and(|p| {
+                    p.iter().all(|p| {
+                        p["synced"] == true
+                            && (!group || p["id"] != a_id || p["group_joined"] == true)
+                    })
+                })
+            })
         })
     };
     wait_for(

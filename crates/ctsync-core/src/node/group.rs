@@ -181,8 +181,13 @@ impl Node {
         let (generation, seq) = (g.send.generation(), g.send.next_seq());
         let near = self.cfg.window / 8;
         for (&id, p) in self.peers.iter_mut() {
+            // It must have acknowledged something of its stream's generation: then it
+            // has verified our epoch and takes the GROUP_JOIN at once (each side
+            // verifies the other on its own; a peer admitted before would drop the
+            // group's data until then, and have it all sent to the group again).
             if g.is_member(id)
                 || !p.link.is_live()
+                || !p.link.send.acknowledged()
                 || p.sync.resync_needed
                 || p.sync.bulk.is_some()
                 || p.link.send.backlog() > near

@@ -32,7 +32,7 @@ use crate::cache::{FlowTable, StoredFlow};
 use crate::config::{Config, Mode};
 use crate::key::{KeyHasher, Keyed, SplitMix};
 use crate::message::{Kind, flow_key};
-use crate::status::{DropCounters, DropReason, NodeStats, Status};
+use crate::status::{DropCounters, DropReason, NodeStats, PeerStatus, Status};
 use external::External;
 use group::Group;
 use link::protect::Sealer;
@@ -690,7 +690,10 @@ impl Node {
             peers: self
                 .peers
                 .values()
-                .map(|p| p.link.status(p.sync.synced()))
+                .map(|p| PeerStatus {
+                    group_member: self.group.as_ref().is_some_and(|g| g.is_member(p.link.id)),
+                    ..p.link.status(p.sync.synced())
+                })
                 .collect(),
             stats: self.stats(),
             drops: self.drops.clone(),

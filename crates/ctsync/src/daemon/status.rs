@@ -103,6 +103,10 @@ pub(crate) struct PeerStatus {
     pub duplicates: u64,
     /// Its epoch, once proven live.
     pub epoch: Option<u64>,
+    /// We take its group stream (PROTOCOL.md §13).
+    pub group_joined: bool,
+    /// It receives our group stream.
+    pub group_member: bool,
     /// Its node id.
     #[serde(serialize_with = "hex_id")]
     pub id: NodeId,
@@ -168,6 +172,8 @@ impl PeerStatus {
             backlog: p.backlog,
             duplicates: p.duplicates,
             epoch: p.epoch,
+            group_joined: p.group_joined,
+            group_member: p.group_member,
             id: p.id,
             lag: p.backlog,
             last_seen_ms: p.last_heard.map(|t| age_ms(t, now)),
@@ -530,6 +536,8 @@ pub(crate) mod tests {
                 backlog: 1,
                 duplicates: 0,
                 epoch: Some(41),
+                group_joined: false,
+                group_member: false,
                 id: 0xc612_ff01,
                 lag: 1,
                 last_seen_ms: Some(120),

@@ -425,6 +425,9 @@ impl Link {
             retransmitted: self.send.stats.retransmitted,
             resets: self.send.stats.resets,
             backlog: self.send.backlog(),
+            // The node's to say.
+            group_member: false,
+            group_joined: self.group_joined,
         }
     }
 }
