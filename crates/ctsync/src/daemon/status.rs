@@ -329,6 +329,14 @@ impl fmt::Display for Status {
                     p.link_switches
                 )?;
             }
+            if p.group_member || p.group_joined {
+                // Only with a multicast group (PROTOCOL.md §13): who takes whose group.
+                writeln!(
+                    f,
+                    "    group: receives ours {}, we take its {}",
+                    p.group_member, p.group_joined
+                )?;
+            }
         }
         if !self.dropped.is_empty() {
             let d: Vec<String> = self
