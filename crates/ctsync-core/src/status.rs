@@ -107,13 +107,15 @@ pub struct NodeStats {
     pub group_evictions: u64,
     /// Messages sent on our group stream for the first time.
     pub group_messages_sent: u64,
-    /// Messages of our group stream sent again (a NACK or a retransmission timeout).
+    /// Messages of our group stream sent again to the group (a retransmission timeout).
     pub group_retransmitted: u64,
+    /// Messages of our group stream sent again to one member alone (its `GROUP_NACK`).
+    pub group_repaired: u64,
 }
 
 impl NodeStats {
     /// Each counter with its name (the JSON field and the metric's stem), in order.
-    pub fn counters(&self) -> [(&'static str, u64); 20] {
+    pub fn counters(&self) -> [(&'static str, u64); 21] {
         [
             ("datagrams_sent", self.datagrams_sent),
             ("datagrams_received", self.datagrams_received),
@@ -135,6 +137,7 @@ impl NodeStats {
             ("group_evictions", self.group_evictions),
             ("group_messages_sent", self.group_messages_sent),
             ("group_retransmitted", self.group_retransmitted),
+            ("group_repaired", self.group_repaired),
         ]
     }
 }

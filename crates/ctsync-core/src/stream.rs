@@ -141,6 +141,21 @@ impl SendStream {
         self.acknowledged
     }
 
+    /// The oldest sequence number still in flight (the next to be numbered if none).
+    pub fn oldest(&self) -> u64 {
+        self.in_flight.front().map_or(self.next_seq, |f| f.seq)
+    }
+
+    /// The bytes of in-flight message `seq`, unless it was acknowledged.
+    pub fn in_flight_message(&self, seq: u64) -> Option<&[u8]> {
+        let base = self.in_flight.front()?.seq;
+        let idx = usize::try_from(seq.checked_sub(base)?).ok()?;
+        self.in_flight
+            .get(idx)
+            .filter(|f| !f.acked)
+            .map(|f| &f.bytes[..])
+    }
+
     /// The sequence number the next message taken will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq

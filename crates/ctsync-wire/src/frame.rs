@@ -27,6 +27,9 @@ pub mod frame_type {
     pub const GROUP_ACK: u8 = 7;
     /// `GROUP_NACK`: what I am missing of your group stream.
     pub const GROUP_NACK: u8 = 8;
+    /// `GROUP_DATA`: messages of my group stream, sent again to you alone (a repair
+    /// you asked for with a `GROUP_NACK`).
+    pub const GROUP_DATA: u8 = 9;
 }
 
 /// Message type numbers (inside `DATA`).
@@ -538,6 +541,18 @@ pub enum Frame<'a> {
         /// Missing ranges.
         ranges: Vec<SeqRange>,
     },
+    /// `GROUP_DATA`: as [`Frame::Data`], messages of the sender's group stream sent to
+    /// this receiver alone (PROTOCOL.md §13.2).
+    GroupData {
+        /// Group stream generation.
+        generation: u32,
+        /// Sequence number of the first message.
+        first: u32,
+        /// Messages.
+        count: u16,
+        /// Their encoding, read with [`DataMessages`].
+        messages: &'a [u8],
+    },
     /// A frame type this version does not know (skipped).
     Unknown(u8),
 }
@@ -634,6 +649,18 @@ fn read_frame<'a>(r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
             let count = p.u16()?;
             let messages = p.take(p.remaining())?;
             return Ok(Frame::Data {
+                generation,
+                first,
+                count,
+                messages,
+            });
+        }
+        t::GROUP_DATA => {
+            let generation = p.u32()?;
+            let first = p.u32()?;
+            let count = p.u16()?;
+            let messages = p.take(p.remaining())?;
+            return Ok(Frame::GroupData {
                 generation,
                 first,
                 count,
@@ -775,6 +802,16 @@ impl<'b> FrameWriter<'b> {
         self.frame(frame_type::GROUP_NACK, |b| {
             b.extend_from_slice(&generation.to_be_bytes());
             put_ranges(b, ranges);
+        });
+    }
+
+    /// `GROUP_DATA` with already-encoded messages of our group stream.
+    pub fn group_data(&mut self, generation: u32, first: u32, count: u16, messages: &[u8]) {
+        self.frame(frame_type::GROUP_DATA, |b| {
+            b.extend_from_slice(&generation.to_be_bytes());
+            b.extend_from_slice(&first.to_be_bytes());
+            b.extend_from_slice(&count.to_be_bytes());
+            b.extend_from_slice(messages);
         });
     }
 

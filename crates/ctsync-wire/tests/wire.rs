@@ -275,6 +275,7 @@ fn control_frames_round_trip() {
     w.nack(2, &[(10, 12)]);
     w.group_ack(3, 40, &[(42, 43)]);
     w.group_nack(3, &[(40, 42)]);
+    w.group_data(3, 40, 0, &[]);
     body.extend_from_slice(&[99, 0, 2, 1, 2]); // an unknown frame type is skipped
     let got: Vec<_> = frames(&body).collect::<Result<_, _>>().unwrap();
     assert_eq!(
@@ -313,6 +314,12 @@ fn control_frames_round_trip() {
             Frame::GroupNack {
                 generation: 3,
                 ranges: vec![(40, 42)]
+            },
+            Frame::GroupData {
+                generation: 3,
+                first: 40,
+                count: 0,
+                messages: &[]
             },
             Frame::Unknown(99),
         ]

@@ -126,7 +126,11 @@ fn core_counter(name: &str) -> Option<(&'static str, &'static str)> {
         ),
         "group_retransmitted" => (
             "group_retransmitted",
-            "Messages of this node's group stream sent again (NACK or timeout)",
+            "Messages of this node's group stream sent again to the group (timeout)",
+        ),
+        "group_repaired" => (
+            "group_repaired",
+            "Messages of this node's group stream sent again to one member alone (its NACK)",
         ),
         _ => return None,
     })

@@ -4,10 +4,10 @@
 //! group traffic does not arrive, leaves: its own stream serves it with a bulk
 //! transfer, and it joins again (`GROUP_JOIN`) at the group stream's current sequence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use ctsync_wire::frame::{Frame, FrameWriter, SeqRange};
+use ctsync_wire::frame::{DATA_OVERHEAD, Frame, FrameWriter, SeqRange};
 use ctsync_wire::header::{HEADER_LEN, Header};
 use ctsync_wire::{GROUP, Message, NodeId, TAG_LEN, WireError, WireRole, frames};
 use smallvec::SmallVec;
@@ -35,6 +35,8 @@ pub(super) struct Group {
     /// The stream every member receives.
     pub(super) send: SendStream,
     members: BTreeMap<NodeId, Member>,
+    /// Messages a member asked for again (`GROUP_NACK`), to go to it alone.
+    repairs: BTreeMap<NodeId, BTreeSet<u64>>,
 }
 
 impl Group {
@@ -42,6 +44,7 @@ impl Group {
         Group {
             send: SendStream::new(cfg.window, cfg.queue_limit, hasher.clone()),
             members: BTreeMap::new(),
+            repairs: BTreeMap::new(),
         }
     }
 
@@ -53,6 +56,11 @@ impl Group {
     /// Whether anyone receives it (else nothing is queued on it).
     pub(super) fn has_members(&self) -> bool {
         !self.members.is_empty()
+    }
+
+    /// Whether messages wait to be sent again to `id` alone.
+    pub(super) fn has_repairs(&self, id: NodeId) -> bool {
+        self.repairs.get(&id).is_some_and(|r| !r.is_empty())
     }
 
     /// The members.
@@ -77,8 +85,10 @@ impl Group {
         if self.members.remove(&id).is_none() {
             return false;
         }
+        self.repairs.remove(&id);
         if self.members.is_empty() {
             self.send.reset();
+            self.repairs.clear();
         } else {
             // The window no longer waits for it.
             self.retire();
@@ -101,6 +111,9 @@ impl Group {
         }
         m.acked = next;
         m.waiting_since = (next < numbered).then_some(now);
+        if let Some(r) = self.repairs.get_mut(&id) {
+            *r = r.split_off(&next);
+        }
         self.retire();
     }
 
@@ -259,11 +272,78 @@ impl Node {
         for &(generation, next) in acks {
             g.on_ack(id, generation, next, now);
         }
-        if g.is_member(id) {
-            for (generation, ranges) in nacks {
-                g.send.on_nack(*generation, ranges);
+        if !g.is_member(id) {
+            return;
+        }
+        // What one member misses goes to it alone (GROUP_DATA in its own datagrams):
+        // the others have it. A loss every member saw is resent to the group when its
+        // retransmission timeout comes.
+        let base = g.send.oldest();
+        let numbered = g.send.next_seq();
+        let cap = self.cfg.window;
+        let repairs = g.repairs.entry(id).or_default();
+        for (generation, ranges) in nacks {
+            if *generation != g.send.generation() {
+                continue;
+            }
+            for &(s, e) in ranges {
+                let (s, e) = (expand_seq(s, base), expand_seq(e, base).min(numbered));
+                for seq in s..e.max(s) {
+                    if repairs.len() >= cap {
+                        return;
+                    }
+                    if g.send.in_flight_message(seq).is_some() {
+                        repairs.insert(seq);
+                    }
+                }
             }
         }
+    }
+
+    /// Append to the datagram being built for `id` (under the traffic key) the group
+    /// messages it asked for again, as `GROUP_DATA` frames, while they fit; whether any
+    /// was written.
+    pub(super) fn write_group_repairs(&mut self, id: NodeId, buf: &mut Vec<u8>) -> bool {
+        let limit = self.cfg.mtu.saturating_sub(TAG_LEN);
+        let Some(g) = self.group.as_mut() else {
+            return false;
+        };
+        let Some(wanted) = g.repairs.get_mut(&id) else {
+            return false;
+        };
+        let mut used = buf.len();
+        let mut runs: Vec<(u64, usize, u16)> = Vec::new();
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        while let Some(&seq) = wanted.first() {
+            let Some(m) = g.send.in_flight_message(seq) else {
+                // Acknowledged (or retired) meanwhile.
+                wanted.pop_first();
+                continue;
+            };
+            let extends = runs
+                .last()
+                .is_some_and(|(s, _, c)| s + u64::from(*c) == seq && *c < u16::MAX);
+            let extra = m.len() + if extends { 0 } else { DATA_OVERHEAD };
+            if used + extra > limit {
+                break;
+            }
+            used += extra;
+            wanted.pop_first();
+            match runs.last_mut() {
+                Some((_, _, c)) if extends => *c += 1,
+                _ => runs.push((seq, scratch.len(), 1)),
+            }
+            scratch.extend_from_slice(m);
+        }
+        let generation = g.send.generation();
+        let mut w = FrameWriter::new(buf);
+        for (i, &(seq, start, count)) in runs.iter().enumerate() {
+            let end = runs.get(i + 1).map_or(scratch.len(), |r| r.1);
+            w.group_data(generation, seq as u32, count, &scratch[start..end]);
+            self.stats.group_repaired += u64::from(count);
+        }
+        !runs.is_empty()
     }
 
     /// A datagram that arrived on the group (multicast) socket: sealed for [`GROUP`] by

@@ -428,6 +428,10 @@ impl Node {
             for frame in got.data {
                 self.deliver_from(id, now, frame, false);
             }
+            // Repairs of its group stream that it sent to us alone.
+            for frame in got.group_data {
+                self.deliver_from(id, now, frame, true);
+            }
             if let Some(p) = self.peers.get_mut(&id)
                 && p.link.role == WireRole::Primary
             {
@@ -640,10 +644,11 @@ impl Node {
         self.pump_bulk(id);
         let announce = (self.role.wire(), self.ready);
         let generation = self.sealer.generation();
+        let repairs = self.group.as_ref().is_some_and(|g| g.has_repairs(id));
         let Some(p) = self.peers.get_mut(&id) else {
             return false;
         };
-        let Some(traffic) = p.link.write_datagram(
+        let written = p.link.write_datagram(
             now,
             &self.cfg,
             announce,
@@ -651,13 +656,28 @@ impl Node {
             &mut self.rng,
             &mut self.scratch,
             buf,
-        ) else {
-            return false;
+        );
+        let traffic = match written {
+            Some(traffic) => traffic,
+            None if repairs && p.link.is_live() => {
+                // Only group repairs are due to it: a datagram of their own.
+                buf.clear();
+                buf.resize(HEADER_LEN, 0);
+                ctsync_wire::FrameWriter::new(buf).alive(announce.0, announce.1);
+                true
+            }
+            None => return false,
         };
+        if traffic && repairs {
+            // Group messages it alone asked for again (docs/PROTOCOL.md §13.2).
+            self.write_group_repairs(id, buf);
+        }
         if !self.sealer.seal(traffic, buf, id) {
             return false;
         }
-        p.link.sent(now, &self.cfg);
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.link.sent(now, &self.cfg);
+        }
         true
     }
 

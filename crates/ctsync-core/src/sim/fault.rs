@@ -96,6 +96,8 @@ pub struct FaultInjector {
     forward: Vec<(NodeId, NodeId, NodeId)>,
     /// Datagrams to `.0` arrive `.1` late (a slow receiver, or a long path to it).
     slow: Vec<(NodeId, Duration)>,
+    /// Datagrams to `.0` are also lost with probability `.1` (a bad port).
+    lossy: Vec<(NodeId, f64)>,
 }
 
 impl FaultInjector {
@@ -110,6 +112,7 @@ impl FaultInjector {
             order: 0,
             forward: Vec::new(),
             slow: Vec::new(),
+            lossy: Vec::new(),
         }
     }
 
@@ -129,12 +132,19 @@ impl FaultInjector {
         self.slow.push((to, extra));
     }
 
-    /// Stop every fault, partition, forwarding and slowness.
+    /// From now on, datagrams to `to` are also lost with probability `p` (its port on
+    /// the segment is bad; the others' are not).
+    pub fn lossy(&mut self, to: NodeId, p: f64) {
+        self.lossy.push((to, p));
+    }
+
+    /// Stop every fault, partition, forwarding, slowness and bad port.
     pub fn heal(&mut self) {
         self.faults = Faults::NONE;
         self.partitions.clear();
         self.forward.clear();
         self.slow.clear();
+        self.lossy.clear();
     }
 
     fn blocked(&self, now: Instant, a: NodeId, b: NodeId) -> bool {
@@ -177,6 +187,17 @@ impl FaultInjector {
         }
         if self.blocked(now, from, to) || self.rng.chance(self.faults.loss) {
             return;
+        }
+        // Drawn only when a port is bad, so that other runs draw what they always did.
+        for p in self
+            .lossy
+            .iter()
+            .filter(|&&(l, _)| l == to)
+            .map(|&(_, p)| p)
+        {
+            if self.rng.chance(p) {
+                return;
+            }
         }
         let copies = if self.rng.chance(self.faults.duplicate) {
             2

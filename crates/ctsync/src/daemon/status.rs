@@ -522,6 +522,7 @@ pub(crate) mod tests {
             group_evictions: 26,
             group_messages_sent: 27,
             group_retransmitted: 28,
+            group_repaired: 29,
         };
         Status {
             caches: Caches {

@@ -87,6 +87,8 @@ pub(crate) struct Received {
     pub(crate) group_acks: SmallVec<[(u32, u32); 1]>,
     /// `GROUP_NACK`s of our group stream: (generation, missing ranges).
     pub(crate) group_nacks: SmallVec<[(u32, Vec<SeqRange>); 1]>,
+    /// `GROUP_DATA` frames: its group stream's messages sent to us alone (repairs).
+    pub(crate) group_data: SmallVec<[DataFrame; 1]>,
     /// Data frames from an epoch not yet verified were refused.
     pub(crate) refused_data: bool,
     /// A DATA frame did not parse (frames after it were not looked at).
@@ -253,6 +255,18 @@ impl Link {
                     generation, next, ..
                 } => r.group_acks.push((generation, next)),
                 Frame::GroupNack { generation, ranges } => r.group_nacks.push((generation, ranges)),
+                Frame::GroupData {
+                    generation,
+                    first,
+                    count,
+                    messages,
+                } => match data_frame(generation, first, count, messages) {
+                    Some(d) => r.group_data.push(d),
+                    None => {
+                        r.malformed = true;
+                        return r;
+                    }
+                },
                 Frame::Data {
                     generation,
                     first,
