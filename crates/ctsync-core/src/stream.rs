@@ -365,6 +365,15 @@ impl SendStream {
         Some((f.seq, &f.bytes[..]))
     }
 
+    /// In-flight message `seq` was sent again another way (a group message repaired for
+    /// one member alone): its retransmission timeout starts over from `now`.
+    pub fn resent(&mut self, seq: u64, now: Instant) {
+        if let Some(f) = self.slot(seq).filter(|f| !f.acked && f.sent_at.is_some()) {
+            f.sent_at = Some(now);
+            self.timers.push_back((now, seq));
+        }
+    }
+
     /// Put a message back as unsent (it did not fit in the datagram after all).
     pub fn unsend(&mut self, seq: u64) {
         if let Some(f) = self.slot(seq) {

@@ -303,7 +303,12 @@ impl Node {
     /// Append to the datagram being built for `id` (under the traffic key) the group
     /// messages it asked for again, as `GROUP_DATA` frames, while they fit; whether any
     /// was written.
-    pub(super) fn write_group_repairs(&mut self, id: NodeId, buf: &mut Vec<u8>) -> bool {
+    pub(super) fn write_group_repairs(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        buf: &mut Vec<u8>,
+    ) -> bool {
         let limit = self.cfg.mtu.saturating_sub(TAG_LEN);
         let Some(g) = self.group.as_mut() else {
             return false;
@@ -342,6 +347,13 @@ impl Node {
             let end = runs.get(i + 1).map_or(scratch.len(), |r| r.1);
             w.group_data(generation, seq as u32, count, &scratch[start..end]);
             self.stats.group_repaired += u64::from(count);
+        }
+        // Their timeout starts over: the group gets them again only if this repair
+        // (or the acknowledgement after it) is lost too.
+        for &(seq, _, count) in &runs {
+            for s in seq..seq + u64::from(count) {
+                g.send.resent(s, now);
+            }
         }
         !runs.is_empty()
     }

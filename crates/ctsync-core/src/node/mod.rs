@@ -670,7 +670,7 @@ impl Node {
         };
         if traffic && repairs {
             // Group messages it alone asked for again (docs/PROTOCOL.md §13.2).
-            self.write_group_repairs(id, buf);
+            self.write_group_repairs(now, id, buf);
         }
         if !self.sealer.seal(traffic, buf, id) {
             return false;
