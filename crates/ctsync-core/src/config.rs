@@ -145,6 +145,10 @@ pub struct Config {
     /// The most flows one cache holds (internal, and each external); beyond it new flows
     /// are refused and counted (conntrackd's `HashLimit`).
     pub max_flows: usize,
+    /// Replicate live changes once to a multicast group, received by every peer
+    /// (docs/PROTOCOL.md §13); the shell sends datagrams for [`ctsync_wire::GROUP`] to
+    /// it and hands what arrives on it to [`crate::Node::handle_group_datagram`].
+    pub group: bool,
 }
 
 impl Config {
@@ -171,6 +175,7 @@ impl Config {
             expected_flows: 1 << 16,
             max_flows: 1 << 22,
             kernel_resync_interval: Duration::from_secs(300),
+            group: false,
         }
     }
 }

@@ -99,11 +99,23 @@ pub struct NodeStats {
     pub kernel_writes: u64,
     /// Replicated flows not written because the kernel is known to hold that state.
     pub kernel_writes_skipped: u64,
+    /// Datagrams sent to the multicast group (docs/PROTOCOL.md §13).
+    pub group_datagrams_sent: u64,
+    /// Peers admitted to our group stream.
+    pub group_joins: u64,
+    /// Peers taken out of our group stream (fell behind, down, or resynchronised).
+    pub group_evictions: u64,
+    /// Messages sent on our group stream for the first time.
+    pub group_messages_sent: u64,
+    /// Messages of our group stream sent again to the group (a retransmission timeout).
+    pub group_retransmitted: u64,
+    /// Messages of our group stream sent again to one member alone (its `GROUP_NACK`).
+    pub group_repaired: u64,
 }
 
 impl NodeStats {
     /// Each counter with its name (the JSON field and the metric's stem), in order.
-    pub fn counters(&self) -> [(&'static str, u64); 15] {
+    pub fn counters(&self) -> [(&'static str, u64); 21] {
         [
             ("datagrams_sent", self.datagrams_sent),
             ("datagrams_received", self.datagrams_received),
@@ -120,6 +132,12 @@ impl NodeStats {
             ("expectations_received", self.expectations_received),
             ("kernel_writes", self.kernel_writes),
             ("kernel_writes_skipped", self.kernel_writes_skipped),
+            ("group_datagrams_sent", self.group_datagrams_sent),
+            ("group_joins", self.group_joins),
+            ("group_evictions", self.group_evictions),
+            ("group_messages_sent", self.group_messages_sent),
+            ("group_retransmitted", self.group_retransmitted),
+            ("group_repaired", self.group_repaired),
         ]
     }
 }
@@ -154,6 +172,10 @@ pub struct PeerStatus {
     pub resets: u64,
     /// Messages pending or unacknowledged in our stream to it (its lag).
     pub backlog: usize,
+    /// It receives our group stream (docs/PROTOCOL.md §13).
+    pub group_member: bool,
+    /// We take its group stream (it sent us a `GROUP_JOIN`, no bulk transfer since).
+    pub group_joined: bool,
 }
 
 /// A snapshot of a node: [`crate::Node::status`].

@@ -88,6 +88,9 @@ pub struct SendStream {
     by_key: HashTable<u64>,
     window: usize,
     limit: usize,
+    /// The receiver acknowledged a message of this generation (so it has verified our
+    /// epoch and takes this stream).
+    acknowledged: bool,
     /// Counters.
     pub stats: SendStats,
 }
@@ -108,6 +111,7 @@ impl SendStream {
             by_key: HashTable::new(),
             window,
             limit,
+            acknowledged: false,
             stats: SendStats::default(),
         }
     }
@@ -128,7 +132,48 @@ impl SendStream {
         self.pending_base = 0;
         self.pending_live = 0;
         self.by_key.clear();
+        self.acknowledged = false;
         self.stats.resets += 1;
+    }
+
+    /// Whether the receiver acknowledged any message of the current generation.
+    pub fn acknowledged(&self) -> bool {
+        self.acknowledged
+    }
+
+    /// The oldest sequence number still in flight (the next to be numbered if none).
+    pub fn oldest(&self) -> u64 {
+        self.in_flight.front().map_or(self.next_seq, |f| f.seq)
+    }
+
+    /// The bytes of in-flight message `seq`, unless it was acknowledged.
+    pub fn in_flight_message(&self, seq: u64) -> Option<&[u8]> {
+        let base = self.in_flight.front()?.seq;
+        let idx = usize::try_from(seq.checked_sub(base)?).ok()?;
+        self.in_flight
+            .get(idx)
+            .filter(|f| !f.acked)
+            .map(|f| &f.bytes[..])
+    }
+
+    /// The sequence number the next message taken will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether every queued message is numbered (nothing waits in the pending queue).
+    pub fn pending_is_empty(&self) -> bool {
+        self.pending_live == 0
+    }
+
+    /// Retire every in-flight message below `next` (capped at what was numbered): a
+    /// group stream's messages go when every member acknowledged them
+    /// (docs/PROTOCOL.md §13.2).
+    pub fn retire_below(&mut self, next: u64) {
+        let next = next.min(self.next_seq);
+        while self.in_flight.front().is_some_and(|f| f.seq < next) {
+            self.in_flight.pop_front();
+        }
     }
 
     /// Messages pending or in flight.
@@ -320,6 +365,15 @@ impl SendStream {
         Some((f.seq, &f.bytes[..]))
     }
 
+    /// In-flight message `seq` was sent again another way (a group message repaired for
+    /// one member alone): its retransmission timeout starts over from `now`.
+    pub fn resent(&mut self, seq: u64, now: Instant) {
+        if let Some(f) = self.slot(seq).filter(|f| !f.acked && f.sent_at.is_some()) {
+            f.sent_at = Some(now);
+            self.timers.push_back((now, seq));
+        }
+    }
+
     /// Put a message back as unsent (it did not fit in the datagram after all).
     pub fn unsend(&mut self, seq: u64) {
         if let Some(f) = self.slot(seq) {
@@ -346,6 +400,7 @@ impl SendStream {
         }
         let expected = self.in_flight.front().map_or(self.next_seq, |f| f.seq);
         let next = expand_seq(next, expected).min(self.next_seq);
+        self.acknowledged |= next > 0;
         while self.in_flight.front().is_some_and(|f| f.seq < next) {
             self.in_flight.pop_front();
         }
@@ -430,6 +485,15 @@ impl RecvStream {
         self.generation = None;
         self.next = 0;
         self.buffered.clear();
+    }
+
+    /// Take the sender's stream of `generation` from `seq` on, forgetting what was
+    /// buffered (a `GROUP_JOIN`, docs/PROTOCOL.md §13.3).
+    pub fn join(&mut self, generation: u32, seq: u64) {
+        self.generation = Some(generation);
+        self.next = seq;
+        self.buffered.clear();
+        self.nack_due = false;
     }
 
     /// The generation being received.

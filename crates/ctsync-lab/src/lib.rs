@@ -6,7 +6,8 @@
 //!   keepalived) and a server; [`traffic`]: sessions through it; [`demo`]: `ctsync demo`;
 //!   [`bench`](mod@bench): one run of the side-by-side session benchmark (`bench/sessions.sh`);
 //!   [`conntrackd`]: the incumbent's configuration for that benchmark.
-//! * [`pair`]: two bare nodes joined by a sync link, for the daemon's end-to-end tests.
+//! * [`pair`]: two bare nodes joined by a sync link, for the daemon's end-to-end tests;
+//!   [`trio`]: three on a private bridge, for the multicast group's.
 //! * [`load`] and [`synth`]: `ctsync load`, synthetic conntrack entries in bulk.
 //!
 //! # The `ctsync` package is not a dependency
@@ -37,3 +38,4 @@ pub mod process;
 mod scratch;
 pub mod synth;
 pub mod traffic;
+pub mod trio;

@@ -21,8 +21,15 @@ pub mod frame_type {
     pub const ACK: u8 = 4;
     /// `NACK`: what I am missing of your stream.
     pub const NACK: u8 = 5;
-    /// `DATA`: messages of my stream to you.
+    /// `DATA`: messages of my stream to you (in a group datagram: of my group stream).
     pub const DATA: u8 = 6;
+    /// `GROUP_ACK`: what I received of your group stream (docs/PROTOCOL.md §13.2).
+    pub const GROUP_ACK: u8 = 7;
+    /// `GROUP_NACK`: what I am missing of your group stream.
+    pub const GROUP_NACK: u8 = 8;
+    /// `GROUP_DATA`: messages of my group stream, sent again to you alone (a repair
+    /// you asked for with a `GROUP_NACK`).
+    pub const GROUP_DATA: u8 = 9;
 }
 
 /// Message type numbers (inside `DATA`).
@@ -51,6 +58,8 @@ pub mod message_type {
     pub const RESYNC_REQUEST: u8 = 11;
     /// Send me these buckets of your table.
     pub const BUCKET_REQUEST: u8 = 12;
+    /// Take the sender's group stream from this sequence number (PROTOCOL.md §13.3).
+    pub const GROUP_JOIN: u8 = 13;
 }
 
 /// The role a node announces.
@@ -140,6 +149,14 @@ pub enum Message {
     ResyncRequest,
     /// Ask the receiver to repair these buckets.
     BucketRequest(Vec<u16>),
+    /// From now on take the sender's group stream of this generation from `seq` on
+    /// (docs/PROTOCOL.md §13.3).
+    GroupJoin {
+        /// The group stream's generation.
+        generation: u32,
+        /// The first sequence number for this receiver.
+        seq: u64,
+    },
 }
 
 impl Message {
@@ -229,6 +246,11 @@ impl Message {
                 }
                 t::BUCKET_REQUEST
             }
+            Message::GroupJoin { generation, seq } => {
+                body.extend_from_slice(&generation.to_be_bytes());
+                body.extend_from_slice(&seq.to_be_bytes());
+                t::GROUP_JOIN
+            }
         })
     }
 
@@ -309,6 +331,10 @@ impl Message {
                 }
                 Message::BucketRequest((0..n).map(|_| b.u16()).collect::<Result<_, _>>()?)
             }
+            t::GROUP_JOIN => Message::GroupJoin {
+                generation: b.u32()?,
+                seq: b.u64()?,
+            },
             _ => return Ok(None),
         };
         if b.remaining() != 0 {
@@ -499,6 +525,34 @@ pub enum Frame<'a> {
         /// Their encoding, read with [`DataMessages`].
         messages: &'a [u8],
     },
+    /// `GROUP_ACK`: as [`Frame::Ack`], for the receiver's group stream (PROTOCOL.md §13.2).
+    GroupAck {
+        /// Group stream generation.
+        generation: u32,
+        /// Next sequence number expected.
+        next: u32,
+        /// Received ranges above `next`.
+        ranges: Vec<SeqRange>,
+    },
+    /// `GROUP_NACK`: as [`Frame::Nack`], for the receiver's group stream.
+    GroupNack {
+        /// Group stream generation.
+        generation: u32,
+        /// Missing ranges.
+        ranges: Vec<SeqRange>,
+    },
+    /// `GROUP_DATA`: as [`Frame::Data`], messages of the sender's group stream sent to
+    /// this receiver alone (PROTOCOL.md §13.2).
+    GroupData {
+        /// Group stream generation.
+        generation: u32,
+        /// Sequence number of the first message.
+        first: u32,
+        /// Messages.
+        count: u16,
+        /// Their encoding, read with [`DataMessages`].
+        messages: &'a [u8],
+    },
     /// A frame type this version does not know (skipped).
     Unknown(u8),
 }
@@ -580,12 +634,33 @@ fn read_frame<'a>(r: &mut Reader<'a>) -> Result<Frame<'a>, WireError> {
             generation: p.u32()?,
             ranges: read_ranges(&mut p)?,
         },
+        t::GROUP_ACK => Frame::GroupAck {
+            generation: p.u32()?,
+            next: p.u32()?,
+            ranges: read_ranges(&mut p)?,
+        },
+        t::GROUP_NACK => Frame::GroupNack {
+            generation: p.u32()?,
+            ranges: read_ranges(&mut p)?,
+        },
         t::DATA => {
             let generation = p.u32()?;
             let first = p.u32()?;
             let count = p.u16()?;
             let messages = p.take(p.remaining())?;
             return Ok(Frame::Data {
+                generation,
+                first,
+                count,
+                messages,
+            });
+        }
+        t::GROUP_DATA => {
+            let generation = p.u32()?;
+            let first = p.u32()?;
+            let count = p.u16()?;
+            let messages = p.take(p.remaining())?;
+            return Ok(Frame::GroupData {
                 generation,
                 first,
                 count,
@@ -710,6 +785,33 @@ impl<'b> FrameWriter<'b> {
         self.frame(frame_type::NACK, |b| {
             b.extend_from_slice(&generation.to_be_bytes());
             put_ranges(b, ranges);
+        });
+    }
+
+    /// `GROUP_ACK` (at most [`MAX_RANGES`] ranges are written).
+    pub fn group_ack(&mut self, generation: u32, next: u32, ranges: &[SeqRange]) {
+        self.frame(frame_type::GROUP_ACK, |b| {
+            b.extend_from_slice(&generation.to_be_bytes());
+            b.extend_from_slice(&next.to_be_bytes());
+            put_ranges(b, ranges);
+        });
+    }
+
+    /// `GROUP_NACK` (at most [`MAX_RANGES`] ranges are written).
+    pub fn group_nack(&mut self, generation: u32, ranges: &[SeqRange]) {
+        self.frame(frame_type::GROUP_NACK, |b| {
+            b.extend_from_slice(&generation.to_be_bytes());
+            put_ranges(b, ranges);
+        });
+    }
+
+    /// `GROUP_DATA` with already-encoded messages of our group stream.
+    pub fn group_data(&mut self, generation: u32, first: u32, count: u16, messages: &[u8]) {
+        self.frame(frame_type::GROUP_DATA, |b| {
+            b.extend_from_slice(&generation.to_be_bytes());
+            b.extend_from_slice(&first.to_be_bytes());
+            b.extend_from_slice(&count.to_be_bytes());
+            b.extend_from_slice(messages);
         });
     }
 

@@ -32,6 +32,10 @@ mod field {
 /// A node's identity in the cluster (configured, unique per node).
 pub type NodeId = u32;
 
+/// The receiver id of a group (multicast) datagram, in its associated data
+/// (docs/PROTOCOL.md §13.2): no node may have it.
+pub const GROUP: NodeId = 0xFFFF_FFFF;
+
 /// The decoded header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Header {

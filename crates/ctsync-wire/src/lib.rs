@@ -16,7 +16,7 @@ pub mod replay;
 
 pub use crypto::{Cipher, ClusterSecret, TAG_LEN, TrafficKey, expand_seed};
 pub use frame::{DataMessages, Frame, FrameWriter, Message, WireRole, frames};
-pub use header::{HEADER_LEN, Header, NodeId, VERSION};
+pub use header::{GROUP, HEADER_LEN, Header, NodeId, VERSION};
 pub use replay::{ReplayError, ReplayWindow};
 
 /// Why bytes were refused. Small and `Copy`: each variant is a drop reason.

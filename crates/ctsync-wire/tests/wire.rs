@@ -273,6 +273,9 @@ fn control_frames_round_trip() {
     w.alive(WireRole::Primary, false);
     w.ack(2, 10, &[(12, 14), (20, 21)]);
     w.nack(2, &[(10, 12)]);
+    w.group_ack(3, 40, &[(42, 43)]);
+    w.group_nack(3, &[(40, 42)]);
+    w.group_data(3, 40, 0, &[]);
     body.extend_from_slice(&[99, 0, 2, 1, 2]); // an unknown frame type is skipped
     let got: Vec<_> = frames(&body).collect::<Result<_, _>>().unwrap();
     assert_eq!(
@@ -302,6 +305,21 @@ fn control_frames_round_trip() {
             Frame::Nack {
                 generation: 2,
                 ranges: vec![(10, 12)]
+            },
+            Frame::GroupAck {
+                generation: 3,
+                next: 40,
+                ranges: vec![(42, 43)]
+            },
+            Frame::GroupNack {
+                generation: 3,
+                ranges: vec![(40, 42)]
+            },
+            Frame::GroupData {
+                generation: 3,
+                first: 40,
+                count: 0,
+                messages: &[]
             },
             Frame::Unknown(99),
         ]
@@ -344,6 +362,10 @@ fn other_messages_round_trip() {
         Message::BucketEnd { bucket: 17 },
         Message::ResyncRequest,
         Message::BucketRequest(vec![1, 63]),
+        Message::GroupJoin {
+            generation: 7,
+            seq: (1 << 32) + 5,
+        },
     ];
     let mut enc = Vec::new();
     for m in &msgs {

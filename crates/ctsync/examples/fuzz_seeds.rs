@@ -77,6 +77,10 @@ fn write_wire_seeds() -> std::io::Result<()> {
         Message::BucketBegin { bucket: 3 },
         Message::BucketEnd { bucket: 3 },
         Message::ResyncRequest,
+        Message::GroupJoin {
+            generation: 1,
+            seq: 6,
+        },
     ] {
         let mut b = Vec::new();
         m.put(&mut b).map_err(std::io::Error::other)?;
@@ -88,6 +92,8 @@ fn write_wire_seeds() -> std::io::Result<()> {
     let mut w = FrameWriter::new(&mut body);
     w.ack(0, 3, &[(5, 7)]);
     w.nack(0, &[(3, 5)]);
+    w.group_ack(0, 3, &[(5, 7)]);
+    w.group_nack(0, &[(3, 5)]);
     w.alive(WireRole::Primary, true);
     w.data(0, 0, 6, &msgs);
     bodies.push(body);

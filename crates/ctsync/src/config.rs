@@ -56,6 +56,12 @@ pub struct Sync {
     /// own interface, local and peers) when a peer goes silent on the ones before.
     #[serde(default, rename = "link")]
     pub extra_links: Vec<Link>,
+    /// A multicast group (`"239.255.1.1:3780"`, or `"[ff02::1:3]:3780"` on `interface`)
+    /// that live replication goes to once for every peer (docs/PROTOCOL.md §13), TTL 1,
+    /// on the first link; every node of the cluster must set the same. `peers` still
+    /// lists the nodes (identities, handshake, acknowledgements, bulk transfers).
+    #[serde(default)]
+    pub group: Option<SocketAddr>,
 }
 
 /// One sync link: an interface, this node's address on it and the peers' addresses on
@@ -463,7 +469,15 @@ impl Config {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             bail!("{}: [sync] two nodes share an address", path.display());
         }
+        if ids.contains(&ctsync_wire::GROUP) {
+            bail!(
+                "{}: [sync] an address maps to node id {:#x}, reserved for the multicast group: use another address",
+                path.display(),
+                ctsync_wire::GROUP
+            );
+        }
         check_links(&cfg, text, path)?;
+        check_group(&cfg, text, path)?;
         if let Some(c) = &cfg.sync.cipher
             && c != "chacha20-poly1305"
             && c != "aes-256-gcm"
@@ -747,6 +761,32 @@ fn check_links(cfg: &Config, text: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `[sync] group`: a multicast address of the first link's family, with a port.
+fn check_group(cfg: &Config, text: &str, path: &Path) -> Result<()> {
+    let Some(g) = cfg.sync.group else {
+        return Ok(());
+    };
+    let at = match line_of(text, "group") {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    };
+    if !g.ip().is_multicast() {
+        bail!(
+            "{at}: [sync] group {g} is not a multicast address: expected e.g. \"239.255.1.1:3780\" or \"[ff02::1:3]:3780\""
+        );
+    }
+    if g.is_ipv4() != cfg.sync.local.is_ipv4() {
+        bail!(
+            "{at}: [sync] group {g} is not of the family of local {}: the group is on the first sync link",
+            cfg.sync.local
+        );
+    }
+    if g.port() == 0 {
+        bail!("{at}: [sync] group {g}: a port is needed, e.g. \"239.255.1.1:3780\"");
+    }
+    Ok(())
+}
+
 /// The line where `key = …` is first written, for errors found after parsing.
 fn line_of(text: &str, key: &str) -> Option<usize> {
     text.lines()
@@ -775,6 +815,7 @@ impl Config {
         // At most a day (checked in `parse`), so it fits the kernel's u32 seconds.
         core.shorten_timeout = u32::try_from(self.timers.shorten_timeout_secs).unwrap_or(u32::MAX);
         core.mode = self.sync.mode;
+        core.group = self.sync.group.is_some();
         core
     }
 

@@ -111,6 +111,27 @@ fn core_counter(name: &str) -> Option<(&'static str, &'static str)> {
             "kernel_writes_skipped",
             "Replicated flows not written because the kernel already held that state",
         ),
+        "group_datagrams_sent" => (
+            "group_datagrams_sent",
+            "Sync datagrams sent to the multicast group ([sync] group)",
+        ),
+        "group_joins" => ("group_joins", "Peers admitted to this node's group stream"),
+        "group_evictions" => (
+            "group_evictions",
+            "Peers taken out of this node's group stream (behind, down or resynchronised)",
+        ),
+        "group_messages_sent" => (
+            "group_messages_sent",
+            "Messages sent on this node's group stream for the first time",
+        ),
+        "group_retransmitted" => (
+            "group_retransmitted",
+            "Messages of this node's group stream sent again to the group (timeout)",
+        ),
+        "group_repaired" => (
+            "group_repaired",
+            "Messages of this node's group stream sent again to one member alone (its NACK)",
+        ),
         _ => return None,
     })
 }

@@ -96,6 +96,7 @@ impl Node {
             stats,
             hasher,
             mirror,
+            group,
             ..
         } = self;
         let Some(p) = peers.get_mut(&from) else {
@@ -148,7 +149,11 @@ impl Node {
                 }
                 // The whole table follows: repairs asked for before are moot.
                 p.sync.repairs_pending = 0;
+                // It took us out of its group: its stream carries everything now, until
+                // it asks us to join again (docs/PROTOCOL.md §13.3).
+                p.link.group_joined = false;
             }
+            Message::GroupJoin { generation, seq } => p.link.join_group(generation, seq),
             Message::BulkEnd { .. } => {
                 let swept = match ext.bulk_mark.take() {
                     Some(mark) => {
@@ -229,17 +234,28 @@ impl Node {
                     .into_iter()
                     .filter(|&b| usize::from(b) < BUCKETS)
                     .collect();
+                // A member's repair goes on the group stream, in order with the live
+                // changes of the same flows (docs/PROTOCOL.md §13.1).
+                let in_group = group.as_ref().is_some_and(|g| g.is_member(from));
+                let send = match group.as_mut().filter(|_| in_group) {
+                    Some(g) => &mut g.send,
+                    None => &mut p.link.send,
+                };
                 for (b, flows) in internal.messages_of_buckets(&wanted) {
-                    overflow |= !p.link.send.push(Message::BucketBegin { bucket: b });
+                    overflow |= !send.push(Message::BucketBegin { bucket: b });
                     for (key, m) in flows {
-                        overflow |= !p.link.send.push_transfer(key, m);
+                        overflow |= !send.push_transfer(key, m);
                     }
-                    overflow |= !p.link.send.push(Message::BucketEnd { bucket: b });
+                    overflow |= !send.push(Message::BucketEnd { bucket: b });
                 }
-                overflow |= !p.link.send.push(internal.digest().message());
+                overflow |= !send.push(internal.digest().message());
                 if overflow {
                     stats.overflows += 1;
-                    self.start_bulk(from);
+                    if in_group {
+                        self.group_overflow();
+                    } else {
+                        self.start_bulk(from);
+                    }
                 }
             }
             Message::ExpNew(e) => {

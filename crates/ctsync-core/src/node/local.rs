@@ -285,10 +285,13 @@ impl Node {
     }
 
     /// Queue an encoded message on every live peer's stream (see [`Node::replicate`]).
+    /// With a group (docs/PROTOCOL.md §13) its members get it once, on the group stream.
     pub(super) fn replicate_encoded(&mut self, key: Option<Keyed>, kind: Kind, bytes: Encoded) {
         let mut overflowed = Vec::new();
+        let group = self.group.as_mut().filter(|g| g.has_members());
+        let in_group = |id: &NodeId| group.as_ref().is_some_and(|g| g.is_member(*id));
         for (id, p) in self.peers.iter_mut() {
-            if !p.link.is_live() || p.sync.resync_needed {
+            if !p.link.is_live() || p.sync.resync_needed || in_group(id) {
                 continue;
             }
             if !p.link.send.push_encoded(key, kind, bytes.clone()) {
@@ -298,6 +301,13 @@ impl Node {
                     _ => overflowed.push(*id),
                 }
             }
+        }
+        if let Some(g) = group
+            && !g.send.push_encoded(key, kind, bytes)
+        {
+            // The members fell behind what the group queue holds: each gets a bulk.
+            self.stats.overflows += 1;
+            self.group_overflow();
         }
         for id in overflowed {
             // It fell behind what the queue holds: a new stream and a bulk transfer, so

@@ -9,6 +9,7 @@
 //! routes datagrams to links and drives the timers.
 
 mod external;
+mod group;
 mod link;
 mod local;
 mod mirror;
@@ -31,8 +32,9 @@ use crate::cache::{FlowTable, StoredFlow};
 use crate::config::{Config, Mode};
 use crate::key::{KeyHasher, Keyed, SplitMix};
 use crate::message::{Kind, flow_key};
-use crate::status::{DropCounters, DropReason, NodeStats, Status};
+use crate::status::{DropCounters, DropReason, NodeStats, PeerStatus, Status};
 use external::External;
+use group::Group;
 use link::protect::Sealer;
 use link::{DataFrame, Handshake, Link};
 use mirror::KernelMirror;
@@ -209,6 +211,8 @@ pub struct Node {
     bulk_after_dump: bool,
     delayed: VecDeque<(Instant, Keyed)>,
     peers: BTreeMap<NodeId, Peer>,
+    /// The group stream and its members, with a multicast group (docs/PROTOCOL.md §13).
+    group: Option<Group>,
     external: BTreeMap<NodeId, External>,
     /// Hot standby: what our kernel holds of the flows written there on peers' behalf.
     mirror: KernelMirror,
@@ -265,7 +269,9 @@ impl Node {
             timers.set(NodeTimer::KernelResync, now + cfg.kernel_resync_interval);
         }
         timers.set(NodeTimer::Settle, now + cfg.dead_interval);
+        let group = cfg.group.then(|| Group::new(&cfg, &hasher));
         Ok(Node {
+            group,
             internal: FlowTable::new(&hasher, cfg.expected_flows),
             expectations: ExpMap::with_hasher(hasher.build()),
             cfg,
@@ -419,13 +425,18 @@ impl Node {
             self.peer_role(id, announced);
         }
         if verified {
+            self.group_feedback(id, now, &got.group_acks, &got.group_nacks);
             self.heard(id, now);
             // Roles first: they decide whether this datagram's flows reach the kernel.
             for announced in got.roles {
                 self.peer_role(id, announced);
             }
             for frame in got.data {
-                self.deliver(id, now, frame);
+                self.deliver_from(id, now, frame, false);
+            }
+            // Repairs of its group stream that it sent to us alone.
+            for frame in got.group_data {
+                self.deliver_from(id, now, frame, true);
             }
             if let Some(p) = self.peers.get_mut(&id)
                 && p.link.role == WireRole::Primary
@@ -474,15 +485,19 @@ impl Node {
         }
     }
 
-    /// A DATA frame's messages, delivered in order by the peer's stream, applied to
-    /// its external cache. Every flow's key is hashed and its cache slot prefetched
-    /// first: the cache misses of a datagram's flows overlap instead of being waited out
-    /// one by one.
-    fn deliver(&mut self, id: NodeId, now: Instant, frame: DataFrame) {
+    /// A DATA frame's messages, delivered in order by the peer's stream (`group`: its
+    /// group stream), applied to its external cache. Every flow's key is hashed and its
+    /// cache slot prefetched first: the cache misses of a datagram's flows overlap
+    /// instead of being waited out one by one.
+    fn deliver_from(&mut self, id: NodeId, now: Instant, frame: DataFrame, group: bool) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        let d = p.link.deliver(now, &self.cfg, frame);
+        let d = if group {
+            p.link.deliver_group(now, &self.cfg, frame)
+        } else {
+            p.link.deliver(now, &self.cfg, frame)
+        };
         if d.reset {
             // Its new stream supersedes repairs the old one promised.
             p.sync.repairs_pending = 0;
@@ -517,8 +532,10 @@ impl Node {
                 p.sync.resync_needed = true;
                 p.sync.bulk = None;
             }
+            self.leave_group(id);
             self.notes.push_back(Notify::PeerDown(id));
         }
+        self.group_upkeep(now);
         for ext in self.external.values_mut() {
             ext.expire(now);
         }
@@ -586,11 +603,13 @@ impl Node {
             .peers
             .values()
             .filter_map(|p| p.link.poll_timeout(&self.cfg));
+        let group = self.group.as_ref().and_then(|g| g.poll_timeout(&self.cfg));
         self.timers
             .next()
             .into_iter()
             .chain(self.delayed.front().map(|(t, _)| *t))
             .chain(links)
+            .chain(group)
             .min()
     }
 
@@ -613,17 +632,24 @@ impl Node {
 
     /// Write the next datagram to send into `buf` (cleared first) and return its
     /// destination, or `None` when nothing is due at `now`. Call until `None` after
-    /// every input. Peers take turns.
+    /// every input. Peers take turns; with a group (docs/PROTOCOL.md §13) the group
+    /// takes one too, and its datagrams go to [`ctsync_wire::GROUP`]: the shell sends
+    /// them to the multicast group.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<NodeId> {
         self.sealer.maybe_rekey(now, self.cfg.rekey_interval);
+        self.group_upkeep(now);
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
-        let n = ids.len();
+        let n = ids.len() + usize::from(self.group.is_some());
         for i in 0..n {
-            let id = ids[(self.rr + i) % n];
-            if self.transmit_to(now, id, buf) {
+            let turn = (self.rr + i) % n;
+            let (sent, to) = match ids.get(turn) {
+                Some(&id) => (self.transmit_to(now, id, buf), id),
+                None => (self.transmit_group(now, buf), ctsync_wire::GROUP),
+            };
+            if sent {
                 self.rr = (self.rr + i + 1) % n.max(1);
                 self.stats.datagrams_sent += 1;
-                return Some(id);
+                return Some(to);
             }
         }
         None
@@ -635,10 +661,11 @@ impl Node {
         self.pump_bulk(id);
         let announce = (self.role.wire(), self.ready);
         let generation = self.sealer.generation();
+        let repairs = self.group.as_ref().is_some_and(|g| g.has_repairs(id));
         let Some(p) = self.peers.get_mut(&id) else {
             return false;
         };
-        let Some(traffic) = p.link.write_datagram(
+        let written = p.link.write_datagram(
             now,
             &self.cfg,
             announce,
@@ -646,13 +673,28 @@ impl Node {
             &mut self.rng,
             &mut self.scratch,
             buf,
-        ) else {
-            return false;
+        );
+        let traffic = match written {
+            Some(traffic) => traffic,
+            None if repairs && p.link.is_live() => {
+                // Only group repairs are due to it: a datagram of their own.
+                buf.clear();
+                buf.resize(HEADER_LEN, 0);
+                ctsync_wire::FrameWriter::new(buf).alive(announce.0, announce.1);
+                true
+            }
+            None => return false,
         };
+        if traffic && repairs {
+            // Group messages it alone asked for again (docs/PROTOCOL.md §13.2).
+            self.write_group_repairs(now, id, buf);
+        }
         if !self.sealer.seal(traffic, buf, id) {
             return false;
         }
-        p.link.sent(now, &self.cfg);
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.link.sent(now, &self.cfg);
+        }
         true
     }
 
@@ -665,7 +707,12 @@ impl Node {
 
     /// Node counters.
     pub fn stats(&self) -> NodeStats {
-        self.stats
+        let mut s = self.stats;
+        if let Some(g) = &self.group {
+            s.group_messages_sent = g.send.stats.sent;
+            s.group_retransmitted = g.send.stats.retransmitted;
+        }
+        s
     }
 
     /// A snapshot of this node: role, readiness, caches, peers and every counter.
@@ -680,9 +727,12 @@ impl Node {
             peers: self
                 .peers
                 .values()
-                .map(|p| p.link.status(p.sync.synced()))
+                .map(|p| PeerStatus {
+                    group_member: self.group.as_ref().is_some_and(|g| g.is_member(p.link.id)),
+                    ..p.link.status(p.sync.synced())
+                })
                 .collect(),
-            stats: self.stats,
+            stats: self.stats(),
             drops: self.drops.clone(),
         }
     }
@@ -729,7 +779,9 @@ impl Node {
     /// Whether a stream from any peer has a gap outstanding (for the simulator).
     #[cfg(feature = "sim")]
     pub(crate) fn has_stream_gap(&self) -> bool {
-        self.peers.values().any(|p| p.link.recv.has_gap())
+        self.peers
+            .values()
+            .any(|p| p.link.recv.has_gap() || p.link.group_recv.has_gap())
     }
 
     /// The packet number the next datagram will carry (its nonce).

@@ -107,6 +107,9 @@ impl Node {
     }
 
     pub(super) fn start_bulk(&mut self, id: NodeId) {
+        // A bulk goes on its own stream: it leaves our group until it is up to date
+        // (docs/PROTOCOL.md §13.3).
+        self.leave_group(id);
         let bulk_id = self.rng.next() as u32;
         let keys = self.internal.counted_keys();
         let Some(p) = self.peers.get_mut(&id) else {
@@ -179,12 +182,19 @@ impl Node {
 
     /// Our digest to every live peer not in a transfer (it compares and asks for the
     /// buckets that differ).
+    /// Members of our group get it once, on the group stream, in order with the flows
+    /// it covers (docs/PROTOCOL.md §13.1).
     pub(super) fn send_digests(&mut self) {
         let m = self.internal.digest().message();
-        for p in self.peers.values_mut() {
-            if p.link.is_live() && p.sync.bulk.is_none() && !p.sync.resync_needed {
+        let group = self.group.as_mut().filter(|g| g.has_members());
+        let in_group = |id: &NodeId| group.as_ref().is_some_and(|g| g.is_member(*id));
+        for (id, p) in self.peers.iter_mut() {
+            if p.link.is_live() && p.sync.bulk.is_none() && !p.sync.resync_needed && !in_group(id) {
                 p.link.send.push(m.clone());
             }
+        }
+        if let Some(g) = group {
+            g.send.push(m);
         }
     }
 }

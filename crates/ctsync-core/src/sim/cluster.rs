@@ -49,7 +49,8 @@ pub struct Cluster {
     /// Drop this many of the next kernel events of node 1 silently, then report an
     /// overrun.
     pub lose_events: usize,
-    /// Every datagram sent, in order (sender, receiver, bytes), when recording.
+    /// Every datagram sent, in order (sender, receiver, bytes), when recording; a group
+    /// datagram once, with receiver [`ctsync_wire::GROUP`].
     trace: Option<Vec<(NodeId, NodeId, Vec<u8>)>>,
     buf: Vec<u8>,
 }
@@ -185,6 +186,33 @@ impl Cluster {
         }
     }
 
+    /// Traffic on node `i` read in one go: many flows created, changed or gone in its
+    /// kernel, handed to the node as one read of the event socket
+    /// ([`Node::handle_kernel_events`]), its outputs carried out once after.
+    pub fn traffic_batch(&mut self, i: usize, events: Vec<(EventKind, Flow)>) {
+        let mut batch = Vec::with_capacity(events.len());
+        for (kind, flow) in events {
+            match kind {
+                EventKind::Destroy => {
+                    self.nodes[i].kernel.flows.remove(&flow.key());
+                }
+                _ => {
+                    self.nodes[i].kernel.flows.insert(flow.key(), flow.clone());
+                }
+            }
+            batch.push(crate::FlowEvent {
+                kind,
+                flow,
+                ours: false,
+            });
+        }
+        if self.nodes[i].node.is_some() {
+            let now = self.now;
+            self.node(i).handle_kernel_events(now, &batch);
+            self.drain(i);
+        }
+    }
+
     /// Node `i` dies (its kernel stays).
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].node = None;
@@ -239,7 +267,12 @@ impl Cluster {
                 self.nonces.insert((h.node, h.epoch, h.key_id, h.packet)),
                 "nonce reused: {h:?}"
             );
-            self.net.send(now, from, to, &bytes);
+            if to == ctsync_wire::GROUP {
+                let members: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+                self.net.send_group(now, from, &members, &bytes);
+            } else {
+                self.net.send(now, from, to, &bytes);
+            }
             if let Some(t) = &mut self.trace {
                 t.push((from, to, bytes));
             }
@@ -300,13 +333,17 @@ impl Cluster {
             }
             self.now = next.max(self.now);
             self.expire();
-            while let Some((to, mut bytes)) = self.net.due(self.now) {
+            while let Some((to, mut bytes, group)) = self.net.due(self.now) {
                 let Some(i) = self.nodes.iter().position(|n| n.id == to) else {
                     continue;
                 };
                 let now = self.now;
                 if let Some(node) = self.nodes[i].node.as_mut() {
-                    let _ = node.handle_datagram(now, &mut bytes);
+                    let _ = if group {
+                        node.handle_group_datagram(now, &mut bytes)
+                    } else {
+                        node.handle_datagram(now, &mut bytes)
+                    };
                     self.drain(i);
                 }
             }

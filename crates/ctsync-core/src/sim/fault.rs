@@ -59,6 +59,8 @@ struct InFlight {
     at: Instant,
     order: u64,
     to: NodeId,
+    /// Sent to the multicast group (this is one member's copy).
+    group: bool,
     bytes: Vec<u8>,
 }
 
@@ -92,6 +94,10 @@ pub struct FaultInjector {
     /// Copies of what `.0` sends to `.1` are also delivered to `.2` (someone on the
     /// segment forwarding datagrams to a node they were not meant for).
     forward: Vec<(NodeId, NodeId, NodeId)>,
+    /// Datagrams to `.0` arrive `.1` late (a slow receiver, or a long path to it).
+    slow: Vec<(NodeId, Duration)>,
+    /// Datagrams to `.0` are also lost with probability `.1` (a bad port).
+    lossy: Vec<(NodeId, f64)>,
 }
 
 impl FaultInjector {
@@ -105,6 +111,8 @@ impl FaultInjector {
             net: BinaryHeap::new(),
             order: 0,
             forward: Vec::new(),
+            slow: Vec::new(),
+            lossy: Vec::new(),
         }
     }
 
@@ -118,11 +126,25 @@ impl FaultInjector {
         self.forward.push((from, to, also));
     }
 
-    /// Stop every fault, partition and forwarding.
+    /// From now on, datagrams to `to` arrive `extra` later than others (its
+    /// acknowledgements are late as well: a slow receiver).
+    pub fn slow(&mut self, to: NodeId, extra: Duration) {
+        self.slow.push((to, extra));
+    }
+
+    /// From now on, datagrams to `to` are also lost with probability `p` (its port on
+    /// the segment is bad; the others' are not).
+    pub fn lossy(&mut self, to: NodeId, p: f64) {
+        self.lossy.push((to, p));
+    }
+
+    /// Stop every fault, partition, forwarding, slowness and bad port.
     pub fn heal(&mut self) {
         self.faults = Faults::NONE;
         self.partitions.clear();
         self.forward.clear();
+        self.slow.clear();
+        self.lossy.clear();
     }
 
     fn blocked(&self, now: Instant, a: NodeId, b: NodeId) -> bool {
@@ -134,6 +156,19 @@ impl FaultInjector {
     /// A datagram from `from` to `to`, sent at `now`: lost, delivered once or twice,
     /// late by the latency and some jitter.
     pub fn send(&mut self, now: Instant, from: NodeId, to: NodeId, bytes: &[u8]) {
+        self.send_one(now, from, to, bytes, false);
+    }
+
+    /// A datagram from `from` to the multicast group, sent at `now`: each of `members`
+    /// but the sender gets its own copy, with its own faults (loss, duplication,
+    /// jitter, partitions), as on a shared segment.
+    pub fn send_group(&mut self, now: Instant, from: NodeId, members: &[NodeId], bytes: &[u8]) {
+        for &to in members.iter().filter(|&&m| m != from) {
+            self.send_one(now, from, to, bytes, true);
+        }
+    }
+
+    fn send_one(&mut self, now: Instant, from: NodeId, to: NodeId, bytes: &[u8], group: bool) {
         let also: Vec<NodeId> = self
             .forward
             .iter()
@@ -146,25 +181,44 @@ impl FaultInjector {
                 at: now + self.latency,
                 order: self.order,
                 to: a,
+                group,
                 bytes: bytes.to_vec(),
             });
         }
         if self.blocked(now, from, to) || self.rng.chance(self.faults.loss) {
             return;
         }
+        // Drawn only when a port is bad, so that other runs draw what they always did.
+        for p in self
+            .lossy
+            .iter()
+            .filter(|&&(l, _)| l == to)
+            .map(|&(_, p)| p)
+        {
+            if self.rng.chance(p) {
+                return;
+            }
+        }
         let copies = if self.rng.chance(self.faults.duplicate) {
             2
         } else {
             1
         };
+        let extra: Duration = self
+            .slow
+            .iter()
+            .filter(|&&(s, _)| s == to)
+            .map(|&(_, d)| d)
+            .sum();
         for _ in 0..copies {
             let jitter = self.faults.jitter.as_nanos() as u64 + 1;
             let jitter = Duration::from_nanos(self.rng.below(jitter));
             self.order += 1;
             self.net.push(InFlight {
-                at: now + self.latency + jitter,
+                at: now + self.latency + jitter + extra,
                 order: self.order,
                 to,
+                group,
                 bytes: bytes.to_vec(),
             });
         }
@@ -175,10 +229,11 @@ impl FaultInjector {
         self.net.peek().map(|m| m.at)
     }
 
-    /// The next datagram that has arrived by `now`: its destination and bytes.
-    pub fn due(&mut self, now: Instant) -> Option<(NodeId, Vec<u8>)> {
+    /// The next datagram that has arrived by `now`: its destination, bytes, and
+    /// whether it was sent to the group (it arrives on the group socket).
+    pub fn due(&mut self, now: Instant) -> Option<(NodeId, Vec<u8>, bool)> {
         if self.net.peek().is_some_and(|m| m.at <= now) {
-            self.net.pop().map(|m| (m.to, m.bytes))
+            self.net.pop().map(|m| (m.to, m.bytes, m.group))
         } else {
             None
         }

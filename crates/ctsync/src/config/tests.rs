@@ -357,3 +357,36 @@ fn a_link_local_sync_address_may_name_its_interface() {
         "{e}"
     );
 }
+
+#[test]
+fn a_multicast_group_is_checked_and_turns_the_cores_group_on() {
+    let with = |g: &str| {
+        Config::parse(
+            &GOOD.replace(
+                "key_file = \"/etc/ctsync/cluster.key\"",
+                &format!("key_file = \"/etc/ctsync/cluster.key\"\ngroup = \"{g}\""),
+            ),
+            Path::new("a.toml"),
+        )
+    };
+    assert!(
+        !Config::parse(GOOD, Path::new("a.toml"))
+            .unwrap()
+            .core()
+            .group
+    );
+    let c = with("239.255.1.1:3781").unwrap();
+    assert_eq!(c.sync.group, Some("239.255.1.1:3781".parse().unwrap()));
+    assert!(c.core().group);
+    for (bad, says) in [
+        ("198.18.0.9:3781", "not a multicast address"),
+        ("[ff02::1:3]:3781", "not of the family"),
+        ("239.255.1.1:0", "a port is needed"),
+    ] {
+        let msg = format!("{:#}", with(bad).unwrap_err());
+        assert!(
+            msg.starts_with("a.toml:8:") && msg.contains(says),
+            "{bad}: {msg}"
+        );
+    }
+}

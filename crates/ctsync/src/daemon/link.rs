@@ -229,9 +229,21 @@ pub(super) struct PeerLinkView {
     pub last_heard: Option<Instant>,
 }
 
+/// The multicast group (docs/PROTOCOL.md §13): a socket bound to it that receives what
+/// peers send there, and where our group datagrams go (sent from the first link's
+/// socket, TTL 1, not looped back).
+pub(super) struct GroupSocket {
+    /// Bound to the group's address and port, joined on the sync interface.
+    pub(super) udp: UdpSocket,
+    /// The group (for IPv6 with the sync interface as its scope).
+    pub(super) to: SocketAddr,
+}
+
 /// The sync links: their sockets and where each peer is on each.
 pub(super) struct SyncLink {
     links: Vec<LinkSocket>,
+    /// The multicast group, if one is configured.
+    group: Option<GroupSocket>,
     peers: BTreeMap<NodeId, PeerLinks>,
     /// With several links: the datagrams taken last, to recognise copies.
     recent: Option<Recent>,
@@ -256,6 +268,7 @@ impl SyncLink {
     /// addresses on them (in the same order).
     pub(super) fn new(
         sockets: Vec<(UdpSocket, String)>,
+        group: Option<GroupSocket>,
         peers: BTreeMap<NodeId, Vec<SocketAddr>>,
         alive: Duration,
         dead: Duration,
@@ -263,6 +276,7 @@ impl SyncLink {
     ) -> SyncLink {
         let n = sockets.len();
         SyncLink {
+            group,
             links: sockets
                 .into_iter()
                 .map(|(udp, interface)| LinkSocket {
@@ -328,12 +342,18 @@ impl SyncLink {
         let start = self.next_poll;
         self.next_poll = (start + 1) % self.links.len().max(1);
         let links = &self.links;
+        let group = self.group.as_ref();
         std::future::poll_fn(|cx| {
             let n = links.len();
             for i in 0..n {
                 if let Poll::Ready(r) = links[(start + i) % n].udp.poll_recv_ready(cx) {
                     return Poll::Ready(r);
                 }
+            }
+            if let Some(g) = group
+                && let Poll::Ready(r) = g.udp.poll_recv_ready(cx)
+            {
+                return Poll::Ready(r);
             }
             Poll::Pending
         })
@@ -348,6 +368,12 @@ impl SyncLink {
         let mut any = false;
         while let Some(to) = node.poll_transmit(now, &mut self.tx) {
             any = true;
+            if to == ctsync_wire::GROUP {
+                if let Some(g) = &self.group {
+                    send(&mut self.links, 0, &self.tx, g.to);
+                }
+                continue;
+            }
             let Some(peer) = self.peers.get_mut(&to) else {
                 continue;
             };
@@ -372,9 +398,31 @@ impl SyncLink {
         for l in 0..self.links.len() {
             hit |= self.receive_on(l, node, now);
         }
+        hit |= self.receive_group(node, now);
         if hit {
             self.budget_hits += 1;
         }
+    }
+
+    /// What arrived on the group socket, at most [`DATAGRAM_BUDGET`]; whether it
+    /// stopped at the budget. Group datagrams are not path evidence: a peer's links are
+    /// chosen by its unicast datagrams alone.
+    fn receive_group(&mut self, node: &mut Node, now: Instant) -> bool {
+        let Some(g) = &self.group else {
+            return false;
+        };
+        for _ in 0..DATAGRAM_BUDGET {
+            let len = match g.udp.try_recv_from(&mut self.rx) {
+                Ok((len, _from)) => len,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    log("warn", format!("multicast group socket {}: {e}", g.to));
+                    return false;
+                }
+            };
+            let _ = node.handle_group_datagram(now, &mut self.rx[..len]);
+        }
+        true
     }
 
     /// [`SyncLink::receive`] on link `l`; whether it stopped at the budget.

@@ -440,6 +440,7 @@ impl Daemon {
             || old.sync.local != new.sync.local
             || old.sync.peers != new.sync.peers
             || old.sync.extra_links != new.sync.extra_links
+            || old.sync.group != new.sync.group
             || old.sync.cipher != new.sync.cipher
             || old.sync.mode != new.sync.mode
             || old.sync.kernel_resync_secs != new.sync.kernel_resync_secs

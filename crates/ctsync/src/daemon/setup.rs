@@ -3,7 +3,7 @@
 //! the first role, keepalived's FIFO and the metrics listener.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{SocketAddr, SocketAddrV6, UdpSocket as StdUdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::unix::pipe;
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 
+use super::link::GroupSocket;
 use super::shell::Kernel;
 use super::{Daemon, SyncLink, log};
 use crate::config::{Config, node_id, read_key};
@@ -185,6 +186,100 @@ fn scope_link_local(links: &mut [crate::config::Link], netns: Option<&Netns>) ->
     Ok(())
 }
 
+/// The multicast group's socket (docs/PROTOCOL.md §13.6), in `netns` if given: bound
+/// to the group's address and port and joined on the sync interface; and `sender` (the
+/// first link's socket) set to send to the group on that interface, TTL 1, not looped
+/// back. Returns the socket with the group as datagrams are sent to it (an IPv6
+/// link-scope group with the interface as its scope).
+fn bind_group(
+    netns: Option<&Netns>,
+    group: SocketAddr,
+    local: SocketAddr,
+    interface: &str,
+    sender: &UdpSocket,
+) -> Result<GroupSocket> {
+    let name = std::ffi::CString::new(interface.to_string())
+        .map_err(|_| anyhow::anyhow!("[sync] interface {interface:?} is not an interface name"))?;
+    let bind = move || -> std::io::Result<(StdUdpSocket, u32)> {
+        // SAFETY: a NUL-terminated string that outlives the call.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = match (group, local) {
+            (SocketAddr::V4(g), SocketAddr::V4(l)) => {
+                let s = StdUdpSocket::bind(g)?;
+                s.join_multicast_v4(g.ip(), l.ip())?;
+                s
+            }
+            (SocketAddr::V6(g), SocketAddr::V6(_)) => {
+                let s = StdUdpSocket::bind(SocketAddrV6::new(*g.ip(), g.port(), 0, index))?;
+                s.join_multicast_v6(g.ip(), index)?;
+                s
+            }
+            _ => return Err(std::io::ErrorKind::InvalidInput.into()),
+        };
+        s.set_nonblocking(true)?;
+        Ok((s, index))
+    };
+    let (std_udp, index) = match netns {
+        Some(ns) => ns.run(bind),
+        None => bind(),
+    }
+    .with_context(|| {
+        format!("binding to the multicast group {group} and joining it on {interface}")
+    })?;
+    size_sync_buffers(&std_udp);
+    let to = match group {
+        SocketAddr::V4(g) => {
+            sender.set_multicast_ttl_v4(1)?;
+            sender.set_multicast_loop_v4(false)?;
+            let mreq = libc::ip_mreqn {
+                imr_multiaddr: libc::in_addr { s_addr: 0 },
+                imr_address: libc::in_addr { s_addr: 0 },
+                imr_ifindex: index as libc::c_int,
+            };
+            set_opt(sender, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq)?;
+            SocketAddr::V4(g)
+        }
+        SocketAddr::V6(g) => {
+            sender.set_multicast_loop_v6(false)?;
+            set_opt(sender, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, &1)?;
+            set_opt(
+                sender,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MULTICAST_IF,
+                &(index as libc::c_int),
+            )?;
+            SocketAddr::V6(SocketAddrV6::new(*g.ip(), g.port(), 0, index))
+        }
+    };
+    Ok(GroupSocket {
+        udp: UdpSocket::from_std(std_udp)?,
+        to,
+    })
+}
+
+/// `setsockopt(level, name, value)` on a sync socket.
+fn set_opt<T>(s: &UdpSocket, level: libc::c_int, name: libc::c_int, value: &T) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `value` points to a live `T` of the size given, for the length of the call.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("setting multicast option {name} on the sync socket"));
+    }
+    Ok(())
+}
+
 /// Bind the control socket, root-only, replacing a stale one.
 fn bind_control(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
@@ -318,6 +413,16 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         sync_buffer = sync_buffer.min(granted);
         sockets.push((udp, l.interface.clone()));
     }
+    let group = match (cfg.sync.group, sockets.first()) {
+        (Some(g), Some((sender, _))) => Some(bind_group(
+            netns.as_ref(),
+            g,
+            local,
+            &cfg.sync.interface,
+            sender,
+        )?),
+        _ => None,
+    };
     let control_path = cfg.control.socket.clone();
     let control = bind_control(&control_path)?;
 
@@ -334,6 +439,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         node: new_node(cfg, keys)?,
         link: SyncLink::new(
             sockets,
+            group,
             peers,
             Duration::from_millis(cfg.timers.alive_ms),
             Duration::from_millis(cfg.timers.dead_ms),
@@ -379,6 +485,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
             links[1..]
                 .iter()
                 .map(|l| format!(" then {} ({})", l.local, l.interface))
+                .chain(cfg.sync.group.map(|g| format!(", group {g}")))
                 .collect::<String>(),
             d.link.peer_count(),
             role,

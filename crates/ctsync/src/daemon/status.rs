@@ -103,6 +103,10 @@ pub(crate) struct PeerStatus {
     pub duplicates: u64,
     /// Its epoch, once proven live.
     pub epoch: Option<u64>,
+    /// We take its group stream (PROTOCOL.md §13).
+    pub group_joined: bool,
+    /// It receives our group stream.
+    pub group_member: bool,
     /// Its node id.
     #[serde(serialize_with = "hex_id")]
     pub id: NodeId,
@@ -168,6 +172,8 @@ impl PeerStatus {
             backlog: p.backlog,
             duplicates: p.duplicates,
             epoch: p.epoch,
+            group_joined: p.group_joined,
+            group_member: p.group_member,
             id: p.id,
             lag: p.backlog,
             last_seen_ms: p.last_heard.map(|t| age_ms(t, now)),
@@ -321,6 +327,14 @@ impl fmt::Display for Status {
                     "    links: {}; switches {}",
                     links.join(", "),
                     p.link_switches
+                )?;
+            }
+            if p.group_member || p.group_joined {
+                // Only with a multicast group (PROTOCOL.md §13): who takes whose group.
+                writeln!(
+                    f,
+                    "    group: receives ours {}, we take its {}",
+                    p.group_member, p.group_joined
                 )?;
             }
         }
@@ -503,6 +517,12 @@ pub(crate) mod tests {
             expectations_received: 16,
             kernel_writes: 22,
             kernel_writes_skipped: 23,
+            group_datagrams_sent: 24,
+            group_joins: 25,
+            group_evictions: 26,
+            group_messages_sent: 27,
+            group_retransmitted: 28,
+            group_repaired: 29,
         };
         Status {
             caches: Caches {
@@ -525,6 +545,8 @@ pub(crate) mod tests {
                 backlog: 1,
                 duplicates: 0,
                 epoch: Some(41),
+                group_joined: false,
+                group_member: false,
                 id: 0xc612_ff01,
                 lag: 1,
                 last_seen_ms: Some(120),

@@ -85,6 +85,9 @@ impl Link {
         self.rx_generation = generation.max(1);
         self.role = WireRole::Unknown;
         self.recv.forget();
+        // Its group stream too: a new epoch's group is joined by its GROUP_JOIN (§13.3).
+        self.group_recv.forget();
+        self.group_joined = false;
         self.last_heard = Some(now);
         self.up = true;
         self.timers.set(LinkTimer::Dead, now + cfg.dead_interval);

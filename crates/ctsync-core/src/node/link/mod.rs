@@ -10,7 +10,7 @@ pub(crate) mod transmit;
 
 use std::time::Instant;
 
-use ctsync_wire::frame::{DataMessages, Frame};
+use ctsync_wire::frame::{DataMessages, Frame, SeqRange};
 use ctsync_wire::header::Header;
 use ctsync_wire::{Message, NodeId, ReplayWindow, WireRole};
 use smallvec::SmallVec;
@@ -83,10 +83,29 @@ pub(crate) struct Received {
     pub(crate) roles: SmallVec<[Announce; 1]>,
     /// DATA frames.
     pub(crate) data: SmallVec<[DataFrame; 1]>,
+    /// `GROUP_ACK`s of our group stream: (generation, next).
+    pub(crate) group_acks: SmallVec<[(u32, u32); 1]>,
+    /// `GROUP_NACK`s of our group stream: (generation, missing ranges).
+    pub(crate) group_nacks: SmallVec<[(u32, Vec<SeqRange>); 1]>,
+    /// `GROUP_DATA` frames: its group stream's messages sent to us alone (repairs).
+    pub(crate) group_data: SmallVec<[DataFrame; 1]>,
     /// Data frames from an epoch not yet verified were refused.
     pub(crate) refused_data: bool,
     /// A DATA frame did not parse (frames after it were not looked at).
     pub(crate) malformed: bool,
+}
+
+/// A DATA frame's messages parsed, or `None` when their framing is broken.
+fn data_frame(generation: u32, first: u32, count: u16, messages: &[u8]) -> Option<DataFrame> {
+    let mut ms = Vec::with_capacity(usize::from(count));
+    for m in DataMessages::new(messages, count) {
+        ms.push(m.ok()?);
+    }
+    Some(DataFrame {
+        generation,
+        first,
+        messages: ms,
+    })
 }
 
 /// One peer, as the transport sees it.
@@ -127,10 +146,20 @@ pub(crate) struct Link {
     pub(crate) send: SendStream,
     /// Its stream to us.
     pub(crate) recv: RecvStream,
+    /// Its group stream, as we take it (docs/PROTOCOL.md §13).
+    pub(crate) group_recv: RecvStream,
+    /// We take its group stream (a `GROUP_JOIN` came, no `BULK_BEGIN` since).
+    pub(crate) group_joined: bool,
     /// Messages delivered since our last ACK.
     unacked: usize,
+    /// An `ACK` of its stream is due with the next acknowledgement.
+    ack_stream: bool,
+    /// A `GROUP_ACK` of its group stream is due with the next acknowledgement.
+    ack_group: bool,
     /// When we last sent a NACK.
     nack_sent: Option<Instant>,
+    /// When we last sent a GROUP_NACK.
+    group_nack_sent: Option<Instant>,
     timers: TimerTable<LinkTimer, { LinkTimer::COUNT }>,
 }
 
@@ -157,8 +186,13 @@ impl Link {
             ready: false,
             send: SendStream::new(cfg.window, cfg.queue_limit, hasher.clone()),
             recv: RecvStream::new(cfg.window * 4),
+            group_recv: RecvStream::new(cfg.window * 4),
+            group_joined: false,
             unacked: 0,
+            ack_stream: false,
+            ack_group: false,
             nack_sent: None,
+            group_nack_sent: None,
             timers,
         }
     }
@@ -217,32 +251,93 @@ impl Link {
                     ranges,
                 } => self.send.on_ack(generation, next, &ranges),
                 Frame::Nack { generation, ranges } => self.send.on_nack(generation, &ranges),
+                Frame::GroupAck {
+                    generation, next, ..
+                } => r.group_acks.push((generation, next)),
+                Frame::GroupNack { generation, ranges } => r.group_nacks.push((generation, ranges)),
+                Frame::GroupData {
+                    generation,
+                    first,
+                    count,
+                    messages,
+                } => match data_frame(generation, first, count, messages) {
+                    Some(d) => r.group_data.push(d),
+                    None => {
+                        r.malformed = true;
+                        return r;
+                    }
+                },
                 Frame::Data {
                     generation,
                     first,
                     count,
                     messages,
-                } => {
-                    let mut ms = Vec::with_capacity(usize::from(count));
-                    for m in DataMessages::new(messages, count) {
-                        match m {
-                            Ok(m) => ms.push(m),
-                            Err(_) => {
-                                r.malformed = true;
-                                return r;
-                            }
-                        }
+                } => match data_frame(generation, first, count, messages) {
+                    Some(d) => r.data.push(d),
+                    None => {
+                        r.malformed = true;
+                        return r;
                     }
-                    r.data.push(DataFrame {
-                        generation,
-                        first,
-                        messages: ms,
-                    });
-                }
+                },
                 Frame::Unknown(_) => {}
             }
         }
         r
+    }
+
+    /// The frames of a group datagram of its verified epoch (docs/PROTOCOL.md §13.2):
+    /// only `ALIVE` and `DATA` (of its group stream) count; any other frame is ignored.
+    pub(crate) fn take_group_frames<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = Frame<'a>>,
+    ) -> Received {
+        let mut r = Received::default();
+        for f in frames {
+            match f {
+                Frame::Alive { role, ready } => r.roles.push((role, ready)),
+                Frame::Data {
+                    generation,
+                    first,
+                    count,
+                    messages,
+                } => match data_frame(generation, first, count, messages) {
+                    Some(d) => r.data.push(d),
+                    None => {
+                        r.malformed = true;
+                        return r;
+                    }
+                },
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// Take in a DATA frame of its group stream, if we are joined to it (else it is
+    /// dropped: the sender keeps it until we acknowledge). Schedules the `GROUP_ACK`.
+    pub(crate) fn deliver_group(
+        &mut self,
+        now: Instant,
+        cfg: &Config,
+        frame: DataFrame,
+    ) -> Delivery {
+        if !self.group_joined || frame.generation != self.group_recv.generation() {
+            // Not joined, or of another generation than the one joined (a stream the
+            // sender started after taking us out): what we need comes on its own stream.
+            return Delivery::default();
+        }
+        let d = self
+            .group_recv
+            .receive(frame.generation, frame.first, frame.messages);
+        self.ack_group = true;
+        self.schedule_ack(now, cfg, d.messages.len());
+        d
+    }
+
+    /// Join its group stream of `generation` at `seq` (a `GROUP_JOIN` from it).
+    pub(crate) fn join_group(&mut self, generation: u32, seq: u64) {
+        self.group_recv.join(generation, seq);
+        self.group_joined = true;
     }
 
     /// A role from a HELLO after the HELLO_ACK that verified its epoch (in the same
@@ -282,13 +377,20 @@ impl Link {
         let d = self
             .recv
             .receive(frame.generation, frame.first, frame.messages);
-        self.unacked += d.messages.len();
+        self.ack_stream = true;
+        self.schedule_ack(now, cfg, d.messages.len());
+        d
+    }
+
+    /// `delivered` messages arrived: the acknowledgement is due within the ACK delay,
+    /// at once after a quarter of a window.
+    fn schedule_ack(&mut self, now: Instant, cfg: &Config, delivered: usize) {
+        self.unacked += delivered;
         if self.unacked >= (cfg.window / 4).max(1) {
             self.timers.set(LinkTimer::Ack, now);
         } else if self.timers.get(LinkTimer::Ack).is_none() {
             self.timers.set(LinkTimer::Ack, now + cfg.ack_delay);
         }
-        d
     }
 
     /// Whether it was not heard from for the dead interval (and was up).
@@ -337,6 +439,9 @@ impl Link {
             retransmitted: self.send.stats.retransmitted,
             resets: self.send.stats.resets,
             backlog: self.send.backlog(),
+            // The node's to say.
+            group_member: false,
+            group_joined: self.group_joined,
         }
     }
 }
