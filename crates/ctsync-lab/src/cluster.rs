@@ -86,7 +86,13 @@ pub struct Options {
     pub conntrackd: bool,
     /// How many firewalls (2 or more; VRRP priorities 150, 100, 50, …).
     pub firewalls: usize,
+    /// ctsync replicates over the multicast group [`SYNC_GROUP`] on the sync bridge (TTL
+    /// 1, nothing leaves it), not only to each peer's address.
+    pub group: bool,
 }
+
+/// The sync segment's multicast group, when [`Options::group`] is set.
+pub const SYNC_GROUP: &str = "239.255.18.1:3781";
 
 impl Options {
     /// A lab with ctsync (`ctsync` is the binary to run), hot standby, 100 ms adverts.
@@ -98,6 +104,7 @@ impl Options {
             advert_ms: 100,
             conntrackd: false,
             firewalls: 2,
+            group: false,
         }
     }
 }
@@ -221,6 +228,9 @@ impl Lab {
             "type",
             "bridge",
             "ageing_time",
+            "0",
+            // The group is flooded to every port, like any other frame here.
+            "mcast_snooping",
             "0",
         ])?;
         run(&[
@@ -461,7 +471,7 @@ netns = "{ns}"
 interface = "sync"
 local = "198.18.255.{n}:{SYNC_PORT}"
 peers = [{peers}]
-key_file = "{key}"
+{group}key_file = "{key}"
 mode = "{mode}"
 [filter]
 protocols = ["tcp", "udp", "icmp"]
@@ -474,6 +484,11 @@ track_file = "{track}"
 "#,
             n = i + 1,
             peers = peers.join(", "),
+            group = if self.opts.group {
+                format!("group = \"{SYNC_GROUP}\"\n")
+            } else {
+                String::new()
+            },
             ns = self.fw[i],
             key = self.dir().join("cluster.key").display(),
             sock = self.socket(i).display(),

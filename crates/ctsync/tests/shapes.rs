@@ -47,10 +47,11 @@ struct Shapes {
 }
 
 impl Shapes {
-    fn up(tag: &str, with_ctsync: bool, tcp: usize, udp: usize) -> Shapes {
+    fn up(tag: &str, with_ctsync: bool, group: bool, tcp: usize, udp: usize) -> Shapes {
         let bin = with_ctsync.then(|| PathBuf::from(env!("CARGO_BIN_EXE_ctsync")));
         let mut opts = Options::new(tag, bin);
         opts.firewalls = 3;
+        opts.group = group;
         let mut lab = Lab::build(opts).unwrap();
         let v4 = EchoServer::start_at(&lab.server, SERVER.parse().unwrap()).unwrap();
         let v6 = EchoServer::start_at(&lab.server, SERVER6.parse().unwrap()).unwrap();
@@ -182,13 +183,8 @@ fn serial() -> MutexGuard<'static, ()> {
 /// through fw2; fw2 fails hard: fw3 takes over with every session, the new ones too;
 /// fw1 and fw2 come back, and fw1 (the highest priority) takes over again once it is
 /// ready, with every session.
-#[test]
-fn three_firewalls_keep_ipv4_ipv6_and_dnat_sessions_through_two_failures_and_failback() {
-    if !root() {
-        return;
-    }
-    let _one = serial();
-    let mut s = Shapes::up("three", true, 8, 4);
+fn three_firewalls_through_two_failures_and_failback(tag: &str, group: bool) {
+    let mut s = Shapes::up(tag, true, group, 8, 4);
     let n = s.total();
     for i in [1, 2] {
         s.lab.wait_replicated(i, n).unwrap();
@@ -216,6 +212,34 @@ fn three_firewalls_keep_ipv4_ipv6_and_dnat_sessions_through_two_failures_and_fai
     std::thread::sleep((t3 + Duration::from_secs(6)).saturating_duration_since(Instant::now()));
     s.assert_all_alive("fw1 and fw2 back, fw1 master again", t3);
     assert!(!s.lab.has_any_vip(1) && !s.lab.has_any_vip(2));
+    if group {
+        let st = s.lab.status(0).unwrap();
+        assert!(
+            st["stats"]["group_datagrams_sent"].as_u64() > Some(0),
+            "fw1 replicates over the group: {st}"
+        );
+    }
+}
+
+/// Three firewalls, each ctsync sending to each peer's address.
+#[test]
+fn three_firewalls_keep_ipv4_ipv6_and_dnat_sessions_through_two_failures_and_failback() {
+    if !root() {
+        return;
+    }
+    let _one = serial();
+    three_firewalls_through_two_failures_and_failback("three", false);
+}
+
+/// The same over the multicast group 239.255.18.1 on the sync bridge (TTL 1): one
+/// datagram reaches both backups.
+#[test]
+fn three_firewalls_on_a_multicast_group_keep_every_session_through_two_failures() {
+    if !root() {
+        return;
+    }
+    let _one = serial();
+    three_firewalls_through_two_failures_and_failback("threegrp", true);
 }
 
 /// The control: the same three firewalls without ctsync. At fw1's failure the TCP
@@ -227,7 +251,7 @@ fn control_three_firewalls_without_ctsync_lose_the_sessions() {
         return;
     }
     let _one = serial();
-    let mut s = Shapes::up("threectl", false, 8, 4);
+    let mut s = Shapes::up("threectl", false, false, 8, 4);
     let t1 = s.fail(0, 1, 5);
     for (name, r) in s.reports(t1) {
         eprintln!("control {name}: {r:?}");
