@@ -246,6 +246,12 @@ impl Kernel {
         v
     }
 
+    /// Write flows that came from elsewhere than the core (a conntrackd peer): upserts
+    /// prepared as replicated flows are, then deletions; both vectors are emptied.
+    pub(super) fn write_flows(&mut self, upserts: &mut Vec<Flow>, deletes: &mut Vec<Flow>) {
+        self.apply_batches(upserts, deletes, &mut Vec::new());
+    }
+
     fn apply_batches(
         &mut self,
         upserts: &mut Vec<Flow>,
