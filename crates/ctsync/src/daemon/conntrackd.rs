@@ -83,6 +83,10 @@ pub(super) async fn readable(e: &Option<Endpoint>) -> Option<()> {
 /// The endpoint for one conntrackd peer.
 pub(super) struct Endpoint {
     udp: UdpSocket,
+    /// The same socket, for sending: a send goes straight to the kernel (tokio's
+    /// `try_send_to` refuses with WouldBlock until the reactor has seen the socket
+    /// writable, which lost the first datagram, the startup RESYNC).
+    tx: StdUdpSocket,
     local: SocketAddr,
     peer: SocketAddr,
     session: Session,
@@ -125,6 +129,9 @@ impl Endpoint {
         use std::os::fd::AsFd;
         let _ = ctnetlink::size_buffer(std_udp.as_fd(), ctnetlink::Buffer::Receive, 8 << 20);
         let _ = ctnetlink::size_buffer(std_udp.as_fd(), ctnetlink::Buffer::Send, 8 << 20);
+        let tx = std_udp
+            .try_clone()
+            .context("duplicating the [conntrackd] socket")?;
         let udp = UdpSocket::from_std(std_udp)?;
         // conntrackd starts its numbers at the Unix time; so do we (a restart does not
         // reuse recent numbers).
@@ -141,6 +148,7 @@ impl Endpoint {
         }
         Ok(Endpoint {
             udp,
+            tx,
             local: c.local,
             peer: c.peer,
             session,
@@ -309,7 +317,7 @@ impl Endpoint {
                 break;
             }
             sent = true;
-            if let Err(e) = self.udp.try_send_to(&self.buf, self.peer) {
+            if let Err(e) = self.tx.send_to(&self.buf, self.peer) {
                 self.send_errors += 1;
                 if self.send_errors.is_power_of_two() {
                     log(
