@@ -414,7 +414,7 @@ impl Fields {
             }
             nta::LABELS => {
                 // BE u32 words, bit b of word i = label 32·i+b; ctsync keeps 128 labels.
-                if p.len() % 4 != 0 || p.len() > 1024 {
+                if !p.len().is_multiple_of(4) || p.len() > 1024 {
                     return Err(CodecError::BadAttribute);
                 }
                 let mut bits = Vec::new();
