@@ -111,6 +111,33 @@ fn ctsync_takes_over_from_a_failed_conntrackd_primary() {
     r.assert_all_kept("conntrackd primary failed, ctsync took over", &rep);
 }
 
+/// conntrackd sends a flow when its state changes, not when a packet refreshes its
+/// timer: a quiet live flow can expire on the ctsync backup while conntrackd's primary
+/// still has it. Taking over, ctsync writes what it holds of conntrackd's table and the
+/// kernel lacks. Here fw2's kernel table is flushed behind ctsync's back (every copy
+/// "expired"), then fw1 fails hard: every session goes on.
+#[test]
+fn ctsync_taking_over_from_conntrackd_restores_copies_that_expired() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up(
+        "mxexp",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &r.lab.fw[1], "conntrack", "-F"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(r.lab.kernel_sessions(1).unwrap(), 0);
+    let (_, rep) = r.hard_failover(6);
+    eprintln!("expired copies, conntrackd -> ctsync: {rep:?}");
+    r.assert_all_kept("copies expired on the backup, then a hard failover", &rep);
+}
+
 /// The control: ctsync on fw2 without the dialect hears nothing of conntrackd's table;
 /// the same failure loses the sessions.
 #[test]

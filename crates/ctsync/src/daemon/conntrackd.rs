@@ -90,8 +90,8 @@ pub(super) struct Endpoint {
     local: SocketAddr,
     peer: SocketAddr,
     session: Session,
-    /// conntrackd's flows, by key.
-    flows: HashMap<FlowKey, Flow>,
+    /// conntrackd's flows, by key, with when each last came.
+    flows: HashMap<FlowKey, (Flow, Instant)>,
     filter: ctsync_core::Filter,
     mode: Mode,
     buf: Vec<u8>,
@@ -208,10 +208,10 @@ impl Endpoint {
                 }
             }
         }
-        self.take_received(node, kernel);
+        self.take_received(now, node, kernel);
     }
 
-    fn take_received(&mut self, node: &Node, kernel: &mut Kernel) {
+    fn take_received(&mut self, now: Instant, node: &Node, kernel: &mut Kernel) {
         // Only a node that does not carry the traffic lets conntrackd's table into its
         // kernel, and only in hot standby.
         let write = node.role() != Role::Primary && self.mode == Mode::HotStandby;
@@ -225,7 +225,7 @@ impl Endpoint {
                     if write {
                         upserts.push(f.clone());
                     }
-                    self.flows.insert(f.key(), f);
+                    self.flows.insert(f.key(), (f, now));
                 }
                 Received::Delete(f) => {
                     if self.flows.remove(&f.key()).is_some() && write {
@@ -279,20 +279,51 @@ impl Endpoint {
         }
     }
 
-    /// This node becomes primary: in commit mode, write conntrackd's table to the
-    /// kernel now (the core's read of the table that follows makes it ours).
-    pub(super) fn take_over(&mut self, kernel: &mut Kernel) {
-        if self.mode != Mode::Commit || self.flows.is_empty() {
+    /// This node becomes primary: write conntrackd's table to the kernel now (the
+    /// core's read of the table that follows makes it ours; the copy is dropped), each with the timeout it
+    /// came with less its age (at least 60 s, as `conntrackd -c` does). In commit mode
+    /// every flow; in hot standby only those the kernel no longer holds: conntrackd
+    /// sends a flow when its state changes, not when a packet refreshes its timer, so a
+    /// quiet but live flow may have expired here.
+    pub(super) fn take_over(&mut self, now: Instant, kernel: &mut Kernel) {
+        if self.flows.is_empty() {
             return;
         }
-        let mut upserts: Vec<Flow> = self.flows.values().cloned().collect();
-        let n = upserts.len();
+        let mut flows: Vec<Flow> = self
+            .flows
+            .values()
+            .map(|(f, at)| {
+                let mut f = f.clone();
+                let age =
+                    u32::try_from(now.saturating_duration_since(*at).as_secs()).unwrap_or(u32::MAX);
+                f.timeout = Some(
+                    f.timeout
+                        .unwrap_or(DEFAULT_TIMEOUT)
+                        .saturating_sub(age)
+                        .max(DEFAULT_TIMEOUT),
+                );
+                f
+            })
+            .collect();
+        let n = if self.mode == Mode::Commit {
+            let n = flows.len();
+            kernel.write_flows(&mut flows, &mut Vec::new());
+            n
+        } else {
+            kernel.create_missing(&mut flows)
+        };
         self.written += n as u64;
-        kernel.write_flows(&mut upserts, &mut Vec::new());
         log(
             "info",
-            format!("[conntrackd] committed {n} flows of {}", self.peer),
+            format!(
+                "[conntrackd] took over {} flows of {}: {n} written to the kernel",
+                self.flows.len(),
+                self.peer
+            ),
         );
+        // They are ours now (as conntrackd's primary script flushes its caches after
+        // the commit): what conntrackd sends from here on is its own table again.
+        self.flows.clear();
     }
 
     /// Time passed.

@@ -433,7 +433,7 @@ impl Daemon {
             && let Some(e) = &mut self.conntrackd
         {
             // Before the core reads the kernel table: what is committed becomes ours.
-            e.take_over(&mut self.kernel);
+            e.take_over(start, &mut self.kernel);
         }
         self.node.set_role(start, role);
         self.flush();

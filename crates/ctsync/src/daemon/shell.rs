@@ -246,6 +246,26 @@ impl Kernel {
         v
     }
 
+    /// Create the flows the kernel does not hold (those it holds are left as they are),
+    /// prepared as replicated flows are; the number created.
+    pub(super) fn create_missing(&mut self, flows: &mut [Flow]) -> usize {
+        if !self.window_tracking {
+            flows.iter_mut().for_each(be_liberal);
+        }
+        let mut created = flows.len();
+        let mut errs = Vec::new();
+        if let Err(e) = self.ct.batch(FlowOp::Create, flows, |_, e| {
+            created -= 1;
+            if e != Errno::EEXIST {
+                errs.push((KernelFailure::Create, e));
+            }
+        }) {
+            log("warn", format!("kernel create batch: {e}"));
+        }
+        self.failures(errs);
+        created
+    }
+
     /// Write flows that came from elsewhere than the core (a conntrackd peer): upserts
     /// prepared as replicated flows are, then deletions; both vectors are emptied.
     pub(super) fn write_flows(&mut self, upserts: &mut Vec<Flow>, deletes: &mut Vec<Flow>) {
