@@ -106,6 +106,15 @@ fn ctsync_takes_over_from_a_failed_conntrackd_primary() {
         s["conntrackd"]["flows"].as_u64().unwrap() >= (TCP + UDP) as u64,
         "{s}"
     );
+    // A re-read of the backup's kernel table leaves conntrackd's flows out of ctsync's
+    // own table: they are conntrackd's.
+    ctsync_lab::ctsync::request(&r.lab.socket(1), "resync").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let s = r.lab.status(1).unwrap();
+    assert!(
+        s["caches"]["internal"].as_u64().unwrap() < 10,
+        "conntrackd's flows taken as fw2's own: {s}"
+    );
     let (takeover, rep) = r.hard_failover(6);
     eprintln!("conntrackd -> ctsync: takeover {takeover:?}, {rep:?}");
     r.assert_all_kept("conntrackd primary failed, ctsync took over", &rep);

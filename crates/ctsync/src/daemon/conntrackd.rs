@@ -238,6 +238,10 @@ impl Endpoint {
         if !upserts.is_empty() || !deletes.is_empty() {
             self.written += upserts.len() as u64;
             self.deleted += deletes.len() as u64;
+            kernel.foreign.extend(upserts.iter().map(Flow::key));
+            for d in &deletes {
+                kernel.foreign.remove(&d.key());
+            }
             kernel.write_flows(&mut upserts, &mut deletes);
         }
         if resync {
@@ -263,6 +267,11 @@ impl Endpoint {
         );
     }
 
+    /// Ask conntrackd for its whole table (`ctsync request-resync`, as `conntrackd -n`).
+    pub(super) fn request_resync(&mut self) {
+        self.session.request_resync();
+    }
+
     /// Kernel events the core took: ours (not caused by our writes, and passing the
     /// filter) go to conntrackd.
     pub(super) fn local_events(&mut self, events: &[FlowEvent]) {
@@ -286,6 +295,7 @@ impl Endpoint {
     /// sends a flow when its state changes, not when a packet refreshes its timer, so a
     /// quiet but live flow may have expired here.
     pub(super) fn take_over(&mut self, now: Instant, kernel: &mut Kernel) {
+        kernel.foreign.clear();
         if self.flows.is_empty() {
             return;
         }
