@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::cluster::Options;
+use crate::cluster::{Options, Speaker};
 use crate::ctsync::Mode;
 use crate::demo;
 use crate::process;
@@ -20,6 +20,12 @@ pub enum BenchDaemon {
     CtsyncCommit,
     /// conntrackd (FTFW), with its primary-backup.sh.
     Conntrackd,
+    /// A mixed cluster: conntrackd on fw1 (the primary that fails), ctsync speaking
+    /// conntrackd's dialect on fw2.
+    ConntrackdToCtsync,
+    /// A mixed cluster: ctsync speaking conntrackd's dialect on fw1, conntrackd (its
+    /// primary-backup.sh) on fw2.
+    CtsyncToConntrackd,
     /// Nothing (the control).
     None,
 }
@@ -35,10 +41,18 @@ pub fn bench(
     background: u64,
 ) -> Result<bool> {
     process::catch_interrupts();
+    let dialect = Speaker::Ctsync { dialect: true };
+    let mixed = match daemon {
+        BenchDaemon::ConntrackdToCtsync => Some(vec![Speaker::Conntrackd, dialect]),
+        BenchDaemon::CtsyncToConntrackd => Some(vec![dialect, Speaker::Conntrackd]),
+        _ => None,
+    };
     let mut opts = Options::new(
         "bench",
-        matches!(daemon, BenchDaemon::Ctsync | BenchDaemon::CtsyncCommit).then_some(ctsync),
+        (matches!(daemon, BenchDaemon::Ctsync | BenchDaemon::CtsyncCommit) || mixed.is_some())
+            .then_some(ctsync),
     );
+    opts.mixed = mixed;
     opts.advert_ms = advert_ms;
     opts.conntrackd = daemon == BenchDaemon::Conntrackd;
     if daemon == BenchDaemon::CtsyncCommit {

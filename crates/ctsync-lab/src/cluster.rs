@@ -68,6 +68,20 @@ pub const DNAT_UDP_PORT: u16 = 8001;
 /// The sync port of every firewall (ctsync's and conntrackd's).
 pub(crate) const SYNC_PORT: u16 = 3780;
 
+/// What keeps a firewall's table in a mixed lab ([`Options::mixed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    /// conntrackd (FTFW over UDP to the other firewall, driven by its own
+    /// `primary-backup.sh` from keepalived's notify hooks).
+    Conntrackd,
+    /// ctsync, its own protocol on port 3781 to the other firewall; with `dialect`, also
+    /// a `[conntrackd]` peer: the other firewall's conntrackd at port 3780.
+    Ctsync {
+        /// Speak conntrackd's dialect with the other firewall.
+        dialect: bool,
+    },
+}
+
 /// How to build a lab.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -89,6 +103,9 @@ pub struct Options {
     /// ctsync replicates over the multicast group [`SYNC_GROUP`] on the sync bridge (TTL
     /// 1, nothing leaves it), not only to each peer's address.
     pub group: bool,
+    /// A mixed lab (two firewalls): what runs on each, overriding `ctsync` (which must
+    /// then name the binary) and `conntrackd`.
+    pub mixed: Option<Vec<Speaker>>,
 }
 
 /// The sync segment's multicast group, when [`Options::group`] is set.
@@ -105,6 +122,7 @@ impl Options {
             conntrackd: false,
             firewalls: 2,
             group: false,
+            mixed: None,
         }
     }
 }
@@ -158,8 +176,11 @@ impl Lab {
         if !(2..=8).contains(&n) {
             bail!("a lab has 2 to 8 firewalls, not {n}");
         }
-        if opts.conntrackd && n != 2 {
-            bail!("the conntrackd lab has two firewalls");
+        if (opts.conntrackd || opts.mixed.is_some()) && n != 2 {
+            bail!("the conntrackd and mixed labs have two firewalls");
+        }
+        if opts.mixed.as_ref().is_some_and(|m| m.len() != n) {
+            bail!("a mixed lab names what runs on each of its {n} firewalls");
         }
         let fw = (1..=n)
             .map(|i| scratch.add_netns(&format!("fw{i}")))
@@ -308,18 +329,24 @@ impl Lab {
     /// Wait (at most 15 s) until firewall `i` is ready to take over: its ctsync holds a
     /// complete copy (in the control: a second for keepalived to settle).
     pub fn wait_ready(&self, i: usize) -> Result<()> {
-        if !self.replicates() || self.opts.conntrackd {
+        let Some(Speaker::Ctsync { dialect }) = self.speaker(i) else {
             // conntrackd has no readiness to wait for (its backup asked for the table
             // when keepalived made it backup).
             return pause(Duration::from_secs(1));
-        }
+        };
         let ok = wait(Duration::from_secs(15), || {
             self.status(i).is_some_and(|s| {
-                // Ready, and hearing a primary (peers that failed are down for good).
+                // Ready, and hearing a primary (peers that failed are down for good), or
+                // the conntrackd peer (or, without the dialect beside a conntrackd node,
+                // nothing: the mixed lab's control).
+                let beside_conntrackd = !dialect
+                    && (0..self.fw.len())
+                        .any(|j| j != i && self.speaker(j) == Some(Speaker::Conntrackd));
                 s["ready"] == true
-                    && s["peers"].as_array().is_some_and(|p| {
+                    && (s["peers"].as_array().is_some_and(|p| {
                         p.iter().any(|p| p["up"] == true && p["role"] == "primary")
-                    })
+                    }) || (dialect && s["conntrackd"]["up"] == true)
+                        || beside_conntrackd)
             }) && self.track(i) == "0"
         })?;
         if ok.is_none() {
@@ -336,10 +363,10 @@ impl Lab {
     /// Wait (at most 15 s) until firewall `i`'s kernel holds at least `n` of the lab's
     /// sessions (the control returns at once).
     pub fn wait_replicated(&self, i: usize, n: usize) -> Result<()> {
-        if !self.replicates() {
+        let Some(speaker) = self.speaker(i) else {
             return Ok(());
-        }
-        if self.opts.conntrackd {
+        };
+        if speaker == Speaker::Conntrackd {
             // Its external cache, which `-c` commits on takeover.
             if wait(Duration::from_secs(15), || {
                 self.conntrackd_external(i).is_some_and(|k| k >= n)
@@ -387,10 +414,44 @@ impl Lab {
         self.opts.ctsync.is_some() || self.opts.conntrackd
     }
 
+    /// What keeps firewall `i`'s table (`None`: nothing, the control).
+    pub fn speaker(&self, i: usize) -> Option<Speaker> {
+        match &self.opts.mixed {
+            Some(m) => m.get(i).copied(),
+            None if self.opts.ctsync.is_some() => Some(Speaker::Ctsync { dialect: false }),
+            None if self.opts.conntrackd => Some(Speaker::Conntrackd),
+            None => None,
+        }
+    }
+
+    /// Replace what keeps firewall `i`'s table (a step of a rolling migration): its sync
+    /// daemon and keepalived stop, and start again with `speaker`. Meant for a backup:
+    /// keepalived stopping on the master would move the addresses.
+    pub fn replace_speaker(&mut self, i: usize, speaker: Speaker) -> Result<()> {
+        let Some(m) = self.opts.mixed.as_mut() else {
+            bail!("only a mixed lab changes what runs on a firewall");
+        };
+        if let Some(s) = m.get_mut(i) {
+            *s = speaker;
+        }
+        self.stop(i);
+        self.start(i)
+    }
+
+    /// The port of ctsync's own protocol: 3781 in a mixed lab, where conntrackd's
+    /// dialect has 3780.
+    fn native_port(&self) -> u16 {
+        if self.opts.mixed.is_some() {
+            SYNC_PORT + 1
+        } else {
+            SYNC_PORT
+        }
+    }
+
     /// How many entries firewall `i` holds of its peer's table: ctsync's external cache,
     /// or conntrackd's.
     pub fn replicated_count(&self, i: usize) -> Option<usize> {
-        if self.opts.conntrackd {
+        if self.speaker(i) == Some(Speaker::Conntrackd) {
             return self.conntrackd_external(i);
         }
         self.status(i)?["caches"]["external"]
@@ -401,7 +462,7 @@ impl Lab {
     /// How many entries firewall `i` replicates (its own table as its sync daemon holds
     /// it: ctsync's internal cache, or conntrackd's).
     pub fn own_count(&self, i: usize) -> Option<usize> {
-        if self.opts.conntrackd {
+        if self.speaker(i) == Some(Speaker::Conntrackd) {
             return self.conntrackd_cache(i, "internal");
         }
         self.status(i)?["caches"]["internal"]
@@ -460,16 +521,26 @@ impl Lab {
 
     fn ctsync_config(&self, i: usize) -> String {
         let mode = self.opts.mode.config_value();
+        let port = self.native_port();
         let peers: Vec<String> = (0..self.fw.len())
             .filter(|&j| j != i)
-            .map(|j| format!("\"198.18.255.{}:{SYNC_PORT}\"", j + 1))
+            .map(|j| format!("\"198.18.255.{}:{port}\"", j + 1))
             .collect();
+        let dialect = if self.speaker(i) == Some(Speaker::Ctsync { dialect: true }) {
+            format!(
+                "[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"sync\"\nlocal = \"198.18.255.{}:{SYNC_PORT}\"\npeer = \"198.18.255.{}:{SYNC_PORT}\"\n",
+                i + 1,
+                2 - i
+            )
+        } else {
+            String::new()
+        };
         format!(
             r#"node = "fw{n}"
 netns = "{ns}"
-[sync]
+{dialect}[sync]
 interface = "sync"
-local = "198.18.255.{n}:{SYNC_PORT}"
+local = "198.18.255.{n}:{port}"
 peers = [{peers}]
 {group}key_file = "{key}"
 mode = "{mode}"
@@ -499,13 +570,12 @@ track_file = "{track}"
 
     fn keepalived_config(&self, i: usize) -> String {
         let advert = f64::from(self.opts.advert_ms) / 1000.0;
-        let with = self.replicates();
         let mut s = format!(
             "global_defs {{\n    router_id fw{}\n    vrrp_version 3\n",
             i + 1
         );
-        let conntrackd = self.opts.conntrackd && self.opts.ctsync.is_none();
-        let with = with && !conntrackd;
+        let conntrackd = self.speaker(i) == Some(Speaker::Conntrackd);
+        let with = matches!(self.speaker(i), Some(Speaker::Ctsync { .. }));
         if with {
             s += &format!(
                 "    notify_fifo {}\n}}\ntrack_file ctsync_ready {{\n    file {}\n    weight 0\n}}\n",
@@ -558,9 +628,10 @@ track_file = "{track}"
 
     /// Start firewall `i`: ctsync (unless a control), then keepalived.
     pub fn start(&mut self, i: usize) -> Result<()> {
-        if self.opts.ctsync.is_some() {
+        let speaker = self.speaker(i);
+        if matches!(speaker, Some(Speaker::Ctsync { .. })) {
             self.start_ctsync(i)?;
-        } else if self.opts.conntrackd {
+        } else if speaker == Some(Speaker::Conntrackd) {
             conntrackd::write_script(
                 &self.file(i, "primary-backup.sh"),
                 &self.file(i, "conntrackd.conf"),
@@ -810,7 +881,8 @@ track_file = "{track}"
         out
     }
 
-    fn stop(&mut self, i: usize) {
+    /// Stop firewall `i`'s processes (keepalived, then its sync daemon), gracefully.
+    pub fn stop(&mut self, i: usize) {
         if let Some(mut k) = self.procs[i].keepalived.take() {
             // SAFETY: the process group this lab created for keepalived.
             unsafe { libc::killpg(k.id() as i32, libc::SIGTERM) };

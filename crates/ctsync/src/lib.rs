@@ -10,7 +10,9 @@
 //!   understands);
 //! * [`import`]: a ctsync configuration from a conntrackd.conf (`ctsync import`);
 //! * [`keepalived`]: the `[keepalived]` section and the parser of keepalived's notify
-//!   FIFO lines.
+//!   FIFO lines;
+//! * [`ftfw`]: conntrackd's FTFW dialect (codec and sans-IO session), spoken to a
+//!   `[conntrackd]` peer in a mixed cluster.
 //!
 //! Everything else (the event loop, metrics) is private. The lab (`ctsync demo`, the load
 //! tool, the session benchmark, the end-to-end tests' topologies) is the `ctsync-lab`
@@ -19,6 +21,7 @@
 pub mod config;
 pub mod control;
 mod daemon;
+pub mod ftfw;
 pub mod import;
 pub mod keepalived;
 mod metrics;

@@ -226,6 +226,50 @@ pub(crate) fn render(s: &Status) -> String {
         "Times the sync link our datagrams to the peer go over changed",
         switches,
     );
+    if let Some(c) = &s.conntrackd {
+        gauge(
+            &mut reg,
+            "conntrackd_up",
+            "1 while the [conntrackd] peer (conntrackd's unauthenticated FTFW dialect) is heard from",
+            i64::from(c.up),
+        );
+        gauge(
+            &mut reg,
+            "conntrackd_flows",
+            "Flows of the [conntrackd] peer's table held here",
+            i(c.flows),
+        );
+        counter(
+            &mut reg,
+            "conntrackd_flows_received",
+            "Flow messages received from the [conntrackd] peer",
+            c.session.flows_received,
+        );
+        counter(
+            &mut reg,
+            "conntrackd_flows_sent",
+            "Flow messages sent to the [conntrackd] peer",
+            c.session.flows_sent,
+        );
+        counter(
+            &mut reg,
+            "conntrackd_gaps",
+            "Gaps in the [conntrackd] peer's sequence numbers (each answered with a NACK)",
+            c.session.gaps,
+        );
+        counter(
+            &mut reg,
+            "conntrackd_malformed",
+            "Messages or datagrams from the [conntrackd] peer that could not be read",
+            c.session.malformed,
+        );
+        counter(
+            &mut reg,
+            "conntrackd_foreign_dropped",
+            "Datagrams to the [conntrackd] port from another address than its peer, dropped",
+            c.foreign_dropped,
+        );
+    }
     let stale: Gauge<i64, AtomicI64> = Gauge::default();
     stale.set(i64::from(s.stale));
     reg.register(

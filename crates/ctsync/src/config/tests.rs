@@ -390,3 +390,46 @@ fn a_multicast_group_is_checked_and_turns_the_cores_group_on() {
         );
     }
 }
+
+const CONNTRACKD: &str = r#"
+[conntrackd]
+dialect = "conntrackd"
+interface = "eth3"
+local = "198.18.0.1:3790"
+peer = "198.18.0.2:3790"
+"#;
+
+#[test]
+fn a_conntrackd_peer_is_opt_in_and_checked() {
+    let c = Config::parse(&format!("{GOOD}{CONNTRACKD}"), Path::new("a.toml")).unwrap();
+    let p = c.conntrackd.as_ref().unwrap();
+    assert_eq!(p.peer.to_string(), "198.18.0.2:3790");
+    assert_eq!((p.ack_window, p.startup_resync), (300, true));
+    // Its addresses are never replicated (the sync traffic itself).
+    let f = c.core_filter();
+    assert!(f.never.iter().any(|(a, _)| a.to_string() == "198.18.0.2"));
+    // A two-node mixed cluster needs no native peer.
+    let alone = GOOD.replace("peers = [\"198.18.0.2:3780\"]", "peers = []");
+    assert!(Config::parse(&format!("{alone}{CONNTRACKD}"), Path::new("a.toml")).is_ok());
+    assert!(Config::parse(&alone, Path::new("a.toml")).is_err());
+    // The dialect must be said, and right.
+    let e = Config::parse(
+        &format!(
+            "{GOOD}{}",
+            CONNTRACKD.replace("\"conntrackd\"\ni", "\"ftfw\"\ni")
+        ),
+        Path::new("a.toml"),
+    )
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("a.toml:") && msg.contains("\"conntrackd\""),
+        "{msg}"
+    );
+    let without = CONNTRACKD.replace("dialect = \"conntrackd\"\n", "");
+    assert!(Config::parse(&format!("{GOOD}{without}"), Path::new("a.toml")).is_err());
+    // Not on [sync] local's address and port.
+    let clash = CONNTRACKD.replace("198.18.0.1:3790", "198.18.0.1:3780");
+    let e = Config::parse(&format!("{GOOD}{clash}"), Path::new("a.toml")).unwrap_err();
+    assert!(format!("{e:#}").contains("must differ"), "{e:#}");
+}

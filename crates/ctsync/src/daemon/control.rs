@@ -157,10 +157,16 @@ impl Daemon {
             }
             Request::RequestResync => {
                 self.node.request_resync(Instant::now());
+                if let Some(e) = &mut self.conntrackd {
+                    e.request_resync();
+                }
                 ok
             }
             Request::Bulk => {
                 self.node.bulk(Instant::now());
+                if let Some(e) = &mut self.conntrackd {
+                    e.bulk(&self.node);
+                }
                 ok
             }
             Request::Commit => {

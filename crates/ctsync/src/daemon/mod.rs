@@ -7,6 +7,7 @@
 //! status`, its JSON and the metrics show. `link` holds the sync sockets (one per sync
 //! link); datagrams leave through one path, `SyncLink::transmit`.
 
+mod conntrackd;
 mod control;
 mod epoch;
 mod last_role;
@@ -15,6 +16,7 @@ mod setup;
 mod shell;
 mod status;
 
+pub(crate) use conntrackd::ConntrackdStatus;
 #[cfg(test)]
 pub(crate) use status::tests::sample as status_sample;
 pub(crate) use status::{KernelFailure, Status};
@@ -48,9 +50,18 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(state);
 }
 
-/// Hand the flow events gathered so far to the core, as one batch, and empty it.
-fn hand_over(node: &mut Node, now: Instant, batch: &mut Vec<FlowEvent>) {
+/// Hand the flow events gathered so far to the core, as one batch (and to a conntrackd
+/// peer), and empty it.
+fn hand_over(
+    node: &mut Node,
+    ftfw: &mut Option<conntrackd::Endpoint>,
+    now: Instant,
+    batch: &mut Vec<FlowEvent>,
+) {
     node.handle_kernel_events(now, batch);
+    if let Some(e) = ftfw {
+        e.local_events(batch);
+    }
     batch.clear();
 }
 
@@ -86,6 +97,8 @@ struct Daemon {
     /// Flows the kernel had no room for when this node last became primary: how many,
     /// and some of them.
     missed_at_takeover: (usize, Vec<String>),
+    /// A peer that speaks conntrackd's FTFW dialect (`[conntrackd]`).
+    conntrackd: Option<conntrackd::Endpoint>,
 }
 
 /// Run the daemon until SIGTERM or SIGINT. `path` is the configuration file, re-read on
@@ -135,10 +148,13 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
     let (calls_tx, mut calls_rx) = tokio::sync::mpsc::channel(control::MAX_CLIENTS);
     let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(control::MAX_CLIENTS));
     loop {
-        let deadline = d
+        let mut deadline = d
             .node
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        if let Some(e) = &d.conntrackd {
+            deadline = deadline.min(e.poll_timeout(Instant::now()));
+        }
         tokio::select! {
             r = events.readable_mut() => {
                 let mut guard = r?;
@@ -146,6 +162,7 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
                 let mut n = 0;
                 let mut drained = false;
                 let node = &mut d.node;
+                let ftfw = &mut d.conntrackd;
                 while n < EVENT_BUDGET {
                     // Flow events go to the core in batches (one read's worth), in order
                     // with the others: a batch is handed over before any other event.
@@ -156,7 +173,7 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
                             ours: portid == own_port,
                         }),
                         Event::Overrun => {
-                            hand_over(node, now, &mut flow_batch);
+                            hand_over(node, ftfw, now, &mut flow_batch);
                             log("warn", "kernel event socket overran: re-reading the table");
                             node.handle_kernel_overrun(now);
                         }
@@ -165,7 +182,7 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
                             portid,
                             expectation,
                         } => {
-                            hand_over(node, now, &mut flow_batch);
+                            hand_over(node, ftfw, now, &mut flow_batch);
                             node.handle_expectation_event(
                                 now,
                                 kind,
@@ -174,7 +191,7 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
                             );
                         }
                     });
-                    hand_over(node, now, &mut flow_batch);
+                    hand_over(node, ftfw, now, &mut flow_batch);
                     match got? {
                         Some(k) => n += k.max(1),
                         None => {
@@ -193,6 +210,11 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
             r = d.link.readable() => {
                 r?;
                 d.link.receive(&mut d.node, Instant::now());
+            }
+            r = conntrackd::readable(&d.conntrackd), if d.conntrackd.is_some() => {
+                if r.is_some() && let Some(e) = &mut d.conntrackd {
+                    e.receive(Instant::now(), &d.node, &mut d.kernel);
+                }
             }
             line = async { fifo.as_mut()?.next_line().await.ok().flatten() }, if fifo.is_some() => {
                 match line {
@@ -237,7 +259,12 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
                 notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&d.status_line())]);
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                d.node.handle_timeout(Instant::now());
+                let now = Instant::now();
+                d.node.handle_timeout(now);
+                if let Some(e) = &mut d.conntrackd {
+                    e.handle_timeout(now);
+                    e.receive(now, &d.node, &mut d.kernel);
+                }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
@@ -272,6 +299,9 @@ impl Daemon {
                 .carry_out_all(ops, &mut self.node, &mut self.link);
             while let Some(n) = self.node.poll_notify() {
                 self.notice(n);
+            }
+            if let Some(e) = &mut self.conntrackd {
+                moved |= e.transmit(now);
             }
             if !moved {
                 return;
@@ -398,6 +428,13 @@ impl Daemon {
         let start = Instant::now();
         self.remember_role(role);
         let was = self.node.role();
+        if role == Role::Primary
+            && was != Role::Primary
+            && let Some(e) = &mut self.conntrackd
+        {
+            // Before the core reads the kernel table: what is committed becomes ours.
+            e.take_over(start, &mut self.kernel);
+        }
         self.node.set_role(start, role);
         self.flush();
         if role == Role::Primary && was != Role::Primary {
@@ -486,6 +523,12 @@ impl Daemon {
         self.stale_file = setup::stale_file(new);
         self.written = (None, None);
         self.write_track();
+        if let Some(e) = &mut self.conntrackd {
+            e.set_filter(new.core_filter());
+        }
+        if old.conntrackd != new.conntrackd {
+            restart.push("[conntrackd]");
+        }
         self.node.set_filter(
             new.core_filter(),
             Duration::from_secs_f64(new.filter.delay_secs),

@@ -458,7 +458,27 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         runtime: super::last_role::runtime_dir(),
         no_room_said: false,
         missed_at_takeover: (0, Vec::new()),
+        conntrackd: None,
     };
+    if let Some(c) = &cfg.conntrackd {
+        d.conntrackd = Some(super::conntrackd::Endpoint::open(
+            c,
+            netns.as_ref(),
+            cfg.core_filter(),
+            cfg.sync.mode,
+            Instant::now(),
+        )?);
+        log(
+            "warn",
+            format!(
+                "[conntrackd] speaking conntrackd's FTFW dialect with {} from {}: UNAUTHENTICATED (anyone who can send from {}'s address to {} can change this node's conntrack table); keep it on a dedicated link",
+                c.peer,
+                c.local,
+                c.peer.ip(),
+                c.local
+            ),
+        );
+    }
     let (waiting, fifo) = follow_keepalived(cfg)?;
     let (role, source) = first_role(cfg, waiting, &d.runtime);
     if waiting.is_some() {

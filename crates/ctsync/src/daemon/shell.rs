@@ -45,6 +45,10 @@ pub(super) struct Kernel {
     pub(super) no_room_refused: u64,
     /// When the waiting flows were last tried again.
     no_room_tried: Option<Instant>,
+    /// Flows a conntrackd peer's table put in this (backup's) kernel: a read of the
+    /// table leaves them out of the core's internal cache (they are the peer's, not
+    /// ours), until this node becomes primary.
+    pub(super) foreign: HashSet<FlowKey>,
 }
 
 /// Create `flows`, and update those that exist; the errors: the index of the flow, the
@@ -112,6 +116,7 @@ impl Kernel {
             no_room: HashMap::new(),
             no_room_refused: 0,
             no_room_tried: None,
+            foreign: HashSet::new(),
         }
     }
 
@@ -255,6 +260,32 @@ impl Kernel {
         v
     }
 
+    /// Create the flows the kernel does not hold (those it holds are left as they are),
+    /// prepared as replicated flows are; the number created.
+    pub(super) fn create_missing(&mut self, flows: &mut [Flow]) -> usize {
+        if !self.window_tracking {
+            flows.iter_mut().for_each(be_liberal);
+        }
+        let mut created = flows.len();
+        let mut errs = Vec::new();
+        if let Err(e) = self.ct.batch(FlowOp::Create, flows, |_, e| {
+            created -= 1;
+            if e != Errno::EEXIST {
+                errs.push((KernelFailure::Create, e));
+            }
+        }) {
+            log("warn", format!("kernel create batch: {e}"));
+        }
+        self.failures(errs);
+        created
+    }
+
+    /// Write flows that came from elsewhere than the core (a conntrackd peer): upserts
+    /// prepared as replicated flows are, then deletions; both vectors are emptied.
+    pub(super) fn write_flows(&mut self, upserts: &mut Vec<Flow>, deletes: &mut Vec<Flow>) {
+        self.apply_batches(upserts, deletes, &mut Vec::new());
+    }
+
     fn apply_batches(
         &mut self,
         upserts: &mut Vec<Flow>,
@@ -364,7 +395,10 @@ impl Kernel {
     fn dump(&mut self, node: &mut Node, link: &mut SyncLink) {
         let now = Instant::now();
         node.begin_kernel_dump(now);
+        let foreign = &self.foreign;
+        let skip = node.role() != ctsync_core::Role::Primary && !foreign.is_empty();
         let r = self.ct.dump(None, |item| match item {
+            DumpItem::Flow(f) if skip && foreign.contains(&f.key()) => {}
             DumpItem::Flow(f) => node.handle_dumped(now, f),
             DumpItem::Restart => node.begin_kernel_dump(now),
         });

@@ -256,6 +256,9 @@ pub(crate) struct Timing {
 pub(crate) struct Status {
     /// Flows in the caches.
     pub caches: Caches,
+    /// The peer that speaks conntrackd's dialect (`[conntrackd]`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrackd: Option<super::ConntrackdStatus>,
     /// Datagrams dropped, by reason (only reasons that happened).
     pub dropped: DropCounters,
     /// This node's epoch.
@@ -338,6 +341,24 @@ impl fmt::Display for Status {
                 )?;
             }
         }
+        if let Some(c) = &self.conntrackd {
+            writeln!(
+                f,
+                "  conntrackd {} (dialect conntrackd, UNAUTHENTICATED)  up {}  flows {}  written {}  deleted {}  tables sent {}  backlog {}/{}  received {}  gaps {}  malformed {}  foreign {}",
+                c.peer,
+                c.up,
+                c.flows,
+                c.written,
+                c.deleted,
+                c.bulks_sent,
+                c.backlog.0,
+                c.backlog.1,
+                c.session.flows_received,
+                c.session.gaps,
+                c.session.malformed,
+                c.foreign_dropped
+            )?;
+        }
         if !self.dropped.is_empty() {
             let d: Vec<String> = self
                 .dropped
@@ -398,6 +419,7 @@ impl Daemon {
                 external: core.external_flows,
                 internal: core.internal_flows,
             },
+            conntrackd: self.conntrackd.as_ref().map(|e| e.status(now)),
             dropped: core.drops,
             epoch: core.epoch,
             id: core.node,
@@ -529,6 +551,7 @@ pub(crate) mod tests {
                 external: 200_000,
                 internal: 3,
             },
+            conntrackd: None,
             dropped: drops,
             epoch: 42,
             id: 0xc612_ff02,

@@ -1,0 +1,401 @@
+//! The shell around an FTFW session with one conntrackd peer (`[conntrackd]`): its UDP
+//! socket, its copy of the peer's table, and the kernel writes.
+//!
+//! * Flows from conntrackd: kept by key (the peer's table, as conntrackd's external
+//!   cache); written to the kernel as they arrive while this node is not primary (hot
+//!   standby, like conntrackd's `DisableExternalCache`), or all at once when it becomes
+//!   primary (commit mode, like `conntrackd -c`). A primary never lets them touch its
+//!   kernel: a conntrackd backup also reports what it purges from its own table.
+//! * Our flows to conntrackd: the kernel events the core takes as ours (not caused by
+//!   our own writes, and passing the filter), and our whole table when conntrackd asks
+//!   for it (RESYNC: its `-n`, its backup script).
+//!
+//! Flows written here go through the shell's kernel socket, whose events the core
+//! knows as its own: they are not sent back out. When this node becomes primary the
+//! core reads the kernel table, and conntrackd's flows become ours.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use ctnetlink::{EventKind, Flow, FlowKey, Netns};
+use ctsync_core::{FlowEvent, Mode, Node, Role};
+use serde::Serialize;
+use tokio::net::UdpSocket;
+
+use super::log;
+use super::shell::Kernel;
+use crate::config::ConntrackdPeer;
+use crate::ftfw::{FlowMessage, Received, Session, SessionConfig, SessionStats};
+
+/// Datagrams read per loop turn at most (the rest waits for the next turn).
+const RECEIVE_BUDGET: usize = 256;
+/// Datagrams sent per loop turn at most (a bulk of a large table goes on next turn).
+const SEND_BUDGET: usize = 512;
+/// conntrackd is "up" while heard from within this (it sends at least every second).
+const UP_WITHIN: Duration = Duration::from_secs(3);
+/// The timeout given to a flow that came without one (conntrackd omits it when the
+/// sender has `CommitTimeout`; its own receiver then uses 60 s too).
+const DEFAULT_TIMEOUT: u32 = 60;
+
+/// What `ctsync status` shows of the conntrackd peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct ConntrackdStatus {
+    /// Always "conntrackd".
+    pub dialect: &'static str,
+    /// Always true: the protocol has no authentication (any host that reaches `local`
+    /// from `peer`'s address can plant flows).
+    pub unauthenticated: bool,
+    /// This node's address for it.
+    pub local: SocketAddr,
+    /// conntrackd's address.
+    pub peer: SocketAddr,
+    /// Heard from within 3 s.
+    pub up: bool,
+    /// Milliseconds since it was last heard from.
+    pub last_seen_ms: Option<u64>,
+    /// It answered our HELLO.
+    pub hello_done: bool,
+    /// Its flows we hold.
+    pub flows: usize,
+    /// Messages waiting to be sent to it, and sent but not acknowledged.
+    pub backlog: (usize, usize),
+    /// Its flows written to our kernel (hot standby or commit).
+    pub written: u64,
+    /// Its deletions carried out in our kernel.
+    pub deleted: u64,
+    /// Whole tables sent to it (its RESYNC requests answered).
+    pub bulks_sent: u64,
+    /// Datagrams from an address that is not `peer`, dropped.
+    pub foreign_dropped: u64,
+    /// Datagrams that could not be sent.
+    pub send_errors: u64,
+    /// The FTFW session's counters.
+    pub session: SessionStats,
+}
+
+/// Wait until the endpoint, if any, has a datagram to read.
+pub(super) async fn readable(e: &Option<Endpoint>) -> Option<()> {
+    e.as_ref()?.readable().await.ok()
+}
+
+/// The endpoint for one conntrackd peer.
+pub(super) struct Endpoint {
+    udp: UdpSocket,
+    /// The same socket, for sending: a send goes straight to the kernel (tokio's
+    /// `try_send_to` refuses with WouldBlock until the reactor has seen the socket
+    /// writable, which lost the first datagram, the startup RESYNC).
+    tx: StdUdpSocket,
+    local: SocketAddr,
+    peer: SocketAddr,
+    session: Session,
+    /// conntrackd's flows, by key, with when each last came.
+    flows: HashMap<FlowKey, (Flow, Instant)>,
+    filter: ctsync_core::Filter,
+    mode: Mode,
+    buf: Vec<u8>,
+    rx: Vec<u8>,
+    written: u64,
+    deleted: u64,
+    bulks_sent: u64,
+    foreign_dropped: u64,
+    send_errors: u64,
+    /// A datagram is waiting (the budget was hit): the loop turns again at once.
+    more: bool,
+}
+
+impl Endpoint {
+    /// Bind the socket (in `netns` if given) and start the session; with
+    /// `startup_resync`, the first message asks conntrackd for its table.
+    pub(super) fn open(
+        c: &ConntrackdPeer,
+        netns: Option<&Netns>,
+        filter: ctsync_core::Filter,
+        mode: Mode,
+        now: Instant,
+    ) -> Result<Endpoint> {
+        let local = c.local;
+        let bind = move || -> std::io::Result<StdUdpSocket> {
+            let s = StdUdpSocket::bind(local)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        };
+        let std_udp = match netns {
+            Some(ns) => ns.run(bind),
+            None => bind(),
+        }
+        .with_context(|| format!("binding the [conntrackd] socket to {local}"))?;
+        use std::os::fd::AsFd;
+        let _ = ctnetlink::size_buffer(std_udp.as_fd(), ctnetlink::Buffer::Receive, 8 << 20);
+        let _ = ctnetlink::size_buffer(std_udp.as_fd(), ctnetlink::Buffer::Send, 8 << 20);
+        let tx = std_udp
+            .try_clone()
+            .context("duplicating the [conntrackd] socket")?;
+        let udp = UdpSocket::from_std(std_udp)?;
+        // conntrackd starts its numbers at the Unix time; so do we (a restart does not
+        // reuse recent numbers).
+        let first = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs() as u32);
+        let cfg = SessionConfig {
+            ack_window: c.ack_window,
+            ..SessionConfig::default()
+        };
+        let mut session = Session::new(cfg, first, now);
+        if c.startup_resync {
+            session.request_resync();
+        }
+        Ok(Endpoint {
+            udp,
+            tx,
+            local: c.local,
+            peer: c.peer,
+            session,
+            flows: HashMap::new(),
+            filter,
+            mode,
+            buf: Vec::with_capacity(2048),
+            rx: vec![0; 65536],
+            written: 0,
+            deleted: 0,
+            bulks_sent: 0,
+            foreign_dropped: 0,
+            send_errors: 0,
+            more: false,
+        })
+    }
+
+    /// The filter changed (SIGHUP).
+    pub(super) fn set_filter(&mut self, filter: ctsync_core::Filter) {
+        self.filter = filter;
+    }
+
+    /// Wait until a datagram may be read (or the last turn left some).
+    pub(super) async fn readable(&self) -> std::io::Result<()> {
+        if self.more {
+            return Ok(());
+        }
+        self.udp.readable().await
+    }
+
+    /// Read what arrived (a budget's worth) and act on it: flows to the kernel or the
+    /// copy, our table to conntrackd when it asks.
+    pub(super) fn receive(&mut self, now: Instant, node: &Node, kernel: &mut Kernel) {
+        self.more = false;
+        for n in 0.. {
+            if n == RECEIVE_BUDGET {
+                self.more = true;
+                break;
+            }
+            match self.udp.try_recv_from(&mut self.rx) {
+                Ok((len, from)) => {
+                    // conntrackd's IPv4 sender is not bound to its port: only the
+                    // address is checked.
+                    if from.ip() != self.peer.ip() {
+                        self.foreign_dropped += 1;
+                        continue;
+                    }
+                    let Some(d) = self.rx.get(..len) else {
+                        continue;
+                    };
+                    self.session.handle_datagram(now, d);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log("warn", format!("[conntrackd] receiving: {e}"));
+                    break;
+                }
+            }
+        }
+        self.take_received(now, node, kernel);
+    }
+
+    fn take_received(&mut self, now: Instant, node: &Node, kernel: &mut Kernel) {
+        // Only a node that does not carry the traffic lets conntrackd's table into its
+        // kernel, and only in hot standby.
+        let write = node.role() != Role::Primary && self.mode == Mode::HotStandby;
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        let mut resync = false;
+        while let Some(r) = self.session.poll_received() {
+            match r {
+                Received::Upsert(mut f) => {
+                    f.timeout.get_or_insert(DEFAULT_TIMEOUT);
+                    if write {
+                        upserts.push(f.clone());
+                    }
+                    self.flows.insert(f.key(), (f, now));
+                }
+                Received::Delete(f) => {
+                    if self.flows.remove(&f.key()).is_some() && write {
+                        deletes.push(Flow::from_key(&f.key()));
+                    }
+                }
+                Received::Resync => resync = true,
+            }
+        }
+        if !upserts.is_empty() || !deletes.is_empty() {
+            self.written += upserts.len() as u64;
+            self.deleted += deletes.len() as u64;
+            kernel.foreign.extend(upserts.iter().map(Flow::key));
+            for d in &deletes {
+                kernel.foreign.remove(&d.key());
+            }
+            kernel.write_flows(&mut upserts, &mut deletes);
+        }
+        if resync {
+            self.bulk(node);
+        }
+    }
+
+    /// Our whole table to conntrackd (its RESYNC).
+    pub(super) fn bulk(&mut self, node: &Node) {
+        self.bulks_sent += 1;
+        let mut n = 0usize;
+        for f in node.internal().flows() {
+            if self.filter.accepts(&f) && self.session.send_flow(FlowMessage::Update, &f).is_ok() {
+                n += 1;
+            }
+        }
+        log(
+            "info",
+            format!(
+                "[conntrackd] {} asked for our table: sending {n} flows",
+                self.peer
+            ),
+        );
+    }
+
+    /// Ask conntrackd for its whole table (`ctsync request-resync`, as `conntrackd -n`).
+    pub(super) fn request_resync(&mut self) {
+        self.session.request_resync();
+    }
+
+    /// Kernel events the core took: ours (not caused by our writes, and passing the
+    /// filter) go to conntrackd.
+    pub(super) fn local_events(&mut self, events: &[FlowEvent]) {
+        for e in events {
+            if e.ours || !self.filter.accepts(&e.flow) {
+                continue;
+            }
+            let what = match e.kind {
+                EventKind::New => FlowMessage::New,
+                EventKind::Update => FlowMessage::Update,
+                EventKind::Destroy => FlowMessage::Delete,
+            };
+            let _ = self.session.send_flow(what, &e.flow);
+        }
+    }
+
+    /// This node becomes primary: write conntrackd's table to the kernel now (the
+    /// core's read of the table that follows makes it ours; the copy is dropped), each with the timeout it
+    /// came with less its age (at least 60 s, as `conntrackd -c` does). In commit mode
+    /// every flow; in hot standby only those the kernel no longer holds: conntrackd
+    /// sends a flow when its state changes, not when a packet refreshes its timer, so a
+    /// quiet but live flow may have expired here.
+    pub(super) fn take_over(&mut self, now: Instant, kernel: &mut Kernel) {
+        kernel.foreign.clear();
+        if self.flows.is_empty() {
+            return;
+        }
+        let mut flows: Vec<Flow> = self
+            .flows
+            .values()
+            .map(|(f, at)| {
+                let mut f = f.clone();
+                let age =
+                    u32::try_from(now.saturating_duration_since(*at).as_secs()).unwrap_or(u32::MAX);
+                f.timeout = Some(
+                    f.timeout
+                        .unwrap_or(DEFAULT_TIMEOUT)
+                        .saturating_sub(age)
+                        .max(DEFAULT_TIMEOUT),
+                );
+                f
+            })
+            .collect();
+        let n = if self.mode == Mode::Commit {
+            let n = flows.len();
+            kernel.write_flows(&mut flows, &mut Vec::new());
+            n
+        } else {
+            kernel.create_missing(&mut flows)
+        };
+        self.written += n as u64;
+        log(
+            "info",
+            format!(
+                "[conntrackd] took over {} flows of {}: {n} written to the kernel",
+                self.flows.len(),
+                self.peer
+            ),
+        );
+        // They are ours now (as conntrackd's primary script flushes its caches after
+        // the commit): what conntrackd sends from here on is its own table again.
+        self.flows.clear();
+    }
+
+    /// Time passed.
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+    }
+
+    /// When [`Endpoint::handle_timeout`] is next due (at once while datagrams wait).
+    pub(super) fn poll_timeout(&self, now: Instant) -> Instant {
+        let (waiting, _) = self.session.backlog();
+        if waiting > 0 || self.more {
+            return now;
+        }
+        self.session.poll_timeout()
+    }
+
+    /// Send what is waiting (a budget's worth). True if anything was sent.
+    pub(super) fn transmit(&mut self, now: Instant) -> bool {
+        let mut sent = false;
+        for _ in 0..SEND_BUDGET {
+            if !self.session.poll_transmit(now, &mut self.buf) {
+                break;
+            }
+            sent = true;
+            if let Err(e) = self.tx.send_to(&self.buf, self.peer) {
+                self.send_errors += 1;
+                if self.send_errors.is_power_of_two() {
+                    log(
+                        "warn",
+                        format!(
+                            "[conntrackd] sending to {}: {e} ({} times)",
+                            self.peer, self.send_errors
+                        ),
+                    );
+                }
+            }
+        }
+        sent
+    }
+
+    /// The status.
+    pub(super) fn status(&self, now: Instant) -> ConntrackdStatus {
+        let seen = self
+            .session
+            .last_heard()
+            .map(|t| now.saturating_duration_since(t));
+        ConntrackdStatus {
+            dialect: "conntrackd",
+            unauthenticated: true,
+            local: self.local,
+            peer: self.peer,
+            up: seen.is_some_and(|d| d < UP_WITHIN),
+            last_seen_ms: seen.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            hello_done: self.session.hello_done(),
+            flows: self.flows.len(),
+            backlog: self.session.backlog(),
+            written: self.written,
+            deleted: self.deleted,
+            bulks_sent: self.bulks_sent,
+            foreign_dropped: self.foreign_dropped,
+            send_errors: self.send_errors,
+            session: self.session.stats,
+        }
+    }
+}

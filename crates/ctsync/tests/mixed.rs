@@ -1,0 +1,291 @@
+//! Mixed clusters: ctsync and the real conntrackd (Debian's 1.4.7) on the two firewalls
+//! of the demo's lab (nftables with random-port SNAT, keepalived VRRP, `tcp_loose=0`),
+//! ctsync speaking conntrackd's FTFW dialect (`[conntrackd]`). 50 TCP and 50 UDP
+//! sessions run through the cluster while firewalls fail or are replaced.
+//!
+//! Each scenario has its control: the same lab with ctsync not speaking the dialect,
+//! which must lose the sessions. The scenarios run one at a time (a lock), as in
+//! tests/failover.rs.
+
+#![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ctsync_lab::cluster::{Lab, Options, Speaker};
+use ctsync_lab::traffic::{EchoServer, Report, Sessions};
+use support::{Running, root, serial};
+
+const TCP: usize = 50;
+const UDP: usize = 50;
+
+fn have_conntrackd() -> bool {
+    let ok = std::process::Command::new("conntrackd")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "conntrackd is missing (scripts/setup.sh installs it), and CI must run these tests"
+    );
+    if !ok {
+        eprintln!("\n*** SKIPPED mixed-cluster test: conntrackd is not installed ***\n");
+    }
+    ok
+}
+
+/// A mixed lab up, fw1 master, sessions working; `replicated`: wait until fw2 holds
+/// them (not in a control, where it never will).
+fn up(tag: &str, mixed: [Speaker; 2], replicated: bool) -> Running {
+    let mut opts = Options::new(tag, Some(PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))));
+    opts.mixed = Some(mixed.to_vec());
+    let mut lab = Lab::build(opts).unwrap();
+    let server = EchoServer::start(&lab.server).unwrap();
+    lab.bring_up().unwrap();
+    let sessions = Sessions::open(&lab.client, TCP, UDP).unwrap();
+    let r = Running {
+        sessions,
+        server,
+        lab,
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let rep = r.report(Instant::now() - Duration::from_secs(1));
+    assert!(
+        rep.tcp_alive == TCP && rep.udp_alive == UDP,
+        "sessions must work before anything fails: {rep:?} {:?}\n{}",
+        r.sessions.errors(),
+        r.lab.logs()
+    );
+    if replicated {
+        r.lab.wait_replicated(1, TCP + UDP).unwrap();
+        r.lab.wait_ready(1).unwrap();
+    } else {
+        // As long as replication would have taken.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    r
+}
+
+fn assert_lost(what: &str, r: &Running, rep: &Report) {
+    let changed = r.server.stats.udp_changed();
+    eprintln!("{what}: {rep:?}, {changed} UDP ports changed");
+    assert!(
+        rep.tcp_alive * 10 <= rep.tcp && changed * 10 >= 9 * UDP,
+        "{what}: without the dialect at least 90% of the sessions must be lost, yet {rep:?}, {changed} UDP ports changed"
+    );
+}
+
+/// The status and the log say, at every start, that the dialect is unauthenticated.
+fn assert_says_unauthenticated(r: &Running, i: usize) {
+    let s = r.lab.status(i).unwrap();
+    assert_eq!(s["conntrackd"]["unauthenticated"], true, "{s}");
+    assert_eq!(s["conntrackd"]["dialect"], "conntrackd", "{s}");
+    let log = std::fs::read_to_string(r.lab.dir().join(format!("fw{}-ctsync.log", i + 1))).unwrap();
+    assert!(log.contains("UNAUTHENTICATED"), "{log}");
+}
+
+/// fw1 runs conntrackd (primary), fw2 ctsync with a `[conntrackd]` peer: ctsync takes
+/// conntrackd's flows into its kernel as they come (NAT included). fw1 fails hard:
+/// every session goes on through fw2, no reset, no UDP source port changed.
+#[test]
+fn ctsync_takes_over_from_a_failed_conntrackd_primary() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up(
+        "mxrecv",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+    );
+    assert_says_unauthenticated(&r, 1);
+    let s = r.lab.status(1).unwrap();
+    assert!(
+        s["conntrackd"]["flows"].as_u64().unwrap() >= (TCP + UDP) as u64,
+        "{s}"
+    );
+    // A re-read of the backup's kernel table leaves conntrackd's flows out of ctsync's
+    // own table: they are conntrackd's.
+    ctsync_lab::ctsync::request(&r.lab.socket(1), "resync").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let s = r.lab.status(1).unwrap();
+    assert!(
+        s["caches"]["internal"].as_u64().unwrap() < 10,
+        "conntrackd's flows taken as fw2's own: {s}"
+    );
+    let (takeover, rep) = r.hard_failover(6);
+    eprintln!("conntrackd -> ctsync: takeover {takeover:?}, {rep:?}");
+    r.assert_all_kept("conntrackd primary failed, ctsync took over", &rep);
+}
+
+/// conntrackd sends a flow when its state changes, not when a packet refreshes its
+/// timer: a quiet live flow can expire on the ctsync backup while conntrackd's primary
+/// still has it. Taking over, ctsync writes what it holds of conntrackd's table and the
+/// kernel lacks. Here fw2's kernel table is flushed behind ctsync's back (every copy
+/// "expired"), then fw1 fails hard: every session goes on.
+#[test]
+fn ctsync_taking_over_from_conntrackd_restores_copies_that_expired() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up(
+        "mxexp",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &r.lab.fw[1], "conntrack", "-F"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(r.lab.kernel_sessions(1).unwrap(), 0);
+    let (_, rep) = r.hard_failover(6);
+    eprintln!("expired copies, conntrackd -> ctsync: {rep:?}");
+    r.assert_all_kept("copies expired on the backup, then a hard failover", &rep);
+}
+
+/// The control: ctsync on fw2 without the dialect hears nothing of conntrackd's table;
+/// the same failure loses the sessions.
+#[test]
+fn control_without_the_dialect_ctsync_cannot_take_over_from_conntrackd() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up(
+        "mxrecvctl",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: false }],
+        false,
+    );
+    let (_, rep) = r.hard_failover(6);
+    assert_lost("control, conntrackd -> ctsync", &r, &rep);
+}
+
+/// fw1 runs ctsync (primary) with a `[conntrackd]` peer, fw2 conntrackd driven by its
+/// own primary-backup.sh: our table reaches conntrackd's external cache, and when fw1
+/// fails hard, `conntrackd -c` commits it: every session goes on.
+#[test]
+fn conntrackd_takes_over_from_a_failed_ctsync_primary() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up(
+        "mxsend",
+        [Speaker::Ctsync { dialect: true }, Speaker::Conntrackd],
+        true,
+    );
+    assert_says_unauthenticated(&r, 0);
+    let (takeover, rep) = r.hard_failover(6);
+    eprintln!("ctsync -> conntrackd: takeover {takeover:?}, {rep:?}");
+    r.assert_all_kept("ctsync primary failed, conntrackd took over", &rep);
+}
+
+/// The control: without the dialect conntrackd's external cache stays empty.
+#[test]
+fn control_without_the_dialect_conntrackd_cannot_take_over_from_ctsync() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up(
+        "mxsendctl",
+        [Speaker::Ctsync { dialect: false }, Speaker::Conntrackd],
+        false,
+    );
+    assert_eq!(r.lab.conntrackd_external(1).unwrap_or(0), 0);
+    let (_, rep) = r.hard_failover(6);
+    assert_lost("control, ctsync -> conntrackd", &r, &rep);
+}
+
+/// The rolling replacement: two conntrackd nodes; the backup (fw2) is replaced by
+/// ctsync `with_dialect`; the roles switch gracefully (fw2 master); the other node
+/// (fw1, now backup) is replaced by ctsync; fw2 fails hard. The sessions through all of
+/// it, and how many survived the graceful switch.
+fn rolling(tag: &str, with_dialect: bool) -> (Running, Report) {
+    let mut r = up(tag, [Speaker::Conntrackd, Speaker::Conntrackd], true);
+    let t0 = Instant::now();
+    r.lab
+        .replace_speaker(
+            1,
+            Speaker::Ctsync {
+                dialect: with_dialect,
+            },
+        )
+        .unwrap();
+    r.lab.wait_ready(1).unwrap();
+    if with_dialect {
+        r.lab.wait_replicated(1, TCP + UDP).unwrap();
+    } else {
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let rep = r.after(t0, 2);
+    r.assert_all_kept("fw2's conntrackd replaced by ctsync", &rep);
+    assert!(r.lab.is_master(0));
+
+    // The graceful switch: fw2 (ctsync) becomes master.
+    let t1 = Instant::now();
+    r.lab.set_priority(0, 50).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    let rep = r.after(t1, 5);
+    (r, rep)
+}
+
+#[test]
+fn rolling_replacement_of_conntrackd_by_ctsync_keeps_every_session() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let (mut r, rep) = rolling("mxroll", true);
+    r.assert_all_kept("graceful switch to fw2 (ctsync)", &rep);
+    // fw1's conntrackd, now backup, asked fw2 for its table (primary-backup.sh: -n).
+    let ok = ctsync_lab::process::wait(Duration::from_secs(10), || {
+        r.lab.conntrackd_external(0).is_some_and(|n| n >= TCP + UDP)
+    })
+    .unwrap();
+    assert!(
+        ok.is_some(),
+        "fw1's conntrackd holds {:?} of fw2's sessions\n{}",
+        r.lab.conntrackd_external(0),
+        r.lab.logs()
+    );
+
+    // fw1 (backup) is replaced by ctsync, which gets fw2's table over ctsync's own
+    // protocol.
+    let t2 = Instant::now();
+    r.lab
+        .replace_speaker(0, Speaker::Ctsync { dialect: false })
+        .unwrap();
+    r.lab.wait_ready(0).unwrap();
+    r.lab.wait_replicated(0, TCP + UDP).unwrap();
+    let rep = r.after(t2, 2);
+    r.assert_all_kept("fw1's conntrackd replaced by ctsync", &rep);
+    assert!(r.lab.is_master(1));
+
+    // And a last hard failover, now between two ctsync nodes.
+    let t3 = Instant::now();
+    r.lab.fail_hard(1).unwrap();
+    r.lab.wait_master(0, Duration::from_secs(10)).unwrap();
+    let rep = r.after(t3, 6);
+    r.assert_all_kept("hard failover after the rolling replacement", &rep);
+}
+
+/// The control: replaced by ctsync without the dialect, fw2 never gets conntrackd's
+/// table, and the graceful switch to it loses the sessions.
+#[test]
+fn control_rolling_replacement_without_the_dialect_loses_sessions() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let (r, rep) = rolling("mxrollctl", false);
+    assert_lost(
+        "control, graceful switch to fw2 without the dialect",
+        &r,
+        &rep,
+    );
+}
