@@ -27,6 +27,7 @@ N=$REQ
 TAG=bfo
 source bench/lib.sh
 source bench/two-nodes.sh
+room_for "$REQ"
 # emit LINE: print a line of the table, and keep it for --write.
 emit() { printf '%s\n' "$1" | tee -a "$DIR/table.md"; }
 

@@ -54,6 +54,7 @@ N=$BIG # sizes conntrackd's cache (HashLimit)
 TAG=brp
 source bench/lib.sh
 source bench/two-nodes.sh
+room_for "$(printf '%s\n' "${SIZES[@]}" | sort -n | tail -1)"
 LIMIT=${REPLICATION_LIMIT:-120} # seconds any wait may take
 
 say() { echo "replication: $*" >&2; }

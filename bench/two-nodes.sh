@@ -28,6 +28,19 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# room_for N: the kernel's table limit (net.netfilter.nf_conntrack_max) is global and
+# read-only inside a namespace: raised for N entries with room to spare if it is below,
+# and put back when the script exits.
+room_for() {
+    local f=/proc/sys/net/netfilter/nf_conntrack_max want=$(($1 + $1 / 4 + 10000)) was
+    was=$(cat "$f")
+    if ((want > was)); then
+        echo "$want" >"$f"
+        echo "$TAG: net.netfilter.nf_conntrack_max $was → $want (restored at the end)" >&2
+        trap 'cleanup; echo '"$was"' >'"$f" EXIT INT TERM
+    fi
+}
+
 ip netns add "$A"
 ip netns add "$B"
 ip -n "$A" link add name sync0 type veth peer name sync0 netns "$B"
@@ -138,10 +151,10 @@ start_ctsync() {
     ctsync_conf "$B" 198.18.255.2 198.18.255.1 "$1"
     sed -i '2a role = "primary"' "$DIR/$A.toml"
     rm -f "$DIR/$A.sock" "$DIR/$B.sock"
-    STATE_DIRECTORY="$DIR/$A.state" "$CT" run --config "$DIR/$A.toml" 2>>"$DIR/$A-ctsync.log" &
+    STATE_DIRECTORY="$DIR/$A.state" RUNTIME_DIRECTORY="$DIR/$A.run" "$CT" run --config "$DIR/$A.toml" 2>>"$DIR/$A-ctsync.log" &
     PA=$!
     PIDS+=("$PA")
-    STATE_DIRECTORY="$DIR/$B.state" "$CT" run --config "$DIR/$B.toml" 2>>"$DIR/$B-ctsync.log" &
+    STATE_DIRECTORY="$DIR/$B.state" RUNTIME_DIRECTORY="$DIR/$B.run" "$CT" run --config "$DIR/$B.toml" 2>>"$DIR/$B-ctsync.log" &
     PB=$!
     PIDS+=("$PB")
     wait_until 10 "$CT" status --socket "$DIR/$A.sock" >/dev/null 2>&1

@@ -37,24 +37,29 @@ pub(super) fn file(dir: &Path) -> PathBuf {
     dir.join("role")
 }
 
-/// The role recorded in `dir` (`None`: no record). A record that cannot be read or does
-/// not hold a role is an error the caller logs; it then starts as configured.
-pub(super) fn read(dir: &Path) -> Result<Option<Role>> {
+/// The role recorded in `dir` for node `node` (`None`: no record, or one of another
+/// node: a second daemon on the host, or this host under another name). A record that
+/// cannot be read or does not hold a role is an error the caller logs; it then starts
+/// as configured.
+pub(super) fn read(dir: &Path, node: &str) -> Result<Option<Role>> {
     let path = file(dir);
-    match fs::read_to_string(&path) {
-        Ok(s) => s
-            .trim()
-            .parse::<Role>()
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    let text = match fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let (role, of) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+    if of != node {
+        return Ok(None);
     }
+    role.parse::<Role>()
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Record `role` in `dir` (see `epoch::record`).
-pub(super) fn write(dir: &Path, role: Role) -> Result<()> {
-    super::epoch::record(dir, "role", role.name(), (0o755, 0o644))
+/// Record `role` of node `node` in `dir` (see `epoch::record`): `primary fw1`.
+pub(super) fn write(dir: &Path, node: &str, role: Role) -> Result<()> {
+    super::epoch::record(dir, "role", &format!("{role} {node}"), (0o755, 0o644))
 }
 
 /// The newest role among the lines keepalived wrote into its notify_fifo while no daemon
@@ -92,13 +97,20 @@ mod tests {
     fn a_recorded_role_is_read_back_and_garbage_is_an_error() {
         let dir = std::env::temp_dir().join(format!("ctsync-role-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        assert_eq!(read(&dir).unwrap(), None, "no record: none");
-        write(&dir, Role::Primary).unwrap();
-        assert_eq!(read(&dir).unwrap(), Some(Role::Primary));
-        write(&dir, Role::Backup).unwrap();
-        assert_eq!(read(&dir).unwrap(), Some(Role::Backup));
-        fs::write(file(&dir), "sideways\n").unwrap();
-        let e = read(&dir).unwrap_err().to_string();
+        assert_eq!(read(&dir, "fw1").unwrap(), None, "no record: none");
+        write(&dir, "fw1", Role::Primary).unwrap();
+        assert_eq!(read(&dir, "fw1").unwrap(), Some(Role::Primary));
+        assert_eq!(
+            read(&dir, "fw2").unwrap(),
+            None,
+            "another node's record is not this one's"
+        );
+        write(&dir, "fw1", Role::Backup).unwrap();
+        assert_eq!(read(&dir, "fw1").unwrap(), Some(Role::Backup));
+        fs::write(file(&dir), "primary\n").unwrap();
+        assert_eq!(read(&dir, "fw1").unwrap(), None, "a record without a node");
+        fs::write(file(&dir), "sideways fw1\n").unwrap();
+        let e = read(&dir, "fw1").unwrap_err().to_string();
         assert!(e.contains("role") && e.contains("sideways"), "{e}");
         let _ = fs::remove_dir_all(&dir);
     }

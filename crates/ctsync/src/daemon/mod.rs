@@ -415,7 +415,7 @@ impl Daemon {
 
     /// Keep the role keepalived or the operator gave for a restart of the daemon.
     fn remember_role(&self, role: Role) {
-        if let Err(e) = last_role::write(&self.runtime, role) {
+        if let Err(e) = last_role::write(&self.runtime, &self.name, role) {
             log(
                 "warn",
                 format!("{e:#}: a restart of ctsync will start in the configured role"),

@@ -357,7 +357,7 @@ fn first_role(cfg: &Config, waiting: Option<Role>, runtime: &Path) -> (Role, Str
     if let Some(r) = waiting {
         return (r, "keepalived's notify_fifo".to_string());
     }
-    match super::last_role::read(runtime) {
+    match super::last_role::read(runtime, &cfg.node) {
         Ok(Some(r)) => (
             r,
             format!(
