@@ -151,6 +151,9 @@ start_ctsync() {
     ctsync_conf "$B" 198.18.255.2 198.18.255.1 "$1"
     sed -i '2a role = "primary"' "$DIR/$A.toml"
     rm -f "$DIR/$A.sock" "$DIR/$B.sock"
+    # A fresh pair: no role kept from a previous pair's `ctsync role` (the runtime
+    # directory is what a reboot clears), so each starts in its configured role.
+    rm -rf "$DIR/$A.run" "$DIR/$B.run"
     STATE_DIRECTORY="$DIR/$A.state" RUNTIME_DIRECTORY="$DIR/$A.run" "$CT" run --config "$DIR/$A.toml" 2>>"$DIR/$A-ctsync.log" &
     PA=$!
     PIDS+=("$PA")
