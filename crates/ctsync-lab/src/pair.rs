@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::ctsync;
-use crate::process::{run, stop_child};
+use crate::process::run;
 use crate::scratch::Scratch;
 
 /// The sync port of both nodes.
@@ -270,27 +270,13 @@ impl Pair {
 
     /// Both nodes' logs, for a failure message.
     pub fn logs(&self) -> String {
-        [&self.a, &self.b]
-            .iter()
-            .map(|ns| {
-                format!(
-                    "--- {ns}:\n{}",
-                    fs::read_to_string(self.dir().join(format!("{ns}.log"))).unwrap_or_default()
-                )
-            })
-            .collect()
+        crate::process::node_logs(self.dir(), [&self.a, &self.b])
     }
 }
 
 impl Drop for Pair {
     fn drop(&mut self) {
-        for c in &mut self.daemons {
-            // SAFETY: signalling a daemon this pair started, by its pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        }
-        for c in &mut self.daemons {
-            stop_child(c, None, Duration::from_secs(5));
-        }
+        crate::process::stop_daemons(&mut self.daemons);
         // Then `scratch` removes the namespaces and the directory.
     }
 }

@@ -100,3 +100,31 @@ pub(crate) fn terminate(c: &mut Child, grace: Duration) {
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     stop_child(c, None, grace);
 }
+
+/// Stop daemons this lab started: SIGTERM to all first, then each waited for (SIGKILL
+/// after 5 s).
+pub(crate) fn stop_daemons(daemons: &mut [Child]) {
+    for c in daemons.iter_mut() {
+        // SAFETY: signalling a daemon this lab started, by its pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    }
+    for c in daemons.iter_mut() {
+        stop_child(c, None, Duration::from_secs(5));
+    }
+}
+
+/// The logs `DIR/NAME.log` of the nodes `names`, for a failure message.
+pub(crate) fn node_logs<'a>(
+    dir: &std::path::Path,
+    names: impl IntoIterator<Item = &'a String>,
+) -> String {
+    names
+        .into_iter()
+        .map(|ns| {
+            format!(
+                "--- {ns}:\n{}",
+                std::fs::read_to_string(dir.join(format!("{ns}.log"))).unwrap_or_default()
+            )
+        })
+        .collect()
+}

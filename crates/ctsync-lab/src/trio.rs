@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::ctsync;
-use crate::process::{run, stop_child};
+use crate::process::run;
 use crate::scratch::Scratch;
 
 /// The sync port of every node.
@@ -214,27 +214,13 @@ impl Trio {
 
     /// Every node's log, for a failure message.
     pub fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|ns| {
-                format!(
-                    "--- {ns}:\n{}",
-                    fs::read_to_string(self.dir().join(format!("{ns}.log"))).unwrap_or_default()
-                )
-            })
-            .collect()
+        crate::process::node_logs(self.dir(), &self.nodes)
     }
 }
 
 impl Drop for Trio {
     fn drop(&mut self) {
-        for c in &mut self.daemons {
-            // SAFETY: signalling a daemon this lab started, by its pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        }
-        for c in &mut self.daemons {
-            stop_child(c, None, Duration::from_secs(5));
-        }
+        crate::process::stop_daemons(&mut self.daemons);
         // Then `scratch` removes the namespaces and the directory.
     }
 }

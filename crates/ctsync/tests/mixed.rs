@@ -14,8 +14,8 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ctsync_lab::cluster::{Lab, Options, Speaker};
-use ctsync_lab::traffic::{EchoServer, Report, Sessions};
+use ctsync_lab::cluster::{Options, Speaker};
+use ctsync_lab::traffic::Report;
 use support::{Running, root, serial};
 
 const TCP: usize = 50;
@@ -41,23 +41,7 @@ fn have_conntrackd() -> bool {
 fn up(tag: &str, mixed: [Speaker; 2], replicated: bool) -> Running {
     let mut opts = Options::new(tag, Some(PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))));
     opts.mixed = Some(mixed.to_vec());
-    let mut lab = Lab::build(opts).unwrap();
-    let server = EchoServer::start(&lab.server).unwrap();
-    lab.bring_up().unwrap();
-    let sessions = Sessions::open(&lab.client, TCP, UDP).unwrap();
-    let r = Running {
-        sessions,
-        server,
-        lab,
-    };
-    std::thread::sleep(Duration::from_secs(2));
-    let rep = r.report(Instant::now() - Duration::from_secs(1));
-    assert!(
-        rep.tcp_alive == TCP && rep.udp_alive == UDP,
-        "sessions must work before anything fails: {rep:?} {:?}\n{}",
-        r.sessions.errors(),
-        r.lab.logs()
-    );
+    let r = Running::started(opts, TCP, UDP);
     if replicated {
         r.lab.wait_replicated(1, TCP + UDP).unwrap();
         r.lab.wait_ready(1).unwrap();

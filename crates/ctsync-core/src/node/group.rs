@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use ctsync_wire::frame::{DATA_OVERHEAD, Frame, FrameWriter, SeqRange};
-use ctsync_wire::header::{HEADER_LEN, Header};
-use ctsync_wire::{GROUP, Message, NodeId, TAG_LEN, WireError, WireRole, frames};
+use ctsync_wire::header::HEADER_LEN;
+use ctsync_wire::{GROUP, Message, NodeId, TAG_LEN, WireRole, frames};
 use smallvec::SmallVec;
 
 use super::Node;
@@ -374,17 +374,7 @@ impl Node {
     }
 
     fn receive_group(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), DropReason> {
-        let h = Header::parse(buf).map_err(|e| match e {
-            WireError::BadMagic => DropReason::BadMagic,
-            WireError::UnsupportedVersion(_) => DropReason::Version,
-            _ => DropReason::Malformed,
-        })?;
-        if buf.len() < HEADER_LEN + TAG_LEN {
-            return Err(DropReason::Malformed);
-        }
-        if h.node == self.cfg.node {
-            return Err(DropReason::SelfNode);
-        }
+        let h = self.checked_header(buf)?;
         let id = h.node;
         let secrets = self.sealer.secrets();
         let peer = self.peers.get_mut(&id).ok_or(DropReason::UnknownNode)?;

@@ -367,9 +367,9 @@ impl Node {
         *self.drops.entry(reason).or_default() += 1;
     }
 
-    /// Route a datagram to its sender's link, which opens it and handles its handshake
-    /// frames; then act on what it brought.
-    fn receive(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), DropReason> {
+    /// The header of a datagram that parses, can hold a tag and is not our own: what
+    /// every datagram is checked for before its sender's keys are used.
+    pub(super) fn checked_header(&self, buf: &[u8]) -> Result<Header, DropReason> {
         let h = Header::parse(buf).map_err(|e| match e {
             WireError::BadMagic => DropReason::BadMagic,
             WireError::UnsupportedVersion(_) => DropReason::Version,
@@ -381,6 +381,13 @@ impl Node {
         if h.node == self.cfg.node {
             return Err(DropReason::SelfNode);
         }
+        Ok(h)
+    }
+
+    /// Route a datagram to its sender's link, which opens it and handles its handshake
+    /// frames; then act on what it brought.
+    fn receive(&mut self, now: Instant, buf: &mut [u8]) -> Result<(), DropReason> {
+        let h = self.checked_header(buf)?;
         let id = h.node;
         let me = self.cfg.node;
         let secrets = self.sealer.secrets();

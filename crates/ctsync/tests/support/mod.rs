@@ -47,7 +47,16 @@ pub(crate) struct Running {
 
 impl Running {
     pub(crate) fn up(tag: &str, with_ctsync: bool, tcp: usize, udp: usize) -> Running {
-        let mut lab = Lab::build(Options::new(tag, bin(with_ctsync))).unwrap();
+        let r = Running::started(Options::new(tag, bin(with_ctsync)), tcp, udp);
+        r.lab.wait_replicated(1, tcp + udp).unwrap();
+        r.lab.wait_ready(1).unwrap();
+        r
+    }
+
+    /// The lab of `opts` up with `tcp` connections and `udp` flows working through it
+    /// (nothing waited for on fw2).
+    pub(crate) fn started(opts: Options, tcp: usize, udp: usize) -> Running {
+        let mut lab = Lab::build(opts).unwrap();
         let server = EchoServer::start(&lab.server).unwrap();
         lab.bring_up().unwrap();
         let sessions = Sessions::open(&lab.client, tcp, udp).unwrap();
@@ -64,8 +73,6 @@ impl Running {
             r.sessions.errors(),
             r.lab.logs()
         );
-        r.lab.wait_replicated(1, tcp + udp).unwrap();
-        r.lab.wait_ready(1).unwrap();
         r
     }
 
