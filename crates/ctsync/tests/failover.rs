@@ -226,8 +226,10 @@ fn restarting_ctsync_on_the_live_primary_changes_nothing() {
     let s = r.lab.status(0).unwrap();
     assert_eq!(s["role"], "primary", "{s}");
     let after = long(&r, 0);
+    // The 20,000 loaded entries must all keep their 7,200 s; the lab's own entries may
+    // come and go meanwhile (a cut, as before the fix, leaves none of them above).
     assert!(
-        after >= before,
+        after >= 20_000,
         "the restart cut kernel timeouts: {after} of {before} entries still above 6,000 s
 {}",
         r.lab.logs()
