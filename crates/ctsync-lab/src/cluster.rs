@@ -16,19 +16,16 @@
 //! Sessions go from the client to the server (SNAT, IPv4 and IPv6) and, the Neutron
 //! floating-IP shape, from the server to the WAN virtual address's ports 8000/8001, which
 //! the firewalls DNAT to an echo server on the client's host (198.18.1.100:7000/7001).
+//! The segments and each firewall's rules are [`crate::firewall`]'s.
 //!
-//! Each firewall runs nftables (forward policy drop, established/related accepted, new
-//! connections only from LAN to WAN, SNAT of the LAN to the WAN virtual address with
-//! random ports, `nf_conntrack_tcp_loose=0` so that nothing is picked up mid-stream),
-//! keepalived (VRRP, a sync group over LAN and WAN, fw1 preferred) and, unless the lab is
-//! a control, `ctsync run` following keepalived through its notify_fifo and holding it
-//! back with a track_file until ready.
+//! Each firewall runs nftables ([`crate::firewall`]), keepalived (VRRP, a sync group over
+//! LAN and WAN, fw1 preferred) and, unless the lab is a control, `ctsync run` following
+//! keepalived through its notify_fifo and holding it back with a track_file until ready.
 //!
 //! Everything is removed when the [`Lab`] is dropped, also on failure. Only processes the
 //! lab started are signalled, by their own pid or process group.
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -37,34 +34,15 @@ use anyhow::{Context, Result, bail};
 
 use crate::conntrackd;
 use crate::ctsync::{self, Mode};
-use crate::process::{pause, run, stop_child, wait};
+use crate::firewall::{self, Instance, KeepalivedFiles};
+use crate::process::{kill_group, pause, run, stop_child, stop_groups, wait};
 use crate::scratch::Scratch;
 
-/// The LAN's virtual address (the client's gateway).
-pub const LAN_VIP: &str = "198.18.1.1";
-/// The WAN's virtual address (the SNAT address the server sees).
-pub const WAN_VIP: &str = "198.19.0.1";
-/// The client.
-pub const CLIENT: &str = "198.18.1.100";
-/// The server.
-pub const SERVER: &str = "198.19.0.100";
-/// The server's TCP echo port.
-pub const TCP_PORT: u16 = 7000;
-/// The server's UDP echo port.
-pub const UDP_PORT: u16 = 7001;
-/// The LAN's IPv6 virtual address.
-pub const LAN_VIP6: &str = "2001:db8:1::1";
-/// The WAN's IPv6 virtual address (the IPv6 SNAT address).
-pub const WAN_VIP6: &str = "2001:db8:2::1";
-/// The client's IPv6 address.
-pub const CLIENT6: &str = "2001:db8:1::100";
-/// The server's IPv6 address.
-pub const SERVER6: &str = "2001:db8:2::100";
-/// The WAN virtual address's TCP port DNAT'd to the client's host, port [`TCP_PORT`]
-/// (a floating IP).
-pub const DNAT_TCP_PORT: u16 = 8000;
-/// Likewise for UDP, to [`UDP_PORT`].
-pub const DNAT_UDP_PORT: u16 = 8001;
+pub use crate::firewall::{
+    CLIENT, CLIENT6, DNAT_TCP_PORT, DNAT_UDP_PORT, LAN_VIP, LAN_VIP6, SERVER, SERVER6, TCP_PORT,
+    UDP_PORT, WAN_VIP, WAN_VIP6,
+};
+
 /// The sync port of every firewall (ctsync's and conntrackd's).
 pub(crate) const SYNC_PORT: u16 = 3780;
 
@@ -157,19 +135,7 @@ impl Lab {
     /// see [`Lab::start`].
     pub fn build(opts: Options) -> Result<Lab> {
         let mut scratch = Scratch::new(&opts.tag)?;
-        for tool in ["ip", "nft", "keepalived"] {
-            if Command::new(tool)
-                .arg(if tool == "keepalived" { "-v" } else { "-V" })
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_err()
-            {
-                bail!(
-                    "{tool} is missing: run scripts/setup.sh (installs iproute2, nftables, keepalived)"
-                );
-            }
-        }
+        firewall::check_tools()?;
         // Namespaces are recorded as soon as they exist: a failure below removes them.
         let client = scratch.add_netns("cl")?;
         let n = opts.firewalls;
@@ -204,36 +170,8 @@ impl Lab {
     }
 
     fn wire(&self) -> Result<()> {
-        let (cl, sv) = (&self.client, &self.server);
-        for (ns, addr, addr6) in [
-            (cl, "198.18.1.100/24", "2001:db8:1::100/64"),
-            (sv, "198.19.0.100/24", "2001:db8:2::100/64"),
-        ] {
-            run(&[
-                "ip", "-n", ns, "link", "add", "name", "br0", "type", "bridge",
-            ])?;
-            run(&["ip", "-n", ns, "addr", "add", addr, "dev", "br0"])?;
-            // No duplicate address detection: the address works at once.
-            run(&["ip", "-n", ns, "addr", "add", addr6, "dev", "br0", "nodad"])?;
-            run(&["ip", "-n", ns, "link", "set", "br0", "up"])?;
-        }
-        for (i, fw) in self.fw.iter().enumerate() {
-            let port = format!("fw{}", i + 1);
-            for (ns, side, net, net6) in [
-                (cl, "lan", "198.18.1", "2001:db8:1:"),
-                (sv, "wan", "198.19.0", "2001:db8:2:"),
-            ] {
-                run(&[
-                    "ip", "-n", ns, "link", "add", "name", &port, "type", "veth", "peer", "name",
-                    side, "netns", fw,
-                ])?;
-                run(&["ip", "-n", ns, "link", "set", &port, "master", "br0", "up"])?;
-                let addr = format!("{net}.{}/24", i + 2);
-                run(&["ip", "-n", fw, "addr", "add", &addr, "dev", side])?;
-                let addr6 = format!("{net6}:{}/64", i + 2);
-                run(&["ip", "-n", fw, "addr", "add", &addr6, "dev", side, "nodad"])?;
-            }
-        }
+        let fws: Vec<&str> = self.fw.iter().map(String::as_str).collect();
+        firewall::wire_segments(self.dir(), &self.client, &self.server, &fws)?;
         // The sync segment is a bridge in its own namespace, where a third host (the
         // attacker of tests/attacker.rs, 198.18.255.66) sits. The bridge forgets MAC
         // addresses at once, so it floods like a hub and that host sees all sync traffic.
@@ -276,26 +214,8 @@ impl Lab {
         for (i, fw) in self.fw.iter().enumerate() {
             let addr = format!("198.18.255.{}/24", i + 1);
             run(&["ip", "-n", fw, "addr", "add", &addr, "dev", "sync"])?;
-            for dev in ["lan", "wan", "sync"] {
-                run(&["ip", "-n", fw, "link", "set", dev, "up"])?;
-            }
-            let exec = |args: &[&str]| -> Result<String> {
-                let mut all = vec!["ip", "netns", "exec", fw.as_str()];
-                all.extend_from_slice(args);
-                run(&all)
-            };
-            exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-            exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
-            let rules = self.dir().join(format!("fw{}.nft", i + 1));
-            fs::write(&rules, RULES)?;
-            exec(&["nft", "-f", &rules.to_string_lossy()])?;
-            // After the rules: they load conntrack, which owns this setting.
-            exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"])?;
+            run(&["ip", "-n", fw, "link", "set", "sync", "up"])?;
         }
-        run(&["ip", "-n", cl, "route", "add", "default", "via", LAN_VIP])?;
-        run(&[
-            "ip", "-n", cl, "-6", "route", "add", "default", "via", LAN_VIP6,
-        ])?;
         if let Some(bin) = &self.opts.ctsync {
             ctsync::write_key(bin, &self.dir().join("cluster.key"))?;
         }
@@ -569,7 +489,6 @@ track_file = "{track}"
     }
 
     fn keepalived_config(&self, i: usize) -> String {
-        let advert = f64::from(self.opts.advert_ms) / 1000.0;
         let mut s = format!(
             "global_defs {{\n    router_id fw{}\n    vrrp_version 3\n",
             i + 1
@@ -603,27 +522,28 @@ track_file = "{track}"
             ("LAN", "lan", 51, LAN_VIP, LAN_VIP6),
             ("WAN", "wan", 52, WAN_VIP, WAN_VIP6),
         ] {
-            // The IPv6 address rides on the IPv4 instance (VRRPv3 adverts carry one
-            // family; keepalived moves excluded addresses with the instance).
-            s += &format!(
-                "vrrp_instance {name} {{\n    state BACKUP\n    interface {dev}\n    virtual_router_id {vrid}\n    priority {}\n    advert_int {advert}\n    virtual_ipaddress {{\n        {vip}/24 dev {dev}\n    }}\n    virtual_ipaddress_excluded {{\n        {vip6}/64 dev {dev}\n    }}\n",
-                self.priority[i]
-            );
-            if with {
-                s += "    track_file {\n        ctsync_ready\n    }\n";
+            // The IPv6 address rides on the IPv4 instance.
+            s += &Instance {
+                name,
+                interface: dev,
+                vrid,
+                priority: self.priority[i],
+                advert_ms: self.opts.advert_ms,
+                vips: &[format!("{vip}/24 dev {dev}")],
+                excluded: &[format!("{vip6}/64 dev {dev}")],
+                extra: if with {
+                    "    track_file {\n        ctsync_ready\n    }\n"
+                } else {
+                    ""
+                },
             }
-            s += "}\n";
+            .text();
         }
         s
     }
 
     fn log(&self, i: usize, what: &str) -> Result<fs::File> {
-        let path = self.dir().join(format!("fw{}-{what}.log", i + 1));
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))
+        firewall::append(&self.dir().join(format!("fw{}-{what}.log", i + 1)))
     }
 
     /// Start firewall `i`: ctsync (unless a control), then keepalived.
@@ -670,28 +590,14 @@ track_file = "{track}"
     /// Start firewall `i`'s keepalived (in its own process group, so that a hard failure
     /// kills its VRRP child too).
     pub fn start_keepalived(&mut self, i: usize) -> Result<()> {
-        let conf = self.file(i, "keepalived.conf");
-        fs::write(&conf, self.keepalived_config(i))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.fw[i], "keepalived"])
-            .args([
-                "--dont-fork",
-                "--log-console",
-                "--log-detail",
-                "--no-syslog",
-            ])
-            .args(["--vrrp", "--use-file"])
-            .arg(&conf)
-            .arg("--pid")
-            .arg(self.file(i, "keepalived.pid"))
-            .arg("--vrrp_pid")
-            .arg(self.file(i, "vrrp.pid"))
-            .stdin(Stdio::null())
-            .stdout(self.log(i, "keepalived")?)
-            .stderr(self.log(i, "keepalived")?)
-            .process_group(0)
-            .spawn()
-            .context("starting keepalived")?;
+        let files = KeepalivedFiles {
+            conf: self.file(i, "keepalived.conf"),
+            pid: self.file(i, "keepalived.pid"),
+            vrrp_pid: self.file(i, "vrrp.pid"),
+            log: self.dir().join(format!("fw{}-keepalived.log", i + 1)),
+        };
+        fs::write(&files.conf, self.keepalived_config(i))?;
+        let child = firewall::spawn_keepalived(&self.fw[i], &files)?;
         self.procs[i].keepalived = Some(child);
         Ok(())
     }
@@ -716,16 +622,14 @@ track_file = "{track}"
 
     /// Whether firewall `i` holds both virtual addresses (is the VRRP master).
     pub fn is_master(&self, i: usize) -> bool {
-        run(&["ip", "-n", &self.fw[i], "-4", "-o", "addr", "show"])
-            .map(|s| s.contains(&format!("{LAN_VIP}/")) && s.contains(&format!("{WAN_VIP}/")))
-            .unwrap_or(false)
+        let (lan, wan) = firewall::vips_held(&self.fw[i]);
+        lan && wan
     }
 
     /// Whether firewall `i` holds either virtual address.
     pub fn has_any_vip(&self, i: usize) -> bool {
-        run(&["ip", "-n", &self.fw[i], "-4", "-o", "addr", "show"])
-            .map(|s| s.contains(&format!("{LAN_VIP}/")) || s.contains(&format!("{WAN_VIP}/")))
-            .unwrap_or(false)
+        let (lan, wan) = firewall::vips_held(&self.fw[i]);
+        lan || wan
     }
 
     /// Firewall `i`'s `ctsync status`, if it runs.
@@ -748,9 +652,7 @@ track_file = "{track}"
             run(&["ip", "-n", &self.fw[i], "link", "set", dev, "down"])?;
         }
         if let Some(mut k) = self.procs[i].keepalived.take() {
-            // SAFETY: the process group this lab created for keepalived.
-            unsafe { libc::killpg(k.id() as i32, libc::SIGKILL) };
-            let _ = k.wait();
+            kill_group(&mut k);
         }
         self.kill_ctsync(i);
         if let Some(mut c) = self.procs[i].conntrackd.take() {
@@ -813,22 +715,7 @@ track_file = "{track}"
     /// Conntrack entries in firewall `i`'s kernel for the lab's echo services: to the
     /// server (IPv4 and IPv6) and to the DNAT'd ports of the WAN virtual address.
     pub fn kernel_sessions(&self, i: usize) -> Result<usize> {
-        let ns = ctnetlink::Netns::named(&self.fw[i])?;
-        let mut ct = ctnetlink::Conntrack::open_in(&ns)?;
-        let servers: [std::net::IpAddr; 2] = [SERVER.parse()?, SERVER6.parse()?];
-        let vip: std::net::IpAddr = WAN_VIP.parse()?;
-        let mut n = 0;
-        ct.dump(None, |item| {
-            if let ctnetlink::DumpItem::Flow(f) = item {
-                let port = f.orig.dst_port().unwrap_or(0);
-                if (servers.contains(&f.orig.dst) && [TCP_PORT, UDP_PORT].contains(&port))
-                    || (f.orig.dst == vip && [DNAT_TCP_PORT, DNAT_UDP_PORT].contains(&port))
-                {
-                    n += 1;
-                }
-            }
-        })?;
-        Ok(n)
+        firewall::kernel_sessions(&self.fw[i])
     }
 
     /// The entries in firewall `i`'s kernel whose timeout is above `secs`.
@@ -859,35 +746,21 @@ track_file = "{track}"
 
     /// Every log of the lab, for a failure message.
     pub fn logs(&self) -> String {
-        let mut out = String::new();
         let Ok(rd) = fs::read_dir(self.dir()) else {
-            return out;
+            return String::new();
         };
         let mut paths: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "log"))
             .collect();
         paths.sort();
-        for p in paths {
-            let text = fs::read_to_string(&p).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            out += &format!("--- {} (last {} lines)\n", p.display(), tail.len());
-            for l in tail {
-                out += l;
-                out.push('\n');
-            }
-        }
-        out
+        firewall::tails(&paths, 40)
     }
 
     /// Stop firewall `i`'s processes (keepalived, then its sync daemon), gracefully.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut k) = self.procs[i].keepalived.take() {
-            // SAFETY: the process group this lab created for keepalived.
-            unsafe { libc::killpg(k.id() as i32, libc::SIGTERM) };
-            let g = k.id() as i32;
-            stop_child(&mut k, Some(g), STOP_GRACE);
+            stop_groups([&mut k], STOP_GRACE);
         }
         if let Some(mut c) = self.procs[i].ctsync.take() {
             crate::process::terminate(&mut c, STOP_GRACE);
@@ -912,31 +785,3 @@ impl Drop for Lab {
         // Then `scratch` removes the namespaces and the directory.
     }
 }
-
-/// The firewalls' rules (nft syntax).
-const RULES: &str = r#"table inet ctsync_lab {
-    chain forward {
-        type filter hook forward priority filter; policy drop;
-        ct state established,related accept
-        iifname "lan" oifname "wan" ct state new accept
-        iifname "wan" oifname "lan" ct state new ct status dnat accept
-    }
-}
-table ip ctsync_lab_nat {
-    chain prerouting {
-        type nat hook prerouting priority dstnat; policy accept;
-        iifname "wan" ip daddr 198.19.0.1 tcp dport 8000 dnat to 198.18.1.100:7000
-        iifname "wan" ip daddr 198.19.0.1 udp dport 8001 dnat to 198.18.1.100:7001
-    }
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "wan" ip saddr 198.18.1.0/24 snat to 198.19.0.1 random
-    }
-}
-table ip6 ctsync_lab_nat6 {
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "wan" ip6 saddr 2001:db8:1::/64 snat to 2001:db8:2::1 random
-    }
-}
-"#;

@@ -5,7 +5,8 @@
 //! * [`cluster`]: the demo's topology, a client, two firewalls (nftables, SNAT,
 //!   keepalived) and a server; [`traffic`]: sessions through it; [`demo`]: `ctsync demo`;
 //!   [`bench`](mod@bench): one run of the side-by-side session benchmark (`bench/sessions.sh`);
-//!   [`conntrackd`]: the incumbent's configuration for that benchmark.
+//!   [`conntrackd`]: the incumbent's configuration for that benchmark; [`firewall`]: one
+//!   firewall of it (segments, rules, keepalived).
 //! * [`pair`]: two bare nodes joined by a sync link, for the daemon's end-to-end tests;
 //!   [`trio`]: three on a private bridge, for the multicast group's.
 //! * [`load`] and [`synth`]: `ctsync load`, synthetic conntrack entries in bulk.
@@ -32,6 +33,7 @@ pub mod cluster;
 pub mod conntrackd;
 pub mod ctsync;
 pub mod demo;
+pub mod firewall;
 pub mod load;
 pub mod pair;
 pub mod process;

@@ -94,6 +94,28 @@ pub(crate) fn stop_child(c: &mut Child, group: Option<i32>, grace: Duration) {
     let _ = c.wait();
 }
 
+/// Kill a child that leads its own process group (keepalived), and its group, with
+/// SIGKILL (a crash); reap it.
+pub(crate) fn kill_group(c: &mut Child) {
+    // SAFETY: a process group this lab created (the child leads it).
+    unsafe { libc::killpg(c.id() as i32, libc::SIGKILL) };
+    let _ = c.wait();
+}
+
+/// Stop children that lead their own process groups: SIGTERM to every group first, then
+/// each waited for (its group killed after `grace`).
+pub(crate) fn stop_groups<'a>(children: impl IntoIterator<Item = &'a mut Child>, grace: Duration) {
+    let mut all: Vec<&mut Child> = children.into_iter().collect();
+    for c in &all {
+        // SAFETY: a process group this lab created (the child leads it).
+        unsafe { libc::killpg(c.id() as i32, libc::SIGTERM) };
+    }
+    for c in &mut all {
+        let g = c.id() as i32;
+        stop_child(c, Some(g), grace);
+    }
+}
+
 /// Stop a ctsync this lab started: SIGTERM, then SIGKILL after `grace`.
 pub(crate) fn terminate(c: &mut Child, grace: Duration) {
     // SAFETY: signalling a child this lab started, by its pid.
