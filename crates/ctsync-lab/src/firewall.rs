@@ -5,7 +5,9 @@
 //! what the labs read back (virtual addresses held, the lab's sessions in a kernel,
 //! logs).
 //!
-//! [`crate::cluster`] puts two or more firewalls between one client and one server.
+//! [`crate::cluster`] puts two or more firewalls between one client and one server;
+//! [`crate::routers`] puts a pair of them (a Neutron router's two replicas) in front of
+//! each of many clients and servers, every router with the same addresses.
 //!
 //! ```text
 //!                 LAN 198.18.1.0/24              WAN 198.19.0.0/24

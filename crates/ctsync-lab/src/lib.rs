@@ -6,7 +6,10 @@
 //!   keepalived) and a server; [`traffic`]: sessions through it; [`demo`]: `ctsync demo`;
 //!   [`bench`](mod@bench): one run of the side-by-side session benchmark (`bench/sessions.sh`);
 //!   [`conntrackd`]: the incumbent's configuration for that benchmark; [`firewall`]: one
-//!   firewall of it (segments, rules, keepalived).
+//!   firewall of it (segments, rules, keepalived), shared with [`routers`].
+//! * [`routers`]: a Neutron network node's shape, two hosts with many router namespaces
+//!   (a firewall pair each, every one with the same addresses) and one ctsync per host;
+//!   `ctsync demo --routers N` and the Neutron end-to-end test.
 //! * [`pair`]: two bare nodes joined by a sync link, for the daemon's end-to-end tests;
 //!   [`trio`]: three on a private bridge, for the multicast group's.
 //! * [`load`] and [`synth`]: `ctsync load`, synthetic conntrack entries in bulk.
@@ -37,6 +40,7 @@ pub mod firewall;
 pub mod load;
 pub mod pair;
 pub mod process;
+pub mod routers;
 mod scratch;
 pub mod synth;
 pub mod traffic;

@@ -43,6 +43,11 @@ impl Scratch {
         Ok(ns)
     }
 
+    /// `ctsy-TAG-PID`, the start of every namespace's name.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }

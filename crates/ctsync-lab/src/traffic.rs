@@ -292,6 +292,29 @@ pub struct Report {
     pub max_stall: Duration,
 }
 
+impl Report {
+    /// Several reports as one: the sessions of all, the longest stall of any.
+    pub fn combined(reports: impl IntoIterator<Item = Report>) -> Report {
+        let mut all = Report {
+            tcp: 0,
+            tcp_alive: 0,
+            tcp_failed: 0,
+            udp: 0,
+            udp_alive: 0,
+            max_stall: Duration::ZERO,
+        };
+        for r in reports {
+            all.tcp += r.tcp;
+            all.tcp_alive += r.tcp_alive;
+            all.tcp_failed += r.tcp_failed;
+            all.udp += r.udp;
+            all.udp_alive += r.udp_alive;
+            all.max_stall = all.max_stall.max(r.max_stall);
+        }
+        all
+    }
+}
+
 impl Sessions {
     /// Open `tcp` connections and `udp` flows from namespace `ns` to the server.
     pub fn open(ns: &str, tcp: usize, udp: usize) -> Result<Sessions> {
