@@ -223,17 +223,33 @@ impl Lab {
     pub fn bring_up(&mut self) -> Result<()> {
         self.start_host(0)?;
         let all_a = wait(Duration::from_secs(30), || {
-            (0..self.routers.len()).all(|r| self.is_master(0, r) && self.role_is(0, r, "primary"))
+            (0..self.routers.len()).all(|r| {
+                self.is_master(0, r)
+                    && self.state_file(0, r) == "primary"
+                    && self.role_is(0, r, "primary")
+            })
         })?;
         if all_a.is_none() {
             bail!(
-                "host A is not primary for every router within 30 s: {:?}\n{}",
+                "host A is not primary for every router within 30 s: not master {:?}, state files {:?}\n{}",
                 self.not_master(0),
+                self.state_files(0),
                 self.logs()
             );
         }
         self.start_host(1)?;
         self.wait_ready(1)?;
+        if wait(Duration::from_secs(10), || {
+            (0..self.routers.len()).all(|r| self.state_file(1, r) == "backup")
+        })?
+        .is_none()
+        {
+            bail!(
+                "host B's state files do not all say backup within 10 s: {:?}\n{}",
+                self.state_files(1),
+                self.logs()
+            );
+        }
         let taken: Vec<&str> = (0..self.routers.len())
             .filter(|&r| self.has_any_vip(1, r))
             .map(|r| self.routers[r].id.as_str())
@@ -400,6 +416,13 @@ dead_ms = 1500
             .unwrap_or_default()
             .trim()
             .to_string()
+    }
+
+    /// Every router's state file on host `h`, by id.
+    pub fn state_files(&self, h: usize) -> Vec<(String, String)> {
+        (0..self.routers.len())
+            .map(|r| (self.routers[r].id.clone(), self.state_file(h, r)))
+            .collect()
     }
 
     /// Host `h`'s `ctsync status` (every namespace), if it runs.
