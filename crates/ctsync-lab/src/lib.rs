@@ -7,7 +7,8 @@
 //!   [`bench`](mod@bench): one run of the side-by-side session benchmark (`bench/sessions.sh`);
 //!   [`conntrackd`]: the incumbent's configuration for that benchmark.
 //! * [`pair`]: two bare nodes joined by a sync link, for the daemon's end-to-end tests;
-//!   [`trio`]: three on a private bridge, for the multicast group's.
+//!   [`trio`]: three on a private bridge, for the multicast group's; [`hosts`]: two hosts
+//!   full of router namespaces, for the `[namespaces]` daemon's.
 //! * [`load`] and [`synth`]: `ctsync load`, synthetic conntrack entries in bulk.
 //!
 //! # The `ctsync` package is not a dependency
@@ -32,6 +33,7 @@ pub mod cluster;
 pub mod conntrackd;
 pub mod ctsync;
 pub mod demo;
+pub mod hosts;
 pub mod load;
 pub mod pair;
 pub mod process;
