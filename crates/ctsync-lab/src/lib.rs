@@ -11,7 +11,8 @@
 //!   (a firewall pair each, every one with the same addresses) and one ctsync per host;
 //!   `ctsync demo --routers N` and the Neutron end-to-end test.
 //! * [`pair`]: two bare nodes joined by a sync link, for the daemon's end-to-end tests;
-//!   [`trio`]: three on a private bridge, for the multicast group's.
+//!   [`trio`]: three on a private bridge, for the multicast group's; [`hosts`]: two hosts
+//!   full of router namespaces, for the `[namespaces]` daemon's.
 //! * [`load`] and [`synth`]: `ctsync load`, synthetic conntrack entries in bulk.
 //!
 //! # The `ctsync` package is not a dependency
@@ -37,6 +38,7 @@ pub mod conntrackd;
 pub mod ctsync;
 pub mod demo;
 pub mod firewall;
+pub mod hosts;
 pub mod load;
 pub mod pair;
 pub mod process;

@@ -43,6 +43,14 @@ impl Scratch {
         Ok(ns)
     }
 
+    /// Remove the namespace `ctsy-TAG-PID-name` made by [`Scratch::add_netns`].
+    pub(crate) fn del_netns(&mut self, name: &str) -> Result<()> {
+        let ns = format!("{}-{name}", self.prefix);
+        run(&["ip", "netns", "del", &ns])?;
+        self.namespaces.retain(|n| *n != ns);
+        Ok(())
+    }
+
     /// `ctsy-TAG-PID`, the start of every namespace's name.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix

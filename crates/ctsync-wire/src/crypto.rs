@@ -120,6 +120,24 @@ impl ClusterSecret {
         Ok(ClusterSecret { prk, cipher })
     }
 
+    /// The secret of one replicated namespace (docs/PROTOCOL.md §14): derived from this
+    /// one and the namespace's id, so that a datagram of one namespace never
+    /// authenticates as another's.
+    pub fn for_namespace(&self, id: &[u8]) -> Result<ClusterSecret, WireError> {
+        let mut okm = [0u8; 32];
+        let info: [&[u8]; 2] = [b"ctsync v1 namespace", id];
+        self.prk
+            .expand(&info, Len(32))
+            .and_then(|k| k.fill(&mut okm))
+            .map_err(|_| WireError::KeyDerivation)?;
+        let prk = Prk::new_less_safe(HKDF_SHA256, &okm);
+        okm.zeroize();
+        Ok(ClusterSecret {
+            prk,
+            cipher: self.cipher,
+        })
+    }
+
     /// The cipher this cluster uses.
     pub fn cipher(&self) -> Cipher {
         self.cipher
@@ -311,6 +329,11 @@ mod tests {
                 .unwrap()
                 .traffic_key(1, 42, 0)
                 .unwrap(),
+            // another namespace's secret (§14), and the cluster's seen from a namespace
+            s.for_namespace(b"r1")
+                .unwrap()
+                .traffic_key(1, 42, 0)
+                .unwrap(),
         ];
         for other in &others {
             let mut b = sealed.clone();
@@ -336,6 +359,30 @@ mod tests {
                 Err(WireError::Authentication),
                 "bit flip at {i}"
             );
+        }
+    }
+
+    #[test]
+    fn each_namespace_has_its_own_keys() {
+        let s = secret(Cipher::Aes256Gcm);
+        let (a, b) = (
+            s.for_namespace(b"r1").unwrap(),
+            s.for_namespace(b"r2").unwrap(),
+        );
+        assert_eq!(a.cipher(), Cipher::Aes256Gcm);
+        let k = a.traffic_key(1, 42, 0).unwrap();
+        let mut sealed = b"HEADERbody".to_vec();
+        k.seal(5, &mut sealed, 6, 2).unwrap();
+        let same = s
+            .for_namespace(b"r1")
+            .unwrap()
+            .traffic_key(1, 42, 0)
+            .unwrap();
+        assert_eq!(same.open(5, &mut sealed.clone(), 6, 2).unwrap(), b"body");
+        for other in [&b, &s] {
+            let mut x = sealed.clone();
+            let o = other.traffic_key(1, 42, 0).unwrap();
+            assert_eq!(o.open(5, &mut x, 6, 2), Err(WireError::Authentication));
         }
     }
 

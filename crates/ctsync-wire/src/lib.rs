@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod frame;
 pub mod header;
 pub mod replay;
+pub mod tag;
 
 pub use crypto::{Cipher, ClusterSecret, TAG_LEN, TrafficKey, expand_seed};
 pub use frame::{DataMessages, Frame, FrameWriter, Message, WireRole, frames};

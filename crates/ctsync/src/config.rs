@@ -13,6 +13,8 @@ use anyhow::{Context, Result, bail};
 use ctsync_core::{Mode, Role};
 use serde::Deserialize;
 
+pub use namespaces::{Namespaces, RoleSource, parse_state};
+
 /// `[sync]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -437,6 +439,9 @@ pub struct Config {
     /// A peer that runs conntrackd (mixed cluster, migration).
     #[serde(default)]
     pub conntrackd: Option<ConntrackdPeer>,
+    /// Replicate many network namespaces (routers) instead of one.
+    #[serde(default)]
+    pub namespaces: Option<Namespaces>,
     /// The file and text it was read from, for errors found later.
     #[serde(skip)]
     source: (PathBuf, String),
@@ -650,6 +655,23 @@ impl Config {
                 "{}: [keepalived] with notify_fifo needs exactly one of instance or group to follow",
                 path.display()
             );
+        }
+        if let Some(n) = &cfg.namespaces {
+            n.check(at)?;
+            for (set, what) in [
+                (cfg.sync.group.is_some(), "[sync] group"),
+                (!cfg.sync.extra_links.is_empty(), "[[sync.link]]"),
+                (cfg.conntrackd.is_some(), "[conntrackd]"),
+                (cfg.keepalived.is_some(), "[keepalived]"),
+                (cfg.metrics.is_some(), "[metrics]"),
+            ] {
+                if set {
+                    bail!(
+                        "{}: {what} is not supported with [namespaces] yet (docs/NEUTRON.md, limits): each namespace's role comes from its state_file",
+                        path.display()
+                    );
+                }
+            }
         }
         cfg.source = (path.to_path_buf(), text.to_string());
         Ok(cfg)
@@ -986,6 +1008,7 @@ pub fn new_key() -> Result<String> {
     Ok(k.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+mod namespaces;
 #[cfg(test)]
 mod tests;
 

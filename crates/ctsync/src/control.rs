@@ -75,6 +75,20 @@ fn connect(socket: &Path) -> Result<UnixStream> {
     })
 }
 
+/// A request line's namespace when it names one (`netns NAME REQUEST`: a daemon that
+/// replicates namespaces hands REQUEST to that namespace's node), and the request.
+pub fn split_netns(line: &str) -> (Option<&str>, &str) {
+    let t = line.trim_start();
+    match t.strip_prefix("netns ") {
+        Some(rest) => {
+            let rest = rest.trim_start();
+            let (name, req) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            (Some(name), req)
+        }
+        None => (None, line),
+    }
+}
+
 /// Which cache a request is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cache {
@@ -152,6 +166,20 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_may_name_its_namespace() {
+        assert_eq!(
+            split_netns("netns qrouter-1 status text\n"),
+            (Some("qrouter-1"), "status text\n")
+        );
+        assert_eq!(split_netns("status"), (None, "status"));
+        assert_eq!(split_netns("netns r1"), (Some("r1"), ""));
+        assert_eq!(
+            Request::parse(split_netns("netns r1 commit").1),
+            Ok(Request::Commit)
+        );
+    }
 
     #[test]
     fn requests_parse_and_bad_ones_say_why() {

@@ -184,6 +184,9 @@ struct Socket {
     /// Take the socket path from this configuration file.
     #[arg(long, short)]
     config: Option<std::path::PathBuf>,
+    /// Ask about this network namespace (a daemon with [namespaces] replicates many).
+    #[arg(long)]
+    netns: Option<String>,
 }
 
 impl Socket {
@@ -198,7 +201,15 @@ impl Socket {
     }
 
     fn ask(&self, request: &str) -> Result<serde_json::Value> {
-        ctsync::control::request(&self.path()?, request)
+        ctsync::control::request(&self.path()?, &self.line(request))
+    }
+
+    /// The request line: `request`, for the namespace `--netns` names if any.
+    fn line(&self, request: &str) -> String {
+        match &self.netns {
+            Some(n) => format!("netns {n} {request}"),
+            None => request.to_string(),
+        }
     }
 }
 
@@ -366,17 +377,20 @@ fn run(cli: Cli) -> Result<bool> {
         }
         Command::Dump { which, json, at } => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let n = ctsync::control::stream(&at.path()?, &format!("dump {which}"), |v| {
-                use std::io::Write;
-                if json {
-                    writeln!(out, "{v}")
-                } else {
-                    match v["origin"].as_str() {
-                        Some(o) => writeln!(out, "{} from {o}", v["text"].as_str().unwrap_or("?")),
-                        None => writeln!(out, "{}", v["text"].as_str().unwrap_or("?")),
+            let n =
+                ctsync::control::stream(&at.path()?, &at.line(&format!("dump {which}")), |v| {
+                    use std::io::Write;
+                    if json {
+                        writeln!(out, "{v}")
+                    } else {
+                        match v["origin"].as_str() {
+                            Some(o) => {
+                                writeln!(out, "{} from {o}", v["text"].as_str().unwrap_or("?"))
+                            }
+                            None => writeln!(out, "{}", v["text"].as_str().unwrap_or("?")),
+                        }
                     }
-                }
-            })?;
+                })?;
             drop(out);
             if !json {
                 eprintln!("{n} flows");

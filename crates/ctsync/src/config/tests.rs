@@ -433,3 +433,44 @@ fn a_conntrackd_peer_is_opt_in_and_checked() {
     let e = Config::parse(&format!("{GOOD}{clash}"), Path::new("a.toml")).unwrap_err();
     assert!(format!("{e:#}").contains("must differ"), "{e:#}");
 }
+
+const NAMESPACES: &str = r#"
+[namespaces]
+match = "qrouter-*"
+role = "keepalived-state"
+state_file = "/var/lib/neutron/ha_confs/{id}/state"
+"#;
+
+#[test]
+fn namespaces_parse_and_name_their_ids() {
+    let c = Config::parse(&format!("{GOOD}{NAMESPACES}"), Path::new("n.toml")).unwrap();
+    let n = c.namespaces.expect("[namespaces]");
+    assert_eq!(n.role, RoleSource::KeepalivedState);
+    assert_eq!(n.id_of("qrouter-4f1c"), Some("4f1c"));
+    assert!(
+        Config::parse(GOOD, Path::new("n.toml"))
+            .unwrap()
+            .namespaces
+            .is_none()
+    );
+}
+
+#[test]
+fn namespaces_refuse_what_they_do_not_support_yet() {
+    let bad_match = NAMESPACES.replace("qrouter-*", "qrouter");
+    let e = Config::parse(&format!("{GOOD}{bad_match}"), Path::new("n.toml")).unwrap_err();
+    assert!(format!("{e:#}").starts_with("n.toml:"), "{e:#}");
+    let bad_role = NAMESPACES.replace("keepalived-state", "vrrp");
+    assert!(Config::parse(&format!("{GOOD}{bad_role}"), Path::new("n.toml")).is_err());
+    for extra in [
+        "[metrics]\nlisten = \"127.0.0.1:9100\"\n",
+        "[keepalived]\ntrack_file = \"/run/t\"\n",
+    ] {
+        let e =
+            Config::parse(&format!("{GOOD}{NAMESPACES}{extra}"), Path::new("n.toml")).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("not supported with [namespaces]"),
+            "{e:#}"
+        );
+    }
+}

@@ -63,8 +63,15 @@ pub(super) const MAX_CLIENTS: usize = 64;
 pub(super) enum Call {
     /// A client was refused for its credentials (counted).
     Refused,
-    /// A request, and where its reply goes.
-    Request(Request, oneshot::Sender<Reply>),
+    /// A request, the namespace it names (`--netns`), and where its reply goes.
+    Request {
+        /// The namespace named, if any.
+        netns: Option<String>,
+        /// What is asked.
+        request: Request,
+        /// Where the reply goes.
+        reply: oneshot::Sender<Reply>,
+    },
 }
 
 /// One control connection, in a task of its own so that a client that says nothing (or
@@ -99,11 +106,17 @@ pub(super) async fn client(
             .await;
         return;
     }
+    let (netns, rest) = crate::control::split_netns(&line);
     let reply = match read {
-        Ok(Ok(_)) => match Request::parse(&line) {
+        Ok(Ok(_)) => match Request::parse(rest) {
             Ok(request) => {
                 let (tx, rx) = oneshot::channel();
-                if calls.send(Call::Request(request, tx)).await.is_err() {
+                let call = Call::Request {
+                    netns: netns.map(str::to_string),
+                    request,
+                    reply: tx,
+                };
+                if calls.send(call).await.is_err() {
                     return; // the daemon is stopping
                 }
                 match rx.await {
@@ -134,7 +147,20 @@ impl Daemon {
     pub(super) fn call(&mut self, call: Call) {
         match call {
             Call::Refused => self.control_refused += 1,
-            Call::Request(request, reply) => {
+            Call::Request {
+                netns: Some(n),
+                reply,
+                ..
+            } => {
+                let _ = reply.send(Reply::Line(json!({
+                    "error": format!("--netns {n}: this daemon replicates one table, not namespaces ([namespaces] is not configured)")
+                })));
+            }
+            Call::Request {
+                netns: None,
+                request,
+                reply,
+            } => {
                 let _ = reply.send(self.answer(request));
             }
         }

@@ -203,8 +203,39 @@ impl Recent {
 }
 
 /// One link's socket.
+/// A link's socket: a UDP socket of its own, or a namespace's port on the shared one.
+pub(super) enum Sock {
+    /// A daemon's own socket.
+    Udp(UdpSocket),
+    /// A namespace's port on the shared socket (`[namespaces]`).
+    Mux(super::mux::MuxPort),
+}
+
+impl Sock {
+    fn poll_recv_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        match self {
+            Sock::Udp(u) => u.poll_recv_ready(cx),
+            Sock::Mux(m) => m.poll_recv_ready(cx),
+        }
+    }
+
+    fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Udp(u) => u.try_recv_from(buf).map(|(n, _)| n),
+            Sock::Mux(m) => m.try_recv(buf),
+        }
+    }
+
+    fn try_send_to(&mut self, datagram: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        match self {
+            Sock::Udp(u) => u.try_send_to(datagram, to),
+            Sock::Mux(m) => m.try_send_to(datagram, to),
+        }
+    }
+}
+
 struct LinkSocket {
-    udp: UdpSocket,
+    udp: Sock,
     /// Its interface (for logs and the status).
     interface: String,
     /// Sending on it fails (logged once when it starts and once when it stops).
@@ -267,7 +298,7 @@ impl SyncLink {
     /// The links' sockets with their interfaces, in link order, and each peer's
     /// addresses on them (in the same order).
     pub(super) fn new(
-        sockets: Vec<(UdpSocket, String)>,
+        sockets: Vec<(Sock, String)>,
         group: Option<GroupSocket>,
         peers: BTreeMap<NodeId, Vec<SocketAddr>>,
         alive: Duration,
@@ -428,8 +459,8 @@ impl SyncLink {
     /// [`SyncLink::receive`] on link `l`; whether it stopped at the budget.
     fn receive_on(&mut self, l: usize, node: &mut Node, now: Instant) -> bool {
         for _ in 0..DATAGRAM_BUDGET {
-            let len = match self.links[l].udp.try_recv_from(&mut self.rx) {
-                Ok((len, _from)) => len,
+            let len = match self.links[l].udp.try_recv(&mut self.rx) {
+                Ok(len) => len,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     log(

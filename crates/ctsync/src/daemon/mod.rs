@@ -12,6 +12,8 @@ mod control;
 mod epoch;
 mod last_role;
 mod link;
+mod mux;
+mod namespaces;
 mod setup;
 mod shell;
 mod status;
@@ -41,8 +43,18 @@ const FLUSH_ROUNDS: usize = 64;
 /// seconds; building the status on every turn of a storm would be wasted work).
 const STALE_CHECK: Duration = Duration::from_millis(100);
 
+tokio::task_local! {
+    /// The namespace a task serves (`[namespaces]`): its log lines name it.
+    static NAMESPACE: String;
+}
+
 fn log(level: &str, msg: impl std::fmt::Display) {
-    eprintln!("ctsync[{level}]: {msg}");
+    if NAMESPACE
+        .try_with(|ns| eprintln!("ctsync[{level}] {ns}: {msg}"))
+        .is_err()
+    {
+        eprintln!("ctsync[{level}]: {msg}");
+    }
 }
 
 /// Tell systemd (when it started us with `Type=notify`; a no-op otherwise).
@@ -90,8 +102,9 @@ struct Daemon {
     /// Admits metrics connections, at most 8 at once, and counts the rest.
     metrics_gate: crate::metrics::Gate,
     /// The runtime directory, where the role keepalived or the operator last gave is
-    /// kept for a restart (see `last_role`).
-    runtime: PathBuf,
+    /// kept for a restart (see `last_role`); none for a namespace's node, whose role
+    /// its state file keeps.
+    runtime: Option<PathBuf>,
     /// Whether the log last said that flows wait for room in the kernel.
     no_room_said: bool,
     /// Flows the kernel had no room for when this node last became primary: how many,
@@ -128,160 +141,204 @@ fn give_back_large_blocks() {
 }
 
 async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
+    if cfg.namespaces.is_some() {
+        return tokio::task::LocalSet::new()
+            .run_until(namespaces::run(cfg))
+            .await;
+    }
     let (mut d, src) = setup::start(&cfg).await?;
-    let setup::Sources {
-        mut events,
-        own_port,
-        control,
-        control_path,
-        mut fifo,
-        metrics,
-    } = src;
-    let mut keepalived_follow = cfg.keepalived.clone();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let calls = tokio::sync::mpsc::channel(control::MAX_CLIENTS);
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&d.status_line()),
     ]);
-    let mut flow_batch: Vec<FlowEvent> = Vec::new();
-    let (calls_tx, mut calls_rx) = tokio::sync::mpsc::channel(control::MAX_CLIENTS);
-    let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(control::MAX_CLIENTS));
-    loop {
-        let mut deadline = d
-            .node
-            .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-        if let Some(e) = &d.conntrackd {
-            deadline = deadline.min(e.poll_timeout(Instant::now()));
-        }
-        tokio::select! {
-            r = events.readable_mut() => {
-                let mut guard = r?;
-                let now = Instant::now();
-                let mut n = 0;
-                let mut drained = false;
-                let node = &mut d.node;
-                let ftfw = &mut d.conntrackd;
-                while n < EVENT_BUDGET {
-                    // Flow events go to the core in batches (one read's worth), in order
-                    // with the others: a batch is handed over before any other event.
-                    let got = guard.get_inner_mut().recv(|e| match e {
-                        Event::Flow { kind, portid, flow } => flow_batch.push(FlowEvent {
-                            kind,
-                            flow: flow.clone(),
-                            ours: portid == own_port,
-                        }),
-                        Event::Overrun => {
-                            hand_over(node, ftfw, now, &mut flow_batch);
-                            log("warn", "kernel event socket overran: re-reading the table");
-                            node.handle_kernel_overrun(now);
-                        }
-                        Event::Expectation {
-                            kind,
-                            portid,
-                            expectation,
-                        } => {
-                            hand_over(node, ftfw, now, &mut flow_batch);
-                            node.handle_expectation_event(
-                                now,
-                                kind,
-                                expectation,
-                                portid == own_port,
-                            );
-                        }
-                    });
-                    hand_over(node, ftfw, now, &mut flow_batch);
-                    match got? {
-                        Some(k) => n += k.max(1),
-                        None => {
-                            guard.clear_ready();
-                            drained = true;
-                            break;
-                        }
-                    }
-                }
-                if !drained {
-                    // The rest waits for the next turn: the storm must not starve
-                    // acknowledgements and timers.
-                    d.event_budget_hits += 1;
-                }
-            }
-            r = d.link.readable() => {
-                r?;
-                d.link.receive(&mut d.node, Instant::now());
-            }
-            r = conntrackd::readable(&d.conntrackd), if d.conntrackd.is_some() => {
-                if r.is_some() && let Some(e) = &mut d.conntrackd {
-                    e.receive(Instant::now(), &d.node, &mut d.kernel);
-                }
-            }
-            line = async { fifo.as_mut()?.next_line().await.ok().flatten() }, if fifo.is_some() => {
-                match line {
-                    Some(line) => {
-                        let role = crate::keepalived::parse_line(&line)
-                            .and_then(|t| keepalived_follow.as_ref().and_then(|k| k.role_for(&t)));
-                        if let Some(role) = role {
-                            log("info", format!("keepalived: {} -> {role:?}", line.trim()));
-                            d.set_role(role);
-                        }
-                    }
-                    None => {
-                        log("warn", "keepalived's notify_fifo closed; roles now only by `ctsync role`");
-                        fifo = None;
-                    }
-                }
-            }
-            c = control.accept() => {
-                if let Ok((stream, _)) = c {
-                    // Served off the loop; a client beyond the cap is closed at once.
-                    if let Ok(permit) = clients.clone().try_acquire_owned() {
-                        tokio::spawn(control::client(stream, calls_tx.clone(), permit));
-                    }
-                }
-            }
-            Some(call) = calls_rx.recv() => d.call(call),
-            m = async { metrics.as_ref()?.accept().await.ok() }, if metrics.is_some() => {
-                if let Some((stream, _)) = m {
-                    d.serve_metrics(stream);
-                }
-            }
-            _ = hup.recv() => {
-                notify(&[sd_notify::NotifyState::Reloading]);
-                match Config::load(path) {
-                    Ok(new) => {
-                        d.reload(&cfg, &new);
-                        keepalived_follow = new.keepalived.clone();
-                        cfg = new;
-                    }
-                    Err(e) => log("error", format!("reload refused, keeping the running configuration: {e:#}")),
-                }
-                notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&d.status_line())]);
-            }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                let now = Instant::now();
-                d.node.handle_timeout(now);
-                if let Some(e) = &mut d.conntrackd {
-                    e.handle_timeout(now);
-                    e.receive(now, &d.node, &mut d.kernel);
-                }
-            }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-        }
-        d.flush();
-        d.watch_room();
-        if d.stale_file.is_some() && d.stale_checked.is_none_or(|t| t.elapsed() >= STALE_CHECK) {
-            // Staleness moves with time alone: looked at by the loop (which wakes at least
-            // every alive interval), but not on every turn of an event storm.
-            d.stale_checked = Some(Instant::now());
-            d.write_track();
-        }
-    }
+    let control_path = src.control_path.clone();
+    d.serve(src, calls, Some((&mut cfg, path)), None).await?;
     notify(&[sd_notify::NotifyState::Stopping]);
-    let _ = std::fs::remove_file(&control_path);
+    if let Some(p) = control_path {
+        let _ = std::fs::remove_file(p);
+    }
     log("info", format!("{} stopped", d.name));
     Ok(())
+}
+
+/// The control calls a loop answers: where clients' tasks send them, and where the loop
+/// takes them.
+type Calls = (
+    tokio::sync::mpsc::Sender<control::Call>,
+    tokio::sync::mpsc::Receiver<control::Call>,
+);
+
+impl Daemon {
+    /// The event loop, until SIGTERM or SIGINT: kernel events, sync datagrams, control
+    /// calls, keepalived's FIFO, metrics, timers; with `reload` (the running
+    /// configuration and its file) also SIGHUP; with `roles` the roles a namespace's
+    /// state file gives.
+    async fn serve(
+        &mut self,
+        src: setup::Sources,
+        (calls_tx, mut calls_rx): Calls,
+        mut reload: Option<(&mut Config, &Path)>,
+        mut roles: Option<tokio::sync::mpsc::Receiver<Role>>,
+    ) -> Result<()> {
+        let d = self;
+        let setup::Sources {
+            mut events,
+            own_port,
+            control,
+            control_path: _,
+            mut fifo,
+            metrics,
+        } = src;
+        let mut keepalived_follow = reload.as_ref().and_then(|(c, _)| c.keepalived.clone());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut hup = match reload {
+            Some(_) => Some(tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::hangup(),
+            )?),
+            None => None,
+        };
+        let mut flow_batch: Vec<FlowEvent> = Vec::new();
+        let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(control::MAX_CLIENTS));
+        loop {
+            let mut deadline = d
+                .node
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            if let Some(e) = &d.conntrackd {
+                deadline = deadline.min(e.poll_timeout(Instant::now()));
+            }
+            tokio::select! {
+                r = events.readable_mut() => {
+                    let mut guard = r?;
+                    let now = Instant::now();
+                    let mut n = 0;
+                    let mut drained = false;
+                    let node = &mut d.node;
+                    let ftfw = &mut d.conntrackd;
+                    while n < EVENT_BUDGET {
+                        // Flow events go to the core in batches (one read's worth), in order
+                        // with the others: a batch is handed over before any other event.
+                        let got = guard.get_inner_mut().recv(|e| match e {
+                            Event::Flow { kind, portid, flow } => flow_batch.push(FlowEvent {
+                                kind,
+                                flow: flow.clone(),
+                                ours: portid == own_port,
+                            }),
+                            Event::Overrun => {
+                                hand_over(node, ftfw, now, &mut flow_batch);
+                                log("warn", "kernel event socket overran: re-reading the table");
+                                node.handle_kernel_overrun(now);
+                            }
+                            Event::Expectation {
+                                kind,
+                                portid,
+                                expectation,
+                            } => {
+                                hand_over(node, ftfw, now, &mut flow_batch);
+                                node.handle_expectation_event(
+                                    now,
+                                    kind,
+                                    expectation,
+                                    portid == own_port,
+                                );
+                            }
+                        });
+                        hand_over(node, ftfw, now, &mut flow_batch);
+                        match got? {
+                            Some(k) => n += k.max(1),
+                            None => {
+                                guard.clear_ready();
+                                drained = true;
+                                break;
+                            }
+                        }
+                    }
+                    if !drained {
+                        // The rest waits for the next turn: the storm must not starve
+                        // acknowledgements and timers.
+                        d.event_budget_hits += 1;
+                    }
+                }
+                r = d.link.readable() => {
+                    r?;
+                    d.link.receive(&mut d.node, Instant::now());
+                }
+                r = conntrackd::readable(&d.conntrackd), if d.conntrackd.is_some() => {
+                    if r.is_some() && let Some(e) = &mut d.conntrackd {
+                        e.receive(Instant::now(), &d.node, &mut d.kernel);
+                    }
+                }
+                line = async { fifo.as_mut()?.next_line().await.ok().flatten() }, if fifo.is_some() => {
+                    match line {
+                        Some(line) => {
+                            let role = crate::keepalived::parse_line(&line)
+                                .and_then(|t| keepalived_follow.as_ref().and_then(|k| k.role_for(&t)));
+                            if let Some(role) = role {
+                                log("info", format!("keepalived: {} -> {role:?}", line.trim()));
+                                d.set_role(role);
+                            }
+                        }
+                        None => {
+                            log("warn", "keepalived's notify_fifo closed; roles now only by `ctsync role`");
+                            fifo = None;
+                        }
+                    }
+                }
+                c = async { control.as_ref()?.accept().await.ok() }, if control.is_some() => {
+                    if let Some((stream, _)) = c {
+                        // Served off the loop; a client beyond the cap is closed at once.
+                        if let Ok(permit) = clients.clone().try_acquire_owned() {
+                            tokio::spawn(control::client(stream, calls_tx.clone(), permit));
+                        }
+                    }
+                }
+                Some(call) = calls_rx.recv() => d.call(call),
+                m = async { metrics.as_ref()?.accept().await.ok() }, if metrics.is_some() => {
+                    if let Some((stream, _)) = m {
+                        d.serve_metrics(stream);
+                    }
+                }
+                _ = async { hup.as_mut()?.recv().await }, if hup.is_some() => {
+                    let Some((cfg, path)) = reload.as_mut() else { continue };
+                    notify(&[sd_notify::NotifyState::Reloading]);
+                    match Config::load(path) {
+                        Ok(new) => {
+                            d.reload(cfg, &new);
+                            keepalived_follow = new.keepalived.clone();
+                            **cfg = new;
+                        }
+                        Err(e) => log("error", format!("reload refused, keeping the running configuration: {e:#}")),
+                    }
+                    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&d.status_line())]);
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                    let now = Instant::now();
+                    d.node.handle_timeout(now);
+                    if let Some(e) = &mut d.conntrackd {
+                        e.handle_timeout(now);
+                        e.receive(now, &d.node, &mut d.kernel);
+                    }
+                }
+                Some(role) = async { roles.as_mut()?.recv().await }, if roles.is_some() => {
+                    log("info", format!("state file: {role}"));
+                    d.set_role(role);
+                }
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+            }
+            d.flush();
+            d.watch_room();
+            if d.stale_file.is_some() && d.stale_checked.is_none_or(|t| t.elapsed() >= STALE_CHECK)
+            {
+                // Staleness moves with time alone: looked at by the loop (which wakes at least
+                // every alive interval), but not on every turn of an event storm.
+                d.stale_checked = Some(Instant::now());
+                d.write_track();
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Daemon {
@@ -415,7 +472,10 @@ impl Daemon {
 
     /// Keep the role keepalived or the operator gave for a restart of the daemon.
     fn remember_role(&self, role: Role) {
-        if let Err(e) = last_role::write(&self.runtime, &self.name, role) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        if let Err(e) = last_role::write(runtime, &self.name, role) {
             log(
                 "warn",
                 format!("{e:#}: a restart of ctsync will start in the configured role"),

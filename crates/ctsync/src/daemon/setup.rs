@@ -42,10 +42,10 @@ pub(super) struct Sources {
     pub(super) events: AsyncFd<EventSocket>,
     /// The netlink port of our own kernel writes (their events are not ours to send).
     pub(super) own_port: u32,
-    /// The control socket.
-    pub(super) control: UnixListener,
+    /// The control socket (a namespace's loop has none: the daemon's calls come to it).
+    pub(super) control: Option<UnixListener>,
     /// Its path, removed at exit.
-    pub(super) control_path: PathBuf,
+    pub(super) control_path: Option<PathBuf>,
     /// keepalived's `notify_fifo`, when followed.
     pub(super) fifo: Option<Fifo>,
     /// The metrics listener, when configured.
@@ -133,7 +133,7 @@ fn subscribe(netns: Option<&Netns>) -> Result<(AsyncFd<EventSocket>, OwnedFd, us
 
 /// Bind the sync socket (in `netns` if given), buffers raised; the receive buffer
 /// granted.
-fn bind_sync(netns: Option<&Netns>, local: SocketAddr) -> Result<(UdpSocket, usize)> {
+pub(super) fn bind_sync(netns: Option<&Netns>, local: SocketAddr) -> Result<(UdpSocket, usize)> {
     let bind = move || -> std::io::Result<StdUdpSocket> {
         let s = StdUdpSocket::bind(local)?;
         s.set_nonblocking(true)?;
@@ -281,7 +281,7 @@ fn set_opt<T>(s: &UdpSocket, level: libc::c_int, name: libc::c_int, value: &T) -
 }
 
 /// Bind the control socket, root-only, replacing a stale one.
-fn bind_control(path: &Path) -> Result<UnixListener> {
+pub(super) fn bind_control(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -295,18 +295,17 @@ fn bind_control(path: &Path) -> Result<UnixListener> {
 /// The core node: this run's epoch (above the last one recorded in the state directory
 /// and the wall clock's seconds, with 24 random bits: see `epoch.rs`) and a random seed,
 /// keyed with the cluster keys.
-fn new_node(cfg: &Config, (secret, accept): (ClusterSecret, Vec<ClusterSecret>)) -> Result<Node> {
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+fn new_node(
+    cfg: &Config,
+    (secret, accept): (ClusterSecret, Vec<ClusterSecret>),
+    epoch: Option<u64>,
+) -> Result<Node> {
     let mut rnd = [0u8; 16];
     aws_lc_rs::rand::fill(&mut rnd).map_err(|_| anyhow::anyhow!("no system randomness"))?;
-    let random24 = u32::from_be_bytes([0, rnd[0], rnd[1], rnd[2]]);
-    let (epoch, warning) = super::epoch::choose(&super::epoch::state_dir(), wall, random24);
-    if let Some(w) = warning {
-        log("warn", w);
-    }
+    let epoch = match epoch {
+        Some(e) => e,
+        None => choose_epoch(u32::from_be_bytes([0, rnd[0], rnd[1], rnd[2]])),
+    };
     let seed = u64::from_be_bytes([
         rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15],
     ]);
@@ -317,6 +316,20 @@ fn new_node(cfg: &Config, (secret, accept): (ClusterSecret, Vec<ClusterSecret>))
             .map_err(|e| anyhow::anyhow!("cluster keys: {e}"))?;
     }
     Ok(node)
+}
+
+/// This run's epoch, recorded in the state directory (see `epoch.rs`), with these
+/// random low bits.
+pub(super) fn choose_epoch(random24: u32) -> u64 {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let (epoch, warning) = super::epoch::choose(&super::epoch::state_dir(), wall, random24);
+    if let Some(w) = warning {
+        log("warn", w);
+    }
+    epoch
 }
 
 /// keepalived's notify_fifo: checked (root's, written by no one else), then opened
@@ -411,10 +424,10 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
     for l in &links {
         let (udp, granted) = bind_sync(netns.as_ref(), l.local)?;
         sync_buffer = sync_buffer.min(granted);
-        sockets.push((udp, l.interface.clone()));
+        sockets.push((super::link::Sock::Udp(udp), l.interface.clone()));
     }
     let group = match (cfg.sync.group, sockets.first()) {
-        (Some(g), Some((sender, _))) => Some(bind_group(
+        (Some(g), Some((super::link::Sock::Udp(sender), _))) => Some(bind_group(
             netns.as_ref(),
             g,
             local,
@@ -436,7 +449,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         .map(|(i, a)| (node_id(a), links.iter().map(|l| l.peers[i]).collect()))
         .collect();
     let mut d = Daemon {
-        node: new_node(cfg, keys)?,
+        node: new_node(cfg, keys, None)?,
         link: SyncLink::new(
             sockets,
             group,
@@ -455,7 +468,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         control_refused: 0,
         event_budget_hits: 0,
         metrics_gate: crate::metrics::Gate::default(),
-        runtime: super::last_role::runtime_dir(),
+        runtime: Some(super::last_role::runtime_dir()),
         no_room_said: false,
         missed_at_takeover: (0, Vec::new()),
         conntrackd: None,
@@ -480,7 +493,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         );
     }
     let (waiting, fifo) = follow_keepalived(cfg)?;
-    let (role, source) = first_role(cfg, waiting, &d.runtime);
+    let (role, source) = first_role(cfg, waiting, &super::last_role::runtime_dir());
     if waiting.is_some() {
         d.remember_role(role);
     }
@@ -527,10 +540,81 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
     let sources = Sources {
         events,
         own_port,
-        control,
-        control_path,
+        control: Some(control),
+        control_path: Some(control_path),
         fifo,
         metrics,
+    };
+    Ok((d, sources))
+}
+
+/// One replicated namespace (`[namespaces]`): its node with the namespace's keys and
+/// `epoch`, its kernel sockets opened inside it, its sync link a port on the daemon's
+/// shared socket; started in `role` (its state file's) and carried out. The loop's
+/// sources: its kernel events only (its control calls and roles come from the daemon).
+pub(super) fn start_namespace(
+    cfg: &Config,
+    name: &str,
+    port: super::mux::MuxPort,
+    keys: (ClusterSecret, Vec<ClusterSecret>),
+    epoch: u64,
+    role: Role,
+) -> Result<(Daemon, Sources)> {
+    let netns = Netns::named(name).with_context(|| format!("network namespace {name:?}"))?;
+    let (mut events, events_ctl, _granted) = subscribe(Some(&netns))?;
+    let ct = Conntrack::open_in(&netns).context("ctnetlink request socket")?;
+    let own_port = ct.portid();
+    let _ = events.get_mut().ignore_port(own_port);
+    let peers: BTreeMap<NodeId, Vec<SocketAddr>> = cfg
+        .sync
+        .peers
+        .iter()
+        .map(|a| (node_id(a), vec![*a]))
+        .collect();
+    let mut d = Daemon {
+        node: new_node(cfg, keys, Some(epoch))?,
+        link: SyncLink::new(
+            vec![(super::link::Sock::Mux(port), cfg.sync.interface.clone())],
+            None,
+            peers,
+            Duration::from_millis(cfg.timers.alive_ms),
+            Duration::from_millis(cfg.timers.dead_ms),
+            Instant::now(),
+        ),
+        kernel: Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
+        name: name.to_string(),
+        track_file: None,
+        stale_file: None,
+        written: (None, None),
+        stale_checked: None,
+        last_takeover: None,
+        control_refused: 0,
+        event_budget_hits: 0,
+        metrics_gate: crate::metrics::Gate::default(),
+        runtime: None,
+        no_room_said: false,
+        missed_at_takeover: (0, Vec::new()),
+        conntrackd: None,
+    };
+    if role != Role::Primary {
+        d.kernel.carry_out(KernelOp::Dump, &mut d.node, &mut d.link);
+    }
+    d.node.set_role(Instant::now(), role);
+    d.flush();
+    log(
+        "info",
+        format!(
+            "up: role {role} from its state file, {} own flows",
+            d.node.internal().len()
+        ),
+    );
+    let sources = Sources {
+        events,
+        own_port,
+        control: None,
+        control_path: None,
+        fifo: None,
+        metrics: None,
     };
     Ok((d, sources))
 }

@@ -1,0 +1,159 @@
+//! Two bare hosts full of routers, for the `[namespaces]` daemon's end-to-end tests
+//! (docs/NEUTRON.md): namespaces `ctsy-TAG-PID-ha` and `-hb` joined by a veth `sync0`
+//! (198.18.250.1 and .2), and router namespaces `ctsy-TAG-PID-a-rN` and `-b-rN` (router
+//! N's replica on each host), each empty: a test fills their conntrack tables itself.
+//! Each host's state files are `DIR/ha-a/N/state` and `DIR/ha-b/N/state`, as Neutron's
+//! `ha_confs/{id}/state`. One `ctsync run` per host when a test starts it; no
+//! keepalived, no traffic.
+//!
+//! Everything is removed when the [`Hosts`] is dropped, also on failure.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::ctsync;
+use crate::process::run;
+use crate::scratch::Scratch;
+
+/// The two hosts, `a` and `b`.
+pub const HOSTS: [char; 2] = ['a', 'b'];
+
+/// The hosts and their routers. Dropping it stops the daemons and removes everything.
+#[derive(Debug)]
+pub struct Hosts {
+    ctsync: PathBuf,
+    daemons: Vec<(char, Child)>,
+    // Last: dropped after `Drop for Hosts` stopped the daemons.
+    scratch: Scratch,
+}
+
+impl Hosts {
+    /// Build the two hosts, their sync link and the key (root only); no router yet.
+    pub fn build(tag: &str, ctsync: PathBuf) -> Result<Hosts> {
+        let mut scratch = Scratch::new(tag)?;
+        let ha = scratch.add_netns("ha")?;
+        let hb = scratch.add_netns("hb")?;
+        run(&[
+            "ip", "-n", &ha, "link", "add", "sync0", "type", "veth", "peer", "name", "sync0",
+            "netns", &hb,
+        ])?;
+        for (i, ns) in [&ha, &hb].into_iter().enumerate() {
+            let addr = format!("198.18.250.{}/24", i + 1);
+            run(&["ip", "-n", ns, "addr", "add", &addr, "dev", "sync0"])?;
+            run(&["ip", "-n", ns, "link", "set", "sync0", "up"])?;
+        }
+        let hosts = Hosts {
+            ctsync,
+            daemons: Vec::new(),
+            scratch,
+        };
+        ctsync::write_key(&hosts.ctsync, &hosts.dir().join("cluster.key"))?;
+        Ok(hosts)
+    }
+
+    /// The working directory (configs, logs, sockets, state files).
+    pub fn dir(&self) -> &Path {
+        self.scratch.dir()
+    }
+
+    /// The namespace of router `n` on `host`.
+    pub fn router(&self, host: char, n: usize) -> String {
+        format!("{}-{host}-r{n}", self.scratch.prefix())
+    }
+
+    /// The namespace holding `host`'s sync link.
+    pub fn host_netns(&self, host: char) -> String {
+        format!("{}-h{host}", self.scratch.prefix())
+    }
+
+    /// Create router `n`'s namespace on `host`.
+    pub fn add_router(&mut self, host: char, n: usize) -> Result<String> {
+        self.scratch.add_netns(&format!("{host}-r{n}"))
+    }
+
+    /// Remove router `n`'s namespace on `host` (as Neutron does when a router moves).
+    pub fn remove_router(&mut self, host: char, n: usize) -> Result<()> {
+        self.scratch.del_netns(&format!("{host}-r{n}"))
+    }
+
+    /// Write router `n`'s state file on `host` (`primary`, `backup`, …), as keepalived's
+    /// notify script would: a new file renamed over the old.
+    pub fn set_state(&self, host: char, n: usize, state: &str) -> Result<()> {
+        let dir = self.dir().join(format!("ha-{host}")).join(n.to_string());
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join("state.new");
+        fs::write(&tmp, format!("{state}\n"))?;
+        fs::rename(&tmp, dir.join("state"))?;
+        Ok(())
+    }
+
+    /// `host`'s control socket.
+    pub fn socket(&self, host: char) -> PathBuf {
+        self.dir().join(format!("host-{host}.sock"))
+    }
+
+    /// Write `host`'s configuration; its path.
+    pub fn config(&self, host: char) -> Result<PathBuf> {
+        let (me, peer) = if host == 'a' { (1, 2) } else { (2, 1) };
+        let path = self.dir().join(format!("host-{host}.toml"));
+        let text = format!(
+            "node = \"host-{host}\"\nnetns = \"{}\"\n[namespaces]\nmatch = \"{}-{host}-r*\"\nrole = \"keepalived-state\"\nstate_file = \"{}/ha-{host}/{{id}}/state\"\n[sync]\ninterface = \"sync0\"\nlocal = \"198.18.250.{me}:3780\"\npeers = [\"198.18.250.{peer}:3780\"]\nkey_file = \"{}\"\n[control]\nsocket = \"{}\"\n[timers]\ndead_ms = 1500\n",
+            self.host_netns(host),
+            self.scratch.prefix(),
+            self.dir().display(),
+            self.dir().join("cluster.key").display(),
+            self.socket(host).display()
+        );
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Start `host`'s daemon and wait until its control socket answers.
+    pub fn start(&mut self, host: char) -> Result<()> {
+        let cfg = self.config(host)?;
+        let log_path = self.dir().join(format!("host-{host}.log"));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let state = self.dir().join(format!("host-{host}.state"));
+        let how = ctsync::Launch {
+            notify: None,
+            state: &state,
+            faketime: None,
+        };
+        let child = ctsync::spawn_run(&self.ctsync, &cfg, log, how)?;
+        self.daemons.push((host, child));
+        if !ctsync::answers_within(&self.socket(host), Duration::from_secs(10))? {
+            bail!(
+                "host {host}'s ctsync did not come up within 10 s:\n{}",
+                self.logs()
+            );
+        }
+        Ok(())
+    }
+
+    /// A control request to `host`'s daemon (`netns NAME …` names a router).
+    pub fn request(&self, host: char, request: &str) -> Result<serde_json::Value> {
+        ctsync::request(&self.socket(host), request)
+    }
+
+    /// Both hosts' logs, for a failure message.
+    pub fn logs(&self) -> String {
+        let names = HOSTS.map(|h| format!("host-{h}"));
+        crate::process::node_logs(self.dir(), &names)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let mut children: Vec<Child> = self.daemons.drain(..).map(|(_, c)| c).collect();
+        crate::process::stop_daemons(&mut children);
+        // Then `scratch` removes the namespaces and the directory.
+    }
+}

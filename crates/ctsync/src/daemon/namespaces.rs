@@ -1,0 +1,570 @@
+//! `[namespaces]`: one daemon for a host full of routers (docs/NEUTRON.md).
+//!
+//! Every network namespace whose name matches `match` gets a node of its own, served by
+//! a loop of its own on this thread ([`Daemon::serve`], the same loop as a single
+//! daemon's): its kernel sockets are opened inside the namespace, its role comes from
+//! its state file, and its sync link is a [`MuxPort`] on the one socket this daemon
+//! binds. Here, the daemon itself:
+//!
+//! * finds the namespaces, at start and as they come and go (inotify on `/run/netns`,
+//!   and a look every [`RESCAN`] in case an event was missed);
+//! * reads each state file when it changes (inotify on its directory) and hands the
+//!   role to the namespace's loop;
+//! * reads the shared socket and hands each datagram to the inbox of the namespace its
+//!   tag names (docs/PROTOCOL.md §14);
+//! * answers the control socket: a request naming a namespace (`--netns`) goes to that
+//!   namespace's loop, `status` gathers every namespace's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ctnetlink::Netns;
+use ctsync_core::Role;
+use ctsync_wire::ClusterSecret;
+use inotify::{Inotify, WatchDescriptor, WatchMask};
+use serde_json::json;
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::control::{Call, MAX_CLIENTS, Reply};
+use super::mux::{MuxPort, SharedInbox};
+use super::{NAMESPACE, log, setup};
+use crate::config::{Config, Namespaces, parse_state};
+use crate::control::Request;
+
+/// Where `ip netns` keeps its namespaces.
+const NETNS_DIR: &str = "/run/netns";
+/// How often the namespaces and state files are looked at without an event.
+const RESCAN: Duration = Duration::from_secs(5);
+/// How soon a name in /run/netns without its namespace mounted yet is looked at again.
+const UNMOUNTED_LOOK: Duration = Duration::from_millis(100);
+/// How long a namespace whose start failed waits before it is tried again.
+const RETRY: Duration = Duration::from_secs(10);
+/// Datagrams read from the shared socket per loop turn.
+const DATAGRAM_BUDGET: usize = 256;
+/// How long `status` waits for each namespace's answer.
+const STATUS_WAIT: Duration = Duration::from_secs(5);
+
+/// One namespace being replicated.
+struct Router {
+    id: String,
+    /// Its loop's control calls.
+    calls: mpsc::Sender<Call>,
+    /// Roles from its state file, for its loop.
+    roles: mpsc::Sender<Role>,
+    /// The role last handed to its loop (or started in).
+    role: Option<Role>,
+    task: JoinHandle<()>,
+}
+
+/// The daemon of many namespaces.
+struct Host {
+    cfg: Rc<Config>,
+    ns: Namespaces,
+    keys: (ClusterSecret, Vec<ClusterSecret>),
+    /// This run's epoch; each namespace's node takes the next one above it (a namespace
+    /// that comes back while the daemon runs must not reuse its last node's epoch).
+    epoch: u64,
+    starts: u64,
+    shared: Rc<UdpSocket>,
+    routers: BTreeMap<String, Router>,
+    /// Inboxes by namespace id.
+    inboxes: HashMap<Vec<u8>, SharedInbox>,
+    /// Namespaces whose start failed, and when.
+    failed: HashMap<String, Instant>,
+    inotify: AsyncFd<Inotify>,
+    /// The watch on /run/netns.
+    netns_watch: Option<WatchDescriptor>,
+    /// Watches on state files' directories, and the namespaces whose files they hold.
+    state_watches: HashMap<PathBuf, WatchDescriptor>,
+    /// Datagrams whose tag names no namespace here, and datagrams without a valid tag.
+    unknown: u64,
+    malformed: u64,
+    /// A matching name in /run/netns had no namespace mounted on it yet: look again soon.
+    unmounted: bool,
+}
+
+/// Whether `path` is a namespace (a file of the nsfs), not yet only the empty file that
+/// `ip netns add` mounts it on.
+fn is_namespace(path: &Path) -> bool {
+    const NSFS_MAGIC: libc::c_long = 0x6e73_6673;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into `buf`, a zeroed statfs of the right size; `c` is a valid
+    // NUL-terminated path.
+    unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf) == 0 && buf.f_type as libc::c_long == NSFS_MAGIC
+    }
+}
+
+/// Run the daemon of `[namespaces]` until SIGTERM or SIGINT (inside a `LocalSet`).
+pub(super) async fn run(cfg: Config) -> Result<()> {
+    let ns = cfg.namespaces.clone().context("[namespaces] missing")?;
+    cfg.check_environment()?;
+    let netns = match &cfg.netns {
+        Some(n) => Some(Netns::named(n).with_context(|| format!("network namespace {n:?}"))?),
+        None => None,
+    };
+    let keys = setup::cluster_keys(&cfg)?;
+    let (udp, granted) = setup::bind_sync(netns.as_ref(), cfg.sync.local)?;
+    let control_path = cfg.control.socket.clone();
+    let control = setup::bind_control(&control_path)?;
+    let _ = std::fs::create_dir_all(NETNS_DIR);
+    let inotify = Inotify::init().context("inotify")?;
+    // SAFETY: the AsyncFd owns the inotify instance, so its descriptor stays open while
+    // registered.
+    let inotify = unsafe { AsyncFd::register(inotify) }
+        .map_err(|_| anyhow::anyhow!("registering inotify with the event loop"))?;
+    let mut rnd = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut rnd).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    // The low bits leave room for 2^22 namespace starts in this run above the epoch.
+    let epoch = setup::choose_epoch(u32::from_be_bytes(rnd) & 0x3_ffff);
+    let mut host = Host {
+        cfg: Rc::new(cfg),
+        ns,
+        keys,
+        epoch,
+        starts: 0,
+        shared: Rc::new(udp),
+        routers: BTreeMap::new(),
+        inboxes: HashMap::new(),
+        failed: HashMap::new(),
+        inotify,
+        netns_watch: None,
+        state_watches: HashMap::new(),
+        unknown: 0,
+        malformed: 0,
+        unmounted: false,
+    };
+    host.netns_watch = host
+        .inotify
+        .get_mut()
+        .watches()
+        .add(
+            NETNS_DIR,
+            WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_TO | WatchMask::MOVED_FROM,
+        )
+        .map_err(|e| {
+            log(
+                "warn",
+                format!(
+                    "cannot watch {NETNS_DIR} ({e}): looking every {} s",
+                    RESCAN.as_secs()
+                ),
+            )
+        })
+        .ok();
+    log(
+        "info",
+        format!(
+            "{} up: replicating the namespaces {:?} over {} (node id {:#x}, {} peers, sync buffer {granted} bytes)",
+            host.cfg.node,
+            host.ns.pattern,
+            host.cfg.sync.local,
+            crate::config::node_id(&host.cfg.sync.local),
+            host.cfg.sync.peers.len()
+        ),
+    );
+    host.rescan();
+    super::notify(&[sd_notify::NotifyState::Ready]);
+
+    let (calls_tx, mut calls_rx) = mpsc::channel(MAX_CLIENTS);
+    let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(RESCAN);
+    let mut rx = vec![0u8; 65536];
+    let mut events = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            r = host.shared.readable() => {
+                r?;
+                host.receive(&mut rx);
+            }
+            r = host.inotify.readable_mut() => {
+                let mut guard = r?;
+                let mut changed = Vec::new();
+                match guard.get_inner_mut().read_events(&mut events) {
+                    Ok(evs) => {
+                        for e in evs {
+                            changed.push(e.wd.clone());
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
+                    Err(e) => log("warn", format!("inotify: {e}")),
+                }
+                drop(guard);
+                if changed.iter().any(|wd| Some(wd) == host.netns_watch.as_ref()) {
+                    host.rescan();
+                }
+                if changed.iter().any(|wd| Some(wd) != host.netns_watch.as_ref()) {
+                    host.read_states();
+                }
+            }
+            _ = tokio::time::sleep(UNMOUNTED_LOOK), if host.unmounted => host.rescan(),
+            _ = tick.tick() => {
+                host.rescan();
+                host.read_states();
+            }
+            c = control.accept() => {
+                if let Ok((stream, _)) = c
+                    && let Ok(permit) = clients.clone().try_acquire_owned()
+                {
+                    tokio::spawn(super::control::client(stream, calls_tx.clone(), permit));
+                }
+            }
+            Some(call) = calls_rx.recv() => host.call(call),
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    super::notify(&[sd_notify::NotifyState::Stopping]);
+    for (_, r) in std::mem::take(&mut host.routers) {
+        r.task.abort();
+    }
+    let _ = std::fs::remove_file(&control_path);
+    log("info", format!("{} stopped", host.cfg.node));
+    Ok(())
+}
+
+/// A state file's role: `None` while it is missing or says something else (said in
+/// the log).
+fn read_state(path: &Path) -> Option<Role> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let role = parse_state(&text);
+            if role.is_none() {
+                log(
+                    "warn",
+                    format!(
+                        "state file {} says {:?}: expected primary, master, backup or fault",
+                        path.display(),
+                        text.trim()
+                    ),
+                );
+            }
+            role
+        }
+        Err(_) => None,
+    }
+}
+
+impl Host {
+    /// Start the namespaces that appeared, stop those that went away, and restart those
+    /// whose loop ended (after [`RETRY`]).
+    fn rescan(&mut self) {
+        self.unmounted = false;
+        let mut present = Vec::new();
+        match std::fs::read_dir(NETNS_DIR) {
+            Ok(dir) => {
+                for e in dir.flatten() {
+                    let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                        continue;
+                    };
+                    if self.ns.id_of(&name).is_none() {
+                        continue;
+                    }
+                    if is_namespace(&e.path()) {
+                        present.push(name);
+                    } else if !self.routers.contains_key(&name) {
+                        // `ip netns add` creates the file, then mounts the namespace on it.
+                        self.unmounted = true;
+                    }
+                }
+            }
+            Err(e) => log("warn", format!("reading {NETNS_DIR}: {e}")),
+        }
+        let ended: Vec<String> = self
+            .routers
+            .iter()
+            .filter(|(_, r)| r.task.is_finished())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ended {
+            self.stop(&name);
+            self.failed.insert(name, Instant::now());
+        }
+        let gone: Vec<String> = self
+            .routers
+            .keys()
+            .filter(|n| !present.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            log(
+                "info",
+                format!("namespace {name} is gone: its replication stops"),
+            );
+            self.stop(&name);
+        }
+        self.failed.retain(|n, _| present.contains(n));
+        for name in present {
+            if self.routers.contains_key(&name)
+                || self.failed.get(&name).is_some_and(|t| t.elapsed() < RETRY)
+            {
+                continue;
+            }
+            self.failed.remove(&name);
+            self.start(name);
+        }
+    }
+
+    /// Start replicating the namespace `name`.
+    fn start(&mut self, name: String) {
+        let Some(id) = self.ns.id_of(&name).map(str::to_string) else {
+            return;
+        };
+        let keys = match (
+            self.keys.0.for_namespace(id.as_bytes()),
+            self.keys
+                .1
+                .iter()
+                .map(|k| k.for_namespace(id.as_bytes()))
+                .collect::<Result<Vec<_>, _>>(),
+        ) {
+            (Ok(send), Ok(accept)) => (send, accept),
+            _ => {
+                log("error", format!("namespace {name}: cannot derive its keys"));
+                return;
+            }
+        };
+        let state = self.ns.state_file(&id);
+        self.watch_state(&state);
+        let role = read_state(&state).unwrap_or(Role::Backup);
+        let inbox = SharedInbox::default();
+        self.inboxes.insert(id.clone().into_bytes(), inbox.clone());
+        let port = MuxPort::new(self.shared.clone(), &id, inbox);
+        let (calls_tx, calls_rx) = mpsc::channel(MAX_CLIENTS);
+        let (roles_tx, roles_rx) = mpsc::channel(4);
+        self.starts += 1;
+        let epoch = self.epoch + self.starts;
+        let cfg = self.cfg.clone();
+        let calls_for_loop = calls_tx.clone();
+        let task_name = name.clone();
+        let task = tokio::task::spawn_local(NAMESPACE.scope(task_name.clone(), async move {
+            let started = setup::start_namespace(&cfg, &task_name, port, keys, epoch, role);
+            match started {
+                Ok((mut d, src)) => {
+                    if let Err(e) = d
+                        .serve(src, (calls_for_loop, calls_rx), None, Some(roles_rx))
+                        .await
+                    {
+                        log("error", format!("stopped: {e:#}"));
+                    }
+                }
+                Err(e) => log(
+                    "error",
+                    format!("cannot start: {e:#} (tried again in {} s)", RETRY.as_secs()),
+                ),
+            }
+        }));
+        log(
+            "info",
+            format!(
+                "namespace {name} (id {id}): replicating, role {role} from {}",
+                state.display()
+            ),
+        );
+        self.routers.insert(
+            name,
+            Router {
+                id,
+                calls: calls_tx,
+                roles: roles_tx,
+                role: Some(role),
+                task,
+            },
+        );
+    }
+
+    /// Stop replicating the namespace `name`.
+    fn stop(&mut self, name: &str) {
+        if let Some(r) = self.routers.remove(name) {
+            r.task.abort();
+            self.inboxes.remove(r.id.as_bytes());
+        }
+    }
+
+    /// Watch the directory of a state file (the file itself is replaced by renames, and
+    /// may not exist yet); one that does not exist yet is tried again at the next
+    /// rescan.
+    fn watch_state(&mut self, state: &Path) {
+        let Some(dir) = state.parent() else {
+            return;
+        };
+        if self.state_watches.contains_key(dir) {
+            return;
+        }
+        if let Ok(wd) = self.inotify.get_mut().watches().add(
+            dir,
+            WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::CREATE,
+        ) {
+            self.state_watches.insert(dir.to_path_buf(), wd);
+        }
+    }
+
+    /// Read every namespace's state file and hand a changed role to its loop.
+    fn read_states(&mut self) {
+        let files: Vec<(String, PathBuf)> = self
+            .routers
+            .iter()
+            .map(|(n, r)| (n.clone(), self.ns.state_file(&r.id)))
+            .collect();
+        for (name, state) in files {
+            self.watch_state(&state);
+            let Some(role) = read_state(&state) else {
+                continue;
+            };
+            let Some(r) = self.routers.get_mut(&name) else {
+                continue;
+            };
+            if r.role != Some(role) && r.roles.try_send(role).is_ok() {
+                r.role = Some(role);
+            }
+        }
+    }
+
+    /// Hand the datagrams waiting on the shared socket to their namespaces' inboxes.
+    fn receive(&mut self, rx: &mut [u8]) {
+        for _ in 0..DATAGRAM_BUDGET {
+            let len = match self.shared.try_recv_from(rx) {
+                Ok((len, _)) => len,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log("warn", format!("sync socket: {e}"));
+                    return;
+                }
+            };
+            match ctsync_wire::tag::split_tag(&rx[..len]) {
+                Ok((id, datagram)) => match self.inboxes.get(id) {
+                    Some(inbox) => inbox.borrow_mut().push(datagram),
+                    None => self.unknown += 1,
+                },
+                Err(_) => self.malformed += 1,
+            }
+        }
+    }
+
+    /// A control call: one naming a namespace goes to its loop; `status` gathers every
+    /// namespace's.
+    fn call(&mut self, call: Call) {
+        let Call::Request {
+            netns,
+            request,
+            reply,
+        } = call
+        else {
+            return;
+        };
+        let Some(name) = netns else {
+            match request {
+                Request::Status | Request::StatusText => self.status(request, reply),
+                _ => {
+                    let _ = reply.send(Reply::Line(json!({
+                        "error": "this daemon replicates namespaces: name one with --netns (`ctsync status` lists them)"
+                    })));
+                }
+            }
+            return;
+        };
+        match self.routers.get(&name) {
+            Some(r) => {
+                let forward = Call::Request {
+                    netns: None,
+                    request,
+                    reply,
+                };
+                if let Err(
+                    mpsc::error::TrySendError::Full(Call::Request { reply, .. })
+                    | mpsc::error::TrySendError::Closed(Call::Request { reply, .. }),
+                ) = r.calls.try_send(forward)
+                {
+                    let _ = reply.send(Reply::Line(
+                        json!({"error": format!("namespace {name} is busy or stopping: try again")}),
+                    ));
+                }
+            }
+            None => {
+                let _ = reply.send(Reply::Line(json!({
+                    "error": format!("no replicated namespace {name:?} (`ctsync status` lists them)")
+                })));
+            }
+        }
+    }
+
+    /// `status` (JSON, or `text`): every namespace's role, readiness and caches, gathered
+    /// off the loop.
+    fn status(&self, request: Request, reply: oneshot::Sender<Reply>) {
+        let mut asks = Vec::new();
+        for (name, r) in &self.routers {
+            let (tx, rx) = oneshot::channel();
+            let call = Call::Request {
+                netns: None,
+                request: Request::Status,
+                reply: tx,
+            };
+            let _ = r.calls.try_send(call);
+            asks.push((name.clone(), r.id.clone(), rx));
+        }
+        let node = self.cfg.node.clone();
+        let (unknown, malformed) = (self.unknown, self.malformed);
+        let dropped: u64 = self.inboxes.values().map(|i| i.borrow().dropped).sum();
+        tokio::task::spawn_local(async move {
+            let mut namespaces = Vec::new();
+            for (name, id, rx) in asks {
+                let one = match tokio::time::timeout(STATUS_WAIT, rx).await {
+                    Ok(Ok(Reply::Line(v))) if v.get("error").is_none() => json!({
+                        "name": name,
+                        "id": id,
+                        "role": v["role"],
+                        "ready": v["ready"],
+                        "caches": v["caches"],
+                        "peers_up": v["peers"].as_array().map_or(0, |p| p.iter().filter(|p| p["up"] == true).count()),
+                    }),
+                    _ => {
+                        json!({"name": name, "id": id, "role": null, "ready": false, "caches": null, "error": "no answer"})
+                    }
+                };
+                namespaces.push(one);
+            }
+            let v = json!({
+                "node": node,
+                "namespaces": namespaces,
+                "dropped": {"unknown_namespace": unknown, "malformed_tag": malformed, "inbox_full": dropped},
+            });
+            let r = if request == Request::StatusText {
+                Reply::Line(json!({"text": status_text(&v)}))
+            } else {
+                Reply::Line(v)
+            };
+            let _ = reply.send(r);
+        });
+    }
+}
+
+/// `ctsync status` of a daemon of namespaces: a line per namespace.
+fn status_text(v: &serde_json::Value) -> String {
+    let list = v["namespaces"].as_array().cloned().unwrap_or_default();
+    let mut out = format!(
+        "{}: {} namespaces replicated\n",
+        v["node"].as_str().unwrap_or("?"),
+        list.len()
+    );
+    for n in &list {
+        out.push_str(&format!(
+            "  {:<24} {:<8} ready {:<5} flows {} own, {} replicated\n",
+            n["name"].as_str().unwrap_or("?"),
+            n["role"].as_str().unwrap_or("?"),
+            n["ready"],
+            n["caches"]["internal"],
+            n["caches"]["external"],
+        ));
+    }
+    out
+}

@@ -1,0 +1,236 @@
+//! One daemon per host for many router namespaces (`[namespaces]`, docs/NEUTRON.md), end
+//! to end on real kernels: two hosts (namespaces joined by a sync link) and routers whose
+//! replicas live in namespaces on each. A router's flows reach its replica on the other
+//! host and nowhere else; roles follow the state files; routers that appear or go away
+//! while the daemons run are picked up; control requests name a router; datagrams with
+//! a bad or foreign tag are counted, never applied.
+
+#![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ctnetlink::{Conntrack, DumpItem, FlowOp, Netns};
+use ctsync_lab::hosts::Hosts;
+use ctsync_lab::synth::Mix;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))
+}
+
+fn hosts(tag: &str) -> Option<Hosts> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the end-to-end test needs root, and CI must run it"
+        );
+        eprintln!("\n*** SKIPPED end-to-end test: needs root ***\n");
+        return None;
+    }
+    Some(Hosts::build(tag, bin()).unwrap())
+}
+
+/// Poll `cond` every 50 ms for at most `limit`; on timeout panic with `context()`.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("condition not met within {limit:?}\n{}", context());
+}
+
+/// Entries in the conntrack table of namespace `ns`.
+fn count(ns: &str) -> usize {
+    let mut ct = Conntrack::open_in(&Netns::named(ns).unwrap()).unwrap();
+    let mut n = 0;
+    ct.dump(None, |i| {
+        if let DumpItem::Flow(_) = i {
+            n += 1;
+        }
+    })
+    .unwrap();
+    n
+}
+
+/// Create `n` entries, from `start`, in namespace `ns`.
+fn fill(ns: &str, start: u64, n: u64) {
+    let mut ct = Conntrack::open_in(&Netns::named(ns).unwrap()).unwrap();
+    let r =
+        ctsync_lab::load::bulk(&mut ct, FlowOp::Create, Mix::Realistic, start, n, 3600).unwrap();
+    assert_eq!(r.applied, n, "{r:?}");
+}
+
+/// Router `name`'s entry in `status`' namespaces, if listed.
+fn router(status: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    status["namespaces"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == name)
+        .cloned()
+}
+
+/// Whether host `h`'s status lists router `name` in `role`, ready, with `external`
+/// replicated flows.
+fn shows(h: &Hosts, host: char, name: &str, role: &str, external: u64) -> bool {
+    h.request(host, "status")
+        .ok()
+        .and_then(|s| router(&s, name))
+        .is_some_and(|r| {
+            r["role"] == role && r["ready"] == true && r["caches"]["external"] == external
+        })
+}
+
+#[test]
+fn routers_replicate_to_their_replicas_follow_their_state_files_and_come_and_go() {
+    let Some(mut h) = hosts("nsr") else { return };
+    // Routers 1-3, primary on host a, with 100, 200 and 300 flows (the same entries in
+    // routers 1 and 2's first hundred: their tables are separate).
+    for n in 1..=3 {
+        h.add_router('a', n).unwrap();
+        h.add_router('b', n).unwrap();
+        h.set_state('a', n, "primary").unwrap();
+        h.set_state('b', n, "backup").unwrap();
+        fill(&h.router('a', n), 0, 100 * n as u64);
+    }
+    h.start('a').unwrap();
+    h.start('b').unwrap();
+    for n in 1..=3 {
+        let name = h.router('b', n);
+        wait_for(
+            Duration::from_secs(30),
+            || shows(&h, 'b', &name, "backup", 100 * n as u64) && count(&name) == 100 * n,
+            || format!("{:?}\n{}", h.request('b', "status"), h.logs()),
+        );
+    }
+
+    // Router 2 fails over (its keepalived's notify scripts rewrite both state files): its
+    // replica on b becomes primary with router 2's flows; the others stay as they were.
+    h.set_state('a', 2, "backup").unwrap();
+    h.set_state('b', 2, "primary").unwrap();
+    let (a2, b2) = (h.router('a', 2), h.router('b', 2));
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            h.request('b', "status")
+                .ok()
+                .and_then(|s| router(&s, &b2))
+                .is_some_and(|r| r["role"] == "primary" && r["caches"]["internal"] == 200)
+                && h.request('a', "status")
+                    .ok()
+                    .and_then(|s| router(&s, &a2))
+                    .is_some_and(|r| r["role"] == "backup")
+        },
+        || format!("{:?}\n{}", h.request('b', "status"), h.logs()),
+    );
+    for n in [1, 3] {
+        assert!(shows(&h, 'b', &h.router('b', n), "backup", 100 * n as u64));
+    }
+    // Flows new on b's router 2 now reach a's router 2, not any other router.
+    fill(&b2, 1000, 25);
+    wait_for(
+        Duration::from_secs(20),
+        || count(&a2) == 225,
+        || format!("a's router 2 holds {}\n{}", count(&a2), h.logs()),
+    );
+    assert_eq!(count(&h.router('a', 1)), 100);
+    assert_eq!(count(&h.router('b', 3)), 300);
+
+    // Router 4 appears on both hosts while the daemons run.
+    let a4 = h.add_router('a', 4).unwrap();
+    let b4 = h.add_router('b', 4).unwrap();
+    h.set_state('a', 4, "primary").unwrap();
+    h.set_state('b', 4, "backup").unwrap();
+    fill(&a4, 0, 40);
+    wait_for(
+        Duration::from_secs(30),
+        || shows(&h, 'b', &b4, "backup", 40) && count(&b4) == 40,
+        || format!("{:?}\n{}", h.request('b', "status"), h.logs()),
+    );
+
+    // Router 1 goes away on b: b lists it no longer; the others go on.
+    let b1 = h.router('b', 1);
+    h.remove_router('b', 1).unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            h.request('b', "status")
+                .ok()
+                .is_some_and(|s| router(&s, &b1).is_none() && router(&s, &b4).is_some())
+        },
+        || format!("{:?}\n{}", h.request('b', "status"), h.logs()),
+    );
+
+    // Requests name a router; the daemon of namespaces refuses what names none.
+    let one = h.request('b', &format!("netns {b4} status")).unwrap();
+    assert_eq!(one["role"], "backup");
+    assert_eq!(one["caches"]["external"], 40);
+    let e = h.request('b', "commit").unwrap_err().to_string();
+    assert!(e.contains("--netns"), "{e}");
+    let e = h
+        .request('b', "netns no-such-router status")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no replicated namespace"), "{e}");
+    let r = h.request('b', &format!("netns {b4} role primary")).unwrap();
+    assert_eq!(r["role"], "primary");
+    wait_for(
+        Duration::from_secs(10),
+        || {
+            h.request('b', "status")
+                .ok()
+                .and_then(|s| router(&s, &b4))
+                .is_some_and(|r| r["role"] == "primary")
+        },
+        || h.logs(),
+    );
+
+    // Datagrams from b's sync address: untagged, tagged for no router here, and tagged
+    // for router 3 but not sealed with its key. Each is counted where it fell; router 3
+    // goes on as before.
+    let before = h
+        .request('a', &format!("netns {} status", h.router('a', 3)))
+        .unwrap();
+    let dropped_before: u64 = sum_dropped(&before);
+    let sender = Netns::named(&h.host_netns('b'))
+        .unwrap()
+        .run(|| std::net::UdpSocket::bind("198.18.250.2:0"))
+        .unwrap();
+    let tagged = |id: &[u8], body: &[u8]| {
+        let mut d = Vec::new();
+        ctsync_wire::tag::put_tag(&mut d, id);
+        d.extend_from_slice(body);
+        sender.send_to(&d, "198.18.250.1:3780").unwrap();
+    };
+    sender
+        .send_to(b"not a ctsync datagram", "198.18.250.1:3780")
+        .unwrap();
+    tagged(b"99", &[0u8; 64]);
+    let mut forged = vec![0xC7, 0x5C, 2, 0];
+    forged.extend_from_slice(&[0u8; 80]);
+    tagged(b"3", &forged);
+    wait_for(
+        Duration::from_secs(10),
+        || {
+            let s = h.request('a', "status").unwrap();
+            let r3 = h
+                .request('a', &format!("netns {} status", h.router('a', 3)))
+                .unwrap();
+            s["dropped"]["malformed_tag"] == 1
+                && s["dropped"]["unknown_namespace"] == 1
+                && sum_dropped(&r3) > dropped_before
+        },
+        || format!("{:?}\n{}", h.request('a', "status"), h.logs()),
+    );
+    assert!(shows(&h, 'b', &h.router('b', 3), "backup", 300));
+}
+
+/// Every drop counter of a namespace's status, summed.
+fn sum_dropped(status: &serde_json::Value) -> u64 {
+    status["dropped"].as_object().map_or(0, |m| {
+        m.values().filter_map(serde_json::Value::as_u64).sum()
+    })
+}
