@@ -10,10 +10,17 @@
 //!   router i (every router the same addresses, as Neutron tenants' overlap):
 //!                        ┌─ lan [PFX-a-qrouter-i] wan ─┐
 //!     PFX-c-i client ─ br0        ha 198.18.254.1       br0 ─ PFX-s-i server
-//!                        │            │ VRRP            │
+//!                        │            │                 │
+//!                        │   PFX-net: bridge hai (VRRP) │
+//!                        │            │                 │
 //!                        └─ lan [PFX-b-qrouter-i] wan ─┘
 //!                                 ha 198.18.254.2
 //! ```
+//!
+//! The routers' HA links go through a switch (`PFX-net`, a bridge per router), as
+//! Neutron's HA networks go through the hosts' virtual switches: a replica failing
+//! takes its own port down, not its peer's carrier. The sync link is a veth straight
+//! from host to host (a cable).
 //!
 //! Each replica is a [`crate::firewall`]: the same segments, rules (SNAT to the WAN
 //! virtual address with random ports, a DNAT'd floating IP) and addresses as the demo's
@@ -110,6 +117,8 @@ pub struct Router {
 pub struct Lab {
     /// The hosts' namespaces (each holds its end of the sync link and its ctsync).
     pub hosts: [String; 2],
+    /// The switch of the routers' HA links (a bridge per router, `haID`).
+    pub switch: String,
     /// The routers.
     pub routers: Vec<Router>,
     opts: Options,
@@ -132,6 +141,7 @@ impl Lab {
         }
         // Namespaces are recorded as soon as they exist: a failure below removes them.
         let hosts = [scratch.add_netns(NODES[0])?, scratch.add_netns(NODES[1])?];
+        let switch = scratch.add_netns("net")?;
         let mut routers = Vec::new();
         for i in 1..=opts.routers {
             routers.push(Router {
@@ -146,6 +156,7 @@ impl Lab {
         }
         let lab = Lab {
             hosts,
+            switch,
             keepalived: routers.iter().map(|_| [None, None]).collect(),
             routers,
             opts,
@@ -205,11 +216,20 @@ impl Lab {
     fn wire_router(&self, r: &Router) -> Result<()> {
         let [a, b] = &r.replicas;
         firewall::wire_segments(self.dir(), &r.client, &r.server, &[a, b])?;
+        let (sw, bridge) = (&self.switch, format!("ha{}", r.id));
         run(&[
-            "ip", "-n", a, "link", "add", "name", "ha", "type", "veth", "peer", "name", "ha",
-            "netns", b,
+            "ip", "-n", sw, "link", "add", "name", &bridge, "type", "bridge",
         ])?;
+        run(&["ip", "-n", sw, "link", "set", &bridge, "up"])?;
         for (h, ns) in r.replicas.iter().enumerate() {
+            let port = format!("{}{}", SIDES[h], r.id);
+            run(&[
+                "ip", "-n", sw, "link", "add", "name", &port, "type", "veth", "peer", "name", "ha",
+                "netns", ns,
+            ])?;
+            run(&[
+                "ip", "-n", sw, "link", "set", &port, "master", &bridge, "up",
+            ])?;
             run(&["ip", "-n", ns, "addr", "add", HA_ADDRS[h], "dev", "ha"])?;
             run(&["ip", "-n", ns, "link", "set", "ha", "up"])?;
             fs::create_dir_all(self.ha_confs(h).join(&r.id))?;
@@ -557,39 +577,41 @@ dead_ms = 1500
         }
     }
 
-    /// Router `r`'s replica on host `h` fails hard: its links (LAN, WAN, HA) go down and
-    /// its keepalived is killed (SIGKILL). The host, its ctsync and the other routers go
-    /// on; the replica's namespace stays, stale.
+    /// Router `r`'s replica on host `h` fails hard: its keepalived is killed (SIGKILL,
+    /// so nothing rewrites its state file: it still says `primary`), then its links (LAN,
+    /// WAN, HA) go down. The host, its ctsync and the other routers go on; the replica's
+    /// namespace stays, stale.
     pub fn fail_router(&mut self, h: usize, r: usize) -> Result<()> {
+        if let Some(mut k) = self.keepalived[r][h].take() {
+            kill_group(&mut k);
+        }
+        self.links_down(h, r)
+    }
+
+    fn links_down(&self, h: usize, r: usize) -> Result<()> {
         let ns = &self.routers[r].replicas[h];
         for dev in ["lan", "wan", "ha"] {
             run(&["ip", "-n", ns, "link", "set", dev, "down"])?;
         }
-        if let Some(mut k) = self.keepalived[r][h].take() {
-            kill_group(&mut k);
-        }
         Ok(())
     }
 
-    /// Host `h` fails hard: every router's replica there fails ([`Lab::fail_router`]),
-    /// its sync link goes down and its ctsync is killed (SIGKILL).
+    /// Host `h` fails hard, as a crash: its ctsync and every router's keepalived are
+    /// killed (SIGKILL), then every router's links and the sync link go down.
     pub fn fail_host(&mut self, h: usize) -> Result<()> {
-        for r in 0..self.routers.len() {
-            let ns = &self.routers[r].replicas[h];
-            for dev in ["lan", "wan", "ha"] {
-                run(&["ip", "-n", ns, "link", "set", dev, "down"])?;
-            }
+        if let Some(mut c) = self.ctsync[h].take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
-        run(&["ip", "-n", &self.hosts[h], "link", "set", "sync0", "down"])?;
         for r in 0..self.routers.len() {
             if let Some(mut k) = self.keepalived[r][h].take() {
                 kill_group(&mut k);
             }
         }
-        if let Some(mut c) = self.ctsync[h].take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        for r in 0..self.routers.len() {
+            self.links_down(h, r)?;
         }
+        run(&["ip", "-n", &self.hosts[h], "link", "set", "sync0", "down"])?;
         Ok(())
     }
 
