@@ -38,18 +38,24 @@ enum Command {
     },
     /// Build a throwaway firewall cluster in network namespaces (root), run sessions
     /// through it, fail the primary hard (with --nodes 3, then the next one too), and
-    /// show what happened; then the same without ctsync. Removes everything it built,
-    /// also on Ctrl-C.
+    /// show what happened; then the same without ctsync. With --routers N, two hosts of
+    /// N Neutron routers instead: one router fails over, then a host. Removes everything
+    /// it built, also on Ctrl-C.
     Demo {
         /// Firewalls in the cluster: 2 or 3.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
         nodes: u8,
-        /// TCP connections.
-        #[arg(long, default_value_t = 20)]
-        tcp: usize,
-        /// UDP flows.
-        #[arg(long, default_value_t = 10)]
-        udp: usize,
+        /// Build a Neutron network node's shape instead: this many routers (1 to 64),
+        /// each with a replica on two hosts, one ctsync per host; one router fails over,
+        /// then a whole host.
+        #[arg(long, conflicts_with = "nodes", value_parser = clap::value_parser!(u8).range(1..=64))]
+        routers: Option<u8>,
+        /// TCP connections [default: 20; with --routers, 2 each way per router].
+        #[arg(long)]
+        tcp: Option<usize>,
+        /// UDP flows [default: 10; with --routers, 1 each way per router].
+        #[arg(long)]
+        udp: Option<usize>,
         /// Skip the run without ctsync.
         #[arg(long)]
         no_control: bool,
@@ -309,11 +315,17 @@ fn run(cli: Cli) -> Result<bool> {
         }
         Command::Demo {
             nodes,
+            routers,
             tcp,
             udp,
             no_control,
         } => {
             let me = std::env::current_exe()?;
+            if let Some(n) = routers {
+                let (tcp, udp) = (tcp.unwrap_or(2), udp.unwrap_or(1));
+                return ctsync_lab::demo::run_routers(me, usize::from(n), tcp, udp, !no_control);
+            }
+            let (tcp, udp) = (tcp.unwrap_or(20), udp.unwrap_or(10));
             return ctsync_lab::demo::run(me, usize::from(nodes), tcp, udp, !no_control);
         }
         Command::BenchSessions {
