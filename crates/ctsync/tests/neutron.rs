@@ -23,6 +23,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use ctsync_lab::routers::{self, Lab, Options, RouterSessions};
+use ctsync_lab::traffic::Report;
 use support::{PATIENCE, root};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -83,6 +84,13 @@ impl Neutron {
     }
 
     fn assert_kept(&self, what: &str, routers: impl IntoIterator<Item = usize>, since: Instant) {
+        let routers: Vec<usize> = routers.into_iter().collect();
+        let all = Report::combined(
+            routers
+                .iter()
+                .map(|&r| self.sessions[r].report(since, PATIENCE)),
+        );
+        eprintln!("{what}: {all:?}");
         for r in routers {
             if let Err(e) = self.sessions[r].kept(since, PATIENCE) {
                 panic!(
