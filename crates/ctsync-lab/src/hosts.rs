@@ -37,15 +37,7 @@ impl Hosts {
         let mut scratch = Scratch::new(tag)?;
         let ha = scratch.add_netns("ha")?;
         let hb = scratch.add_netns("hb")?;
-        run(&[
-            "ip", "-n", &ha, "link", "add", "sync0", "type", "veth", "peer", "name", "sync0",
-            "netns", &hb,
-        ])?;
-        for (i, ns) in [&ha, &hb].into_iter().enumerate() {
-            let addr = format!("198.18.250.{}/24", i + 1);
-            run(&["ip", "-n", ns, "addr", "add", &addr, "dev", "sync0"])?;
-            run(&["ip", "-n", ns, "link", "set", "sync0", "up"])?;
-        }
+        wire_sync_link(&ha, &hb)?;
         let hosts = Hosts {
             ctsync,
             daemons: Vec::new(),
@@ -98,16 +90,17 @@ impl Hosts {
 
     /// Write `host`'s configuration; its path.
     pub fn config(&self, host: char) -> Result<PathBuf> {
-        let (me, peer) = if host == 'a' { (1, 2) } else { (2, 1) };
         let path = self.dir().join(format!("host-{host}.toml"));
-        let text = format!(
-            "node = \"host-{host}\"\nnetns = \"{}\"\n[namespaces]\nmatch = \"{}-{host}-r*\"\nrole = \"keepalived-state\"\nstate_file = \"{}/ha-{host}/{{id}}/state\"\n[sync]\ninterface = \"sync0\"\nlocal = \"198.18.250.{me}:3780\"\npeers = [\"198.18.250.{peer}:3780\"]\nkey_file = \"{}\"\n[control]\nsocket = \"{}\"\n[timers]\ndead_ms = 1500\n",
-            self.host_netns(host),
-            self.scratch.prefix(),
-            self.dir().display(),
-            self.dir().join("cluster.key").display(),
-            self.socket(host).display()
-        );
+        let text = HostConfig {
+            node: &format!("host-{host}"),
+            netns: &self.host_netns(host),
+            pattern: &format!("{}-{host}-r*", self.scratch.prefix()),
+            state_dir: &self.dir().join(format!("ha-{host}")),
+            host: usize::from(host != 'a'),
+            key: &self.dir().join("cluster.key"),
+            socket: &self.socket(host),
+        }
+        .text();
         fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
@@ -155,5 +148,73 @@ impl Drop for Hosts {
         let mut children: Vec<Child> = self.daemons.drain(..).map(|(_, c)| c).collect();
         crate::process::stop_daemons(&mut children);
         // Then `scratch` removes the namespaces and the directory.
+    }
+}
+
+/// The hosts' addresses on the sync link (the first host's, the second's).
+pub const SYNC_ADDRS: [&str; 2] = ["198.18.250.1", "198.18.250.2"];
+/// The sync port.
+pub const SYNC_PORT: u16 = 3780;
+
+/// Join the host namespaces `a` and `b` by the sync link: a veth `sync0` from one to the
+/// other (a cable), [`SYNC_ADDRS`] with a /24.
+pub(crate) fn wire_sync_link(a: &str, b: &str) -> Result<()> {
+    run(&[
+        "ip", "-n", a, "link", "add", "sync0", "type", "veth", "peer", "name", "sync0", "netns", b,
+    ])?;
+    for (i, ns) in [a, b].into_iter().enumerate() {
+        let addr = format!("{}/24", SYNC_ADDRS[i]);
+        run(&["ip", "-n", ns, "addr", "add", &addr, "dev", "sync0"])?;
+        run(&["ip", "-n", ns, "link", "set", "sync0", "up"])?;
+    }
+    Ok(())
+}
+
+/// A host's configuration: one daemon replicating every router namespace of the host
+/// (`[namespaces]`, roles from state files) over the sync link of [`wire_sync_link`].
+#[derive(Debug, Clone)]
+pub(crate) struct HostConfig<'a> {
+    pub(crate) node: &'a str,
+    /// The namespace holding the host's end of the sync link.
+    pub(crate) netns: &'a str,
+    /// `[namespaces] match`, with its one `*`.
+    pub(crate) pattern: &'a str,
+    /// Where the state files are: `STATE_DIR/{id}/state`, as Neutron's `ha_confs`.
+    pub(crate) state_dir: &'a Path,
+    /// Which host: 0 (the first of [`SYNC_ADDRS`]) or 1.
+    pub(crate) host: usize,
+    pub(crate) key: &'a Path,
+    pub(crate) socket: &'a Path,
+}
+
+impl HostConfig<'_> {
+    /// The configuration file's text.
+    pub(crate) fn text(&self) -> String {
+        format!(
+            r#"node = "{node}"
+netns = "{netns}"
+[namespaces]
+match = "{pattern}"
+role = "keepalived-state"
+state_file = "{states}/{{id}}/state"
+[sync]
+interface = "sync0"
+local = "{local}:{SYNC_PORT}"
+peers = ["{peer}:{SYNC_PORT}"]
+key_file = "{key}"
+[control]
+socket = "{socket}"
+[timers]
+dead_ms = 1500
+"#,
+            node = self.node,
+            netns = self.netns,
+            pattern = self.pattern,
+            states = self.state_dir.display(),
+            local = SYNC_ADDRS[self.host],
+            peer = SYNC_ADDRS[1 - self.host],
+            key = self.key.display(),
+            socket = self.socket.display(),
+        )
     }
 }

@@ -51,6 +51,7 @@ use crate::firewall::{
     self, CLIENT, DNAT_TCP_PORT, DNAT_UDP_PORT, Instance, KeepalivedFiles, LAN_VIP, LAN_VIP6,
     SERVER, TCP_PORT, UDP_PORT, WAN_VIP, WAN_VIP6,
 };
+use crate::hosts::{HostConfig, wire_sync_link};
 use crate::process::{kill_group, pause, run, stop_groups, terminate, wait};
 use crate::scratch::Scratch;
 use crate::traffic::{EchoServer, Report, Sessions};
@@ -59,10 +60,6 @@ use crate::traffic::{EchoServer, Report, Sessions};
 pub const NODES: [&str; 2] = ["hostA", "hostB"];
 /// The hosts' letters in namespace names (`PFX-a-qrouter-1`).
 const SIDES: [&str; 2] = ["a", "b"];
-/// The hosts' addresses on the sync link.
-const SYNC_ADDRS: [&str; 2] = ["198.18.250.1", "198.18.250.2"];
-/// The sync port.
-const SYNC_PORT: u16 = 3780;
 /// Each replica's address on its router's HA link.
 const HA_ADDRS: [&str; 2] = ["198.18.254.1/24", "198.18.254.2/24"];
 /// VRRP priorities: host A preferred.
@@ -168,15 +165,8 @@ impl Lab {
     }
 
     fn wire(&self) -> Result<()> {
-        let [a, b] = &self.hosts;
-        run(&[
-            "ip", "-n", a, "link", "add", "name", "sync0", "type", "veth", "peer", "name", "sync0",
-            "netns", b,
-        ])?;
-        for (h, ns) in self.hosts.iter().enumerate() {
-            let addr = format!("{}/24", SYNC_ADDRS[h]);
-            run(&["ip", "-n", ns, "addr", "add", &addr, "dev", "sync0"])?;
-            run(&["ip", "-n", ns, "link", "set", "sync0", "up"])?;
+        wire_sync_link(&self.hosts[0], &self.hosts[1])?;
+        for h in 0..2 {
             let script = self.notify_script(h);
             fs::create_dir_all(script.parent().unwrap_or(self.dir()))?;
             // What Neutron's neutron-keepalived-state-change does on a transition: the
@@ -367,33 +357,16 @@ impl Lab {
     }
 
     fn ctsync_config(&self, h: usize) -> String {
-        format!(
-            r#"node = "{node}"
-netns = "{host}"
-[namespaces]
-match = "{prefix}-{side}-qrouter-*"
-role = "keepalived-state"
-state_file = "{confs}/{{id}}/state"
-[sync]
-interface = "sync0"
-local = "{local}:{SYNC_PORT}"
-peers = ["{peer}:{SYNC_PORT}"]
-key_file = "{key}"
-[control]
-socket = "{sock}"
-[timers]
-dead_ms = 1500
-"#,
-            node = NODES[h],
-            host = self.hosts[h],
-            prefix = self.scratch.prefix(),
-            side = SIDES[h],
-            confs = self.ha_confs(h).display(),
-            local = SYNC_ADDRS[h],
-            peer = SYNC_ADDRS[1 - h],
-            key = self.key().display(),
-            sock = self.socket(h).display(),
-        )
+        HostConfig {
+            node: NODES[h],
+            netns: &self.hosts[h],
+            pattern: &format!("{}-{}-qrouter-*", self.scratch.prefix(), SIDES[h]),
+            state_dir: &self.ha_confs(h),
+            host: h,
+            key: &self.key(),
+            socket: &self.socket(h),
+        }
+        .text()
     }
 
     /// Whether this lab replicates (false: the control).
