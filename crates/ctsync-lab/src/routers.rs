@@ -174,7 +174,7 @@ impl Lab {
             fs::write(
                 &script,
                 format!(
-                    "#!/bin/sh\n# keepalived's notify hook: ID STATE\nprintf '%s' \"$2\" > {}/\"$1\"/state\n",
+                    "#!/bin/sh\n# keepalived's notify hook: ID STATE\nprintf '%s' \"$2\" > '{}'/\"$1\"/state\n",
                     self.ha_confs(h).display()
                 ),
             )?;
@@ -233,11 +233,9 @@ impl Lab {
     pub fn bring_up(&mut self) -> Result<()> {
         self.start_host(0)?;
         let all_a = wait(Duration::from_secs(30), || {
-            (0..self.routers.len()).all(|r| {
-                self.is_master(0, r)
-                    && self.state_file(0, r) == "primary"
-                    && self.role_is(0, r, "primary")
-            })
+            (0..self.routers.len())
+                .all(|r| self.is_master(0, r) && self.state_file(0, r) == "primary")
+                && self.all_in_role(0, "primary")
         })?;
         if all_a.is_none() {
             bail!(
@@ -445,6 +443,25 @@ impl Lab {
     /// Whether host `h`'s ctsync has router `r` in `role` (always true in the control).
     pub fn role_is(&self, h: usize, r: usize, role: &str) -> bool {
         !self.replicates() || self.namespace(h, r).is_some_and(|n| n["role"] == role)
+    }
+
+    /// Whether host `h`'s ctsync has every router's namespace in `role` (always true in
+    /// the control).
+    pub fn all_in_role(&self, h: usize, role: &str) -> bool {
+        if !self.replicates() {
+            return true;
+        }
+        let Some(status) = self.status(h) else {
+            return false;
+        };
+        let Some(namespaces) = status["namespaces"].as_array() else {
+            return false;
+        };
+        self.routers.iter().all(|r| {
+            namespaces
+                .iter()
+                .any(|n| n["name"] == r.replicas[h].as_str() && n["role"] == role)
+        })
     }
 
     /// Wait (at most 30 s) until host `h`'s ctsync has every router's namespace, each
