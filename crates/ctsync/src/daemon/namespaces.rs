@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use ctnetlink::Netns;
 use ctsync_core::Role;
 use ctsync_wire::ClusterSecret;
-use inotify::{Inotify, WatchDescriptor, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use serde_json::json;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
@@ -189,28 +189,49 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
             }
             r = host.inotify.readable_mut() => {
                 let mut guard = r?;
-                let mut changed = Vec::new();
+                // Names in /run/netns that came or went (only ours matter: a node full of
+                // other namespaces must not cost a rescan each), and whether a state
+                // file's directory changed.
+                let (mut netns, mut states) = (Vec::new(), Vec::new());
                 match guard.get_inner_mut().read_events(&mut events) {
                     Ok(evs) => {
                         for e in evs {
-                            changed.push(e.wd.clone());
+                            if e.mask.contains(EventMask::IGNORED) {
+                                // The directory went away: watched again when it is back.
+                                host.state_watches.retain(|_, wd| *wd != e.wd);
+                            } else if Some(&e.wd) != host.netns_watch.as_ref() {
+                                states.push(e.wd.clone());
+                            } else if let Some(name) = e.name.and_then(|n| n.to_str())
+                                && host.ns.id_of(name).is_some()
+                            {
+                                let gone = e.mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM);
+                                netns.push((name.to_string(), gone));
+                            }
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
                     Err(e) => log("warn", format!("inotify: {e}")),
                 }
                 drop(guard);
-                if changed.iter().any(|wd| Some(wd) == host.netns_watch.as_ref()) {
+                for (name, gone) in &netns {
+                    // Gone, perhaps already back under the same name: the old node's
+                    // sockets are in the old namespace, so it stops either way.
+                    if *gone && host.routers.contains_key(name) {
+                        log("info", format!("namespace {name} is gone: its replication stops"));
+                        host.stop(name);
+                    }
+                }
+                if !netns.is_empty() {
                     host.rescan();
                 }
-                if changed.iter().any(|wd| Some(wd) != host.netns_watch.as_ref()) {
-                    host.read_states();
+                if !states.is_empty() {
+                    host.read_states(Some(&states));
                 }
             }
             _ = tokio::time::sleep(UNMOUNTED_LOOK), if host.unmounted => host.rescan(),
             _ = tick.tick() => {
                 host.rescan();
-                host.read_states();
+                host.read_states(None);
             }
             c = control.accept() => {
                 if let Ok((stream, _)) = c
@@ -270,7 +291,7 @@ impl Host {
                     if self.ns.id_of(&name).is_none() {
                         continue;
                     }
-                    if is_namespace(&e.path()) {
+                    if self.routers.contains_key(&name) || is_namespace(&e.path()) {
                         present.push(name);
                     } else if !self.routers.contains_key(&name) {
                         // `ip netns add` creates the file, then mounts the namespace on it.
@@ -409,12 +430,20 @@ impl Host {
         }
     }
 
-    /// Read every namespace's state file and hand a changed role to its loop.
-    fn read_states(&mut self) {
+    /// Read the state files (those in the directories of the watches `only`, or all) and
+    /// hand a changed role to its namespace's loop.
+    fn read_states(&mut self, only: Option<&[WatchDescriptor]>) {
+        let watched = |state: &Path| {
+            state
+                .parent()
+                .and_then(|d| self.state_watches.get(d))
+                .is_some_and(|wd| only.is_none_or(|o| o.contains(wd)))
+        };
         let files: Vec<(String, PathBuf)> = self
             .routers
             .iter()
             .map(|(n, r)| (n.clone(), self.ns.state_file(&r.id)))
+            .filter(|(_, f)| only.is_none() || watched(f))
             .collect();
         for (name, state) in files {
             self.watch_state(&state);
