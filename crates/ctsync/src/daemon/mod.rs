@@ -112,7 +112,14 @@ struct Daemon {
     missed_at_takeover: (usize, Vec<String>),
     /// A peer that speaks conntrackd's FTFW dialect (`[conntrackd]`).
     conntrackd: Option<conntrackd::Endpoint>,
+    /// A namespace's node: when the daemon's host link last heard each peer host.
+    host_heard: Option<HostHeard>,
 }
+
+/// When the daemon of namespaces' host link last heard each peer host (authenticated:
+/// docs/PROTOCOL.md §14.4), shared with every namespace's loop on the same thread.
+pub(super) type HostHeard =
+    std::rc::Rc<std::cell::RefCell<std::collections::HashMap<ctsync_wire::NodeId, Instant>>>;
 
 /// Run the daemon until SIGTERM or SIGINT. `path` is the configuration file, re-read on
 /// SIGHUP.
@@ -234,6 +241,7 @@ impl Daemon {
         let mut flow_batch: Vec<FlowEvent> = Vec::new();
         let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(control::MAX_CLIENTS));
         loop {
+            d.hear_hosts();
             let mut deadline = d
                 .node
                 .poll_timeout()
@@ -350,6 +358,7 @@ impl Daemon {
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                     let now = Instant::now();
+                    d.hear_hosts();
                     d.node.handle_timeout(now);
                     if let Some(e) = &mut d.conntrackd {
                         e.handle_timeout(now);
@@ -378,6 +387,17 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// A namespace's node: the peers its daemon's host link heard count as heard (just
+    /// before the node looks at its timers, so that a dead interval is never judged on
+    /// old news).
+    fn hear_hosts(&mut self) {
+        if let Some(h) = &self.host_heard {
+            for (&peer, &at) in h.borrow().iter() {
+                self.node.peer_alive(peer, at);
+            }
+        }
+    }
+
     /// Carry out every output of the core: datagrams, kernel operations, notices.
     fn flush(&mut self) {
         for _ in 0..FLUSH_ROUNDS {

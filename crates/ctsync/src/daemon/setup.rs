@@ -295,7 +295,7 @@ pub(super) fn bind_control(path: &Path) -> Result<UnixListener> {
 /// The core node: this run's epoch (above the last one recorded in the state directory
 /// and the wall clock's seconds, with 24 random bits: see `epoch.rs`) and a random seed,
 /// keyed with the cluster keys.
-fn new_node(
+pub(super) fn new_node(
     core: ctsync_core::Config,
     (secret, accept): (ClusterSecret, Vec<ClusterSecret>),
     epoch: Option<u64>,
@@ -472,6 +472,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         no_room_said: false,
         missed_at_takeover: (0, Vec::new()),
         conntrackd: None,
+        host_heard: None,
     };
     if let Some(c) = &cfg.conntrackd {
         d.conntrackd = Some(super::conntrackd::Endpoint::open(
@@ -555,11 +556,19 @@ const NAMESPACE_EXPECTED_FLOWS: usize = 256;
 
 /// The core's configuration for a namespace's node: the file's, with tables sized for a
 /// router.
-fn namespace_core(cfg: &Config) -> ctsync_core::Config {
+pub(super) fn namespace_core(cfg: &Config) -> ctsync_core::Config {
     let mut core = cfg.core();
     core.expected_flows = NAMESPACE_EXPECTED_FLOWS;
+    // The daemon's host link keeps the peers up (docs/PROTOCOL.md §14.4): a router's
+    // node sends an ALIVE of its own only after this long with nothing else to send
+    // (its digests go every `digest_secs` anyway).
+    core.keepalive_interval = NAMESPACE_KEEPALIVE.max(core.alive_interval);
     core
 }
+
+/// How often a namespace's node sends a keepalive of its own to a peer it has sent
+/// nothing else to (see [`namespace_core`]).
+const NAMESPACE_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// One replicated namespace (`[namespaces]`): its node with the namespace's keys and
 /// `epoch`, its kernel sockets opened inside it, its sync link a port on the daemon's
@@ -572,6 +581,7 @@ pub(super) fn start_namespace(
     keys: (ClusterSecret, Vec<ClusterSecret>),
     epoch: u64,
     role: Role,
+    host_heard: super::HostHeard,
 ) -> Result<(Daemon, Sources)> {
     let netns = Netns::named(name).with_context(|| format!("network namespace {name:?}"))?;
     let (mut events, events_ctl, _granted) = subscribe(Some(&netns))?;
@@ -608,6 +618,7 @@ pub(super) fn start_namespace(
         no_room_said: false,
         missed_at_takeover: (0, Vec::new()),
         conntrackd: None,
+        host_heard: Some(host_heard),
     };
     if role != Role::Primary {
         d.kernel.carry_out(KernelOp::Dump, &mut d.node, &mut d.link);
