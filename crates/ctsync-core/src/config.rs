@@ -111,6 +111,12 @@ pub struct Config {
     pub mtu: usize,
     /// Send something to every peer at least this often.
     pub alive_interval: Duration,
+    /// With nothing else to send, an ALIVE goes to a verified peer that is up this often
+    /// (never more often than `alive_interval`). Longer than `alive_interval` only where
+    /// something else keeps the peers' liveness ([`crate::Node::peer_alive`]: the
+    /// daemon's host link of docs/PROTOCOL.md §14.4); a change of role or readiness is
+    /// then announced at once.
+    pub keepalive_interval: Duration,
     /// A peer not heard from for this long is down.
     pub dead_interval: Duration,
     /// Retransmit an unacknowledged message after this long.
@@ -160,6 +166,7 @@ impl Config {
             mode: Mode::HotStandby,
             mtu: 1400,
             alive_interval: Duration::from_millis(500),
+            keepalive_interval: Duration::from_millis(500),
             dead_interval: Duration::from_secs(3),
             rto: Duration::from_millis(200),
             ack_delay: Duration::from_millis(5),

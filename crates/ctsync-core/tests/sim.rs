@@ -881,3 +881,94 @@ fn long_lived_flows_are_refreshed_in_turn() {
     );
     c.assert_converged(Mode::HotStandby);
 }
+
+/// Whether node `i` counts peer `peer` as up.
+fn peer_up(c: &mut Cluster, i: usize, peer: NodeId) -> bool {
+    c.node(i)
+        .status()
+        .peers
+        .iter()
+        .any(|p| p.id == peer && p.up)
+}
+
+/// The namespaces' nodes of a daemon of `[namespaces]` (docs/PROTOCOL.md §14.4): with
+/// keepalives 30 s apart and digests a minute apart, what keeps two nodes up is the host
+/// link's word (`peer_alive`) alone; they send next to nothing while idle, and go down
+/// within a dead interval once that word stops. Without it, the same nodes go down.
+#[test]
+fn the_host_links_word_keeps_quiet_nodes_up_and_its_silence_takes_them_down() {
+    let quiet = |cfg: &mut ctsync_core::Config| {
+        cfg.keepalive_interval = Duration::from_secs(30);
+        cfg.digest_interval = Duration::from_secs(60);
+    };
+    for host_link in [true, false] {
+        let mut c = Cluster::with_config(2, 7, quiet);
+        for i in 0..20 {
+            c.traffic(0, EventKind::New, flow(i));
+        }
+        c.run(Duration::from_secs(2));
+        assert!(peer_up(&mut c, 0, 2) && peer_up(&mut c, 1, 1));
+        c.record();
+        // 20 s of idle, the host link hearing each side every half second.
+        for _ in 0..40 {
+            if host_link {
+                let now = c.now;
+                c.node(0).peer_alive(2, now);
+                c.node(1).peer_alive(1, now);
+            }
+            c.run(Duration::from_millis(500));
+        }
+        let sent = c.trace().len();
+        if !host_link {
+            // Down after each dead interval, then challenged and up again: a flapping
+            // that costs datagrams the host link's word saves.
+            assert!(
+                sent > 8,
+                "without the host link's word, quiet nodes go down and challenge each other again ({sent} datagrams)"
+            );
+            continue;
+        }
+        assert!(peer_up(&mut c, 0, 2) && peer_up(&mut c, 1, 1));
+        assert!(sent <= 4, "{sent} datagrams in 20 s of idle");
+        // The other host goes silent (its daemon and host link with it): down within
+        // a dead interval (3 s), not kept up by old news.
+        c.partition(1, 2, Duration::from_secs(8));
+        c.run(Duration::from_secs(4));
+        assert!(!peer_up(&mut c, 0, 2) && !peer_up(&mut c, 1, 1));
+        // The word of a host link does not bring a link up: that takes the peer's
+        // own proof of its epoch, which the nodes give each other once they hear again.
+        let now = c.now;
+        c.node(0).peer_alive(2, now);
+        assert!(!peer_up(&mut c, 0, 2));
+        c.run(Duration::from_secs(8));
+        assert!(peer_up(&mut c, 0, 2) && peer_up(&mut c, 1, 1));
+        c.assert_converged(Mode::HotStandby);
+    }
+}
+
+/// With keepalives far apart, a change of role or readiness is still said at once (a
+/// backup that keepalived puts in FAULT sends nothing else).
+#[test]
+fn quiet_nodes_say_a_new_role_at_once() {
+    let mut c = Cluster::with_config(2, 11, |cfg| {
+        cfg.keepalive_interval = Duration::from_secs(30);
+        cfg.digest_interval = Duration::from_secs(60);
+    });
+    c.run(Duration::from_secs(5));
+    let role_of_2 = |c: &mut Cluster| {
+        c.node(0)
+            .status()
+            .peers
+            .iter()
+            .find(|p| p.id == 2)
+            .and_then(|p| p.role)
+    };
+    assert_eq!(role_of_2(&mut c), Some(Role::Backup));
+    c.set_role(1, Role::Fault);
+    c.run(Duration::from_millis(100));
+    assert_eq!(
+        role_of_2(&mut c),
+        Some(Role::Fault),
+        "node 1 heard node 2's new role within 100 ms"
+    );
+}

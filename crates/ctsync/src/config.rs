@@ -899,6 +899,7 @@ impl Config {
         core.max_flows = self.sync.max_flows.max(1);
         core.sync_delay = Duration::from_secs_f64(self.filter.delay_secs);
         core.alive_interval = Duration::from_millis(self.timers.alive_ms);
+        core.keepalive_interval = core.alive_interval;
         core.dead_interval = Duration::from_millis(self.timers.dead_ms);
         core.refresh_interval = Duration::from_secs(self.timers.refresh_secs);
         core.digest_interval = Duration::from_secs(self.timers.digest_secs);

@@ -479,6 +479,20 @@ impl Node {
         self.start_bulk(id);
     }
 
+    /// Peer `id` was heard at `at` on another authenticated channel that speaks for the
+    /// same process: a daemon of namespaces hears every peer host on its host link
+    /// (docs/PROTOCOL.md §14.4), and its namespaces' nodes then need no keepalives of
+    /// their own to keep each other up. Counts as hearing the peer when its link is up;
+    /// never brings a link up (that takes the peer's own proof of its epoch).
+    pub fn peer_alive(&mut self, id: NodeId, at: Instant) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.link.up && p.link.last_heard.is_none_or(|t| at > t) {
+            p.link.heard(at, &self.cfg);
+        }
+    }
+
     fn heard(&mut self, id: NodeId, now: Instant) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;

@@ -90,6 +90,7 @@ impl Node {
         let old = self.role;
         self.role_set = true;
         self.role = role;
+        self.announce();
         match role {
             Role::Primary => {
                 // Commit what peers told us (hot standby: already in the kernel), then
@@ -294,6 +295,17 @@ impl Node {
         if ready != self.ready {
             self.ready = ready;
             self.notes.push_back(Notify::Ready(ready));
+            self.announce();
+        }
+    }
+
+    /// With keepalives further apart than the alive interval, say a new role or
+    /// readiness to every peer at once.
+    fn announce(&mut self) {
+        if self.cfg.keepalive_interval > self.cfg.alive_interval {
+            for p in self.peers.values_mut() {
+                p.link.announce = true;
+            }
         }
     }
 

@@ -219,7 +219,9 @@ impl Sock {
         }
     }
 
-    fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Read a datagram into `buf` (a port resizes it to the datagram's length): its
+    /// length.
+    fn try_recv(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         match self {
             Sock::Udp(u) => u.try_recv_from(buf).map(|(n, _)| n),
             Sock::Mux(m) => m.try_recv(buf),
@@ -306,6 +308,14 @@ impl SyncLink {
         now: Instant,
     ) -> SyncLink {
         let n = sockets.len();
+        // A socket of our own reads into a buffer of a UDP datagram's largest size; a
+        // namespace's port copies each datagram into one just large enough (a buffer of
+        // 64 KiB per router was a third of an idle router's memory).
+        let rx = if sockets.iter().any(|(s, _)| matches!(s, Sock::Udp(_))) {
+            vec![0u8; 65536]
+        } else {
+            Vec::new()
+        };
         SyncLink {
             group,
             links: sockets
@@ -332,7 +342,7 @@ impl SyncLink {
             dead,
             copy_every: alive / 2,
             tx: Vec::with_capacity(2048),
-            rx: vec![0u8; 65536],
+            rx,
             budget_hits: 0,
             copies: 0,
             next_poll: 0,

@@ -74,17 +74,18 @@ impl MuxPort {
         }
     }
 
-    /// Take the next datagram into `buf`: its length, or `WouldBlock`.
-    pub(super) fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Take the next datagram into `buf` (resized to its length): its length, or
+    /// `WouldBlock`.
+    pub(super) fn try_recv(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         let d = self
             .inbox
             .borrow_mut()
             .queue
             .pop_front()
             .ok_or(std::io::ErrorKind::WouldBlock)?;
-        let n = d.len().min(buf.len());
-        buf[..n].copy_from_slice(&d[..n]);
-        Ok(n)
+        buf.clear();
+        buf.extend_from_slice(&d);
+        Ok(d.len())
     }
 
     /// Send a datagram behind the tag.

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use ctnetlink::Netns;
 use ctsync_core::Role;
 use ctsync_wire::ClusterSecret;
-use inotify::{Inotify, WatchDescriptor, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use serde_json::json;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
@@ -87,7 +87,16 @@ struct Host {
     malformed: u64,
     /// A matching name in /run/netns had no namespace mounted on it yet: look again soon.
     unmounted: bool,
+    /// The host link (docs/PROTOCOL.md §14.4): a node with no table of its own, tagged
+    /// [`HOST_ID`], whose peers are the other hosts' daemons. Its liveness is theirs.
+    host_node: ctsync_core::Node,
+    host_link: super::SyncLink,
+    /// When the host link last heard each peer host, for the namespaces' loops.
+    heard: super::HostHeard,
 }
+
+/// The tag of the host link's datagrams: no namespace's name holds a NUL.
+const HOST_ID: &str = "\0";
 
 /// Whether `path` is a namespace (a file of the nsfs), not yet only the empty file that
 /// `ip netns add` mounts it on.
@@ -126,15 +135,36 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
     aws_lc_rs::rand::fill(&mut rnd).map_err(|_| anyhow::anyhow!("no system randomness"))?;
     // The low bits leave room for 2^22 namespace starts in this run above the epoch.
     let epoch = setup::choose_epoch(u32::from_be_bytes(rnd) & 0x3_ffff);
+    let host_inbox = SharedInbox::default();
+    let host_keys = namespace_keys(&keys, HOST_ID).context("the host link's keys")?;
+    let mut host_core = cfg.core();
+    host_core.expected_flows = 16;
+    let host_node = setup::new_node(host_core, host_keys, Some(epoch))?;
+    let shared = Rc::new(udp);
+    let host_link = super::SyncLink::new(
+        vec![(
+            super::link::Sock::Mux(MuxPort::new(shared.clone(), HOST_ID, host_inbox.clone())),
+            cfg.sync.interface.clone(),
+        )],
+        None,
+        cfg.sync
+            .peers
+            .iter()
+            .map(|a| (crate::config::node_id(a), vec![*a]))
+            .collect(),
+        Duration::from_millis(cfg.timers.alive_ms),
+        Duration::from_millis(cfg.timers.dead_ms),
+        Instant::now(),
+    );
     let mut host = Host {
         cfg: Rc::new(cfg),
         ns,
         keys,
         epoch,
         starts: 0,
-        shared: Rc::new(udp),
+        shared,
         routers: BTreeMap::new(),
-        inboxes: HashMap::new(),
+        inboxes: HashMap::from([(HOST_ID.as_bytes().to_vec(), host_inbox)]),
         failed: HashMap::new(),
         inotify,
         netns_watch: None,
@@ -142,6 +172,9 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
         unknown: 0,
         malformed: 0,
         unmounted: false,
+        host_node,
+        host_link,
+        heard: super::HostHeard::default(),
     };
     host.netns_watch = host
         .inotify
@@ -182,35 +215,67 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
     let mut rx = vec![0u8; 65536];
     let mut events = vec![0u8; 4096];
     loop {
+        let host_deadline = host
+            .host_node
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             r = host.shared.readable() => {
                 r?;
                 host.receive(&mut rx);
             }
+            r = host.host_link.readable() => {
+                r?;
+                host.host_link.receive(&mut host.host_node, Instant::now());
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(host_deadline)) => {
+                host.host_node.handle_timeout(Instant::now());
+            }
             r = host.inotify.readable_mut() => {
                 let mut guard = r?;
-                let mut changed = Vec::new();
+                // Names in /run/netns that came or went (only ours matter: a node full of
+                // other namespaces must not cost a rescan each), and whether a state
+                // file's directory changed.
+                let (mut netns, mut states) = (Vec::new(), Vec::new());
                 match guard.get_inner_mut().read_events(&mut events) {
                     Ok(evs) => {
                         for e in evs {
-                            changed.push(e.wd.clone());
+                            if e.mask.contains(EventMask::IGNORED) {
+                                // The directory went away: watched again when it is back.
+                                host.state_watches.retain(|_, wd| *wd != e.wd);
+                            } else if Some(&e.wd) != host.netns_watch.as_ref() {
+                                states.push(e.wd.clone());
+                            } else if let Some(name) = e.name.and_then(|n| n.to_str())
+                                && host.ns.id_of(name).is_some()
+                            {
+                                let gone = e.mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM);
+                                netns.push((name.to_string(), gone));
+                            }
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
                     Err(e) => log("warn", format!("inotify: {e}")),
                 }
                 drop(guard);
-                if changed.iter().any(|wd| Some(wd) == host.netns_watch.as_ref()) {
+                for (name, gone) in &netns {
+                    // Gone, perhaps already back under the same name: the old node's
+                    // sockets are in the old namespace, so it stops either way.
+                    if *gone && host.routers.contains_key(name) {
+                        log("info", format!("namespace {name} is gone: its replication stops"));
+                        host.stop(name);
+                    }
+                }
+                if !netns.is_empty() {
                     host.rescan();
                 }
-                if changed.iter().any(|wd| Some(wd) != host.netns_watch.as_ref()) {
-                    host.read_states();
+                if !states.is_empty() {
+                    host.read_states(Some(&states));
                 }
             }
             _ = tokio::time::sleep(UNMOUNTED_LOOK), if host.unmounted => host.rescan(),
             _ = tick.tick() => {
                 host.rescan();
-                host.read_states();
+                host.read_states(None);
             }
             c = control.accept() => {
                 if let Ok((stream, _)) = c
@@ -223,6 +288,7 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
+        host.flush_host_link();
     }
     super::notify(&[sd_notify::NotifyState::Stopping]);
     for (_, r) in std::mem::take(&mut host.routers) {
@@ -231,6 +297,20 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
     let _ = std::fs::remove_file(&control_path);
     log("info", format!("{} stopped", host.cfg.node));
     Ok(())
+}
+
+/// The keys of the namespace (or host link) with id `id`: derived from the cluster's.
+fn namespace_keys(
+    (send, accept): &(ClusterSecret, Vec<ClusterSecret>),
+    id: &str,
+) -> Result<(ClusterSecret, Vec<ClusterSecret>), ctsync_wire::WireError> {
+    Ok((
+        send.for_namespace(id.as_bytes())?,
+        accept
+            .iter()
+            .map(|k| k.for_namespace(id.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?,
+    ))
 }
 
 /// A state file's role: `None` while it is missing or says something else (said in
@@ -270,7 +350,7 @@ impl Host {
                     if self.ns.id_of(&name).is_none() {
                         continue;
                     }
-                    if is_namespace(&e.path()) {
+                    if self.routers.contains_key(&name) || is_namespace(&e.path()) {
                         present.push(name);
                     } else if !self.routers.contains_key(&name) {
                         // `ip netns add` creates the file, then mounts the namespace on it.
@@ -320,19 +400,9 @@ impl Host {
         let Some(id) = self.ns.id_of(&name).map(str::to_string) else {
             return;
         };
-        let keys = match (
-            self.keys.0.for_namespace(id.as_bytes()),
-            self.keys
-                .1
-                .iter()
-                .map(|k| k.for_namespace(id.as_bytes()))
-                .collect::<Result<Vec<_>, _>>(),
-        ) {
-            (Ok(send), Ok(accept)) => (send, accept),
-            _ => {
-                log("error", format!("namespace {name}: cannot derive its keys"));
-                return;
-            }
+        let Ok(keys) = namespace_keys(&self.keys, &id) else {
+            log("error", format!("namespace {name}: cannot derive its keys"));
+            return;
         };
         let state = self.ns.state_file(&id);
         self.watch_state(&state);
@@ -345,10 +415,11 @@ impl Host {
         self.starts += 1;
         let epoch = self.epoch + self.starts;
         let cfg = self.cfg.clone();
+        let heard = self.heard.clone();
         let calls_for_loop = calls_tx.clone();
         let task_name = name.clone();
         let task = tokio::task::spawn_local(NAMESPACE.scope(task_name.clone(), async move {
-            let started = setup::start_namespace(&cfg, &task_name, port, keys, epoch, role);
+            let started = setup::start_namespace(&cfg, &task_name, port, keys, epoch, role, heard);
             match started {
                 Ok((mut d, src)) => {
                     if let Err(e) = d
@@ -383,6 +454,42 @@ impl Host {
         );
     }
 
+    /// Send what the host link has ready, and publish when it last heard each peer
+    /// host that is up.
+    fn flush_host_link(&mut self) {
+        let now = Instant::now();
+        self.host_link.transmit(&mut self.host_node, now);
+        while self.host_node.poll_kernel_op().is_some() {}
+        while let Some(n) = self.host_node.poll_notify() {
+            match n {
+                ctsync_core::Notify::PeerUp(p) | ctsync_core::Notify::PeerRestarted(p) => {
+                    log("info", format!("host link: peer {p:#x} up"));
+                }
+                ctsync_core::Notify::PeerDown(p) => {
+                    log("warn", format!("host link: peer {p:#x} down"));
+                }
+                ctsync_core::Notify::IncompatiblePeer { peer, min, max } => log(
+                    "error",
+                    format!(
+                        "host link: peer {peer:#x} speaks protocol versions {min}..={max} only"
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        let mut heard = self.heard.borrow_mut();
+        for p in self.host_node.status().peers {
+            match (p.up, p.last_heard) {
+                (true, Some(t)) => {
+                    heard.insert(p.id, t);
+                }
+                _ => {
+                    heard.remove(&p.id);
+                }
+            }
+        }
+    }
+
     /// Stop replicating the namespace `name`.
     fn stop(&mut self, name: &str) {
         if let Some(r) = self.routers.remove(name) {
@@ -409,12 +516,20 @@ impl Host {
         }
     }
 
-    /// Read every namespace's state file and hand a changed role to its loop.
-    fn read_states(&mut self) {
+    /// Read the state files (those in the directories of the watches `only`, or all) and
+    /// hand a changed role to its namespace's loop.
+    fn read_states(&mut self, only: Option<&[WatchDescriptor]>) {
+        let watched = |state: &Path| {
+            state
+                .parent()
+                .and_then(|d| self.state_watches.get(d))
+                .is_some_and(|wd| only.is_none_or(|o| o.contains(wd)))
+        };
         let files: Vec<(String, PathBuf)> = self
             .routers
             .iter()
             .map(|(n, r)| (n.clone(), self.ns.state_file(&r.id)))
+            .filter(|(_, f)| only.is_none() || watched(f))
             .collect();
         for (name, state) in files {
             self.watch_state(&state);

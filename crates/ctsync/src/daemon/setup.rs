@@ -295,8 +295,8 @@ pub(super) fn bind_control(path: &Path) -> Result<UnixListener> {
 /// The core node: this run's epoch (above the last one recorded in the state directory
 /// and the wall clock's seconds, with 24 random bits: see `epoch.rs`) and a random seed,
 /// keyed with the cluster keys.
-fn new_node(
-    cfg: &Config,
+pub(super) fn new_node(
+    core: ctsync_core::Config,
     (secret, accept): (ClusterSecret, Vec<ClusterSecret>),
     epoch: Option<u64>,
 ) -> Result<Node> {
@@ -309,7 +309,7 @@ fn new_node(
     let seed = u64::from_be_bytes([
         rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15],
     ]);
-    let mut node = Node::new(cfg.core(), secret.clone(), epoch, seed, Instant::now())
+    let mut node = Node::new(core, secret.clone(), epoch, seed, Instant::now())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if !accept.is_empty() {
         node.set_secrets(secret, accept)
@@ -449,7 +449,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         .map(|(i, a)| (node_id(a), links.iter().map(|l| l.peers[i]).collect()))
         .collect();
     let mut d = Daemon {
-        node: new_node(cfg, keys, None)?,
+        node: new_node(cfg.core(), keys, None)?,
         link: SyncLink::new(
             sockets,
             group,
@@ -472,6 +472,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         no_room_said: false,
         missed_at_takeover: (0, Vec::new()),
         conntrackd: None,
+        host_heard: None,
     };
     if let Some(c) = &cfg.conntrackd {
         d.conntrackd = Some(super::conntrackd::Endpoint::open(
@@ -548,6 +549,27 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
     Ok((d, sources))
 }
 
+/// Flows a namespace's tables are sized for at first (they grow as needed): a Neutron
+/// router holds hundreds, and a table sized for 65,536 cost each router 114 KiB of
+/// touched memory before its first flow (measured with 50 idle routers).
+const NAMESPACE_EXPECTED_FLOWS: usize = 256;
+
+/// The core's configuration for a namespace's node: the file's, with tables sized for a
+/// router.
+pub(super) fn namespace_core(cfg: &Config) -> ctsync_core::Config {
+    let mut core = cfg.core();
+    core.expected_flows = NAMESPACE_EXPECTED_FLOWS;
+    // The daemon's host link keeps the peers up (docs/PROTOCOL.md §14.4): a router's
+    // node sends an ALIVE of its own only after this long with nothing else to send
+    // (its digests go every `digest_secs` anyway).
+    core.keepalive_interval = NAMESPACE_KEEPALIVE.max(core.alive_interval);
+    core
+}
+
+/// How often a namespace's node sends a keepalive of its own to a peer it has sent
+/// nothing else to (see [`namespace_core`]).
+const NAMESPACE_KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// One replicated namespace (`[namespaces]`): its node with the namespace's keys and
 /// `epoch`, its kernel sockets opened inside it, its sync link a port on the daemon's
 /// shared socket; started in `role` (its state file's) and carried out. The loop's
@@ -559,6 +581,7 @@ pub(super) fn start_namespace(
     keys: (ClusterSecret, Vec<ClusterSecret>),
     epoch: u64,
     role: Role,
+    host_heard: super::HostHeard,
 ) -> Result<(Daemon, Sources)> {
     let netns = Netns::named(name).with_context(|| format!("network namespace {name:?}"))?;
     let (mut events, events_ctl, _granted) = subscribe(Some(&netns))?;
@@ -572,7 +595,7 @@ pub(super) fn start_namespace(
         .map(|a| (node_id(a), vec![*a]))
         .collect();
     let mut d = Daemon {
-        node: new_node(cfg, keys, Some(epoch))?,
+        node: new_node(namespace_core(cfg), keys, Some(epoch))?,
         link: SyncLink::new(
             vec![(super::link::Sock::Mux(port), cfg.sync.interface.clone())],
             None,
@@ -595,6 +618,7 @@ pub(super) fn start_namespace(
         no_room_said: false,
         missed_at_takeover: (0, Vec::new()),
         conntrackd: None,
+        host_heard: Some(host_heard),
     };
     if role != Role::Primary {
         d.kernel.carry_out(KernelOp::Dump, &mut d.node, &mut d.link);

@@ -126,6 +126,9 @@ pub(crate) struct Link {
     /// Its verified epoch must be proven live again (it was down: its key generation
     /// may have moved on further than key ids can tell).
     reverify: bool,
+    /// Our role or readiness changed: an ALIVE is due now (with a keepalive interval
+    /// longer than the alive interval, nothing else would say it soon).
+    pub(crate) announce: bool,
     /// Role and readiness from a HELLO of an epoch not verified yet, with that epoch;
     /// applied when (and only if) that epoch is verified.
     pending_role: Option<(u64, WireRole, bool)>,
@@ -135,7 +138,7 @@ pub(crate) struct Link {
     /// Highest traffic-key generation seen.
     rx_generation: u32,
     /// Last authenticated datagram from it.
-    last_heard: Option<Instant>,
+    pub(crate) last_heard: Option<Instant>,
     /// Whether it counts as up.
     pub(crate) up: bool,
     /// Its announced role.
@@ -176,6 +179,7 @@ impl Link {
             hello_ack_due: None,
             candidate: None,
             reverify: false,
+            announce: false,
             pending_role: None,
             replay: ReplayWindow::default(),
             rx: RxKeys::default(),

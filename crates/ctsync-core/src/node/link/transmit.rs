@@ -86,7 +86,7 @@ impl Link {
             let used = w.len() - body_start;
             any |= write_data(&mut self.send, now, cfg, &mut w, used, budget, scratch);
         }
-        if !any && self.timers.is_due(LinkTimer::Alive, now) {
+        if !any && (self.announce || self.timers.is_due(LinkTimer::Alive, now)) {
             // Keep-alive: the ALIVE above, or one now for an unverified peer.
             if !alive {
                 w.alive(announce.0, announce.1);
@@ -102,7 +102,15 @@ impl Link {
 
     /// A datagram written by [`Link::write_datagram`] was sealed and goes out.
     pub(crate) fn sent(&mut self, now: Instant, cfg: &Config) {
-        self.timers.set(LinkTimer::Alive, now + cfg.alive_interval);
+        // A verified peer that is up needs only keepalives; one being challenged or
+        // brought up gets the alive interval.
+        self.announce = false;
+        let every = if self.up && !self.reverify {
+            cfg.keepalive_interval.max(cfg.alive_interval)
+        } else {
+            cfg.alive_interval
+        };
+        self.timers.set(LinkTimer::Alive, now + every);
     }
 }
 
