@@ -35,7 +35,7 @@ use anyhow::{Context, Result, bail};
 use crate::conntrackd;
 use crate::ctsync::{self, Mode};
 use crate::firewall::{self, Instance, KeepalivedFiles};
-use crate::process::{kill_group, pause, run, stop_child, stop_groups, wait};
+use crate::process::{kill_group, pause, run, stop_child, stop_group, wait};
 use crate::scratch::Scratch;
 
 pub use crate::firewall::{
@@ -760,7 +760,7 @@ track_file = "{track}"
     /// Stop firewall `i`'s processes (keepalived, then its sync daemon), gracefully.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut k) = self.procs[i].keepalived.take() {
-            stop_groups([&mut k], STOP_GRACE);
+            stop_group(&mut k, STOP_GRACE);
         }
         if let Some(mut c) = self.procs[i].ctsync.take() {
             crate::process::terminate(&mut c, STOP_GRACE);

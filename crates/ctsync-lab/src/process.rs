@@ -102,18 +102,13 @@ pub(crate) fn kill_group(c: &mut Child) {
     let _ = c.wait();
 }
 
-/// Stop children that lead their own process groups: SIGTERM to every group first, then
-/// each waited for (its group killed after `grace`).
-pub(crate) fn stop_groups<'a>(children: impl IntoIterator<Item = &'a mut Child>, grace: Duration) {
-    let mut all: Vec<&mut Child> = children.into_iter().collect();
-    for c in &all {
-        // SAFETY: a process group this lab created (the child leads it).
-        unsafe { libc::killpg(c.id() as i32, libc::SIGTERM) };
-    }
-    for c in &mut all {
-        let g = c.id() as i32;
-        stop_child(c, Some(g), grace);
-    }
+/// Stop a child that leads its own process group (keepalived): SIGTERM to the group,
+/// and the group killed if the child has not ended after `grace`.
+pub(crate) fn stop_group(c: &mut Child, grace: Duration) {
+    let g = c.id() as i32;
+    // SAFETY: a process group this lab created (the child leads it).
+    unsafe { libc::killpg(g, libc::SIGTERM) };
+    stop_child(c, Some(g), grace);
 }
 
 /// Stop a ctsync this lab started: SIGTERM, then SIGKILL after `grace`.

@@ -52,7 +52,7 @@ use crate::firewall::{
     SERVER, TCP_PORT, UDP_PORT, WAN_VIP, WAN_VIP6,
 };
 use crate::hosts::{HostConfig, wire_sync_link};
-use crate::process::{kill_group, pause, run, stop_groups, terminate, wait};
+use crate::process::{kill_group, pause, run, terminate, wait};
 use crate::scratch::Scratch;
 use crate::traffic::{EchoServer, Report, Sessions};
 
@@ -623,7 +623,11 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        stop_groups(self.keepalived.iter_mut().flatten().flatten(), STOP_GRACE);
+        // Killed, not stopped: a keepalived stopping runs its notify hooks, which could
+        // write a state file while the directory is being removed.
+        for k in self.keepalived.iter_mut().flatten().flatten() {
+            kill_group(k);
+        }
         for c in self.ctsync.iter_mut().flatten() {
             terminate(c, STOP_GRACE);
         }
