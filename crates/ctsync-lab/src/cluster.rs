@@ -106,7 +106,14 @@ pub struct Options {
     /// A mixed lab (two firewalls): what runs on each, overriding `ctsync` (which must
     /// then name the binary) and `conntrackd`.
     pub mixed: Option<Vec<Speaker>>,
+    /// conntrackd's link (and ctsync's `[conntrackd]` with it) is the multicast group
+    /// [`CONNTRACKD_GROUP`] on the sync bridge (TTL 1), not UDP to the other firewall.
+    pub conntrackd_group: bool,
 }
+
+/// conntrackd's multicast group on the sync segment, when [`Options::conntrackd_group`]
+/// is set (its `IPv4_address` and `Group`).
+pub const CONNTRACKD_GROUP: &str = "239.255.18.80:3780";
 
 /// The sync segment's multicast group, when [`Options::group`] is set.
 pub const SYNC_GROUP: &str = "239.255.18.1:3781";
@@ -123,6 +130,7 @@ impl Options {
             firewalls: 2,
             group: false,
             mixed: None,
+            conntrackd_group: false,
         }
     }
 }
@@ -482,7 +490,8 @@ impl Lab {
     /// Start firewall `i`'s conntrackd (in the foreground, as a child of this lab).
     pub fn start_conntrackd(&mut self, i: usize) -> Result<()> {
         let conf = self.file(i, "conntrackd.conf");
-        fs::write(&conf, conntrackd::config(i, self.dir()))?;
+        let group = self.opts.conntrackd_group.then_some(CONNTRACKD_GROUP);
+        fs::write(&conf, conntrackd::config(i, self.dir(), group))?;
         let _ = fs::remove_file(self.file(i, "conntrackd.lock"));
         let _ = fs::remove_file(self.file(i, "conntrackd.ctl"));
         let child = Command::new("ip")
@@ -526,7 +535,14 @@ impl Lab {
             .filter(|&j| j != i)
             .map(|j| format!("\"198.18.255.{}:{port}\"", j + 1))
             .collect();
-        let dialect = if self.speaker(i) == Some(Speaker::Ctsync { dialect: true }) {
+        let dialect = if self.speaker(i) == Some(Speaker::Ctsync { dialect: true })
+            && self.opts.conntrackd_group
+        {
+            // The group alone: conntrackd's datagrams are taken from whoever sends to it.
+            format!(
+                "[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"sync\"\ngroup = \"{CONNTRACKD_GROUP}\"\n"
+            )
+        } else if self.speaker(i) == Some(Speaker::Ctsync { dialect: true }) {
             format!(
                 "[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"sync\"\nlocal = \"198.18.255.{}:{SYNC_PORT}\"\npeer = \"198.18.255.{}:{SYNC_PORT}\"\n",
                 i + 1,

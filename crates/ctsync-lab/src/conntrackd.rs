@@ -12,14 +12,25 @@ use crate::cluster::SYNC_PORT;
 use crate::process::run;
 
 /// conntrackd.conf for firewall `i` (0 or 1) of a lab whose working directory is `dir`
-/// (its log, lock file and control socket go there).
-pub fn config(i: usize, dir: &Path) -> String {
-    format!(
-        r#"Sync {{
-    Mode FTFW {{
-        DisableExternalCache off
-    }}
-    UDP {{
+/// (its log, lock file and control socket go there): FTFW over UDP to the other
+/// firewall, or with `group` (`"239.255.x.y:port"`) over that multicast group on the
+/// sync link.
+pub fn config(i: usize, dir: &Path, group: Option<&str>) -> String {
+    let link = match group.and_then(|g| g.split_once(':')) {
+        Some((addr, port)) => format!(
+            r#"    Multicast {{
+        IPv4_address {addr}
+        Group {port}
+        IPv4_interface 198.18.255.{n}
+        Interface sync
+        SndSocketBuffer 1249280
+        RcvSocketBuffer 1249280
+        Checksum on
+    }}"#,
+            n = i + 1
+        ),
+        None => format!(
+            r#"    UDP {{
         IPv4_address 198.18.255.{n}
         IPv4_Destination_Address 198.18.255.{o}
         Port {SYNC_PORT}
@@ -27,7 +38,17 @@ pub fn config(i: usize, dir: &Path) -> String {
         SndSocketBuffer 1249280
         RcvSocketBuffer 1249280
         Checksum on
+    }}"#,
+            n = i + 1,
+            o = 2 - i,
+        ),
+    };
+    format!(
+        r#"Sync {{
+    Mode FTFW {{
+        DisableExternalCache off
     }}
+{link}
 }}
 General {{
     Systemd off
@@ -56,7 +77,6 @@ General {{
 }}
 "#,
         n = i + 1,
-        o = 2 - i,
         dir = dir.display(),
     )
 }

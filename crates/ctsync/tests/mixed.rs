@@ -39,8 +39,15 @@ fn have_conntrackd() -> bool {
 /// A mixed lab up, fw1 master, sessions working; `replicated`: wait until fw2 holds
 /// them (not in a control, where it never will).
 fn up(tag: &str, mixed: [Speaker; 2], replicated: bool) -> Running {
+    up_on(tag, mixed, replicated, false)
+}
+
+/// [`up`], with conntrackd's link on the multicast group ([`Options::conntrackd_group`])
+/// if `group`.
+fn up_on(tag: &str, mixed: [Speaker; 2], replicated: bool, group: bool) -> Running {
     let mut opts = Options::new(tag, Some(PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))));
     opts.mixed = Some(mixed.to_vec());
+    opts.conntrackd_group = group;
     let r = Running::started(opts, TCP, UDP);
     if replicated {
         r.lab.wait_replicated(1, TCP + UDP).unwrap();
@@ -129,6 +136,90 @@ fn ctsync_taking_over_from_conntrackd_restores_copies_that_expired() {
     let (_, rep) = r.hard_failover(6);
     eprintln!("expired copies, conntrackd -> ctsync: {rep:?}");
     r.assert_all_kept("copies expired on the backup, then a hard failover", &rep);
+}
+
+/// The status says the dialect runs on the multicast group, and that conntrackd was
+/// heard there from the other firewall's sync address (conntrackd has no UDP link in
+/// this lab: the group is the only way its table comes).
+fn assert_on_the_group(r: &Running, i: usize) {
+    let s = r.lab.status(i).unwrap();
+    let c = &s["conntrackd"];
+    assert_eq!(c["transport"], "multicast", "{s}");
+    assert_eq!(c["peer"], ctsync_lab::cluster::CONNTRACKD_GROUP, "{s}");
+    assert_eq!(c["heard_from"], format!("198.18.255.{}", 2 - i), "{s}");
+    assert_eq!(c["up"], true, "{s}");
+}
+
+/// conntrackd's `Multicast` link: fw1 conntrackd (primary) sends to 239.255.18.80:3780
+/// on the sync bridge, fw2 ctsync has `[conntrackd] group` on the same group. fw1 fails
+/// hard: every session goes on through fw2.
+#[test]
+fn ctsync_takes_over_from_a_failed_conntrackd_primary_over_multicast() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up_on(
+        "mxmcast",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+        true,
+    );
+    assert_says_unauthenticated(&r, 1);
+    assert_on_the_group(&r, 1);
+    let s = r.lab.status(1).unwrap();
+    assert!(
+        s["conntrackd"]["flows"].as_u64().unwrap() >= (TCP + UDP) as u64,
+        "{s}"
+    );
+    let (takeover, rep) = r.hard_failover(6);
+    eprintln!("conntrackd -> ctsync over multicast: takeover {takeover:?}, {rep:?}");
+    r.assert_all_kept(
+        "conntrackd primary on the group failed, ctsync took over",
+        &rep,
+    );
+}
+
+/// The control: conntrackd on the group, ctsync on fw2 without the dialect: the same
+/// failure loses the sessions.
+#[test]
+fn control_over_multicast_without_the_dialect_ctsync_cannot_take_over() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up_on(
+        "mxmcastctl",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: false }],
+        false,
+        true,
+    );
+    let (_, rep) = r.hard_failover(6);
+    assert_lost("control, conntrackd on the group -> ctsync", &r, &rep);
+}
+
+/// The other way on the group: fw1 ctsync (primary) sends its table to the group, fw2
+/// conntrackd (its `Multicast` block, driven by its primary-backup.sh) takes it into
+/// its external cache and commits it when fw1 fails hard.
+#[test]
+fn conntrackd_takes_over_from_a_failed_ctsync_primary_over_multicast() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up_on(
+        "mxmsend",
+        [Speaker::Ctsync { dialect: true }, Speaker::Conntrackd],
+        true,
+        true,
+    );
+    assert_on_the_group(&r, 0);
+    let (takeover, rep) = r.hard_failover(6);
+    eprintln!("ctsync -> conntrackd over multicast: takeover {takeover:?}, {rep:?}");
+    r.assert_all_kept(
+        "ctsync primary on the group failed, conntrackd took over",
+        &rep,
+    );
 }
 
 /// The control: ctsync on fw2 without the dialect hears nothing of conntrackd's table;

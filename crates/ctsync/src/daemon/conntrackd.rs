@@ -15,19 +15,21 @@
 //! core reads the kernel table, and conntrackd's flows become ours.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ctnetlink::{EventKind, Flow, FlowKey, Netns};
 use ctsync_core::{FlowEvent, Mode, Node, Role};
 use serde::Serialize;
-use tokio::net::UdpSocket;
 
 use super::log;
 use super::shell::Kernel;
-use crate::config::ConntrackdPeer;
+use crate::config::{ConntrackdPeer, ConntrackdTransport};
+
+mod socket;
 use crate::ftfw::{FlowMessage, Received, Session, SessionConfig, SessionStats};
+use socket::Wire;
 
 /// Datagrams read per loop turn at most (the rest waits for the next turn).
 const RECEIVE_BUDGET: usize = 256;
@@ -45,12 +47,18 @@ pub(crate) struct ConntrackdStatus {
     /// Always "conntrackd".
     pub dialect: &'static str,
     /// Always true: the protocol has no authentication (any host that reaches `local`
-    /// from `peer`'s address can plant flows).
+    /// or the group from `peer`'s address can plant flows).
     pub unauthenticated: bool,
-    /// This node's address for it.
-    pub local: SocketAddr,
-    /// conntrackd's address.
+    /// `"udp"` or `"multicast"`.
+    pub transport: &'static str,
+    /// UDP: this node's address for it.
+    pub local: Option<SocketAddr>,
+    /// UDP: conntrackd's address; multicast: the group.
     pub peer: SocketAddr,
+    /// The only sender taken (UDP: conntrackd; multicast: `peer` if named).
+    pub accept: Option<IpAddr>,
+    /// The address conntrackd was last heard from.
+    pub heard_from: Option<IpAddr>,
     /// Heard from within 3 s.
     pub up: bool,
     /// Milliseconds since it was last heard from.
@@ -82,13 +90,9 @@ pub(super) async fn readable(e: &Option<Endpoint>) -> Option<()> {
 
 /// The endpoint for one conntrackd peer.
 pub(super) struct Endpoint {
-    udp: UdpSocket,
-    /// The same socket, for sending: a send goes straight to the kernel (tokio's
-    /// `try_send_to` refuses with WouldBlock until the reactor has seen the socket
-    /// writable, which lost the first datagram, the startup RESYNC).
-    tx: StdUdpSocket,
-    local: SocketAddr,
-    peer: SocketAddr,
+    wire: Wire,
+    transport: ConntrackdTransport,
+    heard_from: Option<IpAddr>,
     session: Session,
     /// conntrackd's flows, by key, with when each last came.
     flows: HashMap<FlowKey, (Flow, Instant)>,
@@ -115,24 +119,10 @@ impl Endpoint {
         mode: Mode,
         now: Instant,
     ) -> Result<Endpoint> {
-        let local = c.local;
-        let bind = move || -> std::io::Result<StdUdpSocket> {
-            let s = StdUdpSocket::bind(local)?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        };
-        let std_udp = match netns {
-            Some(ns) => ns.run(bind),
-            None => bind(),
-        }
-        .with_context(|| format!("binding the [conntrackd] socket to {local}"))?;
-        use std::os::fd::AsFd;
-        let _ = ctnetlink::size_buffer(std_udp.as_fd(), ctnetlink::Buffer::Receive, 8 << 20);
-        let _ = ctnetlink::size_buffer(std_udp.as_fd(), ctnetlink::Buffer::Send, 8 << 20);
-        let tx = std_udp
-            .try_clone()
-            .context("duplicating the [conntrackd] socket")?;
-        let udp = UdpSocket::from_std(std_udp)?;
+        let transport = c.transport().ok_or_else(|| {
+            anyhow::anyhow!("[conntrackd] needs local and peer (UDP) or group (multicast)")
+        })?;
+        let wire = Wire::open(transport, &c.interface, netns)?;
         // conntrackd starts its numbers at the Unix time; so do we (a restart does not
         // reuse recent numbers).
         let first = SystemTime::now()
@@ -147,10 +137,9 @@ impl Endpoint {
             session.request_resync();
         }
         Ok(Endpoint {
-            udp,
-            tx,
-            local: c.local,
-            peer: c.peer,
+            wire,
+            transport,
+            heard_from: None,
             session,
             flows: HashMap::new(),
             filter,
@@ -176,7 +165,7 @@ impl Endpoint {
         if self.more {
             return Ok(());
         }
-        self.udp.readable().await
+        self.wire.rx.readable().await
     }
 
     /// Read what arrived (a budget's worth) and act on it: flows to the kernel or the
@@ -188,14 +177,16 @@ impl Endpoint {
                 self.more = true;
                 break;
             }
-            match self.udp.try_recv_from(&mut self.rx) {
+            match self.wire.rx.try_recv_from(&mut self.rx) {
                 Ok((len, from)) => {
-                    // conntrackd's IPv4 sender is not bound to its port: only the
-                    // address is checked.
-                    if from.ip() != self.peer.ip() {
+                    // conntrackd's IPv4 sender is not bound to its port, and its
+                    // multicast sender to none: only the address is checked.
+                    let from = from.ip().to_canonical();
+                    if self.wire.accept.is_some_and(|a| a != from) {
                         self.foreign_dropped += 1;
                         continue;
                     }
+                    self.heard_from = Some(from);
                     let Some(d) = self.rx.get(..len) else {
                         continue;
                     };
@@ -262,7 +253,7 @@ impl Endpoint {
             "info",
             format!(
                 "[conntrackd] {} asked for our table: sending {n} flows",
-                self.peer
+                self.peer_name()
             ),
         );
     }
@@ -328,7 +319,7 @@ impl Endpoint {
             format!(
                 "[conntrackd] took over {} flows of {}: {n} written to the kernel",
                 self.flows.len(),
-                self.peer
+                self.peer_name()
             ),
         );
         // They are ours now (as conntrackd's primary script flushes its caches after
@@ -358,20 +349,30 @@ impl Endpoint {
                 break;
             }
             sent = true;
-            if let Err(e) = self.tx.send_to(&self.buf, self.peer) {
+            if let Err(e) = self.wire.tx.send_to(&self.buf, self.wire.to) {
                 self.send_errors += 1;
                 if self.send_errors.is_power_of_two() {
                     log(
                         "warn",
                         format!(
                             "[conntrackd] sending to {}: {e} ({} times)",
-                            self.peer, self.send_errors
+                            self.wire.to, self.send_errors
                         ),
                     );
                 }
             }
         }
         sent
+    }
+
+    /// How the log names conntrackd: its address, or the group and the sender last
+    /// heard.
+    fn peer_name(&self) -> String {
+        match (self.transport, self.heard_from) {
+            (ConntrackdTransport::Udp { peer, .. }, _) => peer.to_string(),
+            (ConntrackdTransport::Multicast { group, .. }, Some(h)) => format!("{h} on {group}"),
+            (ConntrackdTransport::Multicast { group, .. }, None) => group.to_string(),
+        }
     }
 
     /// The status.
@@ -383,8 +384,17 @@ impl Endpoint {
         ConntrackdStatus {
             dialect: "conntrackd",
             unauthenticated: true,
-            local: self.local,
-            peer: self.peer,
+            transport: match self.transport {
+                ConntrackdTransport::Udp { .. } => "udp",
+                ConntrackdTransport::Multicast { .. } => "multicast",
+            },
+            local: match self.transport {
+                ConntrackdTransport::Udp { local, .. } => Some(local),
+                ConntrackdTransport::Multicast { .. } => None,
+            },
+            peer: self.wire.to,
+            accept: self.wire.accept,
+            heard_from: self.heard_from,
             up: seen.is_some_and(|d| d < UP_WITHIN),
             last_seen_ms: seen.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             hello_done: self.session.hello_done(),

@@ -344,7 +344,8 @@ impl fmt::Display for Status {
         if let Some(c) = &self.conntrackd {
             writeln!(
                 f,
-                "  conntrackd {} (dialect conntrackd, UNAUTHENTICATED)  up {}  flows {}  written {}  deleted {}  tables sent {}  backlog {}/{}  received {}  gaps {}  malformed {}  foreign {}",
+                "  conntrackd {} {} (dialect conntrackd, UNAUTHENTICATED)  up {}  flows {}  written {}  deleted {}  tables sent {}  backlog {}/{}  received {}  gaps {}  malformed {}  foreign {}",
+                c.transport,
                 c.peer,
                 c.up,
                 c.flows,
