@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use ctnetlink::{EventKind, Flow, FlowKey, Netns};
+use ctnetlink::{EventKind, Expectation, Flow, FlowKey, Netns, Tuple};
 use ctsync_core::{FlowEvent, Mode, Node, Role};
 use serde::Serialize;
 
@@ -67,6 +67,8 @@ pub(crate) struct ConntrackdStatus {
     pub hello_done: bool,
     /// Its flows we hold.
     pub flows: usize,
+    /// Its expectations we hold (conntrackd's `ExpectationSync`).
+    pub expectations: usize,
     /// Messages waiting to be sent to it, and sent but not acknowledged.
     pub backlog: (usize, usize),
     /// Its flows written to our kernel (hot standby or commit).
@@ -96,6 +98,9 @@ pub(super) struct Endpoint {
     session: Session,
     /// conntrackd's flows, by key, with when each last came.
     flows: HashMap<FlowKey, (Flow, Instant)>,
+    /// conntrackd's expectations (its `ExpectationSync`), by expected tuple, with when
+    /// each last came.
+    expectations: HashMap<Tuple, (Expectation, Instant)>,
     filter: ctsync_core::Filter,
     mode: Mode,
     buf: Vec<u8>,
@@ -142,6 +147,7 @@ impl Endpoint {
             heard_from: None,
             session,
             flows: HashMap::new(),
+            expectations: HashMap::new(),
             filter,
             mode,
             buf: Vec::with_capacity(2048),
@@ -208,6 +214,8 @@ impl Endpoint {
         let write = node.role() != Role::Primary && self.mode == Mode::HotStandby;
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
+        // Expectations after the flows: the kernel takes one only with its master.
+        let mut exps: Vec<(Expectation, bool)> = Vec::new();
         let mut resync = false;
         while let Some(r) = self.session.poll_received() {
             match r {
@@ -223,6 +231,18 @@ impl Endpoint {
                         deletes.push(Flow::from_key(&f.key()));
                     }
                 }
+                Received::ExpUpsert(mut e) => {
+                    e.timeout.get_or_insert(DEFAULT_TIMEOUT);
+                    if write {
+                        exps.push(((*e).clone(), true));
+                    }
+                    self.expectations.insert(e.tuple, (*e, now));
+                }
+                Received::ExpDelete(e) => {
+                    if self.expectations.remove(&e.tuple).is_some() && write {
+                        exps.push((*e, false));
+                    }
+                }
                 Received::Resync => resync = true,
             }
         }
@@ -235,13 +255,17 @@ impl Endpoint {
             }
             kernel.write_flows(&mut upserts, &mut deletes);
         }
+        for (e, create) in &exps {
+            kernel.write_expectation(e, *create);
+        }
         if resync {
-            self.bulk(node);
+            self.bulk(node, kernel);
         }
     }
 
-    /// Our whole table to conntrackd (its RESYNC).
-    pub(super) fn bulk(&mut self, node: &Node) {
+    /// Our whole table to conntrackd (its RESYNC), and the kernel's expectations whose
+    /// master is ours.
+    pub(super) fn bulk(&mut self, node: &Node, kernel: &mut Kernel) {
         self.bulks_sent += 1;
         let mut n = 0usize;
         for f in node.internal().flows() {
@@ -249,13 +273,42 @@ impl Endpoint {
                 n += 1;
             }
         }
+        let mut x = 0usize;
+        for e in kernel.expectations() {
+            if !self.expectations.contains_key(&e.tuple)
+                && self.master_replicated(&e)
+                && self.session.send_expectation(FlowMessage::New, &e).is_ok()
+            {
+                x += 1;
+            }
+        }
         log(
             "info",
             format!(
-                "[conntrackd] {} asked for our table: sending {n} flows",
+                "[conntrackd] {} asked for our table: sending {n} flows and {x} expectations",
                 self.peer_name()
             ),
         );
+    }
+
+    /// Whether an expectation's master flow is one we replicate (the filter's say).
+    fn master_replicated(&self, e: &Expectation) -> bool {
+        self.filter
+            .accepts(&Flow::new(e.master, e.master.inverse()))
+    }
+
+    /// A kernel expectation event: ours (not caused by our writes, its master passing
+    /// the filter) go to conntrackd, as its `ExpectationSync` sends them.
+    pub(super) fn local_expectation(&mut self, kind: EventKind, e: &Expectation, ours: bool) {
+        if ours || self.expectations.contains_key(&e.tuple) || !self.master_replicated(e) {
+            return;
+        }
+        let what = match kind {
+            EventKind::New => FlowMessage::New,
+            EventKind::Update => FlowMessage::Update,
+            EventKind::Destroy => FlowMessage::Delete,
+        };
+        let _ = self.session.send_expectation(what, e);
     }
 
     /// Ask conntrackd for its whole table (`ctsync request-resync`, as `conntrackd -n`).
@@ -287,6 +340,39 @@ impl Endpoint {
     /// quiet but live flow may have expired here.
     pub(super) fn take_over(&mut self, now: Instant, kernel: &mut Kernel) {
         kernel.foreign.clear();
+        self.take_over_flows(now, kernel);
+        self.take_over_expectations(now, kernel);
+    }
+
+    /// conntrackd's expectations to the kernel, after their masters (as `conntrackd -c`
+    /// commits them: the time left less their age, 60 s if that is gone). In hot
+    /// standby most are there already: EEXIST is no failure.
+    fn take_over_expectations(&mut self, now: Instant, kernel: &mut Kernel) {
+        if self.expectations.is_empty() {
+            return;
+        }
+        let n = self.expectations.len();
+        for (_, (mut e, at)) in self.expectations.drain() {
+            let age =
+                u32::try_from(now.saturating_duration_since(at).as_secs()).unwrap_or(u32::MAX);
+            e.timeout = Some(
+                match e.timeout.unwrap_or(DEFAULT_TIMEOUT).checked_sub(age) {
+                    Some(t) if t > 0 => t,
+                    _ => DEFAULT_TIMEOUT,
+                },
+            );
+            kernel.write_expectation(&e, true);
+        }
+        log(
+            "info",
+            format!(
+                "[conntrackd] took over {n} expectations of {}",
+                self.peer_name()
+            ),
+        );
+    }
+
+    fn take_over_flows(&mut self, now: Instant, kernel: &mut Kernel) {
         if self.flows.is_empty() {
             return;
         }
@@ -399,6 +485,7 @@ impl Endpoint {
             last_seen_ms: seen.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             hello_done: self.session.hello_done(),
             flows: self.flows.len(),
+            expectations: self.expectations.len(),
             backlog: self.session.backlog(),
             written: self.written,
             deleted: self.deleted,

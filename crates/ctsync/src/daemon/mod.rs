@@ -189,6 +189,9 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
                                 expectation,
                                 portid == own_port,
                             );
+                            if let Some(e) = ftfw {
+                                e.local_expectation(kind, expectation, portid == own_port);
+                            }
                         }
                     });
                     hand_over(node, ftfw, now, &mut flow_batch);
