@@ -491,7 +491,13 @@ impl Lab {
     pub fn start_conntrackd(&mut self, i: usize) -> Result<()> {
         let conf = self.file(i, "conntrackd.conf");
         let group = self.opts.conntrackd_group.then_some(CONNTRACKD_GROUP);
-        fs::write(&conf, conntrackd::config(i, self.dir(), group))?;
+        // A mixed lab's conntrackd replicates expectations too (the dialect carries
+        // them); the side-by-side benchmarks' conntrackd stays as it was measured.
+        let expectations = self.opts.mixed.is_some();
+        fs::write(
+            &conf,
+            conntrackd::config(i, self.dir(), group, expectations),
+        )?;
         let _ = fs::remove_file(self.file(i, "conntrackd.lock"));
         let _ = fs::remove_file(self.file(i, "conntrackd.ctl"));
         let child = Command::new("ip")

@@ -14,8 +14,9 @@ use crate::process::run;
 /// conntrackd.conf for firewall `i` (0 or 1) of a lab whose working directory is `dir`
 /// (its log, lock file and control socket go there): FTFW over UDP to the other
 /// firewall, or with `group` (`"239.255.x.y:port"`) over that multicast group on the
-/// sync link.
-pub fn config(i: usize, dir: &Path, group: Option<&str>) -> String {
+/// sync link; with `expectations`, `ExpectationSync On` (its expectations replicated
+/// too, committed by `-c` after the flows).
+pub fn config(i: usize, dir: &Path, group: Option<&str>, expectations: bool) -> String {
     let link = match group.and_then(|g| g.split_once(':')) {
         Some((addr, port)) => format!(
             r#"    Multicast {{
@@ -43,13 +44,18 @@ pub fn config(i: usize, dir: &Path, group: Option<&str>) -> String {
             o = 2 - i,
         ),
     };
+    let options = if expectations {
+        "    Options {\n        ExpectationSync On\n    }\n"
+    } else {
+        ""
+    };
     format!(
         r#"Sync {{
     Mode FTFW {{
         DisableExternalCache off
     }}
 {link}
-}}
+{options}}}
 General {{
     Systemd off
     HashSize 32768

@@ -364,3 +364,162 @@ fn control_rolling_replacement_without_the_dialect_loses_sessions() {
         &rep,
     );
 }
+
+/// An FTP control connection as the FTP helper tracks it (client 198.18.1.100:`port`
+/// to the server's port 21, helper "ftp") and the data connection it expects (active
+/// mode: from the server's port 20 to the client's `port + 10000`).
+fn ftp_pair(port: u16) -> (ctnetlink::Flow, ctnetlink::Expectation) {
+    use ctnetlink::{Expectation, Flow, Name, ProtoInfo, Status, TcpInfo, Tuple, ipproto};
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let (client, server) = (ip("198.18.1.100"), ip("198.19.0.100"));
+    let orig = Tuple::ports(ipproto::TCP, client, port, server, 21);
+    let mut f = Flow::new(orig, orig.inverse());
+    f.timeout = Some(3600);
+    f.status = Some(Status::SEEN_REPLY | Status::ASSURED | Status::CONFIRMED);
+    f.protoinfo = Some(ProtoInfo::Tcp(TcpInfo {
+        state: Some(3),
+        ..TcpInfo::default()
+    }));
+    f.helper = Name::new(b"ftp");
+    let ones = ip("255.255.255.255");
+    let e = Expectation {
+        timeout: Some(300),
+        helper: Name::new(b"ftp"),
+        ..Expectation::new(
+            orig,
+            Tuple::ports(ipproto::TCP, server, 20, client, port + 10_000),
+            Tuple::ports(ipproto::TCP, ones, 0xffff, ones, 0xffff),
+        )
+    };
+    (f, e)
+}
+
+/// The kernel conntrack handle in firewall `i`'s namespace.
+fn kernel_of(r: &Running, i: usize) -> ctnetlink::Conntrack {
+    ctnetlink::Conntrack::open_in(&ctnetlink::Netns::named(&r.lab.fw[i]).unwrap()).unwrap()
+}
+
+/// The expected tuples in firewall `i`'s kernel.
+fn expected_in(r: &Running, i: usize) -> Vec<ctnetlink::Tuple> {
+    let mut v = Vec::new();
+    kernel_of(r, i)
+        .dump_expectations(None, |e| v.push(e.tuple))
+        .unwrap();
+    v
+}
+
+/// Wait at most 15 s for `ok`.
+fn within_15s(what: &str, r: &Running, mut ok: impl FnMut() -> bool) {
+    let got = ctsync_lab::process::wait(Duration::from_secs(15), || ok()).unwrap();
+    assert!(got.is_some(), "{what} within 15 s\n{}", r.lab.logs());
+}
+
+/// conntrackd (`ExpectationSync On`) on the primary fw1 replicates an FTP helper's
+/// expectation: ctsync on fw2 writes it to its kernel after its master flow, and its
+/// deletion follows.
+#[test]
+fn conntrackds_expectations_reach_ctsyncs_kernel() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let r = up(
+        "mxexpin",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+    );
+    let (m, e) = ftp_pair(41_001);
+    let mut fw1 = kernel_of(&r, 0);
+    fw1.create(&m).unwrap();
+    fw1.create_expectation(&e).unwrap();
+    within_15s("the expectation in fw2's kernel", &r, || {
+        expected_in(&r, 1).contains(&e.tuple)
+    });
+    let s = r.lab.status(1).unwrap();
+    assert!(
+        s["conntrackd"]["expectations"].as_u64().unwrap() >= 1,
+        "{s}"
+    );
+    let mut got = Vec::new();
+    kernel_of(&r, 1)
+        .dump_expectations(None, |x| got.push(x.clone()))
+        .unwrap();
+    let g = got.iter().find(|x| x.tuple == e.tuple).unwrap();
+    assert_eq!((g.master, g.mask, g.helper), (m.orig, e.mask, e.helper));
+
+    fw1.delete_expectation(&e).unwrap();
+    within_15s("the expectation gone from fw2's kernel", &r, || {
+        !expected_in(&r, 1).contains(&e.tuple)
+    });
+}
+
+/// The control: without the dialect fw2 gets no expectation of conntrackd's.
+#[test]
+fn control_without_the_dialect_no_expectation_reaches_ctsync() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let r = up(
+        "mxexpctl",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: false }],
+        false,
+    );
+    let (m, e) = ftp_pair(41_002);
+    let mut fw1 = kernel_of(&r, 0);
+    fw1.create(&m).unwrap();
+    fw1.create_expectation(&e).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(expected_in(&r, 0).contains(&e.tuple));
+    assert!(expected_in(&r, 1).is_empty(), "{:?}", expected_in(&r, 1));
+}
+
+/// ctsync (primary fw1) sends an FTP helper's expectation in conntrackd's form:
+/// conntrackd on fw2 keeps it in its external cache, and when fw1 fails hard its
+/// primary-backup.sh (`conntrackd -c`) commits it to fw2's kernel with its master.
+#[test]
+fn ctsyncs_expectations_reach_conntrackd_and_are_committed_on_takeover() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up(
+        "mxexpout",
+        [Speaker::Ctsync { dialect: true }, Speaker::Conntrackd],
+        true,
+    );
+    let (m, e) = ftp_pair(41_003);
+    let mut fw1 = kernel_of(&r, 0);
+    fw1.create(&m).unwrap();
+    fw1.create_expectation(&e).unwrap();
+    let conf = r.lab.dir().join("fw2.conntrackd.conf");
+    let external = || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &r.lab.fw[1], "conntrackd", "-C"])
+            .arg(&conf)
+            .args(["-e", "expect"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    within_15s("the expectation in conntrackd's external cache", &r, || {
+        external().contains("dport=51003")
+    });
+    assert!(
+        expected_in(&r, 1).is_empty(),
+        "a backup conntrackd commits nothing"
+    );
+    let s = r.lab.status(0).unwrap();
+    assert!(
+        s["conntrackd"]["session"]["expectations_sent"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{s}"
+    );
+    r.lab.fail_hard(0).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    within_15s("the expectation committed to fw2's kernel", &r, || {
+        expected_in(&r, 1).contains(&e.tuple)
+    });
+}
