@@ -416,14 +416,14 @@ fn within_15s(what: &str, r: &Running, mut ok: impl FnMut() -> bool) {
 
 /// conntrackd (`ExpectationSync On`) on the primary fw1 replicates an FTP helper's
 /// expectation: ctsync on fw2 writes it to its kernel after its master flow, and its
-/// deletion follows.
+/// deletion follows; one that fw2's kernel lost is written again at takeover.
 #[test]
 fn conntrackds_expectations_reach_ctsyncs_kernel() {
     if !root() || !have_conntrackd() {
         return;
     }
     let _one = serial();
-    let r = up(
+    let mut r = up(
         "mxexpin",
         [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
         true,
@@ -451,6 +451,24 @@ fn conntrackds_expectations_reach_ctsyncs_kernel() {
     within_15s("the expectation gone from fw2's kernel", &r, || {
         !expected_in(&r, 1).contains(&e.tuple)
     });
+
+    // One that fw2's kernel lost behind ctsync's back (expired there, say) is written
+    // again when fw2 takes over.
+    let (m2, e2) = ftp_pair(41_004);
+    fw1.create(&m2).unwrap();
+    fw1.create_expectation(&e2).unwrap();
+    within_15s("the second expectation in fw2's kernel", &r, || {
+        expected_in(&r, 1).contains(&e2.tuple)
+    });
+    kernel_of(&r, 1).delete_expectation(&e2).unwrap();
+    assert!(!expected_in(&r, 1).contains(&e2.tuple));
+    r.lab.fail_hard(0).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    within_15s(
+        "the second expectation back in fw2's kernel after the takeover",
+        &r,
+        || expected_in(&r, 1).contains(&e2.tuple),
+    );
 }
 
 /// The control: without the dialect fw2 gets no expectation of conntrackd's.
