@@ -409,8 +409,8 @@ fn expected_in(r: &Running, i: usize) -> Vec<ctnetlink::Tuple> {
 }
 
 /// Wait at most 15 s for `ok`.
-fn within_15s(what: &str, r: &Running, mut ok: impl FnMut() -> bool) {
-    let got = ctsync_lab::process::wait(Duration::from_secs(15), || ok()).unwrap();
+fn within_15s(what: &str, r: &Running, ok: impl FnMut() -> bool) {
+    let got = ctsync_lab::process::wait(Duration::from_secs(15), ok).unwrap();
     assert!(got.is_some(), "{what} within 15 s\n{}", r.lab.logs());
 }
 
