@@ -106,14 +106,18 @@ pub struct Options {
     /// A mixed lab (two firewalls): what runs on each, overriding `ctsync` (which must
     /// then name the binary) and `conntrackd`.
     pub mixed: Option<Vec<Speaker>>,
-    /// conntrackd's link (and ctsync's `[conntrackd]` with it) is the multicast group
-    /// [`CONNTRACKD_GROUP`] on the sync bridge (TTL 1), not UDP to the other firewall.
-    pub conntrackd_group: bool,
+    /// conntrackd's link (and ctsync's `[conntrackd]` with it) is this multicast group
+    /// on the sync bridge (TTL 1: [`CONNTRACKD_GROUP`] or [`CONNTRACKD_GROUP6`]), not UDP
+    /// to the other firewall.
+    pub conntrackd_group: Option<&'static str>,
 }
 
-/// conntrackd's multicast group on the sync segment, when [`Options::conntrackd_group`]
-/// is set (its `IPv4_address` and `Group`).
+/// conntrackd's IPv4 multicast group on the sync segment (its `IPv4_address` and
+/// `Group`), for [`Options::conntrackd_group`].
 pub const CONNTRACKD_GROUP: &str = "239.255.18.80:3780";
+/// The IPv6 one (its `IPv6_address`, link scope, on the sync devices' link-local
+/// addresses).
+pub const CONNTRACKD_GROUP6: &str = "[ff02::18:80]:3780";
 
 /// The sync segment's multicast group, when [`Options::group`] is set.
 pub const SYNC_GROUP: &str = "239.255.18.1:3781";
@@ -130,7 +134,7 @@ impl Options {
             firewalls: 2,
             group: false,
             mixed: None,
-            conntrackd_group: false,
+            conntrackd_group: None,
         }
     }
 }
@@ -490,7 +494,7 @@ impl Lab {
     /// Start firewall `i`'s conntrackd (in the foreground, as a child of this lab).
     pub fn start_conntrackd(&mut self, i: usize) -> Result<()> {
         let conf = self.file(i, "conntrackd.conf");
-        let group = self.opts.conntrackd_group.then_some(CONNTRACKD_GROUP);
+        let group = self.opts.conntrackd_group;
         // A mixed lab's conntrackd replicates expectations too (the dialect carries
         // them); the side-by-side benchmarks' conntrackd stays as it was measured.
         let expectations = self.opts.mixed.is_some();
@@ -542,11 +546,11 @@ impl Lab {
             .map(|j| format!("\"198.18.255.{}:{port}\"", j + 1))
             .collect();
         let dialect = if self.speaker(i) == Some(Speaker::Ctsync { dialect: true })
-            && self.opts.conntrackd_group
+            && let Some(group) = self.opts.conntrackd_group
         {
             // The group alone: conntrackd's datagrams are taken from whoever sends to it.
             format!(
-                "[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"sync\"\ngroup = \"{CONNTRACKD_GROUP}\"\n"
+                "[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"sync\"\ngroup = \"{group}\"\n"
             )
         } else if self.speaker(i) == Some(Speaker::Ctsync { dialect: true }) {
             format!(

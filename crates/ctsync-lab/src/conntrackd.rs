@@ -13,11 +13,23 @@ use crate::process::run;
 
 /// conntrackd.conf for firewall `i` (0 or 1) of a lab whose working directory is `dir`
 /// (its log, lock file and control socket go there): FTFW over UDP to the other
-/// firewall, or with `group` (`"239.255.x.y:port"`) over that multicast group on the
-/// sync link; with `expectations`, `ExpectationSync On` (its expectations replicated
+/// firewall, or with `group` (`"239.255.x.y:port"` or `"[ff02::…]:port"`) over that
+/// multicast group on the sync link; with `expectations`, `ExpectationSync On` (its expectations replicated
 /// too, committed by `-c` after the flows).
 pub fn config(i: usize, dir: &Path, group: Option<&str>, expectations: bool) -> String {
-    let link = match group.and_then(|g| g.split_once(':')) {
+    let link = match group.and_then(|g| g.rsplit_once(':')) {
+        // IPv6: its address, and the interface (conntrackd ignores IPv6_interface).
+        Some((addr, port)) if addr.starts_with('[') => format!(
+            r#"    Multicast {{
+        IPv6_address {}
+        Group {port}
+        Interface sync
+        SndSocketBuffer 1249280
+        RcvSocketBuffer 1249280
+        Checksum on
+    }}"#,
+            addr.trim_matches(['[', ']'])
+        ),
         Some((addr, port)) => format!(
             r#"    Multicast {{
         IPv4_address {addr}

@@ -14,7 +14,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ctsync_lab::cluster::{Options, Speaker};
+use ctsync_lab::cluster::{CONNTRACKD_GROUP, CONNTRACKD_GROUP6, Options, Speaker};
 use ctsync_lab::traffic::Report;
 use support::{Running, root, serial};
 
@@ -39,12 +39,12 @@ fn have_conntrackd() -> bool {
 /// A mixed lab up, fw1 master, sessions working; `replicated`: wait until fw2 holds
 /// them (not in a control, where it never will).
 fn up(tag: &str, mixed: [Speaker; 2], replicated: bool) -> Running {
-    up_on(tag, mixed, replicated, false)
+    up_on(tag, mixed, replicated, None)
 }
 
-/// [`up`], with conntrackd's link on the multicast group ([`Options::conntrackd_group`])
-/// if `group`.
-fn up_on(tag: &str, mixed: [Speaker; 2], replicated: bool, group: bool) -> Running {
+/// [`up`], with conntrackd's link on the multicast `group` ([`Options::conntrackd_group`])
+/// if one is given.
+fn up_on(tag: &str, mixed: [Speaker; 2], replicated: bool, group: Option<&'static str>) -> Running {
     let mut opts = Options::new(tag, Some(PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))));
     opts.mixed = Some(mixed.to_vec());
     opts.conntrackd_group = group;
@@ -139,14 +139,26 @@ fn ctsync_taking_over_from_conntrackd_restores_copies_that_expired() {
 }
 
 /// The status says the dialect runs on the multicast group, and that conntrackd was
-/// heard there from the other firewall's sync address (conntrackd has no UDP link in
-/// this lab: the group is the only way its table comes).
-fn assert_on_the_group(r: &Running, i: usize) {
+/// heard there from the other firewall's sync address (IPv4; over IPv6 its link-local
+/// one): conntrackd has no UDP link in this lab, the group is the only way its table
+/// comes.
+fn assert_on_the_group(r: &Running, i: usize, group: &str) {
     let s = r.lab.status(i).unwrap();
     let c = &s["conntrackd"];
     assert_eq!(c["transport"], "multicast", "{s}");
-    assert_eq!(c["peer"], ctsync_lab::cluster::CONNTRACKD_GROUP, "{s}");
-    assert_eq!(c["heard_from"], format!("198.18.255.{}", 2 - i), "{s}");
+    assert!(
+        c["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with(group.split(']').next().unwrap()),
+        "{s}"
+    );
+    let from = c["heard_from"].as_str().unwrap_or_default();
+    if group.starts_with('[') {
+        assert!(from.starts_with("fe80:"), "{s}");
+    } else {
+        assert_eq!(from, format!("198.18.255.{}", 2 - i), "{s}");
+    }
     assert_eq!(c["up"], true, "{s}");
 }
 
@@ -163,10 +175,10 @@ fn ctsync_takes_over_from_a_failed_conntrackd_primary_over_multicast() {
         "mxmcast",
         [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
         true,
-        true,
+        Some(CONNTRACKD_GROUP),
     );
     assert_says_unauthenticated(&r, 1);
-    assert_on_the_group(&r, 1);
+    assert_on_the_group(&r, 1, CONNTRACKD_GROUP);
     let s = r.lab.status(1).unwrap();
     assert!(
         s["conntrackd"]["flows"].as_u64().unwrap() >= (TCP + UDP) as u64,
@@ -192,7 +204,7 @@ fn control_over_multicast_without_the_dialect_ctsync_cannot_take_over() {
         "mxmcastctl",
         [Speaker::Conntrackd, Speaker::Ctsync { dialect: false }],
         false,
-        true,
+        Some(CONNTRACKD_GROUP),
     );
     let (_, rep) = r.hard_failover(6);
     assert_lost("control, conntrackd on the group -> ctsync", &r, &rep);
@@ -211,13 +223,36 @@ fn conntrackd_takes_over_from_a_failed_ctsync_primary_over_multicast() {
         "mxmsend",
         [Speaker::Ctsync { dialect: true }, Speaker::Conntrackd],
         true,
-        true,
+        Some(CONNTRACKD_GROUP),
     );
-    assert_on_the_group(&r, 0);
+    assert_on_the_group(&r, 0, CONNTRACKD_GROUP);
     let (takeover, rep) = r.hard_failover(6);
     eprintln!("ctsync -> conntrackd over multicast: takeover {takeover:?}, {rep:?}");
     r.assert_all_kept(
         "ctsync primary on the group failed, conntrackd took over",
+        &rep,
+    );
+}
+
+/// conntrackd's `Multicast { IPv6_address ff02::18:80; Interface sync; }`: the same
+/// failure as over IPv4, the group on the sync devices' link-local addresses.
+#[test]
+fn ctsync_takes_over_from_a_failed_conntrackd_primary_over_ipv6_multicast() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up_on(
+        "mxmcast6",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+        Some(CONNTRACKD_GROUP6),
+    );
+    assert_on_the_group(&r, 1, CONNTRACKD_GROUP6);
+    let (takeover, rep) = r.hard_failover(6);
+    eprintln!("conntrackd -> ctsync over IPv6 multicast: takeover {takeover:?}, {rep:?}");
+    r.assert_all_kept(
+        "conntrackd primary on the IPv6 group failed, ctsync took over",
         &rep,
     );
 }
