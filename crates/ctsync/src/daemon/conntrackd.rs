@@ -1,5 +1,6 @@
-//! The shell around an FTFW session with one conntrackd peer (`[conntrackd]`): its UDP
-//! socket, its copy of the peer's table, and the kernel writes.
+//! The shell around an FTFW session with one conntrackd peer (`[conntrackd]`): its
+//! sockets (UDP unicast or a multicast group: `socket.rs`), its copy of the peer's table
+//! and expectations, and the kernel writes.
 //!
 //! * Flows from conntrackd: kept by key (the peer's table, as conntrackd's external
 //!   cache); written to the kernel as they arrive while this node is not primary (hot
@@ -9,6 +10,10 @@
 //! * Our flows to conntrackd: the kernel events the core takes as ours (not caused by
 //!   our own writes, and passing the filter), and our whole table when conntrackd asks
 //!   for it (RESYNC: its `-n`, its backup script).
+//! * Expectations (conntrackd's `ExpectationSync On`): conntrackd's kept beside its
+//!   flows and written after them (as they arrive in hot standby, at takeover
+//!   otherwise); ours sent as the kernel makes them, when their master is one we
+//!   replicate, and with our table on a RESYNC.
 //!
 //! Flows written here go through the shell's kernel socket, whose events the core
 //! knows as its own: they are not sent back out. When this node becomes primary the
@@ -26,9 +31,9 @@ use serde::Serialize;
 use super::log;
 use super::shell::Kernel;
 use crate::config::{ConntrackdPeer, ConntrackdTransport};
+use crate::ftfw::{FlowMessage, Received, Session, SessionConfig, SessionStats};
 
 mod socket;
-use crate::ftfw::{FlowMessage, Received, Session, SessionConfig, SessionStats};
 use socket::Wire;
 
 /// Datagrams read per loop turn at most (the rest waits for the next turn).
@@ -276,7 +281,7 @@ impl Endpoint {
         let mut x = 0usize;
         for e in kernel.expectations() {
             if !self.expectations.contains_key(&e.tuple)
-                && self.master_replicated(&e)
+                && Self::master_replicated(node, &e)
                 && self.session.send_expectation(FlowMessage::New, &e).is_ok()
             {
                 x += 1;
@@ -291,16 +296,27 @@ impl Endpoint {
         );
     }
 
-    /// Whether an expectation's master flow is one we replicate (the filter's say).
-    fn master_replicated(&self, e: &Expectation) -> bool {
-        self.filter
-            .accepts(&Flow::new(e.master, e.master.inverse()))
+    /// Whether an expectation's master flow is one we replicate: in the core's own
+    /// table and counted (past the filter and the sync delay), the test the core applies
+    /// to its own peers.
+    fn master_replicated(node: &Node, e: &Expectation) -> bool {
+        let t = node.internal();
+        t.is_counted(&t.keyed(FlowKey {
+            orig: e.master,
+            zone: e.zone.unwrap_or(0),
+        }))
     }
 
-    /// A kernel expectation event: ours (not caused by our writes, its master passing
-    /// the filter) go to conntrackd, as its `ExpectationSync` sends them.
-    pub(super) fn local_expectation(&mut self, kind: EventKind, e: &Expectation, ours: bool) {
-        if ours || self.expectations.contains_key(&e.tuple) || !self.master_replicated(e) {
+    /// A kernel expectation event: ours (not caused by our writes, its master one we
+    /// replicate) go to conntrackd, as its `ExpectationSync` sends them.
+    pub(super) fn local_expectation(
+        &mut self,
+        node: &Node,
+        kind: EventKind,
+        e: &Expectation,
+        ours: bool,
+    ) {
+        if ours || self.expectations.contains_key(&e.tuple) || !Self::master_replicated(node, e) {
             return;
         }
         let what = match kind {
@@ -372,6 +388,7 @@ impl Endpoint {
         );
     }
 
+    /// conntrackd's flows to the kernel (see [`Endpoint::take_over`]).
     fn take_over_flows(&mut self, now: Instant, kernel: &mut Kernel) {
         if self.flows.is_empty() {
             return;

@@ -190,7 +190,7 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
                                 portid == own_port,
                             );
                             if let Some(e) = ftfw {
-                                e.local_expectation(kind, expectation, portid == own_port);
+                                e.local_expectation(node, kind, expectation, portid == own_port);
                             }
                         }
                     });
