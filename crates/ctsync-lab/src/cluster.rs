@@ -110,6 +110,9 @@ pub struct Options {
     /// on the sync bridge (TTL 1: [`CONNTRACKD_GROUP`] or [`CONNTRACKD_GROUP6`]), not UDP
     /// to the other firewall.
     pub conntrackd_group: Option<&'static str>,
+    /// A mixed lab's conntrackd replicates expectations (`ExpectationSync On`; the
+    /// default); false for a control without them.
+    pub conntrackd_expectations: bool,
 }
 
 /// conntrackd's IPv4 multicast group on the sync segment (its `IPv4_address` and
@@ -135,6 +138,7 @@ impl Options {
             group: false,
             mixed: None,
             conntrackd_group: None,
+            conntrackd_expectations: true,
         }
     }
 }
@@ -497,7 +501,7 @@ impl Lab {
         let group = self.opts.conntrackd_group;
         // A mixed lab's conntrackd replicates expectations too (the dialect carries
         // them); the side-by-side benchmarks' conntrackd stays as it was measured.
-        let expectations = self.opts.mixed.is_some();
+        let expectations = self.opts.mixed.is_some() && self.opts.conntrackd_expectations;
         fs::write(
             &conf,
             conntrackd::config(i, self.dir(), group, expectations),

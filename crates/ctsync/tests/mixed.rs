@@ -576,3 +576,135 @@ fn ctsyncs_expectations_reach_conntrackd_and_are_committed_on_takeover() {
         expected_in(&r, 1).contains(&e.tuple)
     });
 }
+
+/// The FTP helper on a firewall's LAN-to-WAN control connections (a table of its own,
+/// ahead of the lab's forward chain).
+const FTP_HELPER: &str = r#"table inet ctsync_lab_ftp {
+    ct helper ftp-std {
+        type "ftp" protocol tcp
+    }
+    chain forward {
+        type filter hook forward priority filter - 1; policy accept;
+        iifname "lan" oifname "wan" tcp dport 21 ct helper set "ftp-std"
+    }
+}
+"#;
+
+/// The lab with conntrackd on fw1 (`ExpectationSync` as `expectations` says) and ctsync
+/// on fw2, the FTP helper on both; an active-mode FTP control connection from the
+/// client through fw1 (SNAT): the client listens on 198.18.1.100:50021 and says
+/// `PORT`; fw1's helper rewrites it to the WAN address and a port of its own, and
+/// expects the server's data connection there. fw1 then fails hard, and the server
+/// opens the data connection through fw2: whether it reaches the client.
+fn active_ftp_after_failover(tag: &str, expectations: bool) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+
+    let mut opts = Options::new(tag, Some(PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))));
+    opts.mixed = Some(vec![Speaker::Conntrackd, Speaker::Ctsync { dialect: true }]);
+    opts.conntrackd_expectations = expectations;
+    let mut r = Running::started(opts, TCP, UDP);
+    r.lab.wait_replicated(1, TCP + UDP).unwrap();
+    let rules = r.lab.dir().join("ftp.nft");
+    std::fs::write(&rules, FTP_HELPER).unwrap();
+    for fw in &r.lab.fw {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", fw, "nft", "-f"])
+            .arg(&rules)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let server = ctnetlink::Netns::named(&r.lab.server).unwrap();
+    let client = ctnetlink::Netns::named(&r.lab.client).unwrap();
+    let control = server.run(|| TcpListener::bind("198.19.0.100:21")).unwrap();
+    let data = client
+        .run(|| TcpListener::bind("198.18.1.100:50021"))
+        .unwrap();
+    let to: SocketAddr = "198.19.0.100:21".parse().unwrap();
+    let mut ctl = client
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(3)))
+        .unwrap();
+    let (srv, _) = control.accept().unwrap();
+    srv.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The helper reads a line only where the one before it in that direction ended
+    // (nf_conntrack_ftp's find_nl_seq): a first line, as a client says USER, then PORT.
+    ctl.set_nodelay(true).unwrap();
+    let mut srv = BufReader::new(srv);
+    let mut line = String::new();
+    ctl.write_all(b"USER anonymous\r\n").unwrap();
+    srv.read_line(&mut line).unwrap();
+    // 50021 = 195 * 256 + 101.
+    line.clear();
+    ctl.write_all(b"PORT 198,18,1,100,195,101\r\n").unwrap();
+    srv.read_line(&mut line).unwrap();
+    // "PORT 198,19,0,1,p1,p2": the helper's NAT rewrote it.
+    let n: Vec<u16> = line
+        .trim()
+        .trim_start_matches("PORT ")
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let fw1 = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &r.lab.fw[0], "conntrack"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert_eq!(
+        n[..4],
+        [198, 19, 0, 1],
+        "the server got {line:?}; fw1: {}\n{}",
+        fw1(&["-L", "-p", "tcp", "--dport", "21"]),
+        fw1(&["-L", "expect"])
+    );
+    let port = n[4] * 256 + n[5];
+    within_15s("the expectation in fw2's kernel", &r, || {
+        !expectations
+            || expected_in(&r, 1)
+                .iter()
+                .any(|t| t.dst_port() == Some(port))
+    });
+    if !expectations {
+        // As long as replication would have taken.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    r.lab.fail_hard(0).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    let back: SocketAddr = SocketAddr::from(([198, 19, 0, 1], port));
+    let opened = server.run(|| TcpStream::connect_timeout(&back, Duration::from_secs(3)));
+    eprintln!("{tag}: data connection to {back} through fw2: {opened:?}");
+    let _data = opened?;
+    data.set_nonblocking(false)?;
+    let (_, from) = data.accept()?;
+    assert_eq!(from.ip().to_string(), "198.19.0.100");
+    drop(ctl);
+    Ok(())
+}
+
+/// The classic case: an active FTP session's data connection, expected by fw1's FTP
+/// helper (conntrackd replicating it with `ExpectationSync On`), opens through ctsync
+/// on fw2 after fw1 failed hard, NATed to the client as fw1 would have.
+#[test]
+fn an_active_ftp_data_connection_opens_through_ctsync_after_conntrackd_fails() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    active_ftp_after_failover("mxftp", true).unwrap();
+}
+
+/// The control: conntrackd without `ExpectationSync`: the control connection's flow
+/// reaches fw2, the expectation does not, and the data connection is not let through:
+/// related to nothing fw2 knows, it is not translated to the client and reaches fw2
+/// itself, which refuses it.
+#[test]
+fn control_without_expectation_sync_the_ftp_data_connection_is_refused() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    assert!(active_ftp_after_failover("mxftpctl", false).is_err());
+}
