@@ -251,6 +251,24 @@ pub(crate) fn render(s: &Status) -> String {
             "Flow messages sent to the [conntrackd] peer",
             c.session.flows_sent,
         );
+        gauge(
+            &mut reg,
+            "conntrackd_expectations",
+            "Expectations of the [conntrackd] peer held here (its ExpectationSync)",
+            i(c.expectations),
+        );
+        counter(
+            &mut reg,
+            "conntrackd_expectations_received",
+            "Expectation messages received from the [conntrackd] peer",
+            c.session.expectations_received,
+        );
+        counter(
+            &mut reg,
+            "conntrackd_expectations_sent",
+            "Expectation messages sent to the [conntrackd] peer",
+            c.session.expectations_sent,
+        );
         counter(
             &mut reg,
             "conntrackd_gaps",
@@ -266,7 +284,7 @@ pub(crate) fn render(s: &Status) -> String {
         counter(
             &mut reg,
             "conntrackd_foreign_dropped",
-            "Datagrams to the [conntrackd] port from another address than its peer, dropped",
+            "Datagrams to the [conntrackd] port or group from another address than its peer, dropped",
             c.foreign_dropped,
         );
     }
