@@ -609,7 +609,6 @@ impl Config {
                 (!cfg.sync.extra_links.is_empty(), "[[sync.link]]"),
                 (cfg.conntrackd.is_some(), "[conntrackd]"),
                 (cfg.keepalived.is_some(), "[keepalived]"),
-                (cfg.metrics.is_some(), "[metrics]"),
             ] {
                 if set {
                     bail!(
