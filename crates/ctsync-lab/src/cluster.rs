@@ -84,7 +84,21 @@ pub struct Options {
     /// A mixed lab (two firewalls): what runs on each, overriding `ctsync` (which must
     /// then name the binary) and `conntrackd`.
     pub mixed: Option<Vec<Speaker>>,
+    /// conntrackd's link (and ctsync's `[conntrackd]` with it) is this multicast group
+    /// on the sync bridge (TTL 1: [`CONNTRACKD_GROUP`] or [`CONNTRACKD_GROUP6`]), not UDP
+    /// to the other firewall.
+    pub conntrackd_group: Option<&'static str>,
+    /// A mixed lab's conntrackd replicates expectations (`ExpectationSync On`; the
+    /// default); false for a control without them.
+    pub conntrackd_expectations: bool,
 }
+
+/// conntrackd's IPv4 multicast group on the sync segment (its `IPv4_address` and
+/// `Group`), for [`Options::conntrackd_group`].
+pub const CONNTRACKD_GROUP: &str = "239.255.18.80:3780";
+/// The IPv6 one (its `IPv6_address`, link scope, on the sync devices' link-local
+/// addresses).
+pub const CONNTRACKD_GROUP6: &str = "[ff02::18:80]:3780";
 
 /// The sync segment's multicast group, when [`Options::group`] is set.
 pub const SYNC_GROUP: &str = "239.255.18.1:3781";
@@ -101,6 +115,8 @@ impl Options {
             firewalls: 2,
             group: false,
             mixed: None,
+            conntrackd_group: None,
+            conntrackd_expectations: true,
         }
     }
 }
@@ -402,7 +418,14 @@ impl Lab {
     /// Start firewall `i`'s conntrackd (in the foreground, as a child of this lab).
     pub fn start_conntrackd(&mut self, i: usize) -> Result<()> {
         let conf = self.file(i, "conntrackd.conf");
-        fs::write(&conf, conntrackd::config(i, self.dir()))?;
+        let group = self.opts.conntrackd_group;
+        // A mixed lab's conntrackd replicates expectations too (the dialect carries
+        // them); the side-by-side benchmarks' conntrackd stays as it was measured.
+        let expectations = self.opts.mixed.is_some() && self.opts.conntrackd_expectations;
+        fs::write(
+            &conf,
+            conntrackd::config(i, self.dir(), group, expectations),
+        )?;
         let _ = fs::remove_file(self.file(i, "conntrackd.lock"));
         let _ = fs::remove_file(self.file(i, "conntrackd.ctl"));
         let child = Command::new("ip")
@@ -446,7 +469,14 @@ impl Lab {
             .filter(|&j| j != i)
             .map(|j| format!("\"198.18.255.{}:{port}\"", j + 1))
             .collect();
-        let dialect = if self.speaker(i) == Some(Speaker::Ctsync { dialect: true }) {
+        let dialect = if self.speaker(i) == Some(Speaker::Ctsync { dialect: true })
+            && let Some(group) = self.opts.conntrackd_group
+        {
+            // The group alone: conntrackd's datagrams are taken from whoever sends to it.
+            format!(
+                "[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"sync\"\ngroup = \"{group}\"\n"
+            )
+        } else if self.speaker(i) == Some(Speaker::Ctsync { dialect: true }) {
             format!(
                 "[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"sync\"\nlocal = \"198.18.255.{}:{SYNC_PORT}\"\npeer = \"198.18.255.{}:{SYNC_PORT}\"\n",
                 i + 1,

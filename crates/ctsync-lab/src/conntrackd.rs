@@ -12,14 +12,38 @@ use crate::cluster::SYNC_PORT;
 use crate::process::run;
 
 /// conntrackd.conf for firewall `i` (0 or 1) of a lab whose working directory is `dir`
-/// (its log, lock file and control socket go there).
-pub fn config(i: usize, dir: &Path) -> String {
-    format!(
-        r#"Sync {{
-    Mode FTFW {{
-        DisableExternalCache off
-    }}
-    UDP {{
+/// (its log, lock file and control socket go there): FTFW over UDP to the other
+/// firewall, or with `group` (`"239.255.x.y:port"` or `"[ff02::…]:port"`) over that
+/// multicast group on the sync link; with `expectations`, `ExpectationSync On` (its expectations replicated
+/// too, committed by `-c` after the flows).
+pub fn config(i: usize, dir: &Path, group: Option<&str>, expectations: bool) -> String {
+    let link = match group.and_then(|g| g.rsplit_once(':')) {
+        // IPv6: its address, and the interface (conntrackd ignores IPv6_interface).
+        Some((addr, port)) if addr.starts_with('[') => format!(
+            r#"    Multicast {{
+        IPv6_address {}
+        Group {port}
+        Interface sync
+        SndSocketBuffer 1249280
+        RcvSocketBuffer 1249280
+        Checksum on
+    }}"#,
+            addr.trim_matches(['[', ']'])
+        ),
+        Some((addr, port)) => format!(
+            r#"    Multicast {{
+        IPv4_address {addr}
+        Group {port}
+        IPv4_interface 198.18.255.{n}
+        Interface sync
+        SndSocketBuffer 1249280
+        RcvSocketBuffer 1249280
+        Checksum on
+    }}"#,
+            n = i + 1
+        ),
+        None => format!(
+            r#"    UDP {{
         IPv4_address 198.18.255.{n}
         IPv4_Destination_Address 198.18.255.{o}
         Port {SYNC_PORT}
@@ -27,8 +51,23 @@ pub fn config(i: usize, dir: &Path) -> String {
         SndSocketBuffer 1249280
         RcvSocketBuffer 1249280
         Checksum on
+    }}"#,
+            n = i + 1,
+            o = 2 - i,
+        ),
+    };
+    let options = if expectations {
+        "    Options {\n        ExpectationSync On\n    }\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"Sync {{
+    Mode FTFW {{
+        DisableExternalCache off
     }}
-}}
+{link}
+{options}}}
 General {{
     Systemd off
     HashSize 32768
@@ -56,7 +95,6 @@ General {{
 }}
 "#,
         n = i + 1,
-        o = 2 - i,
         dir = dir.display(),
     )
 }

@@ -25,6 +25,9 @@ pub const HOSTS: [char; 2] = ['a', 'b'];
 /// The hosts and their routers. Dropping it stops the daemons and removes everything.
 #[derive(Debug)]
 pub struct Hosts {
+    /// Host a's and b's `[metrics] listen` port on 127.0.0.1 (of the test's own
+    /// namespace), if any: set before [`Hosts::start`].
+    pub metrics: [Option<u16>; 2],
     ctsync: PathBuf,
     daemons: Vec<(char, Child)>,
     // Last: dropped after `Drop for Hosts` stopped the daemons.
@@ -39,6 +42,7 @@ impl Hosts {
         let hb = scratch.add_netns("hb")?;
         wire_sync_link(&ha, &hb)?;
         let hosts = Hosts {
+            metrics: [None, None],
             ctsync,
             daemons: Vec::new(),
             scratch,
@@ -101,7 +105,11 @@ impl Hosts {
             socket: &self.socket(host),
         }
         .text();
-        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        let metrics = match self.metrics[usize::from(host == 'b')] {
+            Some(port) => format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+            None => String::new(),
+        };
+        fs::write(&path, text + &metrics).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 

@@ -87,6 +87,9 @@ pub struct Link {
 /// to its link's interface (the daemon sets the index when it binds); a name written
 /// after `%` is kept here while the file is read, and [`Config::parse`] checks that it
 /// is that interface.
+mod conntrackd;
+pub use conntrackd::{ConntrackdPeer, ConntrackdTransport, PeerAddr};
+
 mod scoped {
     use std::cell::RefCell;
     use std::net::{SocketAddr, SocketAddrV6};
@@ -368,36 +371,6 @@ fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, 
     d.deserialize_any(Listen)
 }
 
-/// `[conntrackd]`: one peer that runs conntrackd (1.4.x, FTFW over UDP unicast), for a
-/// mixed cluster or a rolling migration. Its protocol has no authentication at all, so
-/// the section must say `dialect = "conntrackd"`, and the log and status say so at
-/// every start.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConntrackdPeer {
-    /// Must be `"conntrackd"`: the explicit opt-in to an unauthenticated protocol.
-    pub dialect: String,
-    /// The interface conntrackd's link is on (checked to exist), like its `Interface`.
-    pub interface: String,
-    /// This node's address and port for conntrackd (its `IPv4_Destination_Address` and
-    /// `Port`): not `[sync] local`'s port.
-    pub local: SocketAddr,
-    /// The conntrackd node's address and port (its `IPv4_address` and `Port`). Datagrams
-    /// from any other address are dropped and counted.
-    pub peer: SocketAddr,
-    /// Messages per acknowledgement (conntrackd's `ACKWindowSize`; default 300).
-    #[serde(default = "default_ack_window")]
-    pub ack_window: u32,
-    /// Ask conntrackd for its whole table at start (default true; conntrackd's
-    /// `StartupResync`).
-    #[serde(default = "default_true")]
-    pub startup_resync: bool,
-}
-
-fn default_ack_window() -> u32 {
-    300
-}
-
 fn default_true() -> bool {
     true
 }
@@ -492,34 +465,7 @@ impl Config {
                 );
             }
         }
-        if let Some(c) = &cfg.conntrackd {
-            let at = match line_of(text, "dialect") {
-                Some(l) => format!("{}:{l}", path.display()),
-                None => path.display().to_string(),
-            };
-            if c.dialect != "conntrackd" {
-                bail!(
-                    "{at}: [conntrackd] dialect = {:?}: expected \"conntrackd\" (conntrackd's FTFW protocol, unauthenticated)",
-                    c.dialect
-                );
-            }
-            if c.local == cfg.sync.local || c.peer == c.local {
-                bail!(
-                    "{at}: [conntrackd] local {} must differ from [sync] local and from peer: give ctsync's own protocol another port",
-                    c.local
-                );
-            }
-            if c.local.is_ipv4() != c.peer.is_ipv4() {
-                bail!(
-                    "{at}: [conntrackd] local {} and peer {} are of different families",
-                    c.local,
-                    c.peer
-                );
-            }
-            if !(1..=1_000_000).contains(&c.ack_window) {
-                bail!("{at}: [conntrackd] ack_window must be between 1 and 1000000");
-            }
-        }
+        conntrackd::check(&cfg, text, path)?;
         if cfg.sync.peers.is_empty() && cfg.conntrackd.is_none() {
             bail!(
                 "{}: [sync] peers is empty: list the other nodes' address:port",
@@ -663,7 +609,6 @@ impl Config {
                 (!cfg.sync.extra_links.is_empty(), "[[sync.link]]"),
                 (cfg.conntrackd.is_some(), "[conntrackd]"),
                 (cfg.keepalived.is_some(), "[keepalived]"),
-                (cfg.metrics.is_some(), "[metrics]"),
             ] {
                 if set {
                     bail!(
@@ -919,8 +864,7 @@ impl Config {
             never.extend(link.peers.iter().map(|p| (p.ip(), 32)));
         }
         if let Some(c) = &self.conntrackd {
-            never.push((c.local.ip(), 32));
-            never.push((c.peer.ip(), 32));
+            never.extend(c.link_addresses().into_iter().map(|a| (a, 32)));
         }
         for n in &mut never {
             if n.0.is_ipv6() {

@@ -251,6 +251,24 @@ pub(crate) fn render(s: &Status) -> String {
             "Flow messages sent to the [conntrackd] peer",
             c.session.flows_sent,
         );
+        gauge(
+            &mut reg,
+            "conntrackd_expectations",
+            "Expectations of the [conntrackd] peer held here (its ExpectationSync)",
+            i(c.expectations),
+        );
+        counter(
+            &mut reg,
+            "conntrackd_expectations_received",
+            "Expectation messages received from the [conntrackd] peer",
+            c.session.expectations_received,
+        );
+        counter(
+            &mut reg,
+            "conntrackd_expectations_sent",
+            "Expectation messages sent to the [conntrackd] peer",
+            c.session.expectations_sent,
+        );
         counter(
             &mut reg,
             "conntrackd_gaps",
@@ -266,7 +284,7 @@ pub(crate) fn render(s: &Status) -> String {
         counter(
             &mut reg,
             "conntrackd_foreign_dropped",
-            "Datagrams to the [conntrackd] port from another address than its peer, dropped",
+            "Datagrams to the [conntrackd] port or group from another address than its peer, dropped",
             c.foreign_dropped,
         );
     }
@@ -393,6 +411,121 @@ pub(crate) fn render(s: &Status) -> String {
         "kernel_dumps",
         "Reads of the whole kernel table",
         t.kernel_dumps,
+    );
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+/// Namespaces labelled in the metrics of a daemon of namespaces, at most: beyond, they
+/// are counted in the totals only (`ctsync_namespaces_unlabelled`), so that a node with
+/// thousands of routers cannot blow up a Prometheus server's series.
+pub(crate) const MAX_LABELLED_NAMESPACES: usize = 1000;
+
+/// The metrics of a daemon of namespaces (docs/NEUTRON.md), from its gathered status
+/// (`ctsync status --json`): per namespace (label `namespace`, its id) the role,
+/// readiness, flows and peers up; the totals; the daemon's drops by reason.
+pub(crate) fn render_namespaces(v: &serde_json::Value) -> String {
+    let mut reg = Registry::with_prefix("ctsync");
+    let list = v["namespaces"].as_array().cloned().unwrap_or_default();
+    gauge(
+        &mut reg,
+        "namespaces",
+        "Network namespaces replicated",
+        i(list.len()),
+    );
+    gauge(
+        &mut reg,
+        "namespaces_unlabelled",
+        "Namespaces beyond the first 1000, in the totals only",
+        i(list.len().saturating_sub(MAX_LABELLED_NAMESPACES)),
+    );
+    let role = Family::<Labels, Gauge>::default();
+    let ready = Family::<Labels, Gauge>::default();
+    let flows = Family::<Labels, Gauge>::default();
+    let peers_up = Family::<Labels, Gauge>::default();
+    let (mut internal, mut external, mut not_ready) = (0u64, 0u64, 0i64);
+    for (n, ns) in list.iter().enumerate() {
+        let id = ns["id"].as_str().unwrap_or("?");
+        let own = ns["caches"]["internal"].as_u64().unwrap_or(0);
+        let theirs = ns["caches"]["external"].as_u64().unwrap_or(0);
+        internal += own;
+        external += theirs;
+        not_ready += i64::from(ns["ready"] != true);
+        if n >= MAX_LABELLED_NAMESPACES {
+            continue;
+        }
+        for r in Role::ALL {
+            role.get_or_create(&vec![
+                ("namespace".to_string(), id.to_string()),
+                ("role".to_string(), r.name().to_string()),
+            ])
+            .set(i64::from(ns["role"] == r.name()));
+        }
+        ready
+            .get_or_create(&label("namespace", id))
+            .set(i64::from(ns["ready"] == true));
+        for (cache, count) in [("internal", own), ("external", theirs)] {
+            flows
+                .get_or_create(&vec![
+                    ("namespace".to_string(), id.to_string()),
+                    ("cache".to_string(), cache.to_string()),
+                ])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        peers_up
+            .get_or_create(&label("namespace", id))
+            .set(i64::try_from(ns["peers_up"].as_u64().unwrap_or(0)).unwrap_or(i64::MAX));
+    }
+    reg.register(
+        "namespace_role",
+        "A namespace's role (1 for the current one)",
+        role,
+    );
+    reg.register(
+        "namespace_ready",
+        "1 when the namespace holds a complete copy of its primary's table",
+        ready,
+    );
+    reg.register(
+        "namespace_flows",
+        "A namespace's flows, own and its peers'",
+        flows,
+    );
+    reg.register(
+        "namespace_peers_up",
+        "Peers a namespace's node counts as up",
+        peers_up,
+    );
+    gauge(
+        &mut reg,
+        "namespaces_not_ready",
+        "Namespaces without a complete copy of their primary's table",
+        not_ready,
+    );
+    let total = Family::<Labels, Gauge>::default();
+    total
+        .get_or_create(&label("cache", "internal"))
+        .set(i64::try_from(internal).unwrap_or(i64::MAX));
+    total
+        .get_or_create(&label("cache", "external"))
+        .set(i64::try_from(external).unwrap_or(i64::MAX));
+    reg.register(
+        "flows",
+        "Flows of every namespace, own and their peers'",
+        total,
+    );
+    let dropped = Family::<Labels, Counter>::default();
+    for reason in ["unknown_namespace", "malformed_tag", "inbox_full"] {
+        dropped
+            .get_or_create(&label("reason", reason))
+            .inc_by(v["dropped"][reason].as_u64().unwrap_or(0));
+    }
+    reg.register(
+        "namespace_datagrams_dropped",
+        "Datagrams on the shared sync socket dropped before any namespace's node saw them",
+        dropped,
     );
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -542,6 +675,36 @@ mod tests {
 
     /// Every core counter is a metric of its own, with its value and a help text of its
     /// own; the five that once reached neither the status nor the metrics among them.
+    #[test]
+    fn a_daemon_of_namespaces_labels_each_and_counts_the_rest() {
+        let one = |n: usize| {
+            serde_json::json!({"name": format!("qrouter-{n}"), "id": n.to_string(), "role": "backup",
+                "ready": n != 3, "caches": {"internal": 1, "external": 10}, "peers_up": 1})
+        };
+        let v = serde_json::json!({
+            "node": "net-1",
+            "namespaces": (0..1002).map(one).collect::<Vec<_>>(),
+            "dropped": {"unknown_namespace": 4, "malformed_tag": 0, "inbox_full": 0},
+        });
+        let m = super::render_namespaces(&v);
+        for line in [
+            "ctsync_namespaces 1002",
+            "ctsync_namespaces_unlabelled 2",
+            "ctsync_namespaces_not_ready 1",
+            "ctsync_namespace_ready{namespace=\"3\"} 0",
+            "ctsync_namespace_role{namespace=\"7\",role=\"backup\"} 1",
+            "ctsync_namespace_flows{namespace=\"7\",cache=\"external\"} 10",
+            "ctsync_flows{cache=\"external\"} 10020",
+            "ctsync_namespace_datagrams_dropped_total{reason=\"unknown_namespace\"} 4",
+        ] {
+            assert!(m.lines().any(|l| l == line), "{line} missing");
+        }
+        assert!(
+            !m.contains("namespace=\"1001\""),
+            "beyond the cap: totals only"
+        );
+    }
+
     #[test]
     fn every_core_counter_is_a_metric() {
         let s = status_sample();

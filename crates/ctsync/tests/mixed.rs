@@ -14,7 +14,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ctsync_lab::cluster::{Options, Speaker};
+use ctsync_lab::cluster::{CONNTRACKD_GROUP, CONNTRACKD_GROUP6, Options, Speaker};
 use ctsync_lab::traffic::Report;
 use support::{Running, root, serial};
 
@@ -39,8 +39,15 @@ fn have_conntrackd() -> bool {
 /// A mixed lab up, fw1 master, sessions working; `replicated`: wait until fw2 holds
 /// them (not in a control, where it never will).
 fn up(tag: &str, mixed: [Speaker; 2], replicated: bool) -> Running {
+    up_on(tag, mixed, replicated, None)
+}
+
+/// [`up`], with conntrackd's link on the multicast `group` ([`Options::conntrackd_group`])
+/// if one is given.
+fn up_on(tag: &str, mixed: [Speaker; 2], replicated: bool, group: Option<&'static str>) -> Running {
     let mut opts = Options::new(tag, Some(PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))));
     opts.mixed = Some(mixed.to_vec());
+    opts.conntrackd_group = group;
     let r = Running::started(opts, TCP, UDP);
     if replicated {
         r.lab.wait_replicated(1, TCP + UDP).unwrap();
@@ -129,6 +136,125 @@ fn ctsync_taking_over_from_conntrackd_restores_copies_that_expired() {
     let (_, rep) = r.hard_failover(6);
     eprintln!("expired copies, conntrackd -> ctsync: {rep:?}");
     r.assert_all_kept("copies expired on the backup, then a hard failover", &rep);
+}
+
+/// The status says the dialect runs on the multicast group, and that conntrackd was
+/// heard there from the other firewall's sync address (IPv4; over IPv6 its link-local
+/// one): conntrackd has no UDP link in this lab, the group is the only way its table
+/// comes.
+fn assert_on_the_group(r: &Running, i: usize, group: &str) {
+    let s = r.lab.status(i).unwrap();
+    let c = &s["conntrackd"];
+    assert_eq!(c["transport"], "multicast", "{s}");
+    assert!(
+        c["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with(group.split(']').next().unwrap()),
+        "{s}"
+    );
+    let from = c["heard_from"].as_str().unwrap_or_default();
+    if group.starts_with('[') {
+        assert!(from.starts_with("fe80:"), "{s}");
+    } else {
+        assert_eq!(from, format!("198.18.255.{}", 2 - i), "{s}");
+    }
+    assert_eq!(c["up"], true, "{s}");
+}
+
+/// conntrackd's `Multicast` link: fw1 conntrackd (primary) sends to 239.255.18.80:3780
+/// on the sync bridge, fw2 ctsync has `[conntrackd] group` on the same group. fw1 fails
+/// hard: every session goes on through fw2.
+#[test]
+fn ctsync_takes_over_from_a_failed_conntrackd_primary_over_multicast() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up_on(
+        "mxmcast",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+        Some(CONNTRACKD_GROUP),
+    );
+    assert_says_unauthenticated(&r, 1);
+    assert_on_the_group(&r, 1, CONNTRACKD_GROUP);
+    let s = r.lab.status(1).unwrap();
+    assert!(
+        s["conntrackd"]["flows"].as_u64().unwrap() >= (TCP + UDP) as u64,
+        "{s}"
+    );
+    let (takeover, rep) = r.hard_failover(6);
+    eprintln!("conntrackd -> ctsync over multicast: takeover {takeover:?}, {rep:?}");
+    r.assert_all_kept(
+        "conntrackd primary on the group failed, ctsync took over",
+        &rep,
+    );
+}
+
+/// The control: conntrackd on the group, ctsync on fw2 without the dialect: the same
+/// failure loses the sessions.
+#[test]
+fn control_over_multicast_without_the_dialect_ctsync_cannot_take_over() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up_on(
+        "mxmcastctl",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: false }],
+        false,
+        Some(CONNTRACKD_GROUP),
+    );
+    let (_, rep) = r.hard_failover(6);
+    assert_lost("control, conntrackd on the group -> ctsync", &r, &rep);
+}
+
+/// The other way on the group: fw1 ctsync (primary) sends its table to the group, fw2
+/// conntrackd (its `Multicast` block, driven by its primary-backup.sh) takes it into
+/// its external cache and commits it when fw1 fails hard.
+#[test]
+fn conntrackd_takes_over_from_a_failed_ctsync_primary_over_multicast() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up_on(
+        "mxmsend",
+        [Speaker::Ctsync { dialect: true }, Speaker::Conntrackd],
+        true,
+        Some(CONNTRACKD_GROUP),
+    );
+    assert_on_the_group(&r, 0, CONNTRACKD_GROUP);
+    let (takeover, rep) = r.hard_failover(6);
+    eprintln!("ctsync -> conntrackd over multicast: takeover {takeover:?}, {rep:?}");
+    r.assert_all_kept(
+        "ctsync primary on the group failed, conntrackd took over",
+        &rep,
+    );
+}
+
+/// conntrackd's `Multicast { IPv6_address ff02::18:80; Interface sync; }`: the same
+/// failure as over IPv4, the group on the sync devices' link-local addresses.
+#[test]
+fn ctsync_takes_over_from_a_failed_conntrackd_primary_over_ipv6_multicast() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up_on(
+        "mxmcast6",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+        Some(CONNTRACKD_GROUP6),
+    );
+    assert_on_the_group(&r, 1, CONNTRACKD_GROUP6);
+    let (takeover, rep) = r.hard_failover(6);
+    eprintln!("conntrackd -> ctsync over IPv6 multicast: takeover {takeover:?}, {rep:?}");
+    r.assert_all_kept(
+        "conntrackd primary on the IPv6 group failed, ctsync took over",
+        &rep,
+    );
 }
 
 /// The control: ctsync on fw2 without the dialect hears nothing of conntrackd's table;
@@ -272,4 +398,313 @@ fn control_rolling_replacement_without_the_dialect_loses_sessions() {
         &r,
         &rep,
     );
+}
+
+/// An FTP control connection as the FTP helper tracks it (client 198.18.1.100:`port`
+/// to the server's port 21, helper "ftp") and the data connection it expects (active
+/// mode: from the server's port 20 to the client's `port + 10000`).
+fn ftp_pair(port: u16) -> (ctnetlink::Flow, ctnetlink::Expectation) {
+    use ctnetlink::{Expectation, Flow, Name, ProtoInfo, Status, TcpInfo, Tuple, ipproto};
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let (client, server) = (ip("198.18.1.100"), ip("198.19.0.100"));
+    let orig = Tuple::ports(ipproto::TCP, client, port, server, 21);
+    let mut f = Flow::new(orig, orig.inverse());
+    f.timeout = Some(3600);
+    f.status = Some(Status::SEEN_REPLY | Status::ASSURED | Status::CONFIRMED);
+    f.protoinfo = Some(ProtoInfo::Tcp(TcpInfo {
+        state: Some(3),
+        ..TcpInfo::default()
+    }));
+    f.helper = Name::new(b"ftp");
+    let ones = ip("255.255.255.255");
+    let e = Expectation {
+        timeout: Some(300),
+        helper: Name::new(b"ftp"),
+        ..Expectation::new(
+            orig,
+            Tuple::ports(ipproto::TCP, server, 20, client, port + 10_000),
+            Tuple::ports(ipproto::TCP, ones, 0xffff, ones, 0xffff),
+        )
+    };
+    (f, e)
+}
+
+/// The kernel conntrack handle in firewall `i`'s namespace.
+fn kernel_of(r: &Running, i: usize) -> ctnetlink::Conntrack {
+    ctnetlink::Conntrack::open_in(&ctnetlink::Netns::named(&r.lab.fw[i]).unwrap()).unwrap()
+}
+
+/// The expected tuples in firewall `i`'s kernel.
+fn expected_in(r: &Running, i: usize) -> Vec<ctnetlink::Tuple> {
+    let mut v = Vec::new();
+    kernel_of(r, i)
+        .dump_expectations(None, |e| v.push(e.tuple))
+        .unwrap();
+    v
+}
+
+/// Wait at most 15 s for `ok`.
+fn within_15s(what: &str, r: &Running, ok: impl FnMut() -> bool) {
+    let got = ctsync_lab::process::wait(Duration::from_secs(15), ok).unwrap();
+    assert!(got.is_some(), "{what} within 15 s\n{}", r.lab.logs());
+}
+
+/// conntrackd (`ExpectationSync On`) on the primary fw1 replicates an FTP helper's
+/// expectation: ctsync on fw2 writes it to its kernel after its master flow, and its
+/// deletion follows; one that fw2's kernel lost is written again at takeover.
+#[test]
+fn conntrackds_expectations_reach_ctsyncs_kernel() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up(
+        "mxexpin",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+    );
+    let (m, e) = ftp_pair(41_001);
+    let mut fw1 = kernel_of(&r, 0);
+    fw1.create(&m).unwrap();
+    fw1.create_expectation(&e).unwrap();
+    within_15s("the expectation in fw2's kernel", &r, || {
+        expected_in(&r, 1).contains(&e.tuple)
+    });
+    let s = r.lab.status(1).unwrap();
+    assert!(
+        s["conntrackd"]["expectations"].as_u64().unwrap() >= 1,
+        "{s}"
+    );
+    let mut got = Vec::new();
+    kernel_of(&r, 1)
+        .dump_expectations(None, |x| got.push(x.clone()))
+        .unwrap();
+    let g = got.iter().find(|x| x.tuple == e.tuple).unwrap();
+    assert_eq!((g.master, g.mask, g.helper), (m.orig, e.mask, e.helper));
+
+    fw1.delete_expectation(&e).unwrap();
+    within_15s("the expectation gone from fw2's kernel", &r, || {
+        !expected_in(&r, 1).contains(&e.tuple)
+    });
+
+    // One that fw2's kernel lost behind ctsync's back (expired there, say) is written
+    // again when fw2 takes over.
+    let (m2, e2) = ftp_pair(41_004);
+    fw1.create(&m2).unwrap();
+    fw1.create_expectation(&e2).unwrap();
+    within_15s("the second expectation in fw2's kernel", &r, || {
+        expected_in(&r, 1).contains(&e2.tuple)
+    });
+    kernel_of(&r, 1).delete_expectation(&e2).unwrap();
+    assert!(!expected_in(&r, 1).contains(&e2.tuple));
+    r.lab.fail_hard(0).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    within_15s(
+        "the second expectation back in fw2's kernel after the takeover",
+        &r,
+        || expected_in(&r, 1).contains(&e2.tuple),
+    );
+}
+
+/// The control: without the dialect fw2 gets no expectation of conntrackd's.
+#[test]
+fn control_without_the_dialect_no_expectation_reaches_ctsync() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let r = up(
+        "mxexpctl",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: false }],
+        false,
+    );
+    let (m, e) = ftp_pair(41_002);
+    let mut fw1 = kernel_of(&r, 0);
+    fw1.create(&m).unwrap();
+    fw1.create_expectation(&e).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(expected_in(&r, 0).contains(&e.tuple));
+    assert!(expected_in(&r, 1).is_empty(), "{:?}", expected_in(&r, 1));
+}
+
+/// ctsync (primary fw1) sends an FTP helper's expectation in conntrackd's form:
+/// conntrackd on fw2 keeps it in its external cache, and when fw1 fails hard its
+/// primary-backup.sh (`conntrackd -c`) commits it to fw2's kernel with its master.
+#[test]
+fn ctsyncs_expectations_reach_conntrackd_and_are_committed_on_takeover() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up(
+        "mxexpout",
+        [Speaker::Ctsync { dialect: true }, Speaker::Conntrackd],
+        true,
+    );
+    let (m, e) = ftp_pair(41_003);
+    let mut fw1 = kernel_of(&r, 0);
+    fw1.create(&m).unwrap();
+    fw1.create_expectation(&e).unwrap();
+    let conf = r.lab.dir().join("fw2.conntrackd.conf");
+    let external = || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &r.lab.fw[1], "conntrackd", "-C"])
+            .arg(&conf)
+            .args(["-e", "expect"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    within_15s("the expectation in conntrackd's external cache", &r, || {
+        external().contains("dport=51003")
+    });
+    assert!(
+        expected_in(&r, 1).is_empty(),
+        "a backup conntrackd commits nothing"
+    );
+    let s = r.lab.status(0).unwrap();
+    assert!(
+        s["conntrackd"]["session"]["expectations_sent"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{s}"
+    );
+    r.lab.fail_hard(0).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    within_15s("the expectation committed to fw2's kernel", &r, || {
+        expected_in(&r, 1).contains(&e.tuple)
+    });
+}
+
+/// The FTP helper on a firewall's LAN-to-WAN control connections (a table of its own,
+/// ahead of the lab's forward chain).
+const FTP_HELPER: &str = r#"table inet ctsync_lab_ftp {
+    ct helper ftp-std {
+        type "ftp" protocol tcp
+    }
+    chain forward {
+        type filter hook forward priority filter - 1; policy accept;
+        iifname "lan" oifname "wan" tcp dport 21 ct helper set "ftp-std"
+    }
+}
+"#;
+
+/// The lab with conntrackd on fw1 (`ExpectationSync` as `expectations` says) and ctsync
+/// on fw2, the FTP helper on both; an active-mode FTP control connection from the
+/// client through fw1 (SNAT): the client listens on 198.18.1.100:50021 and says
+/// `PORT`; fw1's helper rewrites it to the WAN address and a port of its own, and
+/// expects the server's data connection there. fw1 then fails hard, and the server
+/// opens the data connection through fw2: whether it reaches the client.
+fn active_ftp_after_failover(tag: &str, expectations: bool) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+
+    let mut opts = Options::new(tag, Some(PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))));
+    opts.mixed = Some(vec![Speaker::Conntrackd, Speaker::Ctsync { dialect: true }]);
+    opts.conntrackd_expectations = expectations;
+    let mut r = Running::started(opts, TCP, UDP);
+    r.lab.wait_replicated(1, TCP + UDP).unwrap();
+    let rules = r.lab.dir().join("ftp.nft");
+    std::fs::write(&rules, FTP_HELPER).unwrap();
+    for fw in &r.lab.fw {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", fw, "nft", "-f"])
+            .arg(&rules)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let server = ctnetlink::Netns::named(&r.lab.server).unwrap();
+    let client = ctnetlink::Netns::named(&r.lab.client).unwrap();
+    let control = server.run(|| TcpListener::bind("198.19.0.100:21")).unwrap();
+    let data = client
+        .run(|| TcpListener::bind("198.18.1.100:50021"))
+        .unwrap();
+    let to: SocketAddr = "198.19.0.100:21".parse().unwrap();
+    let mut ctl = client
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(3)))
+        .unwrap();
+    let (srv, _) = control.accept().unwrap();
+    srv.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The helper reads a line only where the one before it in that direction ended
+    // (nf_conntrack_ftp's find_nl_seq): a first line, as a client says USER, then PORT.
+    ctl.set_nodelay(true).unwrap();
+    let mut srv = BufReader::new(srv);
+    let mut line = String::new();
+    ctl.write_all(b"USER anonymous\r\n").unwrap();
+    srv.read_line(&mut line).unwrap();
+    // 50021 = 195 * 256 + 101.
+    line.clear();
+    ctl.write_all(b"PORT 198,18,1,100,195,101\r\n").unwrap();
+    srv.read_line(&mut line).unwrap();
+    // "PORT 198,19,0,1,p1,p2": the helper's NAT rewrote it.
+    let n: Vec<u16> = line
+        .trim()
+        .trim_start_matches("PORT ")
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let fw1 = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &r.lab.fw[0], "conntrack"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert_eq!(
+        n[..4],
+        [198, 19, 0, 1],
+        "the server got {line:?}; fw1: {}\n{}",
+        fw1(&["-L", "-p", "tcp", "--dport", "21"]),
+        fw1(&["-L", "expect"])
+    );
+    let port = n[4] * 256 + n[5];
+    within_15s("the expectation in fw2's kernel", &r, || {
+        !expectations
+            || expected_in(&r, 1)
+                .iter()
+                .any(|t| t.dst_port() == Some(port))
+    });
+    if !expectations {
+        // As long as replication would have taken.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    r.lab.fail_hard(0).unwrap();
+    r.lab.wait_master(1, Duration::from_secs(10)).unwrap();
+    let back: SocketAddr = SocketAddr::from(([198, 19, 0, 1], port));
+    let opened = server.run(|| TcpStream::connect_timeout(&back, Duration::from_secs(3)));
+    eprintln!("{tag}: data connection to {back} through fw2: {opened:?}");
+    let _data = opened?;
+    data.set_nonblocking(false)?;
+    let (_, from) = data.accept()?;
+    assert_eq!(from.ip().to_string(), "198.19.0.100");
+    drop(ctl);
+    Ok(())
+}
+
+/// The classic case: an active FTP session's data connection, expected by fw1's FTP
+/// helper (conntrackd replicating it with `ExpectationSync On`), opens through ctsync
+/// on fw2 after fw1 failed hard, NATed to the client as fw1 would have.
+#[test]
+fn an_active_ftp_data_connection_opens_through_ctsync_after_conntrackd_fails() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    active_ftp_after_failover("mxftp", true).unwrap();
+}
+
+/// The control: conntrackd without `ExpectationSync`: the control connection's flow
+/// reaches fw2, the expectation does not, and the data connection is not let through:
+/// related to nothing fw2 knows, it is not translated to the client and reaches fw2
+/// itself, which refuses it.
+#[test]
+fn control_without_expectation_sync_the_ftp_data_connection_is_refused() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    assert!(active_ftp_after_failover("mxftpctl", false).is_err());
 }

@@ -96,6 +96,9 @@ fn routers_replicate_to_their_replicas_follow_their_state_files_and_come_and_go(
         h.set_state('b', n, "backup").unwrap();
         fill(&h.router('a', n), 0, 100 * n as u64);
     }
+    // Host b's metrics on a port of loopback that this test's pid chooses.
+    let metrics_port = 20_000 + (std::process::id() % 20_000) as u16;
+    h.metrics[1] = Some(metrics_port);
     h.start('a').unwrap();
     h.start('b').unwrap();
     for n in 1..=3 {
@@ -106,6 +109,14 @@ fn routers_replicate_to_their_replicas_follow_their_state_files_and_come_and_go(
             || format!("{:?}\n{}", h.request('b', "status"), h.logs()),
         );
     }
+
+    // Host b's metrics label each router.
+    let m = scrape(metrics_port);
+    assert!(m.contains("ctsync_namespaces 3"), "{m}");
+    assert!(
+        m.contains("ctsync_namespace_flows{namespace=\"2\",cache=\"external\"} 200"),
+        "{m}"
+    );
 
     // Router 2 fails over (its keepalived's notify scripts rewrite both state files): its
     // replica on b becomes primary with router 2's flows; the others stay as they were.
@@ -233,6 +244,19 @@ fn routers_replicate_to_their_replicas_follow_their_state_files_and_come_and_go(
         || format!("{:?}\n{}", h.request('a', "status"), h.logs()),
     );
     assert!(shows(&h, 'b', &h.router('b', 3), "backup", 300));
+}
+
+/// `GET /metrics` on 127.0.0.1:`port`: the body.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
 }
 
 /// Every drop counter of a namespace's status, summed.

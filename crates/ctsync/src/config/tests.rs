@@ -403,7 +403,7 @@ peer = "198.18.0.2:3790"
 fn a_conntrackd_peer_is_opt_in_and_checked() {
     let c = Config::parse(&format!("{GOOD}{CONNTRACKD}"), Path::new("a.toml")).unwrap();
     let p = c.conntrackd.as_ref().unwrap();
-    assert_eq!(p.peer.to_string(), "198.18.0.2:3790");
+    assert_eq!(p.peer.unwrap().to_string(), "198.18.0.2:3790");
     assert_eq!((p.ack_window, p.startup_resync), (300, true));
     // Its addresses are never replicated (the sync traffic itself).
     let f = c.core_filter();
@@ -462,15 +462,103 @@ fn namespaces_refuse_what_they_do_not_support_yet() {
     assert!(format!("{e:#}").starts_with("n.toml:"), "{e:#}");
     let bad_role = NAMESPACES.replace("keepalived-state", "vrrp");
     assert!(Config::parse(&format!("{GOOD}{bad_role}"), Path::new("n.toml")).is_err());
-    for extra in [
-        "[metrics]\nlisten = \"127.0.0.1:9100\"\n",
-        "[keepalived]\ntrack_file = \"/run/t\"\n",
+    let extra = "[keepalived]\ntrack_file = \"/run/t\"\n";
+    let e = Config::parse(&format!("{GOOD}{NAMESPACES}{extra}"), Path::new("n.toml")).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("not supported with [namespaces]"),
+        "{e:#}"
+    );
+}
+
+#[test]
+fn a_conntrackd_peer_on_a_multicast_group() {
+    // GOOD's 9 lines and an empty one, then the section: [conntrackd] is line 11.
+    let group = "\n[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"eth3\"\ngroup = \"239.255.1.1:3780\"\n";
+    let c = Config::parse(&format!("{GOOD}{group}"), Path::new("a.toml")).unwrap();
+    let p = c.conntrackd.as_ref().unwrap();
+    assert_eq!(
+        p.transport(),
+        Some(ConntrackdTransport::Multicast {
+            group: "239.255.1.1:3780".parse().unwrap(),
+            peer: None
+        })
+    );
+    // The group's own flows are never replicated.
+    assert!(
+        c.core_filter()
+            .never
+            .iter()
+            .any(|(a, _)| a.to_string() == "239.255.1.1")
+    );
+    // A named sender: an address alone.
+    let named = format!("{GOOD}{group}peer = \"198.18.0.2\"\n");
+    let c = Config::parse(&named, Path::new("a.toml")).unwrap();
+    assert_eq!(
+        c.conntrackd.unwrap().transport(),
+        Some(ConntrackdTransport::Multicast {
+            group: "239.255.1.1:3780".parse().unwrap(),
+            peer: Some("198.18.0.2".parse().unwrap())
+        })
+    );
+    let v6 = group.replace("239.255.1.1:3780", "[ff02::1:3780]:3780");
+    assert!(
+        Config::parse(
+            &format!("{GOOD}{v6}peer = \"2001:db8::2\"\n"),
+            Path::new("a.toml")
+        )
+        .is_ok()
+    );
+    for (extra, says, line) in [
+        (
+            "local = \"198.18.0.1:3790\"\n",
+            "a multicast link has no local address",
+            15,
+        ),
+        ("peer = \"198.18.0.2:3780\"\n", "an address alone", 15),
+        ("peer = \"2001:db8::2\"\n", "different families", 15),
     ] {
-        let e =
-            Config::parse(&format!("{GOOD}{NAMESPACES}{extra}"), Path::new("n.toml")).unwrap_err();
+        let e = Config::parse(&format!("{GOOD}{group}{extra}"), Path::new("a.toml")).unwrap_err();
+        let msg = format!("{e:#}");
         assert!(
-            format!("{e:#}").contains("not supported with [namespaces]"),
-            "{e:#}"
+            msg.starts_with(&format!("a.toml:{line}:")) && msg.contains(says),
+            "{extra}: {msg}"
         );
     }
+    for (bad, says) in [
+        ("198.18.0.9:3780", "not a multicast address"),
+        ("239.255.1.1:0", "a port is needed"),
+    ] {
+        let e = Config::parse(
+            &format!("{GOOD}{}", group.replace("239.255.1.1:3780", bad)),
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.starts_with("a.toml:14:") && msg.contains(says),
+            "{bad}: {msg}"
+        );
+    }
+    // Neither transport: the section's line.
+    let none = "\n[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"eth3\"\n";
+    let e = Config::parse(&format!("{GOOD}{none}"), Path::new("a.toml")).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.starts_with("a.toml:11:") && msg.contains("local and peer") && msg.contains("group"),
+        "{msg}"
+    );
+    // Over UDP the peer needs its port.
+    let e = Config::parse(
+        &format!(
+            "{GOOD}{}",
+            CONNTRACKD.replace("198.18.0.2:3790", "198.18.0.2")
+        ),
+        Path::new("a.toml"),
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("has no port"), "{e:#}");
+    // Not [sync]'s group.
+    let same = GOOD.replace("key_file", "group = \"239.255.1.1:3780\"\nkey_file");
+    let e = Config::parse(&format!("{same}{group}"), Path::new("a.toml")).unwrap_err();
+    assert!(format!("{e:#}").contains("[sync] group too"), "{e:#}");
 }

@@ -1,5 +1,6 @@
-//! The shell around an FTFW session with one conntrackd peer (`[conntrackd]`): its UDP
-//! socket, its copy of the peer's table, and the kernel writes.
+//! The shell around an FTFW session with one conntrackd peer (`[conntrackd]`): its
+//! sockets (UDP unicast or a multicast group: `socket.rs`), its copy of the peer's table
+//! and expectations, and the kernel writes.
 //!
 //! * Flows from conntrackd: kept by key (the peer's table, as conntrackd's external
 //!   cache); written to the kernel as they arrive while this node is not primary (hot
@@ -9,25 +10,31 @@
 //! * Our flows to conntrackd: the kernel events the core takes as ours (not caused by
 //!   our own writes, and passing the filter), and our whole table when conntrackd asks
 //!   for it (RESYNC: its `-n`, its backup script).
+//! * Expectations (conntrackd's `ExpectationSync On`): conntrackd's kept beside its
+//!   flows and written after them (as they arrive in hot standby, at takeover
+//!   otherwise); ours sent as the kernel makes them, when their master is one we
+//!   replicate, and with our table on a RESYNC.
 //!
 //! Flows written here go through the shell's kernel socket, whose events the core
 //! knows as its own: they are not sent back out. When this node becomes primary the
 //! core reads the kernel table, and conntrackd's flows become ours.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
-use ctnetlink::{EventKind, Flow, FlowKey, Netns};
+use anyhow::Result;
+use ctnetlink::{EventKind, Expectation, Flow, FlowKey, Netns, Tuple};
 use ctsync_core::{FlowEvent, Mode, Node, Role};
 use serde::Serialize;
-use tokio::net::UdpSocket;
 
 use super::log;
 use super::shell::Kernel;
-use crate::config::ConntrackdPeer;
+use crate::config::{ConntrackdPeer, ConntrackdTransport};
 use crate::ftfw::{FlowMessage, Received, Session, SessionConfig, SessionStats};
+
+mod socket;
+use socket::Wire;
 
 /// Datagrams read per loop turn at most (the rest waits for the next turn).
 const RECEIVE_BUDGET: usize = 256;
@@ -45,12 +52,18 @@ pub(crate) struct ConntrackdStatus {
     /// Always "conntrackd".
     pub dialect: &'static str,
     /// Always true: the protocol has no authentication (any host that reaches `local`
-    /// from `peer`'s address can plant flows).
+    /// or the group from `peer`'s address can plant flows).
     pub unauthenticated: bool,
-    /// This node's address for it.
-    pub local: SocketAddr,
-    /// conntrackd's address.
+    /// `"udp"` or `"multicast"`.
+    pub transport: &'static str,
+    /// UDP: this node's address for it.
+    pub local: Option<SocketAddr>,
+    /// UDP: conntrackd's address; multicast: the group.
     pub peer: SocketAddr,
+    /// The only sender taken (UDP: conntrackd; multicast: `peer` if named).
+    pub accept: Option<IpAddr>,
+    /// The address conntrackd was last heard from.
+    pub heard_from: Option<IpAddr>,
     /// Heard from within 3 s.
     pub up: bool,
     /// Milliseconds since it was last heard from.
@@ -59,6 +72,8 @@ pub(crate) struct ConntrackdStatus {
     pub hello_done: bool,
     /// Its flows we hold.
     pub flows: usize,
+    /// Its expectations we hold (conntrackd's `ExpectationSync`).
+    pub expectations: usize,
     /// Messages waiting to be sent to it, and sent but not acknowledged.
     pub backlog: (usize, usize),
     /// Its flows written to our kernel (hot standby or commit).
@@ -82,16 +97,15 @@ pub(super) async fn readable(e: &Option<Endpoint>) -> Option<()> {
 
 /// The endpoint for one conntrackd peer.
 pub(super) struct Endpoint {
-    udp: UdpSocket,
-    /// The same socket, for sending: a send goes straight to the kernel (tokio's
-    /// `try_send_to` refuses with WouldBlock until the reactor has seen the socket
-    /// writable, which lost the first datagram, the startup RESYNC).
-    tx: StdUdpSocket,
-    local: SocketAddr,
-    peer: SocketAddr,
+    wire: Wire,
+    transport: ConntrackdTransport,
+    heard_from: Option<IpAddr>,
     session: Session,
     /// conntrackd's flows, by key, with when each last came.
     flows: HashMap<FlowKey, (Flow, Instant)>,
+    /// conntrackd's expectations (its `ExpectationSync`), by expected tuple, with when
+    /// each last came.
+    expectations: HashMap<Tuple, (Expectation, Instant)>,
     filter: ctsync_core::Filter,
     mode: Mode,
     buf: Vec<u8>,
@@ -115,24 +129,10 @@ impl Endpoint {
         mode: Mode,
         now: Instant,
     ) -> Result<Endpoint> {
-        let local = c.local;
-        let bind = move || -> std::io::Result<StdUdpSocket> {
-            let s = StdUdpSocket::bind(local)?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        };
-        let std_udp = match netns {
-            Some(ns) => ns.run(bind),
-            None => bind(),
-        }
-        .with_context(|| format!("binding the [conntrackd] socket to {local}"))?;
-        use std::os::fd::AsFd;
-        let _ = ctnetlink::size_buffer(std_udp.as_fd(), ctnetlink::Buffer::Receive, 8 << 20);
-        let _ = ctnetlink::size_buffer(std_udp.as_fd(), ctnetlink::Buffer::Send, 8 << 20);
-        let tx = std_udp
-            .try_clone()
-            .context("duplicating the [conntrackd] socket")?;
-        let udp = UdpSocket::from_std(std_udp)?;
+        let transport = c.transport().ok_or_else(|| {
+            anyhow::anyhow!("[conntrackd] needs local and peer (UDP) or group (multicast)")
+        })?;
+        let wire = Wire::open(transport, &c.interface, netns)?;
         // conntrackd starts its numbers at the Unix time; so do we (a restart does not
         // reuse recent numbers).
         let first = SystemTime::now()
@@ -147,12 +147,12 @@ impl Endpoint {
             session.request_resync();
         }
         Ok(Endpoint {
-            udp,
-            tx,
-            local: c.local,
-            peer: c.peer,
+            wire,
+            transport,
+            heard_from: None,
             session,
             flows: HashMap::new(),
+            expectations: HashMap::new(),
             filter,
             mode,
             buf: Vec::with_capacity(2048),
@@ -176,7 +176,7 @@ impl Endpoint {
         if self.more {
             return Ok(());
         }
-        self.udp.readable().await
+        self.wire.rx.readable().await
     }
 
     /// Read what arrived (a budget's worth) and act on it: flows to the kernel or the
@@ -188,14 +188,16 @@ impl Endpoint {
                 self.more = true;
                 break;
             }
-            match self.udp.try_recv_from(&mut self.rx) {
+            match self.wire.rx.try_recv_from(&mut self.rx) {
                 Ok((len, from)) => {
-                    // conntrackd's IPv4 sender is not bound to its port: only the
-                    // address is checked.
-                    if from.ip() != self.peer.ip() {
+                    // conntrackd's IPv4 sender is not bound to its port, and its
+                    // multicast sender to none: only the address is checked.
+                    let from = from.ip().to_canonical();
+                    if self.wire.accept.is_some_and(|a| a != from) {
                         self.foreign_dropped += 1;
                         continue;
                     }
+                    self.heard_from = Some(from);
                     let Some(d) = self.rx.get(..len) else {
                         continue;
                     };
@@ -217,6 +219,8 @@ impl Endpoint {
         let write = node.role() != Role::Primary && self.mode == Mode::HotStandby;
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
+        // Expectations after the flows: the kernel takes one only with its master.
+        let mut exps: Vec<(Expectation, bool)> = Vec::new();
         let mut resync = false;
         while let Some(r) = self.session.poll_received() {
             match r {
@@ -232,6 +236,18 @@ impl Endpoint {
                         deletes.push(Flow::from_key(&f.key()));
                     }
                 }
+                Received::ExpUpsert(mut e) => {
+                    e.timeout.get_or_insert(DEFAULT_TIMEOUT);
+                    if write {
+                        exps.push(((*e).clone(), true));
+                    }
+                    self.expectations.insert(e.tuple, (*e, now));
+                }
+                Received::ExpDelete(e) => {
+                    if self.expectations.remove(&e.tuple).is_some() && write {
+                        exps.push((*e, false));
+                    }
+                }
                 Received::Resync => resync = true,
             }
         }
@@ -244,13 +260,17 @@ impl Endpoint {
             }
             kernel.write_flows(&mut upserts, &mut deletes);
         }
+        for (e, create) in &exps {
+            kernel.write_expectation(e, *create);
+        }
         if resync {
-            self.bulk(node);
+            self.bulk(node, kernel);
         }
     }
 
-    /// Our whole table to conntrackd (its RESYNC).
-    pub(super) fn bulk(&mut self, node: &Node) {
+    /// Our whole table to conntrackd (its RESYNC), and the kernel's expectations whose
+    /// master is ours.
+    pub(super) fn bulk(&mut self, node: &Node, kernel: &mut Kernel) {
         self.bulks_sent += 1;
         let mut n = 0usize;
         for f in node.internal().flows() {
@@ -258,13 +278,53 @@ impl Endpoint {
                 n += 1;
             }
         }
+        let mut x = 0usize;
+        for e in kernel.expectations() {
+            if !self.expectations.contains_key(&e.tuple)
+                && Self::master_replicated(node, &e)
+                && self.session.send_expectation(FlowMessage::New, &e).is_ok()
+            {
+                x += 1;
+            }
+        }
         log(
             "info",
             format!(
-                "[conntrackd] {} asked for our table: sending {n} flows",
-                self.peer
+                "[conntrackd] {} asked for our table: sending {n} flows and {x} expectations",
+                self.peer_name()
             ),
         );
+    }
+
+    /// Whether an expectation's master flow is one we replicate: in the core's own
+    /// table and counted (past the filter and the sync delay), the test the core applies
+    /// to its own peers.
+    fn master_replicated(node: &Node, e: &Expectation) -> bool {
+        let t = node.internal();
+        t.is_counted(&t.keyed(FlowKey {
+            orig: e.master,
+            zone: e.zone.unwrap_or(0),
+        }))
+    }
+
+    /// A kernel expectation event: ours (not caused by our writes, its master one we
+    /// replicate) go to conntrackd, as its `ExpectationSync` sends them.
+    pub(super) fn local_expectation(
+        &mut self,
+        node: &Node,
+        kind: EventKind,
+        e: &Expectation,
+        ours: bool,
+    ) {
+        if ours || self.expectations.contains_key(&e.tuple) || !Self::master_replicated(node, e) {
+            return;
+        }
+        let what = match kind {
+            EventKind::New => FlowMessage::New,
+            EventKind::Update => FlowMessage::Update,
+            EventKind::Destroy => FlowMessage::Delete,
+        };
+        let _ = self.session.send_expectation(what, e);
     }
 
     /// Ask conntrackd for its whole table (`ctsync request-resync`, as `conntrackd -n`).
@@ -296,6 +356,40 @@ impl Endpoint {
     /// quiet but live flow may have expired here.
     pub(super) fn take_over(&mut self, now: Instant, kernel: &mut Kernel) {
         kernel.foreign.clear();
+        self.take_over_flows(now, kernel);
+        self.take_over_expectations(now, kernel);
+    }
+
+    /// conntrackd's expectations to the kernel, after their masters (as `conntrackd -c`
+    /// commits them: the time left less their age, 60 s if that is gone). In hot
+    /// standby most are there already: EEXIST is no failure.
+    fn take_over_expectations(&mut self, now: Instant, kernel: &mut Kernel) {
+        if self.expectations.is_empty() {
+            return;
+        }
+        let n = self.expectations.len();
+        for (_, (mut e, at)) in self.expectations.drain() {
+            let age =
+                u32::try_from(now.saturating_duration_since(at).as_secs()).unwrap_or(u32::MAX);
+            e.timeout = Some(
+                match e.timeout.unwrap_or(DEFAULT_TIMEOUT).checked_sub(age) {
+                    Some(t) if t > 0 => t,
+                    _ => DEFAULT_TIMEOUT,
+                },
+            );
+            kernel.write_expectation(&e, true);
+        }
+        log(
+            "info",
+            format!(
+                "[conntrackd] took over {n} expectations of {}",
+                self.peer_name()
+            ),
+        );
+    }
+
+    /// conntrackd's flows to the kernel (see [`Endpoint::take_over`]).
+    fn take_over_flows(&mut self, now: Instant, kernel: &mut Kernel) {
         if self.flows.is_empty() {
             return;
         }
@@ -328,7 +422,7 @@ impl Endpoint {
             format!(
                 "[conntrackd] took over {} flows of {}: {n} written to the kernel",
                 self.flows.len(),
-                self.peer
+                self.peer_name()
             ),
         );
         // They are ours now (as conntrackd's primary script flushes its caches after
@@ -358,20 +452,30 @@ impl Endpoint {
                 break;
             }
             sent = true;
-            if let Err(e) = self.tx.send_to(&self.buf, self.peer) {
+            if let Err(e) = self.wire.tx.send_to(&self.buf, self.wire.to) {
                 self.send_errors += 1;
                 if self.send_errors.is_power_of_two() {
                     log(
                         "warn",
                         format!(
                             "[conntrackd] sending to {}: {e} ({} times)",
-                            self.peer, self.send_errors
+                            self.wire.to, self.send_errors
                         ),
                     );
                 }
             }
         }
         sent
+    }
+
+    /// How the log names conntrackd: its address, or the group and the sender last
+    /// heard.
+    fn peer_name(&self) -> String {
+        match (self.transport, self.heard_from) {
+            (ConntrackdTransport::Udp { peer, .. }, _) => peer.to_string(),
+            (ConntrackdTransport::Multicast { group, .. }, Some(h)) => format!("{h} on {group}"),
+            (ConntrackdTransport::Multicast { group, .. }, None) => group.to_string(),
+        }
     }
 
     /// The status.
@@ -383,12 +487,22 @@ impl Endpoint {
         ConntrackdStatus {
             dialect: "conntrackd",
             unauthenticated: true,
-            local: self.local,
-            peer: self.peer,
+            transport: match self.transport {
+                ConntrackdTransport::Udp { .. } => "udp",
+                ConntrackdTransport::Multicast { .. } => "multicast",
+            },
+            local: match self.transport {
+                ConntrackdTransport::Udp { local, .. } => Some(local),
+                ConntrackdTransport::Multicast { .. } => None,
+            },
+            peer: self.wire.to,
+            accept: self.wire.accept,
+            heard_from: self.heard_from,
             up: seen.is_some_and(|d| d < UP_WITHIN),
             last_seen_ms: seen.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             hello_done: self.session.hello_done(),
             flows: self.flows.len(),
+            expectations: self.expectations.len(),
             backlog: self.session.backlog(),
             written: self.written,
             deleted: self.deleted,

@@ -191,7 +191,7 @@ impl Daemon {
             Request::Bulk => {
                 self.node.bulk(Instant::now());
                 if let Some(e) = &mut self.conntrackd {
-                    e.bulk(&self.node);
+                    e.bulk(&self.node, &mut self.kernel);
                 }
                 ok
             }

@@ -286,6 +286,9 @@ impl Daemon {
                                     expectation,
                                     portid == own_port,
                                 );
+                                if let Some(e) = ftfw {
+                                    e.local_expectation(node, kind, expectation, portid == own_port);
+                                }
                             }
                         });
                         hand_over(node, ftfw, now, &mut flow_batch);

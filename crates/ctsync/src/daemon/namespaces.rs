@@ -93,6 +93,8 @@ struct Host {
     host_link: super::SyncLink,
     /// When the host link last heard each peer host, for the namespaces' loops.
     heard: super::HostHeard,
+    /// Admits metrics connections.
+    metrics_gate: crate::metrics::Gate,
 }
 
 /// The tag of the host link's datagrams: no namespace's name holds a NUL.
@@ -175,6 +177,7 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
         host_node,
         host_link,
         heard: super::HostHeard::default(),
+        metrics_gate: crate::metrics::Gate::default(),
     };
     host.netns_watch = host
         .inotify
@@ -206,6 +209,16 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
         ),
     );
     host.rescan();
+    let metrics = match &host.cfg.metrics {
+        Some(m) => {
+            let l = tokio::net::TcpListener::bind(m.listen)
+                .await
+                .with_context(|| format!("[metrics] listen {}: cannot bind", m.listen))?;
+            log("info", format!("metrics at http://{}/metrics", m.listen));
+            Some(l)
+        }
+        None => None,
+    };
     super::notify(&[sd_notify::NotifyState::Ready]);
 
     let (calls_tx, mut calls_rx) = mpsc::channel(MAX_CLIENTS);
@@ -285,6 +298,11 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
                 }
             }
             Some(call) = calls_rx.recv() => host.call(call),
+            m = async { metrics.as_ref()?.accept().await.ok() }, if metrics.is_some() => {
+                if let Some((stream, _)) = m {
+                    host.serve_metrics(stream);
+                }
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
@@ -616,6 +634,22 @@ impl Host {
     /// `status` (JSON, or `text`): every namespace's role, readiness and caches, gathered
     /// off the loop.
     fn status(&self, request: Request, reply: oneshot::Sender<Reply>) {
+        let gather = self.gather();
+        tokio::task::spawn_local(async move {
+            let v = gather.await;
+            let r = if request == Request::StatusText {
+                Reply::Line(json!({"text": status_text(&v)}))
+            } else {
+                Reply::Line(v)
+            };
+            let _ = reply.send(r);
+        });
+    }
+
+    /// Every namespace's role, readiness, caches and peers up, and the daemon's drops, as
+    /// `ctsync status --json` shows them: asked of each namespace's loop now, answered
+    /// when they have all answered (or [`STATUS_WAIT`] passed).
+    fn gather(&self) -> impl Future<Output = serde_json::Value> + 'static {
         let mut asks = Vec::new();
         for (name, r) in &self.routers {
             let (tx, rx) = oneshot::channel();
@@ -630,7 +664,7 @@ impl Host {
         let node = self.cfg.node.clone();
         let (unknown, malformed) = (self.unknown, self.malformed);
         let dropped: u64 = self.inboxes.values().map(|i| i.borrow().dropped).sum();
-        tokio::task::spawn_local(async move {
+        async move {
             let mut namespaces = Vec::new();
             for (name, id, rx) in asks {
                 let one = match tokio::time::timeout(STATUS_WAIT, rx).await {
@@ -648,17 +682,23 @@ impl Host {
                 };
                 namespaces.push(one);
             }
-            let v = json!({
+            json!({
                 "node": node,
                 "namespaces": namespaces,
                 "dropped": {"unknown_namespace": unknown, "malformed_tag": malformed, "inbox_full": dropped},
-            });
-            let r = if request == Request::StatusText {
-                Reply::Line(json!({"text": status_text(&v)}))
-            } else {
-                Reply::Line(v)
-            };
-            let _ = reply.send(r);
+            })
+        }
+    }
+
+    /// A metrics scrape: every namespace's status gathered off the loop, then served.
+    fn serve_metrics(&mut self, stream: tokio::net::TcpStream) {
+        let Some(place) = self.metrics_gate.admit() else {
+            return;
+        };
+        let gather = self.gather();
+        tokio::task::spawn_local(async move {
+            let body = crate::metrics::render_namespaces(&gather.await);
+            crate::metrics::serve(stream, place, move || body).await;
         });
     }
 }

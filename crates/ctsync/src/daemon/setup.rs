@@ -482,14 +482,23 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
             cfg.sync.mode,
             Instant::now(),
         )?);
+        let how = match c.transport() {
+            Some(crate::config::ConntrackdTransport::Udp { local, peer }) => format!(
+                "with {peer} from {local}: UNAUTHENTICATED (anyone who can send from {}'s address to {local} can change this node's conntrack table)",
+                peer.ip()
+            ),
+            Some(crate::config::ConntrackdTransport::Multicast { group, peer }) => format!(
+                "on the multicast group {group} on {}{}: UNAUTHENTICATED (anyone who can send to the group{} can change this node's conntrack table)",
+                c.interface,
+                peer.map_or(String::new(), |p| format!(", taking only {p}'s datagrams")),
+                peer.map_or(String::new(), |p| format!(" from {p}'s address")),
+            ),
+            None => String::new(),
+        };
         log(
             "warn",
             format!(
-                "[conntrackd] speaking conntrackd's FTFW dialect with {} from {}: UNAUTHENTICATED (anyone who can send from {}'s address to {} can change this node's conntrack table); keep it on a dedicated link",
-                c.peer,
-                c.local,
-                c.peer.ip(),
-                c.local
+                "[conntrackd] speaking conntrackd's FTFW dialect {how}; keep it on a dedicated link"
             ),
         );
     }

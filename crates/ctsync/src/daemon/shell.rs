@@ -372,23 +372,48 @@ impl Kernel {
                 );
                 link.service(node);
             }
-            KernelOp::ExpCreate(e) => {
-                // EEXIST: already there (a bulk transfer repeats it).
-                match self.ct.create_expectation(&e) {
-                    Ok(()) | Err(ctnetlink::Error::Kernel(Errno::EEXIST)) => {}
-                    Err(ctnetlink::Error::Kernel(_)) => {
-                        self.failed(KernelFailure::ExpectationCreate)
-                    }
-                    Err(e) => log("warn", format!("creating an expectation: {e}")),
-                }
-            }
-            KernelOp::ExpDelete(e) => match self.ct.delete_expectation(&e) {
-                Ok(()) | Err(ctnetlink::Error::Kernel(Errno::ENOENT)) => {}
-                Err(ctnetlink::Error::Kernel(_)) => self.failed(KernelFailure::ExpectationDelete),
-                Err(e) => log("warn", format!("deleting an expectation: {e}")),
-            },
+            KernelOp::ExpCreate(e) => self.write_expectation(&e, true),
+            KernelOp::ExpDelete(e) => self.write_expectation(&e, false),
             other => self.carry_out_all(vec![other], node, link),
         }
+    }
+
+    /// Create (`create`) or delete an expectation, the core's or a conntrackd peer's.
+    /// EEXIST on create (a bulk transfer repeats it) and ENOENT on delete are no
+    /// failure.
+    pub(super) fn write_expectation(&mut self, e: &ctnetlink::Expectation, create: bool) {
+        let r = if create {
+            self.ct.create_expectation(e)
+        } else {
+            self.ct.delete_expectation(e)
+        };
+        match r {
+            Ok(()) => {}
+            Err(ctnetlink::Error::Kernel(Errno::EEXIST)) if create => {}
+            Err(ctnetlink::Error::Kernel(Errno::ENOENT)) if !create => {}
+            Err(ctnetlink::Error::Kernel(_)) => self.failed(if create {
+                KernelFailure::ExpectationCreate
+            } else {
+                KernelFailure::ExpectationDelete
+            }),
+            Err(err) => log(
+                "warn",
+                format!(
+                    "{} an expectation: {err}",
+                    if create { "creating" } else { "deleting" }
+                ),
+            ),
+        }
+    }
+
+    /// Every expectation the kernel holds (a conntrackd peer's RESYNC sends them).
+    pub(super) fn expectations(&mut self) -> Vec<ctnetlink::Expectation> {
+        let mut all = Vec::new();
+        if let Err(e) = self.ct.dump_expectations(None, |e| all.push(e.clone())) {
+            log("warn", format!("reading the expectations: {e}"));
+            self.failed(KernelFailure::ExpectationDump);
+        }
+        all
     }
 
     /// Read the whole table (and the expectations) into the core; timed.

@@ -344,10 +344,12 @@ impl fmt::Display for Status {
         if let Some(c) = &self.conntrackd {
             writeln!(
                 f,
-                "  conntrackd {} (dialect conntrackd, UNAUTHENTICATED)  up {}  flows {}  written {}  deleted {}  tables sent {}  backlog {}/{}  received {}  gaps {}  malformed {}  foreign {}",
+                "  conntrackd {} {} (dialect conntrackd, UNAUTHENTICATED)  up {}  flows {}  expectations {}  written {}  deleted {}  tables sent {}  backlog {}/{}  received {}  gaps {}  malformed {}  foreign {}",
+                c.transport,
                 c.peer,
                 c.up,
                 c.flows,
+                c.expectations,
                 c.written,
                 c.deleted,
                 c.bulks_sent,

@@ -102,7 +102,7 @@ mod nta {
 }
 
 /// The longest helper name conntrackd accepts (`nta_len <= 16`: 11 bytes and the NUL).
-const HELPER_MAX: usize = 11;
+pub(super) const HELPER_MAX: usize = 11;
 
 /// What was wrong with bytes received, or with a flow to send. Each is a reason label
 /// on a drop counter.
@@ -167,8 +167,8 @@ pub struct Message<'a> {
 pub enum Class {
     /// A conntrack state: new, changed or gone.
     Flow(u8),
-    /// An expectation state (not replicated by ctsync's dialect endpoint).
-    Expectation,
+    /// An expectation state: new, changed or gone (`ftfw::expect`).
+    Expectation(u8),
     /// Messages `from..=to` arrived.
     Ack,
     /// Send `from..=to` again.
@@ -188,7 +188,9 @@ impl Message<'_> {
             kind::CT_NEW | kind::CT_UPD | kind::CT_DEL if data_flags => {
                 Some(Class::Flow(self.kind))
             }
-            kind::EXP_NEW | kind::EXP_UPD | kind::EXP_DEL if data_flags => Some(Class::Expectation),
+            kind::EXP_NEW | kind::EXP_UPD | kind::EXP_DEL if data_flags => {
+                Some(Class::Expectation(self.kind))
+            }
             kind::CTL if self.flags & flag::ACK != 0 => Some(Class::Ack),
             kind::CTL if self.flags & flag::NACK != 0 => Some(Class::Nack),
             kind::CTL if self.flags & flag::RESYNC != 0 => Some(Class::Resync),
@@ -198,11 +200,11 @@ impl Message<'_> {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
+pub(super) fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
@@ -315,18 +317,18 @@ struct Fields {
     zone: Option<u16>,
 }
 
-fn v4(b: &[u8]) -> Option<IpAddr> {
+pub(super) fn v4(b: &[u8]) -> Option<IpAddr> {
     let o: [u8; 4] = b.get(..4)?.try_into().ok()?;
     Some(IpAddr::V4(Ipv4Addr::from(o)))
 }
 
-fn v6(b: &[u8]) -> Option<IpAddr> {
+pub(super) fn v6(b: &[u8]) -> Option<IpAddr> {
     let o: [u8; 16] = b.get(..16)?.try_into().ok()?;
     Some(IpAddr::V6(Ipv6Addr::from(o)))
 }
 
 /// The payload must be exactly `n` bytes (conntrackd has no tolerance either).
-fn exact(p: &[u8], n: usize) -> Result<&[u8], CodecError> {
+pub(super) fn exact(p: &[u8], n: usize) -> Result<&[u8], CodecError> {
     if p.len() == n {
         Ok(p)
     } else {
@@ -339,16 +341,16 @@ fn le16(p: &[u8]) -> Result<u16, CodecError> {
     Ok(u16::from_le_bytes([p[0], p[1]]))
 }
 
-fn u32be(p: &[u8]) -> Result<u32, CodecError> {
+pub(super) fn u32be(p: &[u8]) -> Result<u32, CodecError> {
     let p = exact(p, 4)?;
     Ok(u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
 }
 
-fn u8of(p: &[u8]) -> Result<u8, CodecError> {
+pub(super) fn u8of(p: &[u8]) -> Result<u8, CodecError> {
     Ok(exact(p, 1)?[0])
 }
 
-fn pair16(p: &[u8]) -> Result<(u16, u16), CodecError> {
+pub(super) fn pair16(p: &[u8]) -> Result<(u16, u16), CodecError> {
     let p = exact(p, 4)?;
     Ok((
         u16::from_be_bytes([p[0], p[1]]),
@@ -356,7 +358,7 @@ fn pair16(p: &[u8]) -> Result<(u16, u16), CodecError> {
     ))
 }
 
-fn addr_pair(p: &[u8], n: usize) -> Result<(IpAddr, IpAddr), CodecError> {
+pub(super) fn addr_pair(p: &[u8], n: usize) -> Result<(IpAddr, IpAddr), CodecError> {
     let p = exact(p, 2 * n)?;
     let one = |b: &[u8]| if n == 4 { v4(b) } else { v6(b) };
     match (one(&p[..n]), one(&p[n..])) {
@@ -565,7 +567,7 @@ fn l4_of(
 }
 
 /// Append one attribute (header, payload, padding).
-fn put_attr(out: &mut Vec<u8>, id: u16, payload: &[u8]) {
+pub(super) fn put_attr(out: &mut Vec<u8>, id: u16, payload: &[u8]) {
     let len = 4 + payload.len();
     out.extend_from_slice(&(len as u16).to_be_bytes());
     out.extend_from_slice(&id.to_be_bytes());
@@ -573,7 +575,7 @@ fn put_attr(out: &mut Vec<u8>, id: u16, payload: &[u8]) {
     out.resize(out.len() + (len.next_multiple_of(4) - len), 0);
 }
 
-fn addr_bytes(a: &IpAddr) -> Vec<u8> {
+pub(super) fn addr_bytes(a: &IpAddr) -> Vec<u8> {
     match a {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),

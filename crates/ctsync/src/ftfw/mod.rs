@@ -3,11 +3,13 @@
 //! conntrackd's own protocol. Unauthenticated by nature, so opt-in (`[conntrackd]` in
 //! the configuration, `dialect = "conntrackd"`), and said at every start.
 //!
-//! [`codec`] reads and writes conntrackd's messages; [`session`] is the FTFW state
+//! [`codec`] reads and writes conntrackd's messages, [`expect`] its expectation
+//! messages; [`session`] is the FTFW state
 //! machine, sans-IO. The daemon's shell (`daemon/conntrackd.rs`) owns the socket and
 //! the kernel writes.
 
 pub mod codec;
+pub mod expect;
 pub mod session;
 
 pub use codec::CodecError;

@@ -21,9 +21,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use ctnetlink::Flow;
+use ctnetlink::{Expectation, Flow};
 
 use super::codec::{self, Class, CodecError, flag, kind};
+use super::expect;
 
 /// `a` comes before `b` in sequence space (wrap-safe, as TCP compares).
 fn before(a: u32, b: u32) -> bool {
@@ -77,6 +78,10 @@ pub enum Received {
     Upsert(Flow),
     /// A flow of the peer's table is gone.
     Delete(Flow),
+    /// An expectation of the peer's (a helper's: FTP data, SIP media), new or changed.
+    ExpUpsert(Box<Expectation>),
+    /// An expectation of the peer's is gone (met, or expired).
+    ExpDelete(Box<Expectation>),
     /// The peer asks for our whole table.
     Resync,
 }
@@ -119,8 +124,10 @@ pub struct SessionStats {
     pub old_dropped: u64,
     /// Messages or datagrams that could not be parsed (by any [`CodecError`]).
     pub malformed: u64,
-    /// Expectation messages received (not replicated by this endpoint).
-    pub expectations_ignored: u64,
+    /// Expectation messages received and understood.
+    pub expectations_received: u64,
+    /// Expectation messages sent (first time).
+    pub expectations_sent: u64,
     /// Gaps seen (each answered with a NACK).
     pub gaps: u64,
     /// ACKs received.
@@ -222,6 +229,31 @@ impl Session {
             FlowMessage::Delete => kind::CT_DEL,
         };
         self.stats.flows_sent += 1;
+        self.tx.push_back(Outgoing::State {
+            kind,
+            body: body.into_boxed_slice(),
+        });
+        Ok(())
+    }
+
+    /// Queue an expectation for the peer (`EXP_NEW`, `EXP_UPD`, `EXP_DEL`). One this
+    /// dialect cannot carry is counted and left.
+    pub fn send_expectation(
+        &mut self,
+        what: FlowMessage,
+        e: &Expectation,
+    ) -> Result<(), CodecError> {
+        let mut body = Vec::with_capacity(160);
+        if let Err(err) = expect::encode_expectation(e, &mut body) {
+            self.stats.unencodable += 1;
+            return Err(err);
+        }
+        let kind = match what {
+            FlowMessage::New => kind::EXP_NEW,
+            FlowMessage::Update => kind::EXP_UPD,
+            FlowMessage::Delete => kind::EXP_DEL,
+        };
+        self.stats.expectations_sent += 1;
         self.tx.push_back(Outgoing::State {
             kind,
             body: body.into_boxed_slice(),
@@ -336,8 +368,20 @@ impl Session {
                 }
                 true
             }
-            Class::Expectation => {
-                self.stats.expectations_ignored += 1;
+            Class::Expectation(k) => {
+                match expect::decode_expectation(m.body) {
+                    Ok(e) => {
+                        self.stats.expectations_received += 1;
+                        let e = Box::new(e);
+                        self.received.push_back(if k == kind::EXP_DEL {
+                            Received::ExpDelete(e)
+                        } else {
+                            Received::ExpUpsert(e)
+                        });
+                    }
+                    // Taken and acknowledged, as a flow that cannot be read.
+                    Err(_) => self.stats.malformed += 1,
+                }
                 true
             }
             Class::Ack | Class::Nack => {

@@ -1,6 +1,6 @@
 use std::collections::BTreeSet;
 
-use ctnetlink::{Flow, Tuple, ipproto};
+use ctnetlink::{Expectation, Flow, Name, Tuple, ipproto};
 
 use super::*;
 use crate::ftfw::codec::messages;
@@ -174,4 +174,68 @@ fn a_resync_request_and_deletions_reach_the_caller_and_garbage_is_counted() {
     );
     assert_eq!(a.poll_received(), None);
     assert_eq!(a.stats.malformed, 1);
+}
+
+/// An FTP expectation (the master's data connection) for the expectation tests.
+fn ftp_expectation() -> Expectation {
+    let ip = |s: &str| s.parse().unwrap();
+    let mut e = Expectation::new(
+        Tuple::ports(
+            ipproto::TCP,
+            ip("198.18.1.100"),
+            40000,
+            ip("198.19.0.100"),
+            21,
+        ),
+        Tuple::ports(
+            ipproto::TCP,
+            ip("198.18.1.100"),
+            0,
+            ip("198.19.0.100"),
+            50001,
+        ),
+        Tuple::ports(
+            ipproto::TCP,
+            ip("255.255.255.255"),
+            0,
+            ip("255.255.255.255"),
+            0xffff,
+        ),
+    );
+    e.timeout = Some(300);
+    e.flags = Some(0);
+    e.helper = Name::new(b"ftp");
+    e
+}
+
+#[test]
+fn expectations_travel_as_exp_messages_and_arrive_as_expectations() {
+    let now = Instant::now();
+    let (mut a, mut b) = (
+        Session::new(cfg(), 1000, now),
+        Session::new(cfg(), 5000, now),
+    );
+    let e = ftp_expectation();
+    a.send_flow(FlowMessage::New, &flow(1)).unwrap();
+    a.send_expectation(FlowMessage::New, &e).unwrap();
+    a.send_expectation(FlowMessage::Delete, &e).unwrap();
+    let mut buf = Vec::new();
+    assert!(a.poll_transmit(now, &mut buf));
+    let kinds: Vec<u8> = messages(&buf).map(|m| m.unwrap().kind).collect();
+    assert_eq!(kinds, [kind::CT_NEW, kind::EXP_NEW, kind::EXP_DEL]);
+    b.handle_datagram(now, &buf);
+    assert!(matches!(b.poll_received(), Some(Received::Upsert(_))));
+    assert_eq!(
+        b.poll_received(),
+        Some(Received::ExpUpsert(Box::new(e.clone())))
+    );
+    assert_eq!(b.poll_received(), Some(Received::ExpDelete(Box::new(e))));
+    assert_eq!(b.stats.expectations_received, 2);
+    assert_eq!(a.stats.expectations_sent, 2);
+    // An expectation message that cannot be read is counted, not taken.
+    let mut bad = Vec::new();
+    codec::put_state(&mut bad, kind::EXP_NEW, 0, 1003, &[0, 8, 0, 12, 0, 0, 0, 1]).unwrap();
+    b.handle_datagram(now, &bad);
+    assert_eq!(b.poll_received(), None);
+    assert_eq!(b.stats.malformed, 1);
 }
