@@ -10,6 +10,9 @@
 #   bench/events.sh --write          churn at 5k-100k flows/s and flat out          ~5 min
 #   bench/sessions.sh --write        50 live sessions through a lab failover, 3 rounds of
 #                                    8 failovers                                    ~6 min
+#   bench/routers.sh --write         500 router namespaces on two hosts: one daemon
+#                                    per host, one router of the same flows, and
+#                                    one conntrackd per router                      ~5 min
 # (bench/core.sh, the replication core alone, has no reference to run next to; run it by
 # itself.) A benchmark whose section has no markers in BENCHMARKS.md is skipped, and said
 # so, before anything runs; the run stops at the first benchmark that fails.
@@ -39,6 +42,7 @@ if [[ $mode == quick ]]; then
         "bench/standby.sh --write 10000"
         "bench/events.sh --write 2 20000"
         "bench/sessions.sh --write 1"
+        "env IDLE=5 bench/routers.sh --write 20 50"
     )
     if [[ -z "${BENCH_MD:-}" ]]; then
         BENCH_MD=$(mktemp /tmp/ctsync-benchmarks-quick-XXXXXX.md)
@@ -53,6 +57,7 @@ else
         "bench/standby.sh --write"
         "bench/events.sh --write"
         "bench/sessions.sh --write"
+        "bench/routers.sh --write"
     )
 fi
 
