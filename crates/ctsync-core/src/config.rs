@@ -129,6 +129,12 @@ pub struct Config {
     pub queue_limit: usize,
     /// Exchange table digests this often.
     pub digest_interval: Duration,
+    /// A digest equal to the last one sent to a peer (nothing changed in our table since)
+    /// goes only every this many digest intervals; 1: every interval. A bulk transfer
+    /// to the peer always has a digest follow. Above 1 where many nodes sit idle (a
+    /// daemon's routers, docs/PROTOCOL.md §14.4): a divergence on the peer's side is
+    /// then found within this many intervals.
+    pub digest_unchanged_every: u32,
     /// Hot standby: refresh the kernel timeouts of replicated flows this often.
     pub refresh_interval: Duration,
     /// Move to the next traffic key this often (and before its usage limit).
@@ -173,6 +179,7 @@ impl Config {
             window: 8192,
             queue_limit: 1 << 20,
             digest_interval: Duration::from_secs(5),
+            digest_unchanged_every: 1,
             refresh_interval: Duration::from_secs(30),
             rekey_interval: Duration::from_secs(60),
             sync_delay: Duration::ZERO,

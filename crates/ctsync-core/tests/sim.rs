@@ -972,3 +972,42 @@ fn quiet_nodes_say_a_new_role_at_once() {
         "node 1 heard node 2's new role within 100 ms"
     );
 }
+
+/// With `digest_unchanged_every` 12 (a daemon's routers), an idle pair sends a digest
+/// once a minute instead of every 5 s; a change goes out at the next interval; a peer
+/// that restarts gets its bulk and a digest right after, and is ready again as soon as
+/// without the setting.
+#[test]
+fn unchanged_digests_wait_and_changes_and_restarts_do_not() {
+    let mut c = Cluster::with_config(2, 13, |cfg| {
+        cfg.keepalive_interval = Duration::from_secs(30);
+        cfg.digest_unchanged_every = 12;
+    });
+    for i in 0..50 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(12));
+    c.record();
+    for _ in 0..60 {
+        let now = c.now;
+        c.node(0).peer_alive(2, now);
+        c.node(1).peer_alive(1, now);
+        c.run(Duration::from_millis(500));
+    }
+    let idle = c.trace().len();
+    // 30 s: at most one digest each way (and its acknowledgement), against 12 with
+    // digests every 5 s.
+    assert!(idle <= 6, "{idle} datagrams in 30 s of idle");
+    c.record();
+    c.traffic(0, EventKind::New, flow(1000));
+    c.run(Duration::from_secs(6));
+    c.assert_converged(Mode::HotStandby);
+    // The backup restarts: bulk, digest, ready within the time it takes without the
+    // setting (a few digest intervals at most).
+    c.crash(1);
+    c.run(Duration::from_secs(1));
+    c.boot(1);
+    c.run(Duration::from_secs(12));
+    assert!(c.node(1).is_ready(), "the restarted backup is ready again");
+    c.assert_converged(Mode::HotStandby);
+}

@@ -47,6 +47,10 @@ pub(super) struct PeerSync {
     /// kernel's table; a backup that told keepalived "not ready" meanwhile would be put
     /// in FAULT, and a failure of the primary then would find no one to take over.
     pub(super) refreshing: bool,
+    /// The last digest sent to it (its count and bucket hashes), and the digest
+    /// intervals skipped since because it did not change (see
+    /// `Config::digest_unchanged_every`). Cleared by a bulk transfer to it.
+    pub(super) last_digest: Option<(crate::cache::Digest, u32)>,
 }
 
 impl BulkOut {
@@ -115,6 +119,8 @@ impl Node {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
+        // The digest after this transfer goes whatever came before.
+        p.sync.last_digest = None;
         if !p.link.is_live() {
             p.sync.resync_needed = true;
             return;
@@ -185,11 +191,21 @@ impl Node {
     /// Members of our group get it once, on the group stream, in order with the flows
     /// it covers (docs/PROTOCOL.md §13.1).
     pub(super) fn send_digests(&mut self) {
-        let m = self.internal.digest().message();
+        let digest = self.internal.digest();
+        let m = digest.message();
+        let every = self.cfg.digest_unchanged_every.max(1);
         let group = self.group.as_mut().filter(|g| g.has_members());
         let in_group = |id: &NodeId| group.as_ref().is_some_and(|g| g.is_member(*id));
         for (id, p) in self.peers.iter_mut() {
             if p.link.is_live() && p.sync.bulk.is_none() && !p.sync.resync_needed && !in_group(id) {
+                if let Some((last, skipped)) = &mut p.sync.last_digest
+                    && last == digest
+                    && *skipped + 1 < every
+                {
+                    *skipped += 1;
+                    continue;
+                }
+                p.sync.last_digest = Some((digest.clone(), 0));
                 p.link.send.push(m.clone());
             }
         }

@@ -573,8 +573,15 @@ pub(super) fn namespace_core(cfg: &Config) -> ctsync_core::Config {
     // node sends an ALIVE of its own only after this long with nothing else to send
     // (its digests go every `digest_secs` anyway).
     core.keepalive_interval = NAMESPACE_KEEPALIVE.max(core.alive_interval);
+    // And an idle router's digest, unchanged, goes once a minute (12 × 5 s by default),
+    // not at every interval.
+    core.digest_unchanged_every = NAMESPACE_DIGEST_UNCHANGED_EVERY;
     core
 }
+
+/// A router's unchanged digest goes every this many digest intervals (see
+/// [`namespace_core`]).
+const NAMESPACE_DIGEST_UNCHANGED_EVERY: u32 = 12;
 
 /// How often a namespace's node sends a keepalive of its own to a peer it has sent
 /// nothing else to (see [`namespace_core`]).
