@@ -107,6 +107,9 @@ pub enum Request {
     Status,
     /// `status text`: the status as `ctsync status` prints it, in `{"text": …}`.
     StatusText,
+    /// `status summary`: role, readiness, flows and peers up only (what a daemon of
+    /// namespaces gathers from each of them).
+    StatusSummary,
     /// `role primary|backup|fault`
     Role(ctsync_core::Role),
     /// `resync`
@@ -137,6 +140,7 @@ impl Request {
         Ok(match words.as_slice() {
             ["status"] => Request::Status,
             ["status", "text"] => Request::StatusText,
+            ["status", "summary"] => Request::StatusSummary,
             // keepalived's names too, in either case (`MASTER` is primary: Role's FromStr).
             ["role", r] => {
                 Request::Role(r.parse::<Role>().map_err(|_| {
@@ -174,6 +178,7 @@ mod tests {
             (Some("qrouter-1"), "status text\n")
         );
         assert_eq!(split_netns("status"), (None, "status"));
+        assert_eq!(Request::parse("status summary"), Ok(Request::StatusSummary));
         assert_eq!(split_netns("netns r1"), (Some("r1"), ""));
         assert_eq!(
             Request::parse(split_netns("netns r1 commit").1),

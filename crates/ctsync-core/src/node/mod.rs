@@ -768,6 +768,11 @@ impl Node {
         self.external.get(&origin).map(|e| &e.table)
     }
 
+    /// Peers counted as up (cheap: [`Node::status`] builds every peer's whole view).
+    pub fn peers_up(&self) -> usize {
+        self.peers.values().filter(|p| p.link.up).count()
+    }
+
     /// Flows in all external caches.
     pub fn external_len(&self) -> usize {
         self.external.values().map(|e| e.table.len()).sum()

@@ -173,6 +173,12 @@ impl Daemon {
             Request::Status => serde_json::to_value(self.status())
                 .unwrap_or_else(|e| json!({"error": format!("status: {e}")})),
             Request::StatusText => json!({"text": self.status().to_string()}),
+            Request::StatusSummary => json!({
+                "role": self.node.role(),
+                "ready": self.ready(),
+                "caches": {"internal": self.node.internal().len(), "external": self.node.external_len()},
+                "peers_up": self.node.peers_up(),
+            }),
             Request::Role(role) => {
                 self.set_role(role);
                 json!({"ok": true, "role": role.name()})

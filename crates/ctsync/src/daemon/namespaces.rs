@@ -597,7 +597,9 @@ impl Host {
         };
         let Some(name) = netns else {
             match request {
-                Request::Status | Request::StatusText => self.status(request, reply),
+                Request::Status | Request::StatusText | Request::StatusSummary => {
+                    self.status(request, reply)
+                }
                 _ => {
                     let _ = reply.send(Reply::Line(json!({
                         "error": "this daemon replicates namespaces: name one with --netns (`ctsync status` lists them)"
@@ -655,7 +657,7 @@ impl Host {
             let (tx, rx) = oneshot::channel();
             let call = Call::Request {
                 netns: None,
-                request: Request::Status,
+                request: Request::StatusSummary,
                 reply: tx,
             };
             let _ = r.calls.try_send(call);
@@ -674,7 +676,7 @@ impl Host {
                         "role": v["role"],
                         "ready": v["ready"],
                         "caches": v["caches"],
-                        "peers_up": v["peers"].as_array().map_or(0, |p| p.iter().filter(|p| p["up"] == true).count()),
+                        "peers_up": v["peers_up"],
                     }),
                     _ => {
                         json!({"name": name, "id": id, "role": null, "ready": false, "caches": null, "error": "no answer"})
