@@ -141,14 +141,16 @@ sum_of() { grep -o "\"$1\":[0-9]*" <<<"$2" | awk -F: '{s += $2} END {print s + 0
 # complete N EXPECTED: host b's daemon lists N routers, each ready, and holds every flow
 # host a's routers hold (at least 99 % of N × EXPECTED: the filter leaves out a few
 # entries of the synthetic mix, such as loopback ones).
+# Host a is asked only once host b looks complete: each look at a daemon of namespaces
+# asks every router, and asking the primary host while its routers start slowed them.
 complete() {
     local a b own copied
-    a=$("$CT" status --json --socket "$DIR/host-a.sock" 2>/dev/null) || return 1
     b=$("$CT" status --json --socket "$DIR/host-b.sock" 2>/dev/null) || return 1
-    own=$(sum_of internal "$a")
     copied=$(sum_of external "$b")
-    [[ $(grep -o '"ready":true' <<<"$b" | wc -l) -eq $1 ]] &&
-        ((own * 100 >= $1 * $2 * 99 && copied == own))
+    [[ $(grep -o '"ready":true' <<<"$b" | wc -l) -eq $1 ]] && ((copied * 100 >= $1 * $2 * 99)) || return 1
+    a=$("$CT" status --json --socket "$DIR/host-a.sock" 2>/dev/null) || return 1
+    own=$(sum_of internal "$a")
+    ((copied == own))
 }
 
 # run_ctsync LABEL PATTERN_SUFFIX ROUTERS PER_ROUTER FILL: one measured round; prints a row.

@@ -1011,3 +1011,33 @@ fn unchanged_digests_wait_and_changes_and_restarts_do_not() {
     assert!(c.node(1).is_ready(), "the restarted backup is ready again");
     c.assert_converged(Mode::HotStandby);
 }
+
+/// With `digest_unchanged_every` 12, a copy that went wrong behind the protocol's back is
+/// still found by the next digest that goes (within a minute) and repaired: the backup
+/// says "not ready" meanwhile and is ready again, its copy exact.
+#[test]
+fn unchanged_digests_still_find_and_repair_a_difference_within_a_minute() {
+    let mut c = Cluster::with_config(2, 17, |cfg| {
+        cfg.digest_unchanged_every = 12;
+    });
+    for i in 0..300 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(12));
+    c.assert_converged(Mode::HotStandby);
+    let tampered = c.now;
+    c.tamper(1, 1, |ext| {
+        ext.remove(&ext.keyed(flow(10).key()));
+    });
+    c.run(Duration::from_secs(70));
+    assert!(
+        c.nodes[1]
+            .readiness
+            .iter()
+            .any(|&(t, ready)| t > tampered && !ready),
+        "the difference was found: {:?}",
+        c.nodes[1].readiness
+    );
+    assert!(c.node(1).is_ready(), "and repaired");
+    c.assert_converged(Mode::HotStandby);
+}

@@ -229,6 +229,10 @@ impl Node {
             }
             Message::ResyncRequest => self.start_bulk(from),
             Message::BucketRequest(buckets) => {
+                // It found our table and its copy differing: the digest after these
+                // repairs goes at the next interval, unchanged or not (readiness waits
+                // for it).
+                p.sync.last_digest = None;
                 let mut overflow = false;
                 let wanted: Vec<u16> = buckets
                     .into_iter()
