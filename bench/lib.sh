@@ -23,3 +23,15 @@ write_section() {
         's/(<!-- \Q$ENV{NAME}\E:begin -->\n).*?(<!-- \Q$ENV{NAME}\E:end -->)/$1$ENV{TABLE}\n$2/s' "$file"
     echo "wrote the $name section of $file" >&2
 }
+
+# ctsync_binary: set CT to the ctsync to measure: the one CTSYNC_BIN names (absolute, or
+# relative to the repository's root), else the release build, built now.
+ctsync_binary() {
+    if [[ -n "${CTSYNC_BIN:-}" ]]; then
+        CT=$(realpath -m "$CTSYNC_BIN")
+        [[ -x "$CT" ]] || { echo "CTSYNC_BIN=$CTSYNC_BIN is not an executable" >&2; exit 1; }
+    else
+        cargo build --release --locked -q -p ctsync
+        CT=$PWD/target/release/ctsync
+    fi
+}

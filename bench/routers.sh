@@ -31,13 +31,7 @@ IDLE=${IDLE:-30}
 TOTAL=$((R * FLOWS))
 
 scripts/setup.sh
-if [[ -n "${CTSYNC_BIN:-}" ]]; then
-    CT=$(realpath -m "$CTSYNC_BIN")
-    [[ -x "$CT" ]] || { echo "CTSYNC_BIN=$CTSYNC_BIN is not an executable" >&2; exit 1; }
-else
-    cargo build --release --locked -q -p ctsync
-    CT=$PWD/target/release/ctsync
-fi
+ctsync_binary
 
 P="ctsy-rt-$$"
 DIR=$(mktemp -d "/tmp/ctsync-bench-rt-XXXXXX")

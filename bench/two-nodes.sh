@@ -5,13 +5,7 @@
 # release build CT (or the binary CTSYNC_BIN names, without building), a cluster key in
 # DIR, and removes everything on exit.
 scripts/setup.sh
-if [[ -n "${CTSYNC_BIN:-}" ]]; then
-    CT=$(realpath -m "$CTSYNC_BIN")
-    [[ -x "$CT" ]] || { echo "CTSYNC_BIN=$CTSYNC_BIN is not an executable" >&2; exit 1; }
-else
-    cargo build --release --locked -q -p ctsync
-    CT=$PWD/target/release/ctsync
-fi
+ctsync_binary
 
 P="ctsy-$TAG-$$"
 A="$P-a"

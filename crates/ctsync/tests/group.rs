@@ -6,53 +6,21 @@
 
 #![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+mod support;
 
-use ctnetlink::{Conntrack, DumpItem, FlowOp, Netns};
+use std::time::Duration;
+
+use ctnetlink::{Conntrack, FlowOp, Netns};
 use ctsync_lab::synth::{self, Mix};
 use ctsync_lab::trio::Trio;
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))
-}
+use support::{kernel_count, wait_for};
 
 /// The three nodes for test `tag`, or `None`, loudly, when not root.
 fn trio(tag: &str) -> Option<Trio> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the end-to-end test needs root, and CI must run it"
-        );
-        eprintln!("\n*** SKIPPED end-to-end test: needs root ***\n");
+    if !support::root() {
         return None;
     }
-    Some(Trio::build(tag, bin()).unwrap())
-}
-
-/// Poll `cond` every 50 ms for at most `limit`; on timeout panic with `context()`.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("condition not met within {limit:?}\n{}", context());
-}
-
-fn count(ns: &str) -> usize {
-    let mut ct = Conntrack::open_in(&Netns::named(ns).unwrap()).unwrap();
-    let mut n = 0;
-    ct.dump(None, |i| {
-        if let DumpItem::Flow(_) = i {
-            n += 1;
-        }
-    })
-    .unwrap();
-    n
+    Some(Trio::build(tag, support::ctsync_bin()).unwrap())
 }
 
 /// Start the three daemons (node a primary) on the group, wait until a's group holds
@@ -107,8 +75,8 @@ fn sent_over_received(lab: &mut Trio, flows: u32, group: bool) -> f64 {
     for b in &ns[1..] {
         wait_for(
             Duration::from_secs(20),
-            || count(b) == flows.len(),
-            || format!("{b} has {}\n{}", count(b), lab.logs()),
+            || kernel_count(b) == flows.len(),
+            || format!("{b} has {}\n{}", kernel_count(b), lab.logs()),
         );
     }
     // Acknowledgements and retransmissions settle.

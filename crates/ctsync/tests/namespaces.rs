@@ -7,53 +7,20 @@
 
 #![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+mod support;
 
-use ctnetlink::{Conntrack, DumpItem, FlowOp, Netns};
+use std::time::Duration;
+
+use ctnetlink::{Conntrack, FlowOp, Netns};
 use ctsync_lab::hosts::Hosts;
 use ctsync_lab::synth::Mix;
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))
-}
+use support::{kernel_count, wait_for};
 
 fn hosts(tag: &str) -> Option<Hosts> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the end-to-end test needs root, and CI must run it"
-        );
-        eprintln!("\n*** SKIPPED end-to-end test: needs root ***\n");
+    if !support::root() {
         return None;
     }
-    Some(Hosts::build(tag, bin()).unwrap())
-}
-
-/// Poll `cond` every 50 ms for at most `limit`; on timeout panic with `context()`.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("condition not met within {limit:?}\n{}", context());
-}
-
-/// Entries in the conntrack table of namespace `ns`.
-fn count(ns: &str) -> usize {
-    let mut ct = Conntrack::open_in(&Netns::named(ns).unwrap()).unwrap();
-    let mut n = 0;
-    ct.dump(None, |i| {
-        if let DumpItem::Flow(_) = i {
-            n += 1;
-        }
-    })
-    .unwrap();
-    n
+    Some(Hosts::build(tag, support::ctsync_bin()).unwrap())
 }
 
 /// Create `n` entries, from `start`, in namespace `ns`.
@@ -105,7 +72,7 @@ fn routers_replicate_to_their_replicas_follow_their_state_files_and_come_and_go(
         let name = h.router('b', n);
         wait_for(
             Duration::from_secs(30),
-            || shows(&h, 'b', &name, "backup", 100 * n as u64) && count(&name) == 100 * n,
+            || shows(&h, 'b', &name, "backup", 100 * n as u64) && kernel_count(&name) == 100 * n,
             || format!("{:?}\n{}", h.request('b', "status"), h.logs()),
         );
     }
@@ -144,11 +111,11 @@ fn routers_replicate_to_their_replicas_follow_their_state_files_and_come_and_go(
     fill(&b2, 1000, 25);
     wait_for(
         Duration::from_secs(20),
-        || count(&a2) == 225,
-        || format!("a's router 2 holds {}\n{}", count(&a2), h.logs()),
+        || kernel_count(&a2) == 225,
+        || format!("a's router 2 holds {}\n{}", kernel_count(&a2), h.logs()),
     );
-    assert_eq!(count(&h.router('a', 1)), 100);
-    assert_eq!(count(&h.router('b', 3)), 300);
+    assert_eq!(kernel_count(&h.router('a', 1)), 100);
+    assert_eq!(kernel_count(&h.router('b', 3)), 300);
 
     // Router 4 appears on both hosts while the daemons run.
     let a4 = h.add_router('a', 4).unwrap();
@@ -158,7 +125,7 @@ fn routers_replicate_to_their_replicas_follow_their_state_files_and_come_and_go(
     fill(&a4, 0, 40);
     wait_for(
         Duration::from_secs(30),
-        || shows(&h, 'b', &b4, "backup", 40) && count(&b4) == 40,
+        || shows(&h, 'b', &b4, "backup", 40) && kernel_count(&b4) == 40,
         || format!("{:?}\n{}", h.request('b', "status"), h.logs()),
     );
 

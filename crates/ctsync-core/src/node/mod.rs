@@ -773,6 +773,14 @@ impl Node {
         self.peers.values().filter(|p| p.link.up).count()
     }
 
+    /// Each peer, and when it was last heard if it is up (cheap, for a daemon that asks
+    /// after every input: see [`Node::peer_alive`]).
+    pub fn peers_heard(&self) -> impl Iterator<Item = (NodeId, Option<Instant>)> + '_ {
+        self.peers
+            .values()
+            .map(|p| (p.link.id, p.link.last_heard.filter(|_| p.link.up)))
+    }
+
     /// Flows in all external caches.
     pub fn external_len(&self) -> usize {
         self.external.values().map(|e| e.table.len()).sum()

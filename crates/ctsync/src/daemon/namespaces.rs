@@ -143,20 +143,14 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
     host_core.expected_flows = 16;
     let host_node = setup::new_node(host_core, host_keys, Some(epoch))?;
     let shared = Rc::new(udp);
-    let host_link = super::SyncLink::new(
+    let host_link = setup::sync_link(
+        &cfg,
         vec![(
             super::link::Sock::Mux(MuxPort::new(shared.clone(), HOST_ID, host_inbox.clone())),
             cfg.sync.interface.clone(),
         )],
         None,
-        cfg.sync
-            .peers
-            .iter()
-            .map(|a| (crate::config::node_id(a), vec![*a]))
-            .collect(),
-        Duration::from_millis(cfg.timers.alive_ms),
-        Duration::from_millis(cfg.timers.dead_ms),
-        Instant::now(),
+        setup::one_link_peers(&cfg),
     );
     let mut host = Host {
         cfg: Rc::new(cfg),
@@ -496,13 +490,13 @@ impl Host {
             }
         }
         let mut heard = self.heard.borrow_mut();
-        for p in self.host_node.status().peers {
-            match (p.up, p.last_heard) {
-                (true, Some(t)) => {
-                    heard.insert(p.id, t);
+        for (id, last) in self.host_node.peers_heard() {
+            match last {
+                Some(t) => {
+                    heard.insert(id, t);
                 }
-                _ => {
-                    heard.remove(&p.id);
+                None => {
+                    heard.remove(&id);
                 }
             }
         }

@@ -448,32 +448,15 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         .enumerate()
         .map(|(i, a)| (node_id(a), links.iter().map(|l| l.peers[i]).collect()))
         .collect();
-    let mut d = Daemon {
-        node: new_node(cfg.core(), keys, None)?,
-        link: SyncLink::new(
-            sockets,
-            group,
-            peers,
-            Duration::from_millis(cfg.timers.alive_ms),
-            Duration::from_millis(cfg.timers.dead_ms),
-            Instant::now(),
-        ),
-        kernel: Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
-        name: cfg.node.clone(),
-        track_file: cfg.keepalived.as_ref().and_then(|k| k.track_file.clone()),
-        stale_file: stale_file(cfg),
-        written: (None, None),
-        stale_checked: None,
-        last_takeover: None,
-        control_refused: 0,
-        event_budget_hits: 0,
-        metrics_gate: crate::metrics::Gate::default(),
-        runtime: Some(super::last_role::runtime_dir()),
-        no_room_said: false,
-        missed_at_takeover: (0, Vec::new()),
-        conntrackd: None,
-        host_heard: None,
-    };
+    let mut d = Daemon::new(
+        new_node(cfg.core(), keys, None)?,
+        sync_link(cfg, sockets, group, peers),
+        Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
+        cfg.node.clone(),
+    );
+    d.track_file = cfg.keepalived.as_ref().and_then(|k| k.track_file.clone());
+    d.stale_file = stale_file(cfg);
+    d.runtime = Some(super::last_role::runtime_dir());
     if let Some(c) = &cfg.conntrackd {
         d.conntrackd = Some(super::conntrackd::Endpoint::open(
             c,
@@ -605,38 +588,19 @@ pub(super) fn start_namespace(
     let ct = Conntrack::open_in(&netns).context("ctnetlink request socket")?;
     let own_port = ct.portid();
     let _ = events.get_mut().ignore_port(own_port);
-    let peers: BTreeMap<NodeId, Vec<SocketAddr>> = cfg
-        .sync
-        .peers
-        .iter()
-        .map(|a| (node_id(a), vec![*a]))
-        .collect();
-    let mut d = Daemon {
-        node: new_node(namespace_core(cfg), keys, Some(epoch))?,
-        link: SyncLink::new(
+    let peers = one_link_peers(cfg);
+    let mut d = Daemon::new(
+        new_node(namespace_core(cfg), keys, Some(epoch))?,
+        sync_link(
+            cfg,
             vec![(super::link::Sock::Mux(port), cfg.sync.interface.clone())],
             None,
             peers,
-            Duration::from_millis(cfg.timers.alive_ms),
-            Duration::from_millis(cfg.timers.dead_ms),
-            Instant::now(),
         ),
-        kernel: Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
-        name: name.to_string(),
-        track_file: None,
-        stale_file: None,
-        written: (None, None),
-        stale_checked: None,
-        last_takeover: None,
-        control_refused: 0,
-        event_budget_hits: 0,
-        metrics_gate: crate::metrics::Gate::default(),
-        runtime: None,
-        no_room_said: false,
-        missed_at_takeover: (0, Vec::new()),
-        conntrackd: None,
-        host_heard: Some(host_heard),
-    };
+        Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
+        name.to_string(),
+    );
+    d.host_heard = Some(host_heard);
     if role != Role::Primary {
         d.kernel.carry_out(KernelOp::Dump, &mut d.node, &mut d.link);
     }
@@ -658,6 +622,60 @@ pub(super) fn start_namespace(
         metrics: None,
     };
     Ok((d, sources))
+}
+
+impl Daemon {
+    /// A daemon around `node`, `link` and `kernel`, with nothing of keepalived, no
+    /// runtime directory and every counter at zero: the caller sets what it has.
+    fn new(node: Node, link: SyncLink, kernel: Kernel, name: String) -> Daemon {
+        Daemon {
+            node,
+            link,
+            kernel,
+            name,
+            track_file: None,
+            stale_file: None,
+            written: (None, None),
+            stale_checked: None,
+            last_takeover: None,
+            control_refused: 0,
+            event_budget_hits: 0,
+            metrics_gate: crate::metrics::Gate::default(),
+            runtime: None,
+            no_room_said: false,
+            missed_at_takeover: (0, Vec::new()),
+            conntrackd: None,
+            host_heard: None,
+        }
+    }
+}
+
+/// The sync links over `sockets` (and `group`) to `peers`, with the file's alive and dead
+/// intervals.
+pub(super) fn sync_link(
+    cfg: &Config,
+    sockets: Vec<(super::link::Sock, String)>,
+    group: Option<GroupSocket>,
+    peers: BTreeMap<NodeId, Vec<SocketAddr>>,
+) -> SyncLink {
+    SyncLink::new(
+        sockets,
+        group,
+        peers,
+        Duration::from_millis(cfg.timers.alive_ms),
+        Duration::from_millis(cfg.timers.dead_ms),
+        Instant::now(),
+    )
+}
+
+/// Each peer by its id with its address, on a single link (a namespace's, the host
+/// link's).
+pub(super) fn one_link_peers(cfg: &Config) -> BTreeMap<NodeId, Vec<SocketAddr>> {
+    cfg.sync
+        .peers
+        .iter()
+        .map(|a| (node_id(a), vec![*a]))
+        .collect()
 }
 
 /// `[keepalived] stale_file` with its `stale_after_secs`.

@@ -27,9 +27,9 @@ pub(crate) fn root() -> bool {
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "the failover tests need root, and CI must run them"
+        "the end-to-end tests need root, and CI must run them"
     );
-    eprintln!("\n*** SKIPPED failover test: needs root ***\n");
+    eprintln!("\n*** SKIPPED end-to-end test: needs root ***\n");
     false
 }
 
@@ -139,4 +139,38 @@ pub(crate) fn wait_role(r: &Running, i: usize, role: &str) {
         r.lab.status(i),
         r.lab.logs()
     );
+}
+
+/// The `ctsync` binary under test.
+pub(crate) fn ctsync_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))
+}
+
+/// Poll `cond` every 50 ms for at most `limit`; on timeout panic with `context()`.
+pub(crate) fn wait_for(
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("condition not met within {limit:?}\n{}", context());
+}
+
+/// Entries in the conntrack table of namespace `ns`.
+pub(crate) fn kernel_count(ns: &str) -> usize {
+    let mut ct = ctnetlink::Conntrack::open_in(&ctnetlink::Netns::named(ns).unwrap()).unwrap();
+    let mut n = 0;
+    ct.dump(None, |i| {
+        if let ctnetlink::DumpItem::Flow(_) = i {
+            n += 1;
+        }
+    })
+    .unwrap();
+    n
 }
