@@ -139,68 +139,213 @@ impl StoredFlow {
     }
 }
 
-/// One flow as a table holds it, decoded on demand. Aligned to a cache line: its 128
-/// bytes then lie in exactly two lines, the two [`FlowTable::prefetch`] fetches.
-/// Unaligned (16-byte steps, as the table lays entries out), most entries straddled
-/// three, and the fields at the end missed the cache on every update.
+/// Entries in one chunk of a table's slab. The first chunk grows to it from the table's
+/// initial room (a namespace's small table stays small); the others are allocated whole,
+/// so a table of any size wastes less than one chunk, where a table that doubles holds
+/// up to twice its content (a million flows sat in room for two).
+const CHUNK: usize = 4096;
+
+/// [`Entry::flags`]: counted in the digest (the internal table holds back flows younger
+/// than the sync delay: they are neither replicated nor counted).
+const COUNTED: u8 = 1;
+/// [`Entry::flags`]: `timeout` holds the timeout last reported.
+const TIMED: u8 = 2;
+/// [`Entry::flags`]: the slot is free, on the slab's free list.
+const VACANT: u8 = 4;
+
+/// One flow as a table holds it, decoded on demand: 80 bytes, aligned to 16 so that it
+/// lies in at most two cache lines (the two [`FlowTable::prefetch`] fetches). The key is
+/// not stored a second time: it is the state's first field, read back
+/// ([`codec::read_key`]) when a lookup meets an entry of the same key hash.
 #[derive(Debug, Clone)]
-#[repr(align(64))]
+#[repr(align(16))]
 struct Entry {
-    key: FlowKey,
     /// [`codec::put_flow_state`] of the flow: everything replicated but the timeout.
     state: State,
+    /// The key's hash, by the table's hasher.
+    key_hash: u64,
     /// The content hash: `xxh3_64(state)`.
     hash: u64,
     /// The mark of the last transfer or dump that mentioned it (see [`FlowTable::sweep`]).
     mark: u64,
-    /// The timeout last reported.
-    timeout: Option<u32>,
+    /// The timeout last reported (when [`TIMED`]).
+    timeout: u32,
     bucket: u16,
-    /// Whether it is in the digest (the internal table holds back flows younger than
-    /// the sync delay: they are neither replicated nor counted).
-    counted: bool,
+    /// [`COUNTED`], [`TIMED`], [`VACANT`].
+    flags: u8,
 }
 
 impl Entry {
+    fn vacant() -> Entry {
+        Entry {
+            state: State::new(),
+            key_hash: 0,
+            hash: 0,
+            mark: 0,
+            timeout: 0,
+            bucket: 0,
+            flags: VACANT,
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.flags & VACANT == 0
+    }
+
+    fn counted(&self) -> bool {
+        self.flags & COUNTED != 0
+    }
+
+    fn timeout(&self) -> Option<u32> {
+        (self.flags & TIMED != 0).then_some(self.timeout)
+    }
+
+    fn set_timeout(&mut self, timeout: Option<u32>) {
+        self.timeout = timeout.unwrap_or(0);
+        self.flags = (self.flags & !TIMED) | if timeout.is_some() { TIMED } else { 0 };
+    }
+
+    /// Whether it is the flow of `key`: the hash first, then the key in the state.
+    fn is(&self, key: &Keyed) -> bool {
+        self.key_hash == key.hash && self.key().as_ref() == Some(&key.key)
+    }
+
+    fn key(&self) -> Option<FlowKey> {
+        codec::read_key(&self.state).ok()
+    }
+
+    fn keyed(&self) -> Option<Keyed> {
+        Some(Keyed {
+            key: self.key()?,
+            hash: self.key_hash,
+        })
+    }
+
     /// Its flow message (a flow new when `fresh`, else an update), built from the stored
     /// state: nothing decoded or encoded again.
     fn message(&self, fresh: bool) -> Option<Encoded> {
-        state_message(&self.state, fresh, self.timeout)
+        state_message(&self.state, fresh, self.timeout())
     }
 
     fn flow(&self) -> Option<Flow> {
         let mut f = codec::read_flow(&mut codec::Reader::new(&self.state)).ok()?;
-        f.timeout = self.timeout;
+        f.timeout = self.timeout();
         Some(f)
     }
 
     fn stored(&self) -> StoredFlow {
         StoredFlow {
             state: self.state.clone(),
-            timeout: self.timeout,
+            timeout: self.timeout(),
         }
     }
 }
 
+/// A table's entries, in chunks, at positions that do not change while they live (a
+/// freed slot is reused by a later flow): a walk in position order meets every flow that
+/// lives through it exactly once ([`FlowTable::next_counted`]).
+#[derive(Debug, Clone, Default)]
+struct Slab {
+    chunks: Vec<Vec<Entry>>,
+    /// Vacant positions, reused last freed first.
+    free: Vec<u32>,
+}
+
+impl Slab {
+    fn with_capacity(n: usize) -> Slab {
+        Slab {
+            chunks: vec![Vec::with_capacity(n.clamp(16, CHUNK))],
+            free: Vec::new(),
+        }
+    }
+
+    /// Positions in use or free.
+    fn slots(&self) -> usize {
+        self.chunks
+            .last()
+            .map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.len())
+    }
+
+    fn get(&self, at: u32) -> &Entry {
+        let at = at as usize;
+        &self.chunks[at / CHUNK][at % CHUNK]
+    }
+
+    fn get_mut(&mut self, at: u32) -> &mut Entry {
+        let at = at as usize;
+        &mut self.chunks[at / CHUNK][at % CHUNK]
+    }
+
+    /// Store `e`; returns its position.
+    fn put(&mut self, e: Entry) -> u32 {
+        if let Some(at) = self.free.pop() {
+            *self.get_mut(at) = e;
+            return at;
+        }
+        let at = self.slots() as u32;
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => {
+                if last.len() == last.capacity() {
+                    // Doubling, but never past a chunk.
+                    last.reserve_exact(last.len().max(16).min(CHUNK - last.len()));
+                }
+                last.push(e);
+            }
+            _ => {
+                let mut chunk = Vec::with_capacity(if self.chunks.is_empty() { 16 } else { CHUNK });
+                chunk.push(e);
+                self.chunks.push(chunk);
+            }
+        }
+        at
+    }
+
+    /// Take the entry at `at` out; its slot is free.
+    fn take(&mut self, at: u32) -> Entry {
+        let e = std::mem::replace(self.get_mut(at), Entry::vacant());
+        self.free.push(at);
+        e
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.chunks.iter().flatten().filter(|e| e.is_live())
+    }
+}
+
+/// Where a walk over a table's counted flows stands (see [`FlowTable::next_counted`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Walk {
+    at: usize,
+    layout: u64,
+}
+
 /// A flow table with a digest, keyed by [`FlowKey`]. Flows are kept in their compact
-/// wire form: the methods that return flows decode them.
+/// wire form, in a [`Slab`] of chunks, found through an index of positions by key hash
+/// (5 bytes a slot): about 90 bytes a flow for an IPv4 flow at any size. The methods
+/// that return flows decode them.
 #[derive(Debug, Clone, Default)]
 pub struct FlowTable {
-    map: HashTable<Entry>,
+    index: HashTable<u32>,
+    slab: Slab,
     hasher: KeyHasher,
     digest: Digest,
     scratch: Vec<u8>,
+    /// Counts the times entries moved (a compaction, a clear): a walk begun before
+    /// starts again.
+    layout: u64,
 }
 
 impl PartialEq for FlowTable {
     /// The same flows with the same states and timeouts.
     fn eq(&self, other: &FlowTable) -> bool {
         self.digest == other.digest
-            && self.map.len() == other.map.len()
-            && self.map.iter().all(|e| {
-                other
-                    .find(&other.hasher.keyed(e.key))
-                    .is_some_and(|o| o.state == e.state && o.timeout == e.timeout)
+            && self.len() == other.len()
+            && self.slab.iter().all(|e| {
+                e.key().is_some_and(|k| {
+                    other
+                        .find(&other.hasher.keyed(k))
+                        .is_some_and(|o| o.state == e.state && o.timeout() == e.timeout())
+                })
             })
     }
 }
@@ -212,10 +357,12 @@ impl FlowTable {
     /// passed in must be hashed by the same one).
     pub fn new(hasher: &KeyHasher, n: usize) -> FlowTable {
         FlowTable {
-            map: HashTable::with_capacity(n),
+            index: HashTable::with_capacity(n),
+            slab: Slab::with_capacity(n),
             hasher: hasher.clone(),
             digest: Digest::default(),
             scratch: Vec::with_capacity(256),
+            layout: 0,
         }
     }
 
@@ -226,12 +373,12 @@ impl FlowTable {
 
     /// Flows held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.index.len()
     }
 
     /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.index.is_empty()
     }
 
     /// The digest of the counted flows.
@@ -239,9 +386,17 @@ impl FlowTable {
         &self.digest
     }
 
-    fn find(&self, key: &Keyed) -> Option<&Entry> {
+    /// The position of the flow of `key`.
+    fn position(&self, key: &Keyed) -> Option<u32> {
         self.check(key);
-        self.map.find(key.hash, |e| e.key == key.key)
+        let slab = &self.slab;
+        self.index
+            .find(key.hash, |&at| slab.get(at).is(key))
+            .copied()
+    }
+
+    fn find(&self, key: &Keyed) -> Option<&Entry> {
+        self.position(key).map(|at| self.slab.get(at))
     }
 
     /// In tests: `key` was hashed by this table's hasher (one hashed by another would
@@ -254,25 +409,38 @@ impl FlowTable {
         );
     }
 
-    /// Ask the processor to load the slot where `key` would be, if a slot's tag matches
-    /// it (a batch of lookups prefetched first overlaps its cache misses instead of
-    /// waiting out each in turn; a table of 500,000 flows is far larger than the cache).
-    /// Only a hint: the slot itself is not read, and a wrong guess costs one wasted load.
-    pub fn prefetch(&self, key: &Keyed) {
+    /// Ask the processor to load what looking up `keys` will read: first the index
+    /// slots whose tags match, then the entries they point at. A batch of lookups
+    /// prefetched first overlaps its cache misses instead of waiting out each in turn
+    /// (a table of 500,000 flows is far larger than the cache). Only hints: nothing is
+    /// compared, and a wrong guess costs one wasted load.
+    pub fn prefetch<'a>(&self, keys: impl Iterator<Item = &'a Keyed> + Clone) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(e) = self.map.find(key.hash, |_| true) {
+        {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let at = std::ptr::from_ref(e).cast::<i8>();
-            // SAFETY: a prefetch is a hint: it never faults, whatever the address, and
-            // changes nothing the program can observe. (SSE is part of x86_64.) An entry
-            // is two cache lines, aligned ([`Entry`]).
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(at);
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
+            let fetch = |at: *const i8| {
+                // SAFETY: a prefetch is a hint: it never faults, whatever the address,
+                // and changes nothing the program can observe. (SSE is part of x86_64.)
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(at) }
+            };
+            for k in keys.clone() {
+                if let Some(slot) = self.index.find(k.hash, |_| true) {
+                    fetch(std::ptr::from_ref(slot).cast());
+                }
+            }
+            for k in keys {
+                if let Some(&at) = self.index.find(k.hash, |_| true)
+                    && (at as usize) < self.slab.slots()
+                {
+                    // An entry is 80 bytes at a multiple of 16: two lines at most.
+                    let e = std::ptr::from_ref(self.slab.get(at)).cast::<i8>();
+                    fetch(e);
+                    fetch(e.wrapping_add(size_of::<Entry>() - 1));
+                }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = key;
+        let _ = keys;
     }
 
     /// A flow by key (decoded).
@@ -283,12 +451,12 @@ impl FlowTable {
     /// The flow message of a counted flow (a flow new when `fresh`, else an update),
     /// from its stored state: what a transfer sends, with nothing decoded.
     pub fn message(&self, key: &Keyed, fresh: bool) -> Option<Encoded> {
-        self.find(key).filter(|e| e.counted)?.message(fresh)
+        self.find(key).filter(|e| e.counted())?.message(fresh)
     }
 
     /// Whether a flow is held.
     pub fn contains(&self, key: &Keyed) -> bool {
-        self.find(key).is_some()
+        self.position(key).is_some()
     }
 
     /// Insert or replace, unless the table already holds the same state (by content
@@ -323,49 +491,53 @@ impl FlowTable {
             return Upsert::Same;
         }
         let hash = xxh3_64(&self.scratch);
-        let hasher = &self.hasher;
-        let slot = self
-            .map
-            .entry(key.hash, |e| e.key == key.key, |e| hasher.hash(&e.key));
-        if let Slot::Occupied(mut o) = slot {
-            let e = o.get_mut();
-            e.mark = mark;
-            e.timeout = flow.timeout;
-            if e.hash == hash {
-                if counted && !e.counted {
-                    e.counted = true;
-                    self.digest.add(e.bucket, e.hash);
+        let slab = &self.slab;
+        let slot = self.index.entry(
+            key.hash,
+            |&at| slab.get(at).is(key),
+            |&at| slab.get(at).key_hash,
+        );
+        let v = match slot {
+            Slot::Occupied(o) => {
+                let e = self.slab.get_mut(*o.get());
+                e.mark = mark;
+                e.set_timeout(flow.timeout);
+                if e.hash == hash {
+                    if counted && !e.counted() {
+                        e.flags |= COUNTED;
+                        self.digest.add(e.bucket, e.hash);
+                    }
+                    return Upsert::Same;
                 }
-                return Upsert::Same;
+                if e.counted() {
+                    self.digest.remove(e.bucket, e.hash);
+                }
+                if e.state.len() == self.scratch.len() {
+                    e.state.copy_from_slice(&self.scratch);
+                } else {
+                    e.state = State::from_slice(&self.scratch);
+                }
+                e.hash = hash;
+                e.flags = (e.flags & !COUNTED) | if counted { COUNTED } else { 0 };
+                if counted {
+                    self.digest.add(e.bucket, hash);
+                }
+                return Upsert::Changed;
             }
-            if e.counted {
-                self.digest.remove(e.bucket, e.hash);
-            }
-            if e.state.len() == self.scratch.len() {
-                e.state.copy_from_slice(&self.scratch);
-            } else {
-                e.state = State::from_slice(&self.scratch);
-            }
-            e.hash = hash;
-            e.counted = counted;
-            if counted {
-                self.digest.add(e.bucket, hash);
-            }
-            return Upsert::Changed;
-        }
-        let Slot::Vacant(v) = slot else {
-            return Upsert::Same;
+            Slot::Vacant(v) => v,
         };
         let bucket = bucket_of(&key.key);
-        v.insert(Entry {
-            key: key.key,
+        let mut e = Entry {
             state: State::from_slice(&self.scratch),
+            key_hash: key.hash,
             hash,
             mark,
-            timeout: flow.timeout,
+            timeout: 0,
             bucket,
-            counted,
-        });
+            flags: if counted { COUNTED } else { 0 },
+        };
+        e.set_timeout(flow.timeout);
+        v.insert(self.slab.put(e));
         if counted {
             self.digest.add(bucket, hash);
         }
@@ -383,28 +555,30 @@ impl FlowTable {
 
     /// Count a held-back flow in the digest (it is replicated now).
     pub fn count_in(&mut self, key: &Keyed) {
-        if let Some(e) = self
-            .map
-            .find_mut(key.hash, |e| e.key == key.key && !e.counted)
-        {
-            e.counted = true;
-            self.digest.add(e.bucket, e.hash);
+        if let Some(at) = self.position(key) {
+            let e = self.slab.get_mut(at);
+            if !e.counted() {
+                e.flags |= COUNTED;
+                self.digest.add(e.bucket, e.hash);
+            }
         }
     }
 
     /// Whether a flow is counted in the digest.
     pub fn is_counted(&self, key: &Keyed) -> bool {
-        self.find(key).is_some_and(|e| e.counted)
+        self.find(key).is_some_and(Entry::counted)
     }
 
     /// Remove by key; returns whether it was there.
     pub fn remove(&mut self, key: &Keyed) -> bool {
         self.check(key);
-        let Ok(o) = self.map.find_entry(key.hash, |e| e.key == key.key) else {
+        let slab = &self.slab;
+        let Ok(o) = self.index.find_entry(key.hash, |&at| slab.get(at).is(key)) else {
             return false;
         };
-        let (e, _) = o.remove();
-        if e.counted {
+        let (at, _) = o.remove();
+        let e = self.slab.take(at);
+        if e.counted() {
             self.digest.remove(e.bucket, e.hash);
         }
         self.shrink();
@@ -413,30 +587,55 @@ impl FlowTable {
 
     /// Give memory back when the table holds less than a quarter of its room (after
     /// mass deletions or a sweep), keeping room for twice its content: the table stays
-    /// sized to what it holds, and the cost, a rehash of what is left, is amortised over
+    /// sized to what it holds, and the cost, a move of what is left, is amortised over
     /// the deletions that made it so.
     fn shrink(&mut self) {
-        let (len, cap) = (self.map.len(), self.map.capacity());
-        if cap > 4096 && len < cap / 4 {
-            let hasher = &self.hasher;
-            self.map.shrink_to(len * 2, |e| hasher.hash(&e.key));
+        let len = self.index.len();
+        if self.slab.slots() > CHUNK && len < self.slab.slots() / 4 {
+            self.compact();
         }
+        let cap = self.index.capacity();
+        if cap > 4096 && len < cap / 4 {
+            let slab = &self.slab;
+            self.index.shrink_to(len * 2, |&at| slab.get(at).key_hash);
+        }
+    }
+
+    /// Move every flow to the front of a new slab, in their order, the old chunks freed
+    /// as they are emptied, and index them again. Positions change: walks begun before
+    /// start again (`layout`).
+    fn compact(&mut self) {
+        let old = std::mem::take(&mut self.slab);
+        let mut slab = Slab::with_capacity(self.index.len());
+        for e in old.chunks.into_iter().flatten().filter(Entry::is_live) {
+            slab.put(e);
+        }
+        self.index.clear();
+        for (at, e) in slab.chunks.iter().flatten().enumerate() {
+            self.index
+                .insert_unique(e.key_hash, at as u32, |&at| slab.get(at).key_hash);
+        }
+        self.slab = slab;
+        self.layout += 1;
     }
 
     /// Remove every flow `stale` says is stale; returns their keys.
     fn remove_where(&mut self, stale: impl Fn(&Entry) -> bool) -> Vec<FlowKey> {
         let mut gone = Vec::new();
-        let digest = &mut self.digest;
-        self.map.retain(|e| {
-            if !stale(e) {
-                return true;
+        for at in 0..self.slab.slots() as u32 {
+            let e = self.slab.get(at);
+            if !e.is_live() || !stale(e) {
+                continue;
             }
-            if e.counted {
-                digest.remove(e.bucket, e.hash);
+            if let Ok(o) = self.index.find_entry(e.key_hash, |&i| i == at) {
+                o.remove();
             }
-            gone.push(e.key);
-            false
-        });
+            let e = self.slab.take(at);
+            if e.counted() {
+                self.digest.remove(e.bucket, e.hash);
+            }
+            gone.extend(e.key());
+        }
         self.shrink();
         gone
     }
@@ -466,7 +665,7 @@ impl FlowTable {
     }
 
     /// The flow updates of the counted flows of the given buckets, grouped by bucket,
-    /// in one pass, from their stored states (nothing decoded).
+    /// in one pass, from their stored states (nothing decoded but their keys).
     pub fn messages_of_buckets(&self, buckets: &[u16]) -> Vec<(u16, Vec<(Keyed, Encoded)>)> {
         let mut slot = [usize::MAX; BUCKETS];
         let mut out: Vec<(u16, Vec<(Keyed, Encoded)>)> = Vec::new();
@@ -478,26 +677,64 @@ impl FlowTable {
                 out.push((b, Vec::new()));
             }
         }
-        for e in self.map.iter().filter(|e| e.counted) {
+        for e in self.slab.iter().filter(|e| e.counted()) {
             if let Some(&i) = slot.get(usize::from(e.bucket))
                 && let Some((_, v)) = out.get_mut(i)
+                && let Some(k) = e.keyed()
                 && let Some(m) = e.message(false)
             {
-                v.push((self.hasher.keyed(e.key), m));
+                v.push((k, m));
             }
         }
         out
     }
 
+    /// A walk over the counted flows, from the first position ([`FlowTable::next_counted`]).
+    pub fn walk(&self) -> Walk {
+        Walk {
+            at: 0,
+            layout: self.layout,
+        }
+    }
+
+    /// The next counted flow of a walk, with its update message (its state now): what
+    /// a paced bulk transfer sends, with no snapshot of the table. Flows keep their
+    /// positions while they live, so one that lives through the walk is met exactly
+    /// once, whatever else is added or removed; one added behind the walk is not met (a
+    /// transfer sends it live). Only a compaction after mass deletions moves flows: the
+    /// walk then starts again (flows met twice, none missed).
+    pub fn next_counted(&self, walk: &mut Walk) -> Option<(Keyed, Encoded)> {
+        if walk.layout != self.layout {
+            *walk = self.walk();
+        }
+        while walk.at < self.slab.slots() {
+            let e = self.slab.get(walk.at as u32);
+            walk.at += 1;
+            if e.is_live()
+                && e.counted()
+                && let Some(k) = e.keyed()
+                && let Some(m) = e.message(false)
+            {
+                return Some((k, m));
+            }
+        }
+        None
+    }
+
     /// Every flow, the table consumed (each decoded as it is taken, the table's memory
-    /// freed as a whole at the end).
+    /// freed chunk by chunk).
     pub fn into_flows(self) -> impl Iterator<Item = Flow> {
-        self.map.into_iter().filter_map(|e| e.flow())
+        self.slab
+            .chunks
+            .into_iter()
+            .flatten()
+            .filter(Entry::is_live)
+            .filter_map(|e| e.flow())
     }
 
     /// Every flow, in compact form.
     pub fn stored_flows(&self) -> impl Iterator<Item = StoredFlow> + '_ {
-        self.map.iter().map(Entry::stored)
+        self.slab.iter().map(Entry::stored)
     }
 
     /// The flows a timeout refresh of round `round` resets: those whose timeout is below
@@ -510,9 +747,11 @@ impl FlowTable {
         long: u32,
     ) -> impl Iterator<Item = StoredFlow> + '_ {
         let every = every.max(1);
-        self.map
+        self.slab
             .iter()
-            .filter(move |e| e.timeout.is_none_or(|t| t < long) || e.hash % every == round % every)
+            .filter(move |e| {
+                e.timeout().is_none_or(|t| t < long) || e.hash % every == round % every
+            })
             .map(Entry::stored)
     }
 
@@ -522,30 +761,23 @@ impl FlowTable {
         &'a self,
         mut keep: impl FnMut(u64, u64) -> bool + 'a,
     ) -> impl Iterator<Item = StoredFlow> + 'a {
-        self.map
+        self.slab
             .iter()
-            .filter(move |e| keep(self.hasher.hash(&e.key), e.hash))
+            .filter(move |e| keep(e.key_hash, e.hash))
             .map(Entry::stored)
     }
 
     /// Every flow, decoded.
     pub fn flows(&self) -> impl Iterator<Item = Flow> + '_ {
-        self.map.iter().filter_map(Entry::flow)
-    }
-
-    /// Keys of every counted flow (a snapshot for a paced bulk transfer).
-    pub fn counted_keys(&self) -> Vec<Keyed> {
-        self.map
-            .iter()
-            .filter(|e| e.counted)
-            .map(|e| self.hasher.keyed(e.key))
-            .collect()
+        self.slab.iter().filter_map(Entry::flow)
     }
 
     /// Drop everything (and the memory it took).
     pub fn clear(&mut self) {
-        self.map = HashTable::new();
+        self.index = HashTable::new();
+        self.slab = Slab::default();
         self.digest = Digest::default();
+        self.layout += 1;
     }
 }
 
@@ -577,9 +809,9 @@ mod tests {
         assert_eq!(size_of::<State>(), 48);
         assert_eq!(size_of::<Encoded>(), 64);
         assert!(size_of::<crate::KernelOp>() <= 64);
-        // A table entry is exactly two cache lines (see `prefetch`).
-        assert_eq!(size_of::<Entry>(), 128);
-        assert_eq!(align_of::<Entry>(), 64);
+        // A table entry lies in two cache lines at most (see `prefetch`).
+        assert_eq!(size_of::<Entry>(), 80);
+        assert_eq!(align_of::<Entry>(), 16);
     }
 
     #[test]
@@ -632,5 +864,88 @@ mod tests {
         assert_eq!(gone.len(), 5);
         assert_eq!(t.len(), 5);
         assert_eq!(t.digest().count, 5);
+    }
+
+    fn many(i: u32) -> Flow {
+        let [_, _, a, b] = i.to_be_bytes();
+        let t = Tuple::ports(
+            ipproto::TCP,
+            IpAddr::V4(Ipv4Addr::new(198, 18, a, b)),
+            (i >> 16) as u16 + 1024,
+            IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+            443,
+        );
+        let mut f = Flow::new(t, t.inverse());
+        f.timeout = Some(120);
+        f
+    }
+
+    #[test]
+    fn a_walk_meets_each_flow_that_lives_through_it_exactly_once() {
+        let h = KeyHasher::default();
+        let mut t = FlowTable::new(&h, 16);
+        for i in 0..10_000 {
+            t.insert(&many(i), 0, true);
+        }
+        let mut met = std::collections::HashMap::<FlowKey, u32>::new();
+        let mut walk = t.walk();
+        let mut removed = std::collections::HashSet::new();
+        let mut step = 0u32;
+        while let Some((k, _)) = t.next_counted(&mut walk) {
+            *met.entry(k.key).or_default() += 1;
+            step += 1;
+            // Under way: flows go (met or not yet), and new ones come into their slots
+            // and at the end.
+            if step.is_multiple_of(7) {
+                let gone = (step * 13) % 10_000;
+                if t.remove(&h.keyed(many(gone).key())) {
+                    removed.insert(many(gone).key());
+                }
+                t.insert(&many(20_000 + step), 0, true);
+            }
+            assert!(step < 100_000, "the walk does not end");
+        }
+        for i in 0..10_000 {
+            let k = many(i).key();
+            if !removed.contains(&k) {
+                assert_eq!(met.get(&k), Some(&1), "flow {i}");
+            }
+        }
+        assert!(met.values().all(|&n| n == 1), "a flow met twice");
+    }
+
+    #[test]
+    fn a_table_holds_its_flows_in_little_more_than_their_entries_and_gives_room_back() {
+        let h = KeyHasher::default();
+        let mut t = FlowTable::new(&h, 16);
+        for i in 0..100_000 {
+            t.insert(&many(i), 0, true);
+        }
+        // Within one chunk of the content, however the size falls.
+        assert!(t.slab.slots() < 100_000 + CHUNK);
+        let before = t.digest().clone();
+        let mut walk = t.walk();
+        for _ in 0..50_000 {
+            assert!(t.next_counted(&mut walk).is_some());
+        }
+        for i in 0..90_000 {
+            assert!(t.remove(&h.keyed(many(i).key())));
+        }
+        assert_eq!(t.len(), 10_000);
+        assert!(t.slab.slots() < 40_000, "{} slots", t.slab.slots());
+        assert!(t.index.capacity() < 65_536, "{}", t.index.capacity());
+        for i in 90_000..100_000 {
+            assert!(t.contains(&h.keyed(many(i).key())), "flow {i} lost");
+        }
+        // The flows moved: the walk starts again and meets every one.
+        let mut n = 0;
+        while t.next_counted(&mut walk).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 10_000);
+        for i in 0..90_000 {
+            t.insert(&many(i), 0, true);
+        }
+        assert_eq!(t.digest(), &before);
     }
 }

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ctnetlink::{
-    DccpInfo, Flow, L4, Labels, Name, ProtoInfo, SctpInfo, SeqAdj, Status, TcpFlags, TcpInfo,
-    Tuple, ipproto,
+    DccpInfo, Flow, FlowKey, L4, Labels, Name, ProtoInfo, SctpInfo, SeqAdj, Status, TcpFlags,
+    TcpInfo, Tuple, ipproto,
 };
 
 use crate::WireError;
@@ -608,6 +608,42 @@ pub fn read_flow(r: &mut Reader<'_>) -> Result<Flow, WireError> {
     let mut f = Flow::new(h.orig, h.reply);
     read_flow_rest(r, &h, &mut f)?;
     Ok(f)
+}
+
+/// The key of an encoded flow ([`Flow::key`]: its original tuple and zone), read without
+/// decoding the rest: tables that keep flows in this form find them by it. A flow whose
+/// tuples carry their own zones (rare) is decoded whole, those zones being at its end.
+pub fn read_key(bytes: &[u8]) -> Result<FlowKey, WireError> {
+    let mut r = Reader::new(bytes);
+    let flags = r.u16()?;
+    if flags & flag::TUPLE_ZONES != 0 {
+        return read_flow(&mut Reader::new(bytes)).map(|f| f.key());
+    }
+    let v6 = flags & flag::IPV6 != 0;
+    let (k_orig, k_reply) = if flags & flag::L4_EXPLICIT != 0 {
+        let a = r.u8()?;
+        r.u8()?;
+        (Some(a & 0x0f), Some(a >> 4))
+    } else {
+        (None, None)
+    };
+    let orig = read_tuple_body(&mut r, v6, k_orig)?;
+    let mut zone = 0;
+    if flags & flag::ZONE != 0 {
+        // The zone follows the reply's tuple or NAT.
+        if flags & flag::REPLY_FULL != 0 {
+            read_tuple_body(&mut r, v6, k_reply)?;
+        } else {
+            let has_port = !matches!(orig.inverse().l4, L4::None);
+            for bit in [flag::DNAT, flag::SNAT] {
+                if flags & bit != 0 {
+                    read_nat(&mut r, v6, has_port)?;
+                }
+            }
+        }
+        zone = r.u16()?;
+    }
+    Ok(FlowKey { orig, zone })
 }
 
 /// [`read_flow`] into a box, decoded in place (a received flow is not built on the stack

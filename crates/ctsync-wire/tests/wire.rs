@@ -151,6 +151,14 @@ proptest! {
         prop_assert_eq!(decode_one(&buf), codec::normalize(&f));
     }
 
+    /// The key read from a flow's state alone is the decoded flow's key.
+    #[test]
+    fn key_read_from_a_state_is_the_flows(f in flow()) {
+        let mut state = Vec::new();
+        codec::put_flow_state(&mut state, &f).unwrap();
+        prop_assert_eq!(codec::read_key(&state).unwrap(), codec::normalize(&f).key());
+    }
+
     /// A message built from a flow's state and timeout is the one built from the flow.
     #[test]
     fn flow_message_from_state_equals_from_flow(f in flow(), fresh: bool) {
@@ -204,6 +212,9 @@ proptest! {
     fn hostile_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let plain = codec::read_flow(&mut Reader::new(&bytes));
         let boxed = codec::read_flow_boxed(&mut Reader::new(&bytes));
+        if let Ok(f) = &plain {
+            prop_assert_eq!(codec::read_key(&bytes).ok(), Some(f.key()));
+        }
         prop_assert_eq!(plain, boxed.map(|b| *b));
         for f in frames(&bytes) {
             if let Ok(Frame::Data { count, messages, .. }) = f {

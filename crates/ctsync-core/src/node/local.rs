@@ -32,9 +32,7 @@ impl Node {
                 .iter()
                 .map(|e| (!e.ours).then(|| self.hasher.keyed(e.flow.key())))
                 .collect();
-            keys.iter()
-                .flatten()
-                .for_each(|k| self.internal.prefetch(k));
+            self.internal.prefetch(keys.iter().flatten());
             for (e, key) in chunk.iter().zip(keys) {
                 self.kernel_event(now, e.kind, &e.flow, e.ours, key);
             }

@@ -529,7 +529,7 @@ impl Node {
             .map(|m| flow_key(m).map(|k| self.hasher.keyed(k)))
             .collect();
         if let Some(ext) = self.external.get(&id) {
-            keys.iter().flatten().for_each(|k| ext.table.prefetch(k));
+            ext.table.prefetch(keys.iter().flatten());
         }
         for (m, key) in d.messages.into_iter().zip(keys) {
             self.apply_message(id, m, key, now);

@@ -7,6 +7,7 @@ use std::time::Instant;
 use ctsync_wire::{Message, NodeId};
 
 use super::{Node, Notify};
+use crate::cache::Walk;
 use crate::key::Keyed;
 use crate::message::Kind;
 
@@ -15,9 +16,11 @@ use crate::message::Kind;
 pub(super) struct BulkOut {
     /// Transfer id.
     id: u32,
-    /// Flows still to send (a snapshot of keys; each is looked up when sent). Flows
-    /// whose live message found the stream's queue full join it (see
-    /// [`BulkOut::carry`]).
+    /// Where the walk over our table stands: the table itself is read as the transfer
+    /// goes, each flow's state when it is sent, with no snapshot of its keys.
+    walk: Walk,
+    /// Flows whose live message found the stream's queue full (see [`BulkOut::carry`]),
+    /// sent before the walk goes on.
     pub(super) keys: Vec<Keyed>,
     /// Flows whose deletion found the queue full: deleted at the end of the transfer,
     /// unless they exist again by then.
@@ -115,7 +118,7 @@ impl Node {
         // (docs/PROTOCOL.md §13.3).
         self.leave_group(id);
         let bulk_id = self.rng.next() as u32;
-        let keys = self.internal.counted_keys();
+        let walk = self.internal.walk();
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
@@ -133,7 +136,8 @@ impl Node {
         p.link.send.push(Message::BulkBegin { id: bulk_id });
         p.sync.bulk = Some(BulkOut {
             id: bulk_id,
-            keys,
+            walk,
+            keys: Vec::new(),
             deletes: Vec::new(),
             sent: 0,
         });
@@ -151,15 +155,25 @@ impl Node {
         if p.link.send.backlog() >= self.cfg.window {
             return;
         }
+        let mut walked = false;
         for _ in 0..self.cfg.bulk_step {
-            let Some(key) = bulk.keys.pop() else { break };
             // Read now, not when the transfer began: the latest state goes out.
-            if let Some(m) = internal.message(&key, false) {
+            let next = match bulk.keys.pop() {
+                Some(key) => internal.message(&key, false).map(|m| (key, m)),
+                None => match internal.next_counted(&mut bulk.walk) {
+                    Some(flow) => Some(flow),
+                    None => {
+                        walked = true;
+                        break;
+                    }
+                },
+            };
+            if let Some((key, m)) = next {
                 p.link.send.push_transfer(key, m);
                 bulk.sent += 1;
             }
         }
-        if bulk.keys.is_empty() {
+        if walked && bulk.keys.is_empty() {
             let (bulk_id, sent) = (bulk.id, bulk.sent);
             // Deletions that found the queue full, for flows still gone: the receiver
             // may hold them from earlier in this transfer, which its end would not sweep.
