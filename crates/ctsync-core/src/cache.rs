@@ -48,6 +48,19 @@ pub(crate) fn state_message(state: &[u8], fresh: bool, timeout: Option<u32>) -> 
     })
 }
 
+/// Ask the processor to load the cache line of `at` (a hint: nothing is read).
+pub(crate) fn prefetch_line(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is a hint: it never faults, whatever the address, and
+        // changes nothing the program can observe. (SSE is part of x86_64.)
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// What [`FlowTable::upsert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upsert {
@@ -415,32 +428,21 @@ impl FlowTable {
     /// (a table of 500,000 flows is far larger than the cache). Only hints: nothing is
     /// compared, and a wrong guess costs one wasted load.
     pub fn prefetch<'a>(&self, keys: impl Iterator<Item = &'a Keyed> + Clone) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let fetch = |at: *const i8| {
-                // SAFETY: a prefetch is a hint: it never faults, whatever the address,
-                // and changes nothing the program can observe. (SSE is part of x86_64.)
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(at) }
-            };
-            for k in keys.clone() {
-                if let Some(slot) = self.index.find(k.hash, |_| true) {
-                    fetch(std::ptr::from_ref(slot).cast());
-                }
-            }
-            for k in keys {
-                if let Some(&at) = self.index.find(k.hash, |_| true)
-                    && (at as usize) < self.slab.slots()
-                {
-                    // An entry is 80 bytes at a multiple of 16: two lines at most.
-                    let e = std::ptr::from_ref(self.slab.get(at)).cast::<i8>();
-                    fetch(e);
-                    fetch(e.wrapping_add(size_of::<Entry>() - 1));
-                }
+        for k in keys.clone() {
+            if let Some(slot) = self.index.find(k.hash, |_| true) {
+                prefetch_line(std::ptr::from_ref(slot).cast());
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = keys;
+        for k in keys {
+            if let Some(&at) = self.index.find(k.hash, |_| true)
+                && (at as usize) < self.slab.slots()
+            {
+                // An entry is 80 bytes at a multiple of 16: two lines at most.
+                let e = std::ptr::from_ref(self.slab.get(at)).cast::<u8>();
+                prefetch_line(e);
+                prefetch_line(e.wrapping_add(size_of::<Entry>() - 1));
+            }
+        }
     }
 
     /// A flow by key (decoded).

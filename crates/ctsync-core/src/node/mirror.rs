@@ -66,6 +66,19 @@ impl KernelMirror {
         }
     }
 
+    /// Ask the processor to load the slots of these flows (a receive batch looks them
+    /// all up: their cache misses then overlap, as [`crate::FlowTable::prefetch`]'s do).
+    pub(super) fn prefetch(&self, key_hashes: impl Iterator<Item = u64>) {
+        if self.map.is_empty() {
+            return;
+        }
+        for h in key_hashes {
+            if let Some(k) = self.map.find(h, |_| true) {
+                crate::cache::prefetch_line(std::ptr::from_ref(k).cast());
+            }
+        }
+    }
+
     /// Whether the kernel is known to hold this state of the flow (nothing recorded).
     #[cfg(test)]
     fn holds(&self, key_hash: u64, fingerprint: u64) -> bool {

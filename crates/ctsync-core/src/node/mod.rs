@@ -530,6 +530,7 @@ impl Node {
             .collect();
         if let Some(ext) = self.external.get(&id) {
             ext.table.prefetch(keys.iter().flatten());
+            self.mirror.prefetch(keys.iter().flatten().map(Keyed::hash));
         }
         for (m, key) in d.messages.into_iter().zip(keys) {
             self.apply_message(id, m, key, now);
