@@ -33,7 +33,8 @@
 # The target of every wait is what the primary replicates (a few synthetic entries use the
 # sync link's addresses, which neither daemon replicates): the primary's internal cache
 # once stable after the load (ctsync: status; conntrackd: `-s cache` internal).
-# net.netfilter.nf_conntrack_max is raised for sizes near it (and restored at the end).
+# net.netfilter.nf_conntrack_max and nf_conntrack_buckets are raised for the largest
+# size (and restored at the end): see room_for in bench/two-nodes.sh.
 #
 # Prints a Markdown table; --write puts it into BENCHMARKS.md between the standby
 # markers. About 1 minute at 10000 and 200000 on the project's 2-core machine; 1000000
@@ -58,15 +59,9 @@ IDLE_MS=${IDLE_MS:-150}
 say() { echo "standby: $*" >&2; }
 die() { echo "standby: FAILED: $*" >&2; exit 1; }
 
-# The kernel's table limit is global (read-only inside a namespace): raised for the
-# largest size with room to spare, and put back on exit.
-MAXF=/proc/sys/net/netfilter/nf_conntrack_max
-MAX0=$(cat "$MAXF")
-if ((BIG + BIG / 4 + 10000 > MAX0)); then
-    echo $((BIG + BIG / 4 + 10000)) >"$MAXF"
-    say "net.netfilter.nf_conntrack_max $MAX0 → $(cat "$MAXF") (restored at the end)"
-    trap 'cleanup; echo "$MAX0" >"$MAXF"' EXIT INT TERM
-fi
+# The kernel's table limit and hash are global: raised for the largest size (see
+# room_for in bench/two-nodes.sh), and put back on exit.
+room_for "$BIG"
 
 jnum() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
 st() { "$CT" status --json --socket "$DIR/$1.sock" 2>/dev/null || true; }

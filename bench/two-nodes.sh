@@ -22,17 +22,29 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# room_for N: the kernel's table limit (net.netfilter.nf_conntrack_max) is global and
-# read-only inside a namespace: raised for N entries with room to spare if it is below,
-# and put back when the script exits.
+# room_for N: the kernel's table limit (net.netfilter.nf_conntrack_max) and its hash
+# (net.netfilter.nf_conntrack_buckets) are global and read-only inside a namespace:
+# raised for N entries with room to spare if they are below, and put back when the script
+# exits. The hash gets two buckets per entry of the limit: both namespaces' tables share
+# it, and a hot-standby backup's kernel holds its copy beside the primary's, so a hash
+# sized for one table would give each lookup twice the chain a real firewall's kernel
+# walks (at a million entries, a quarter of both daemons' CPU went there).
 room_for() {
-    local f=/proc/sys/net/netfilter/nf_conntrack_max want=$(($1 + $1 / 4 + 10000)) was
-    was=$(cat "$f")
+    local f=/proc/sys/net/netfilter/nf_conntrack_max b=/proc/sys/net/netfilter/nf_conntrack_buckets
+    local want=$(($1 + $1 / 4 + 10000)) was was_b restore=cleanup
+    was=$(cat "$f") was_b=$(cat "$b")
     if ((want > was)); then
         echo "$want" >"$f"
         echo "$TAG: net.netfilter.nf_conntrack_max $was → $want (restored at the end)" >&2
-        trap 'cleanup; echo '"$was"' >'"$f" EXIT INT TERM
+        restore+="; echo $was >$f"
     fi
+    if ((2 * want > was_b)); then
+        echo $((2 * want)) >"$b"
+        echo "$TAG: net.netfilter.nf_conntrack_buckets $was_b → $(cat "$b") (restored at the end)" >&2
+        restore+="; echo $was_b >$b"
+    fi
+    # shellcheck disable=SC2064 # the values to restore are fixed now
+    trap "$restore" EXIT INT TERM
 }
 
 ip netns add "$A"
