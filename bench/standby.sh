@@ -19,6 +19,9 @@
 #   4. flush + bulk (ctsync `flush external` on the backup, which asks for a resync too,
 #      then `bulk` on the primary; conntrackd `-f external` then `-B` on the primary);
 #   5. delete: every entry of the primary's kernel flushed (`ctsync load flush`).
+# Before each size, with no daemon running, the same entries are created into the
+# backup's empty namespace by the loader alone: the kernel's create time, which a
+# hot-standby backup adds to a transfer. The table gives the load against that floor.
 # Each step is timed from its command until the backup is really done: its copy is
 # complete (ctsync: status caches.external and the peer `synced`, flows_received grown by
 # the table for a transfer; conntrackd: `-s cache` external, "connections created" grown
@@ -203,8 +206,25 @@ sequence() {
     stop_pair
 }
 
+# kernel_alone SIZE: the same entries created with no daemon running, into the backup's
+# empty namespace, by the batched loader alone: the kernel's own create time, the floor
+# a hot-standby backup adds to a transfer (it writes every flow it receives; FTFW's
+# backup keeps them in user space until a commit).
+kernel_alone() {
+    local t0 t1 out
+    "$CT" load --netns "$B" flush >/dev/null
+    t0=$(now)
+    out=$("$CT" load --netns "$B" fill --count "$1")
+    t1=$(now)
+    [[ $(jnum applied <<<"$out") == "$1" ]] || die "the kernel alone: the load fell short: $out"
+    "$CT" load --netns "$B" flush >/dev/null
+    R["kernel $1 create"]=$(ms "$t0" "$t1")
+    say "the kernel alone, $1 entries created in ${R["kernel $1 create"]} ms"
+}
+
 started=$(date +%s)
 for size in "${SIZES[@]}"; do
+    kernel_alone "$size"
     for sys in ${STANDBY_SYSTEMS:-ctsync conntrackd}; do sequence "$sys" "$size"; done
 done
 say "done in $(($(date +%s) - started)) s"
@@ -238,6 +258,8 @@ Reproduce: \`bench/standby.sh --write $Q\` (as root). Each step is timed until t
 $(for size in "${SIZES[@]}"; do
         echo "| **$size entries** ($(fmt "${R["ctsync $size target"]}" 0) replicated) | | | |"
         row "load on the primary → backup done, ms" "$size" load 0
+        floor=$(awk -v d="${R["conntrackd $size load"]}" -v k="${R["kernel $size create"]}" 'BEGIN {print d + k}')
+        echo "| the load against its floor (conntrackd's load + the kernel alone creating the entries: $(fmt "${R["kernel $size create"]}" 0) ms), ms | $(fmt "${R["ctsync $size load"]}" 0) | $(fmt "$floor" 0) | $(ratio "${R["ctsync $size load"]}" "$floor") |"
         row "commit on the backup, ms (ctsync: kernel already complete; conntrackd writes its cache)" "$size" commit 0
         row "flush external + resync → backup done, ms" "$size" flush_resync 0
         row "flush external + bulk → backup done, ms" "$size" flush_bulk 0
