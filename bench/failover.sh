@@ -14,7 +14,8 @@
 # the backup (ctsync: `ctsync role primary`, what keepalived's FIFO line does; conntrackd:
 # `conntrackd -c`, what its script runs first), and the clock runs until the backup's
 # kernel holds every flow (nf_conntrack_count, polled every few ms). Also reported: peak
-# RSS (VmHWM) and CPU seconds of each daemon, per 100,000 flows.
+# RSS (VmHWM) and CPU seconds of each daemon, per 100,000 flows. First, the floor of a
+# commit: the kernel's own time to create the same entries (the loader alone, no daemon).
 #
 # Prints a Markdown table; --write also puts it into BENCHMARKS.md between the failover
 # markers, under a line saying when and how it was measured.
@@ -104,6 +105,18 @@ echo "Takeover with $REQ replicated flows ($(nproc) cores, $(uname -r), $(conntr
 echo
 emit "| system | MASTER → all flows in the backup's kernel (s) | flows in its kernel before | primary: peak RSS (MiB/100k) | primary: CPU (s/100k) | backup: peak RSS (MiB/100k) | backup: CPU (s/100k) |"
 emit "|---|---|---|---|---|---|---|"
+# The kernel alone: the same entries created by the loader into the backup's empty
+# namespace, no daemon running (the floor of a commit, which writes them all).
+kernel_alone() {
+    local t0 t1
+    for ns in "$A" "$B"; do "$CT" load --netns "$ns" flush >/dev/null; done
+    t0=$(now)
+    "$CT" load --netns "$B" fill --count "$REQ" --timeout 3600 >/dev/null
+    t1=$(now)
+    "$CT" load --netns "$B" flush >/dev/null
+    emit "| the kernel alone: the loader creating the same $REQ entries in the backup's empty namespace, no daemon | $(echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}') | – | – | – | – | – |"
+}
+kernel_alone
 run_ctsync hot-standby
 run_ctsync commit
 run_conntrackd off
