@@ -946,6 +946,38 @@ fn the_host_links_word_keeps_quiet_nodes_up_and_its_silence_takes_them_down() {
     }
 }
 
+/// A namespace gone from a host whose daemon lives: the host link still hears that host,
+/// but the namespace's own node says nothing more. Its peer keeps it up on the host
+/// link's word for three keepalive intervals at most, then declares it down.
+#[test]
+fn a_peer_silent_itself_is_not_kept_up_by_its_hosts_word_for_ever() {
+    let mut c = Cluster::with_config(2, 17, |cfg| {
+        cfg.keepalive_interval = Duration::from_secs(30);
+        cfg.digest_interval = Duration::from_secs(60);
+    });
+    for i in 0..20 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(2));
+    assert!(peer_up(&mut c, 0, 2));
+    // Node 2's datagrams stop (its namespace is gone); its host is heard every 500 ms.
+    c.partition(1, 2, Duration::from_secs(200));
+    let mut down_after = None;
+    for step in 0..240u32 {
+        let now = c.now;
+        c.node(0).peer_alive(2, now);
+        c.run(Duration::from_millis(500));
+        if !peer_up(&mut c, 0, 2) {
+            down_after = Some(step / 2);
+            break;
+        }
+    }
+    let down_after = down_after.expect("node 2 kept up for 120 s on its host's word alone");
+    // Its last own word was at most 30 s before the cut: down 90 s after that word and a
+    // dead interval (3 s) later, not before the host link's word stopped counting.
+    assert!((55..=95).contains(&down_after), "down after {down_after} s");
+}
+
 /// With keepalives far apart, a change of role or readiness is still said at once (a
 /// backup that keepalived puts in FAULT sends nothing else).
 #[test]

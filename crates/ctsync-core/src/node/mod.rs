@@ -147,6 +147,10 @@ const PREFETCH_BATCH: usize = 32;
 /// rounds (see `handle_timeout`).
 const REFRESH_SPREAD: u64 = 4;
 
+/// Keepalive intervals a peer may stay silent itself while another channel's word
+/// ([`Node::peer_alive`]) keeps it up: two of its keepalives may be lost.
+pub(crate) const OWN_WORD_INTERVALS: u32 = 3;
+
 /// A kernel flow event, for [`Node::handle_kernel_events`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowEvent {
@@ -482,13 +486,19 @@ impl Node {
     /// Peer `id` was heard at `at` on another authenticated channel that speaks for the
     /// same process: a daemon of namespaces hears every peer host on its host link
     /// (docs/PROTOCOL.md §14.4), and its namespaces' nodes then need no keepalives of
-    /// their own to keep each other up. Counts as hearing the peer when its link is up;
-    /// never brings a link up (that takes the peer's own proof of its epoch).
+    /// their own to keep each other up. Counts as hearing the peer when its link is up
+    /// and the peer's own word is not older than three keepalive
+    /// intervals (a namespace gone from a host whose daemon lives says nothing more of
+    /// its own: it goes down a dead interval after that); never brings a link up (that
+    /// takes the peer's own proof of its epoch).
     pub fn peer_alive(&mut self, id: NodeId, at: Instant) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        if p.link.up && p.link.last_heard.is_none_or(|t| at > t) {
+        let own_recent = p.link.own_heard.is_some_and(|t| {
+            at.saturating_duration_since(t) <= self.cfg.keepalive_interval * OWN_WORD_INTERVALS
+        });
+        if p.link.up && own_recent && p.link.last_heard.is_none_or(|t| at > t) {
             p.link.heard(at, &self.cfg);
         }
     }
@@ -497,6 +507,7 @@ impl Node {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
+        p.link.own_heard = Some(now);
         if p.link.heard(now, &self.cfg) {
             let resync = p.sync.resync_needed;
             self.notes.push_back(Notify::PeerUp(id));

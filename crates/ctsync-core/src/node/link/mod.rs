@@ -137,8 +137,11 @@ pub(crate) struct Link {
     rx: RxKeys,
     /// Highest traffic-key generation seen.
     rx_generation: u32,
-    /// Last authenticated datagram from it.
+    /// Last authenticated datagram from it, or word of it from another channel
+    /// ([`crate::Node::peer_alive`]).
     pub(crate) last_heard: Option<Instant>,
+    /// Last authenticated datagram from it (its own word only).
+    pub(crate) own_heard: Option<Instant>,
     /// Whether it counts as up.
     pub(crate) up: bool,
     /// Its announced role.
@@ -185,6 +188,7 @@ impl Link {
             rx: RxKeys::default(),
             rx_generation: 0,
             last_heard: None,
+            own_heard: None,
             up: false,
             role: WireRole::Unknown,
             ready: false,
