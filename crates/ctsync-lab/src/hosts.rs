@@ -28,6 +28,10 @@ pub struct Hosts {
     /// Host a's and b's `[metrics] listen` port on 127.0.0.1 (of the test's own
     /// namespace), if any: set before [`Hosts::start`].
     pub metrics: [Option<u16>; 2],
+    /// Roles from a notify FIFO per router (`role = "keepalived-fifo"`, the FIFOs
+    /// `DIR/fifo-a/N` and `DIR/fifo-b/N`, written by [`Hosts::say`]) instead of state
+    /// files: set before [`Hosts::start`].
+    pub fifos: bool,
     ctsync: PathBuf,
     daemons: Vec<(char, Child)>,
     // Last: dropped after `Drop for Hosts` stopped the daemons.
@@ -43,6 +47,7 @@ impl Hosts {
         wire_sync_link(&ha, &hb)?;
         let hosts = Hosts {
             metrics: [None, None],
+            fifos: false,
             ctsync,
             daemons: Vec::new(),
             scratch,
@@ -87,6 +92,23 @@ impl Hosts {
         Ok(())
     }
 
+    /// Write `line` into router `n`'s notify FIFO on `host`, as its keepalived would
+    /// (`INSTANCE "VR_1" MASTER 100`): the daemon must have created the FIFO (it does when
+    /// the router's namespace appears).
+    pub fn say(&self, host: char, n: usize, line: &str) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir().join(format!("fifo-{host}")).join(n.to_string());
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        f.write_all(format!("{line}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
     /// `host`'s control socket.
     pub fn socket(&self, host: char) -> PathBuf {
         self.dir().join(format!("host-{host}.sock"))
@@ -100,6 +122,10 @@ impl Hosts {
             netns: &self.host_netns(host),
             pattern: &format!("{}-{host}-r*", self.scratch.prefix()),
             state_dir: &self.dir().join(format!("ha-{host}")),
+            fifo_dir: self
+                .fifos
+                .then(|| self.dir().join(format!("fifo-{host}")))
+                .as_deref(),
             host: usize::from(host != 'a'),
             key: &self.dir().join("cluster.key"),
             socket: &self.socket(host),
@@ -189,6 +215,8 @@ pub(crate) struct HostConfig<'a> {
     pub(crate) pattern: &'a str,
     /// Where the state files are: `STATE_DIR/{id}/state`, as Neutron's `ha_confs`.
     pub(crate) state_dir: &'a Path,
+    /// Roles from notify FIFOs instead, `FIFO_DIR/{id}`.
+    pub(crate) fifo_dir: Option<&'a Path>,
     /// Which host: 0 (the first of [`SYNC_ADDRS`]) or 1.
     pub(crate) host: usize,
     pub(crate) key: &'a Path,
@@ -203,8 +231,7 @@ impl HostConfig<'_> {
 netns = "{netns}"
 [namespaces]
 match = "{pattern}"
-role = "keepalived-state"
-state_file = "{states}/{{id}}/state"
+{roles}
 [sync]
 interface = "sync0"
 local = "{local}:{SYNC_PORT}"
@@ -218,7 +245,16 @@ dead_ms = 1500
             node = self.node,
             netns = self.netns,
             pattern = self.pattern,
-            states = self.state_dir.display(),
+            roles = match self.fifo_dir {
+                Some(d) => format!(
+                    "role = \"keepalived-fifo\"\nnotify_fifo = \"{}/{{id}}\"",
+                    d.display()
+                ),
+                None => format!(
+                    "role = \"keepalived-state\"\nstate_file = \"{}/{{id}}/state\"",
+                    self.state_dir.display()
+                ),
+            },
             local = SYNC_ADDRS[self.host],
             peer = SYNC_ADDRS[1 - self.host],
             key = self.key.display(),

@@ -360,6 +360,7 @@ impl Lab {
             netns: &self.hosts[h],
             pattern: &format!("{}-{}-qrouter-*", self.scratch.prefix(), SIDES[h]),
             state_dir: &self.ha_confs(h),
+            fifo_dir: None,
             host: h,
             key: &self.key(),
             socket: &self.socket(h),

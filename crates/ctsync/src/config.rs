@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use ctsync_core::{Mode, Role};
 use serde::Deserialize;
 
-pub use namespaces::{Namespaces, RoleSource, parse_state};
+pub use namespaces::{Namespaces, RoleSource, instance_role, parse_state};
 
 /// `[sync]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -612,7 +612,7 @@ impl Config {
             ] {
                 if set {
                     bail!(
-                        "{}: {what} is not supported with [namespaces] yet (docs/NEUTRON.md, limits): each namespace's role comes from its state_file",
+                        "{}: {what} is not supported with [namespaces] yet (docs/NEUTRON.md, limits): each namespace's role comes from its state_file or its own keepalived's notify_fifo",
                         path.display()
                     );
                 }

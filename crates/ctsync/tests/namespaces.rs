@@ -213,6 +213,84 @@ fn routers_replicate_to_their_replicas_follow_their_state_files_and_come_and_go(
     assert!(shows(&h, 'b', &h.router('b', 3), "backup", 300));
 }
 
+#[test]
+fn routers_take_their_roles_from_their_own_keepalived_fifos() {
+    let Some(mut h) = hosts("nsf") else { return };
+    h.fifos = true;
+    for host in ['a', 'b'] {
+        for n in 1..=2 {
+            h.add_router(host, n).unwrap();
+        }
+    }
+    let (a1, a2, b1, b2) = (
+        h.router('a', 1),
+        h.router('a', 2),
+        h.router('b', 1),
+        h.router('b', 2),
+    );
+    fill(&a1, 0, 50);
+    fill(&b2, 0, 30);
+    h.start('a').unwrap();
+    h.start('b').unwrap();
+    // Each router's keepalived writes into its own FIFO, which the daemon created when
+    // the router's namespace appeared: router 1 is primary on a, router 2 on b.
+    let say = |host: char, n: usize, line: &str| {
+        wait_for(
+            Duration::from_secs(10),
+            || h.say(host, n, line).is_ok(),
+            || format!("{:?}\n{}", h.say(host, n, line), h.logs()),
+        );
+    };
+    say('a', 1, "INSTANCE \"VR_1\" MASTER 100");
+    say('b', 1, "INSTANCE \"VR_1\" BACKUP 50");
+    say('b', 2, "INSTANCE \"VR_2\" MASTER 100");
+    say('a', 2, "INSTANCE \"VR_2\" BACKUP 50");
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            is_primary(&h, 'a', &a1)
+                && shows(&h, 'b', &b1, "backup", 50)
+                && is_primary(&h, 'b', &b2)
+                && shows(&h, 'a', &a2, "backup", 30)
+                && kernel_count(&b1) == 50
+                && kernel_count(&a2) == 30
+        },
+        || {
+            format!(
+                "{:?}\n{:?}\n{}",
+                h.request('a', "status"),
+                h.request('b', "status"),
+                h.logs()
+            )
+        },
+    );
+    // A sync group's line is not a router's word; router 1 then moves to b.
+    say('a', 1, "GROUP \"G\" BACKUP 0");
+    say('a', 1, "INSTANCE \"VR_1\" BACKUP 50");
+    say('b', 1, "INSTANCE \"VR_1\" MASTER 100");
+    wait_for(
+        Duration::from_secs(30),
+        || is_primary(&h, 'b', &b1) && shows(&h, 'a', &a1, "backup", 50),
+        || {
+            format!(
+                "{:?}\n{:?}\n{}",
+                h.request('a', "status"),
+                h.request('b', "status"),
+                h.logs()
+            )
+        },
+    );
+    assert!(is_primary(&h, 'b', &b2));
+}
+
+/// Whether host `h`'s status lists router `name` as primary.
+fn is_primary(h: &Hosts, host: char, name: &str) -> bool {
+    h.request(host, "status")
+        .ok()
+        .and_then(|s| router(&s, name))
+        .is_some_and(|r| r["role"] == "primary")
+}
+
 /// `GET /metrics` on 127.0.0.1:`port`: the body.
 fn scrape(port: u16) -> String {
     use std::io::{Read, Write};

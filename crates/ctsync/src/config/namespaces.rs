@@ -1,5 +1,6 @@
 //! `[namespaces]`: one daemon replicating many network namespaces (a Neutron network
-//! node's routers), each matched by name, each with its role from a state file.
+//! node's routers), each matched by name, each with its role from a state file or from
+//! the notify FIFO of its own keepalived.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,10 @@ pub enum RoleSource {
     /// The file `state_file` names, as Neutron's keepalived state-change monitor writes
     /// it: `primary` (older: `master`), `backup` or `fault`.
     KeepalivedState,
+    /// The FIFO `notify_fifo` names, where the namespace's own keepalived writes a line
+    /// per transition (keepalived.conf(5), `notify_fifo`): every `INSTANCE` line sets the
+    /// role (a router's keepalived runs one VRRP instance); `GROUP` lines are ignored.
+    KeepalivedFifo,
 }
 
 /// `[namespaces]`.
@@ -27,8 +32,12 @@ pub struct Namespaces {
     pub pattern: String,
     /// Where roles come from.
     pub role: RoleSource,
-    /// Each namespace's state file, `{id}` standing for its id.
-    pub state_file: String,
+    /// Each namespace's state file, `{id}` standing for its id (`role =
+    /// "keepalived-state"`).
+    pub state_file: Option<String>,
+    /// Each namespace's keepalived `notify_fifo`, `{id}` standing for its id (`role =
+    /// "keepalived-fifo"`); ctsync creates the FIFO when the namespace appears.
+    pub notify_fifo: Option<String>,
 }
 
 impl Namespaces {
@@ -39,9 +48,16 @@ impl Namespaces {
         (!id.is_empty() && ctsync_wire::tag::valid_id(id.as_bytes())).then_some(id)
     }
 
-    /// The state file of the namespace with id `id`.
-    pub fn state_file(&self, id: &str) -> PathBuf {
-        PathBuf::from(self.state_file.replace("{id}", id))
+    /// The state file of the namespace with id `id` (roles from state files).
+    pub fn state_file(&self, id: &str) -> Option<PathBuf> {
+        let f = self.state_file.as_ref()?;
+        (self.role == RoleSource::KeepalivedState).then(|| PathBuf::from(f.replace("{id}", id)))
+    }
+
+    /// The notify FIFO of the namespace with id `id` (roles from keepalived's FIFOs).
+    pub fn notify_fifo(&self, id: &str) -> Option<PathBuf> {
+        let f = self.notify_fifo.as_ref()?;
+        (self.role == RoleSource::KeepalivedFifo).then(|| PathBuf::from(f.replace("{id}", id)))
     }
 
     /// Check the section; `at` gives `file:line` of a key.
@@ -54,15 +70,61 @@ impl Namespaces {
                 self.pattern
             );
         }
-        if !self.state_file.contains("{id}") || !Path::new(&self.state_file).is_absolute() {
+        let (key, value, other, example) = match self.role {
+            RoleSource::KeepalivedState => (
+                "state_file",
+                &self.state_file,
+                ("notify_fifo", &self.notify_fifo),
+                "/var/lib/neutron/ha_confs/{id}/state",
+            ),
+            RoleSource::KeepalivedFifo => (
+                "notify_fifo",
+                &self.notify_fifo,
+                ("state_file", &self.state_file),
+                "/run/ctsync/fifo/{id}",
+            ),
+        };
+        let Some(value) = value else {
             bail!(
-                "{}: [namespaces] state_file = {:?}: expected an absolute path with {{id}} where the namespace's id goes (for example \"/var/lib/neutron/ha_confs/{{id}}/state\")",
-                at("state_file"),
-                self.state_file
+                "{}: [namespaces] role = {:?} needs {key} (for example {key} = {example:?})",
+                at("role"),
+                self.role.name()
+            );
+        };
+        if !value.contains("{id}") || !Path::new(value).is_absolute() {
+            bail!(
+                "{}: [namespaces] {key} = {value:?}: expected an absolute path with {{id}} where the namespace's id goes (for example {example:?})",
+                at(key),
+            );
+        }
+        if other.1.is_some() {
+            bail!(
+                "{}: [namespaces] {} is not used with role = {:?} (roles come from {key}): remove it",
+                at(other.0),
+                other.0,
+                self.role.name()
             );
         }
         Ok(())
     }
+}
+
+impl RoleSource {
+    /// Its name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleSource::KeepalivedState => "keepalived-state",
+            RoleSource::KeepalivedFifo => "keepalived-fifo",
+        }
+    }
+}
+
+/// The role an `INSTANCE` line of a router's keepalived `notify_fifo` gives it (`MASTER`,
+/// `BACKUP`, `FAULT` or `STOP`); `None` for other lines.
+pub fn instance_role(line: &str) -> Option<Role> {
+    crate::keepalived::parse_line(line)
+        .filter(|t| t.subject == crate::keepalived::Subject::Instance)?
+        .role
 }
 
 /// A state file's role: `primary`/`master`, `backup` or `fault` (any case, surrounding
@@ -84,7 +146,8 @@ mod tests {
         Namespaces {
             pattern: pattern.to_string(),
             role: RoleSource::KeepalivedState,
-            state_file: "/var/lib/neutron/ha_confs/{id}/state".to_string(),
+            state_file: Some("/var/lib/neutron/ha_confs/{id}/state".to_string()),
+            notify_fifo: None,
         }
     }
 
@@ -100,8 +163,9 @@ mod tests {
         assert_eq!(n.id_of("a-7-x"), None);
         assert_eq!(
             n.state_file("7"),
-            PathBuf::from("/var/lib/neutron/ha_confs/7/state")
+            Some(PathBuf::from("/var/lib/neutron/ha_confs/7/state"))
         );
+        assert_eq!(n.notify_fifo("7"), None);
     }
 
     #[test]
@@ -113,10 +177,51 @@ mod tests {
             assert!(e.contains("exactly one `*`"), "{e}");
         }
         let mut n = ns("q-*");
-        n.state_file = "/var/lib/state".into();
+        n.state_file = Some("/var/lib/state".into());
         assert!(n.check(at).unwrap_err().to_string().contains("{id}"));
-        n.state_file = "rel/{id}".into();
+        n.state_file = Some("rel/{id}".into());
         assert!(n.check(at).is_err());
+        // FIFOs: notify_fifo, not state_file.
+        n.role = RoleSource::KeepalivedFifo;
+        let e = n.check(at).unwrap_err().to_string();
+        assert!(
+            e.contains("f:role") && e.contains("needs notify_fifo"),
+            "{e}"
+        );
+        n.notify_fifo = Some("/run/ctsync/fifo/{id}".into());
+        let e = n.check(at).unwrap_err().to_string();
+        assert!(e.contains("f:state_file") && e.contains("remove it"), "{e}");
+        n.state_file = None;
+        assert!(n.check(at).is_ok());
+        assert_eq!(
+            n.notify_fifo("7"),
+            Some(PathBuf::from("/run/ctsync/fifo/7"))
+        );
+        assert_eq!(n.state_file("7"), None);
+        n.notify_fifo = Some("/run/ctsync/fifo".into());
+        assert!(n.check(at).unwrap_err().to_string().contains("{id}"));
+    }
+
+    #[test]
+    fn a_routers_fifo_sets_its_role_by_instance_lines() {
+        assert_eq!(
+            instance_role("INSTANCE \"VR_7\" MASTER 100\n"),
+            Some(Role::Primary)
+        );
+        assert_eq!(
+            instance_role("INSTANCE \"VR_1\" BACKUP 50"),
+            Some(Role::Backup)
+        );
+        assert_eq!(
+            instance_role("INSTANCE \"VR_1\" FAULT 0"),
+            Some(Role::Fault)
+        );
+        assert_eq!(instance_role("GROUP \"G\" MASTER 0"), None);
+        assert_eq!(
+            instance_role("INSTANCE \"VR_1\" MASTER_RX_LOWER_PRI 0"),
+            None
+        );
+        assert_eq!(instance_role("garbage"), None);
     }
 
     #[test]

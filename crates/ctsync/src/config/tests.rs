@@ -456,6 +456,28 @@ fn namespaces_parse_and_name_their_ids() {
 }
 
 #[test]
+fn namespaces_take_roles_from_their_keepalived_fifos() {
+    let fifos = NAMESPACES.replace(
+        "role = \"keepalived-state\"\nstate_file = \"/var/lib/neutron/ha_confs/{id}/state\"",
+        "role = \"keepalived-fifo\"\nnotify_fifo = \"/run/ctsync/fifo/{id}\"",
+    );
+    let c = Config::parse(&format!("{GOOD}{fifos}"), Path::new("n.toml")).unwrap();
+    let n = c.namespaces.expect("[namespaces]");
+    assert_eq!(n.role, RoleSource::KeepalivedFifo);
+    assert_eq!(
+        n.notify_fifo("4f1c"),
+        Some(PathBuf::from("/run/ctsync/fifo/4f1c"))
+    );
+    // A FIFO without its path, and a state file given with FIFOs, name the key.
+    let without = fifos.replace("notify_fifo = \"/run/ctsync/fifo/{id}\"", "");
+    let e = Config::parse(&format!("{GOOD}{without}"), Path::new("n.toml")).unwrap_err();
+    assert!(format!("{e:#}").contains("needs notify_fifo"), "{e:#}");
+    let both = format!("{fifos}state_file = \"/var/lib/x/{{id}}/state\"\n");
+    let e = Config::parse(&format!("{GOOD}{both}"), Path::new("n.toml")).unwrap_err();
+    assert!(format!("{e:#}").contains("state_file is not used"), "{e:#}");
+}
+
+#[test]
 fn namespaces_refuse_what_they_do_not_support_yet() {
     let bad_match = NAMESPACES.replace("qrouter-*", "qrouter");
     let e = Config::parse(&format!("{GOOD}{bad_match}"), Path::new("n.toml")).unwrap_err();

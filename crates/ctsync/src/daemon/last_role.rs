@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ctsync_core::Role;
 
-use crate::keepalived::Keepalived;
-
 /// The runtime directory: systemd's `$RUNTIME_DIRECTORY` (its first entry), else
 /// `/run/ctsync`.
 pub(super) fn runtime_dir() -> PathBuf {
@@ -68,7 +66,7 @@ pub(super) fn write(dir: &Path, node: &str, role: Role) -> Result<()> {
 /// must be non-blocking: this reads what is there and returns.
 pub(super) fn from_fifo(
     fifo: &mut impl Read,
-    follow: &Keepalived,
+    role_of: impl Fn(&crate::keepalived::Transition) -> Option<Role>,
 ) -> std::io::Result<Option<Role>> {
     let mut waiting = Vec::new();
     let mut buf = [0u8; 4096];
@@ -86,7 +84,7 @@ pub(super) fn from_fifo(
         .lines()
         .rev()
         .filter_map(crate::keepalived::parse_line)
-        .find_map(|t| follow.role_for(&t)))
+        .find_map(|t| role_of(&t)))
 }
 
 #[cfg(test)]
@@ -117,17 +115,18 @@ mod tests {
 
     #[test]
     fn the_newest_line_about_our_group_wins() {
-        let follow: Keepalived = toml::from_str("group = \"G1\"").unwrap();
+        let k: crate::keepalived::Keepalived = toml::from_str("group = \"G1\"").unwrap();
+        let follow = |t: &crate::keepalived::Transition| k.role_for(t);
         let lines = "GROUP \"G1\" MASTER 0\nINSTANCE \"VI_1\" BACKUP 100\nGROUP \"G2\" FAULT 0\nGROUP \"G1\" BACKUP 0\n";
         assert_eq!(
-            from_fifo(&mut lines.as_bytes(), &follow).unwrap(),
+            from_fifo(&mut lines.as_bytes(), follow).unwrap(),
             Some(Role::Backup)
         );
         assert_eq!(
-            from_fifo(&mut "GROUP \"G2\" MASTER 0\n".as_bytes(), &follow).unwrap(),
+            from_fifo(&mut "GROUP \"G2\" MASTER 0\n".as_bytes(), follow).unwrap(),
             None,
             "another group's word is not ours"
         );
-        assert_eq!(from_fifo(&mut &b""[..], &follow).unwrap(), None);
+        assert_eq!(from_fifo(&mut &b""[..], follow).unwrap(), None);
     }
 }

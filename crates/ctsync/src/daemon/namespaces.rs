@@ -60,6 +60,8 @@ struct Router {
     /// The role last handed to its loop (or started in).
     role: Option<Role>,
     task: JoinHandle<()>,
+    /// The reader of its keepalived's notify FIFO (`role = "keepalived-fifo"`).
+    fifo: Option<JoinHandle<()>>,
 }
 
 /// The daemon of many namespaces.
@@ -347,6 +349,67 @@ fn read_state(path: &Path) -> Option<Role> {
     }
 }
 
+/// A namespace's keepalived notify FIFO: created if missing, checked (root's, written by
+/// no one else: whoever writes it decides the router's role), opened read-write (open
+/// does not wait for keepalived, and its restarts do not end the stream). Returns the
+/// newest role among the lines already waiting in it, and the FIFO to follow.
+fn open_fifo(path: &Path) -> Result<(Option<Role>, tokio::net::unix::pipe::Receiver)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    crate::keepalived::ensure_fifo(path)
+        .with_context(|| format!("creating keepalived's notify_fifo {}", path.display()))?;
+    crate::keepalived::check_fifo(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("opening keepalived's notify_fifo {}", path.display()))?;
+    let waiting = super::last_role::from_fifo(&mut file, |t| {
+        (t.subject == crate::keepalived::Subject::Instance)
+            .then_some(t.role)
+            .flatten()
+    })
+    .with_context(|| format!("reading keepalived's notify_fifo {}", path.display()))?;
+    let rx = tokio::net::unix::pipe::Receiver::from_file(file)
+        .with_context(|| format!("following keepalived's notify_fifo {}", path.display()))?;
+    Ok((waiting, rx))
+}
+
+/// Hand the role of each `INSTANCE` line of a namespace's FIFO to its loop, until the
+/// loop is gone (the task is aborted with the namespace).
+async fn follow_fifo(rx: tokio::net::unix::pipe::Receiver, roles: mpsc::Sender<Role>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(rx).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if let Some(role) = crate::config::instance_role(&line) {
+                    log("info", format!("keepalived: {} -> {role:?}", line.trim()));
+                    if roles.send(role).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(None) => {
+                log(
+                    "warn",
+                    "keepalived's notify_fifo closed: roles now only by `ctsync role --netns`",
+                );
+                return;
+            }
+            Err(e) => {
+                log(
+                    "warn",
+                    format!(
+                        "keepalived's notify_fifo: {e}: roles now only by `ctsync role --netns`"
+                    ),
+                );
+                return;
+            }
+        }
+    }
+}
+
 impl Host {
     /// Start the namespaces that appeared, stop those that went away, and restart those
     /// whose loop ended (after [`RETRY`]).
@@ -416,9 +479,33 @@ impl Host {
             log("error", format!("namespace {name}: cannot derive its keys"));
             return;
         };
-        let state = self.ns.state_file(&id);
-        self.watch_state(&state);
-        let role = read_state(&state).unwrap_or(Role::Backup);
+        let mut fifo = None;
+        let (role, from) = match (self.ns.state_file(&id), self.ns.notify_fifo(&id)) {
+            (Some(state), _) => {
+                self.watch_state(&state);
+                let role = read_state(&state).unwrap_or(Role::Backup);
+                (role, state.display().to_string())
+            }
+            (None, Some(path)) => {
+                let from = format!("keepalived's notify_fifo {}", path.display());
+                match open_fifo(&path) {
+                    Ok((waiting, rx)) => {
+                        fifo = Some(rx);
+                        (waiting.unwrap_or(Role::Backup), from)
+                    }
+                    Err(e) => {
+                        log(
+                            "error",
+                            format!(
+                                "namespace {name}: {e:#}: its role is backup until `ctsync role --netns {name}` says otherwise"
+                            ),
+                        );
+                        (Role::Backup, format!("{from} (unusable)"))
+                    }
+                }
+            }
+            (None, None) => (Role::Backup, "no source".to_string()),
+        };
         let inbox = SharedInbox::default();
         self.inboxes.insert(id.clone().into_bytes(), inbox.clone());
         let port = MuxPort::new(self.shared.clone(), &id, inbox);
@@ -431,7 +518,17 @@ impl Host {
         let calls_for_loop = calls_tx.clone();
         let task_name = name.clone();
         let task = tokio::task::spawn_local(NAMESPACE.scope(task_name.clone(), async move {
-            let started = setup::start_namespace(&cfg, &task_name, port, keys, epoch, role, heard);
+            // Its sockets are opened off this thread, the rest (the node, the first read
+            // of its table) on it.
+            let opening = task_name.clone();
+            let started =
+                match tokio::task::spawn_blocking(move || setup::open_namespace(&opening)).await {
+                    Ok(Ok(sockets)) => setup::start_namespace(
+                        &cfg, &task_name, sockets, port, keys, epoch, role, heard,
+                    ),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(anyhow::anyhow!("opening its sockets: {e}")),
+                };
             match started {
                 Ok((mut d, src)) => {
                     if let Err(e) = d
@@ -447,12 +544,13 @@ impl Host {
                 ),
             }
         }));
+        let fifo = fifo.map(|rx| {
+            let roles = roles_tx.clone();
+            tokio::task::spawn_local(NAMESPACE.scope(name.clone(), follow_fifo(rx, roles)))
+        });
         log(
             "info",
-            format!(
-                "namespace {name} (id {id}): replicating, role {role} from {}",
-                state.display()
-            ),
+            format!("namespace {name} (id {id}): replicating, role {role} from {from}"),
         );
         self.routers.insert(
             name,
@@ -462,6 +560,7 @@ impl Host {
                 roles: roles_tx,
                 role: Some(role),
                 task,
+                fifo,
             },
         );
     }
@@ -506,6 +605,9 @@ impl Host {
     fn stop(&mut self, name: &str) {
         if let Some(r) = self.routers.remove(name) {
             r.task.abort();
+            if let Some(f) = r.fifo {
+                f.abort();
+            }
             self.inboxes.remove(r.id.as_bytes());
         }
     }
@@ -540,7 +642,7 @@ impl Host {
         let files: Vec<(String, PathBuf)> = self
             .routers
             .iter()
-            .map(|(n, r)| (n.clone(), self.ns.state_file(&r.id)))
+            .filter_map(|(n, r)| Some((n.clone(), self.ns.state_file(&r.id)?)))
             .filter(|(_, f)| only.is_none() || watched(f))
             .collect();
         for (name, state) in files {

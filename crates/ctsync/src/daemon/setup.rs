@@ -353,7 +353,7 @@ fn follow_keepalived(cfg: &Config) -> Result<(Option<Role>, Option<Fifo>)> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&path)
         .with_context(|| format!("opening keepalived's notify_fifo {}", path.display()))?;
-    let waiting = super::last_role::from_fifo(&mut file, k)
+    let waiting = super::last_role::from_fifo(&mut file, |t| k.role_for(t))
         .with_context(|| format!("reading keepalived's notify_fifo {}", path.display()))?;
     let rx = pipe::Receiver::from_file(file)
         .with_context(|| format!("following keepalived's notify_fifo {}", path.display()))?;
@@ -574,18 +574,44 @@ const NAMESPACE_KEEPALIVE: Duration = Duration::from_secs(30);
 /// `epoch`, its kernel sockets opened inside it, its sync link a port on the daemon's
 /// shared socket; started in `role` (its state file's) and carried out. The loop's
 /// sources: its kernel events only (its control calls and roles come from the daemon).
+/// A namespace's kernel sockets: its event subscription and its request socket.
+pub(super) struct NamespaceSockets {
+    events: AsyncFd<EventSocket>,
+    events_ctl: OwnedFd,
+    ct: Conntrack,
+}
+
+/// Open namespace `name`'s kernel sockets. Each is made by a thread that enters the
+/// namespace, which takes milliseconds: the daemon of namespaces calls this off its
+/// thread (`spawn_blocking`), so that hundreds of routers appearing at once do not hold
+/// up the others' loops.
+pub(super) fn open_namespace(name: &str) -> Result<NamespaceSockets> {
+    let netns = Netns::named(name).with_context(|| format!("network namespace {name:?}"))?;
+    let (events, events_ctl, _granted) = subscribe(Some(&netns))?;
+    let ct = Conntrack::open_in(&netns).context("ctnetlink request socket")?;
+    Ok(NamespaceSockets {
+        events,
+        events_ctl,
+        ct,
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // one namespace's every part, handed over once
 pub(super) fn start_namespace(
     cfg: &Config,
     name: &str,
+    sockets: NamespaceSockets,
     port: super::mux::MuxPort,
     keys: (ClusterSecret, Vec<ClusterSecret>),
     epoch: u64,
     role: Role,
     host_heard: super::HostHeard,
 ) -> Result<(Daemon, Sources)> {
-    let netns = Netns::named(name).with_context(|| format!("network namespace {name:?}"))?;
-    let (mut events, events_ctl, _granted) = subscribe(Some(&netns))?;
-    let ct = Conntrack::open_in(&netns).context("ctnetlink request socket")?;
+    let NamespaceSockets {
+        mut events,
+        events_ctl,
+        ct,
+    } = sockets;
     let own_port = ct.portid();
     let _ = events.get_mut().ignore_port(own_port);
     let peers = one_link_peers(cfg);
@@ -608,10 +634,7 @@ pub(super) fn start_namespace(
     d.flush();
     log(
         "info",
-        format!(
-            "up: role {role} from its state file, {} own flows",
-            d.node.internal().len()
-        ),
+        format!("up: role {role}, {} own flows", d.node.internal().len()),
     );
     let sources = Sources {
         events,
