@@ -420,6 +420,10 @@ General {
         let c = parses(&i.toml);
         assert_eq!(c.sync.local.to_string(), "192.168.100.100:3780");
         assert_eq!(c.sync.peers[0].to_string(), "192.0.2.2:3780");
+        assert_eq!(
+            c.sync.group.map(|g| g.to_string()).as_deref(),
+            Some("225.0.0.50:3780")
+        );
         assert_eq!(c.sync.mode, ctsync_core::Mode::Commit);
         let why: Vec<_> = i
             .unmapped
@@ -432,8 +436,8 @@ General {
             "{why:?}"
         );
         assert!(
-            why.iter().any(|(l, w)| *l == 6 && w.contains("multicast")),
-            "{why:?}"
+            !why.iter().any(|(l, _)| *l == 6),
+            "the group is mapped: {why:?}"
         );
         assert!(why.iter().any(|(l, _)| *l == 3), "{why:?}");
     }

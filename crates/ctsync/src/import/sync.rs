@@ -22,6 +22,8 @@ struct Link<'a> {
     peer: Option<(IpAddr, &'a Item)>,
     port: Option<(u16, &'a Item)>,
     interface: Option<(String, &'a Item)>,
+    /// A multicast link's group address.
+    group: Option<(IpAddr, &'a Item)>,
 }
 
 impl Mapper<'_> {
@@ -102,10 +104,17 @@ impl Mapper<'_> {
         for o in item.children() {
             let k = o.key().to_ascii_lowercase();
             match k.as_str() {
-                "ipv4_address" | "ipv6_address" if mcast => self.skip(
-                    o,
-                    "the multicast group: ctsync has no multicast transport yet; it sends to each peer by unicast UDP",
-                ),
+                "ipv4_address" | "ipv6_address" if mcast => {
+                    let a = self.address(o, k == "ipv6_address")?;
+                    if a.is_multicast() {
+                        l.group = Some((a, o));
+                    } else {
+                        self.skip(
+                            o,
+                            "not a multicast address: no [sync] group (ctsync sends to each peer by unicast UDP)",
+                        );
+                    }
+                }
                 "ipv4_address" | "ipv6_address" => {
                     l.local = Some((self.address(o, k == "ipv6_address")?, o));
                 }
@@ -206,7 +215,7 @@ impl Mapper<'_> {
                 "# from line {section_line}: TCP: ctsync sends unicast UDP to each peer, with its own acknowledgements and retransmission (the reliability TCP gave NOTRACK)"
             )),
             Some(Transport::Multicast) => notes.push(format!(
-                "# from line {section_line}: Multicast: ctsync has no multicast transport yet: it sends unicast UDP to each peer, listed in `peers`"
+                "# from line {section_line}: Multicast: ctsync sends live replication once to the group too; `peers` still lists the nodes (handshake, acknowledgements, bulk transfers)"
             )),
             None => {}
         }
@@ -300,6 +309,25 @@ impl Mapper<'_> {
                 s.push(format!(
                     "peers = [{}]",
                     quote(&SocketAddr::new(a, port).to_string())
+                ));
+            }
+        }
+        if let Some((g, item)) = l.group {
+            if g.is_ipv4() == local.is_ipv4() {
+                s.push(format!(
+                    "# from line {}: {}{port_note} (TTL 1: the group stays on the sync link)",
+                    item.line,
+                    item.text()
+                ));
+                s.push(format!(
+                    "group = {}",
+                    quote(&SocketAddr::new(g, port).to_string())
+                ));
+            } else {
+                self.unmapped.push(placeholder(
+                    item.line,
+                    &item.text(),
+                    "the group is not of the family of this node's address on the link: no [sync] group",
                 ));
             }
         }
