@@ -155,8 +155,11 @@ impl StoredFlow {
 /// Entries in one chunk of a table's slab. The first chunk grows to it from the table's
 /// initial room (a namespace's small table stays small); the others are allocated whole,
 /// so a table of any size wastes less than one chunk, where a table that doubles holds
-/// up to twice its content (a million flows sat in room for two).
-const CHUNK: usize = 4096;
+/// up to twice its content (a million flows sat in room for two). A whole chunk is 1.25
+/// MiB: above the daemon's mmap threshold (1 MiB, see `give_back_large_blocks`), so each
+/// is a mapping of its own, returned to the system when a compaction frees it (freed
+/// from the middle of the heap, it would stay in the process).
+const CHUNK: usize = 16384;
 
 /// [`Entry::flags`]: counted in the digest (the internal table holds back flows younger
 /// than the sync delay: they are neither replicated nor counted).
