@@ -32,6 +32,9 @@ pub struct Hosts {
     /// `DIR/fifo-a/N` and `DIR/fifo-b/N`, written by [`Hosts::say`]) instead of state
     /// files: set before [`Hosts::start`].
     pub fifos: bool,
+    /// Host a's and b's `key_file` and `accept_key_files`, if not the cluster key
+    /// ([`Hosts::key`]) alone: set before [`Hosts::start`] or [`Hosts::reload`].
+    pub keys: [Option<(PathBuf, Vec<PathBuf>)>; 2],
     ctsync: PathBuf,
     daemons: Vec<(char, Child)>,
     // Last: dropped after `Drop for Hosts` stopped the daemons.
@@ -48,12 +51,39 @@ impl Hosts {
         let hosts = Hosts {
             metrics: [None, None],
             fifos: false,
+            keys: [None, None],
             ctsync,
             daemons: Vec::new(),
             scratch,
         };
         ctsync::write_key(&hosts.ctsync, &hosts.dir().join("cluster.key"))?;
         Ok(hosts)
+    }
+
+    /// A new key file in the working directory (`ctsync keygen`); its path.
+    pub fn new_key(&self, name: &str) -> Result<PathBuf> {
+        let path = self.dir().join(name);
+        ctsync::write_key(&self.ctsync, &path)?;
+        Ok(path)
+    }
+
+    /// Write `host`'s configuration again and send its daemon SIGHUP.
+    pub fn reload(&mut self, host: char) -> Result<()> {
+        self.config(host)?;
+        let Some((_, child)) = self.daemons.iter().find(|(h, _)| *h == host) else {
+            bail!("host {host}'s daemon is not running");
+        };
+        let pid = child.id().to_string();
+        run(&["kill", "-HUP", &pid])?;
+        Ok(())
+    }
+
+    /// Whether `host`'s daemon is still running.
+    pub fn running(&mut self, host: char) -> bool {
+        self.daemons
+            .iter_mut()
+            .find(|(h, _)| *h == host)
+            .is_some_and(|(_, c)| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The working directory (configs, logs, sockets, state files).
@@ -117,6 +147,10 @@ impl Hosts {
     /// Write `host`'s configuration; its path.
     pub fn config(&self, host: char) -> Result<PathBuf> {
         let path = self.dir().join(format!("host-{host}.toml"));
+        let cluster = (self.dir().join("cluster.key"), Vec::new());
+        let (key, accept) = self.keys[usize::from(host != 'a')]
+            .as_ref()
+            .unwrap_or(&cluster);
         let text = HostConfig {
             node: &format!("host-{host}"),
             netns: &self.host_netns(host),
@@ -127,7 +161,8 @@ impl Hosts {
                 .then(|| self.dir().join(format!("fifo-{host}")))
                 .as_deref(),
             host: usize::from(host != 'a'),
-            key: &self.dir().join("cluster.key"),
+            key,
+            accept,
             socket: &self.socket(host),
         }
         .text();
@@ -220,6 +255,8 @@ pub(crate) struct HostConfig<'a> {
     /// Which host: 0 (the first of [`SYNC_ADDRS`]) or 1.
     pub(crate) host: usize,
     pub(crate) key: &'a Path,
+    /// `accept_key_files`.
+    pub(crate) accept: &'a [PathBuf],
     pub(crate) socket: &'a Path,
 }
 
@@ -237,6 +274,7 @@ interface = "sync0"
 local = "{local}:{SYNC_PORT}"
 peers = ["{peer}:{SYNC_PORT}"]
 key_file = "{key}"
+accept_key_files = [{accept}]
 [control]
 socket = "{socket}"
 [timers]
@@ -258,6 +296,12 @@ dead_ms = 1500
             local = SYNC_ADDRS[self.host],
             peer = SYNC_ADDRS[1 - self.host],
             key = self.key.display(),
+            accept = self
+                .accept
+                .iter()
+                .map(|p| format!("\"{}\"", p.display()))
+                .collect::<Vec<_>>()
+                .join(", "),
             socket = self.socket.display(),
         )
     }

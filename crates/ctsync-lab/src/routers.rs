@@ -363,6 +363,7 @@ impl Lab {
             fifo_dir: None,
             host: h,
             key: &self.key(),
+            accept: &[],
             socket: &self.socket(h),
         }
         .text()

@@ -622,6 +622,11 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The file this came from (empty for a configuration parsed from text alone).
+    pub fn path(&self) -> &Path {
+        &self.source.0
+    }
+
     /// `file:line` of `key = …` in the file this came from.
     fn at(&self, key: &str) -> String {
         let (path, text) = &self.source;

@@ -283,6 +283,78 @@ fn routers_take_their_roles_from_their_own_keepalived_fifos() {
     assert!(is_primary(&h, 'b', &b2));
 }
 
+/// `systemctl reload` (SIGHUP) of a daemon of namespaces: the cluster key is rotated
+/// under running routers, one host after the other, with no flow lost; a host that
+/// reloads onto a key the other does not know is heard no more (its keys did change),
+/// and is again once it reloads back. The daemons live through every SIGHUP.
+#[test]
+fn a_sighup_rotates_every_routers_keys_while_they_replicate() {
+    let Some(mut h) = hosts("nsh") else { return };
+    h.add_router('a', 1).unwrap();
+    h.add_router('b', 1).unwrap();
+    h.set_state('a', 1, "primary").unwrap();
+    h.set_state('b', 1, "backup").unwrap();
+    let (a1, b1) = (h.router('a', 1), h.router('b', 1));
+    fill(&a1, 0, 50);
+    h.start('a').unwrap();
+    h.start('b').unwrap();
+    let reaches = |h: &Hosts, n: usize| {
+        wait_for(
+            Duration::from_secs(30),
+            || kernel_count(&b1) == n,
+            || {
+                format!(
+                    "b's router 1 holds {} of {n}\n{}",
+                    kernel_count(&b1),
+                    h.logs()
+                )
+            },
+        );
+    };
+    reaches(&h, 50);
+    let cluster = h.dir().join("cluster.key");
+    let new = h.new_key("new.key").unwrap();
+    let other = h.new_key("other.key").unwrap();
+    // Both hosts send with the new key, accepting the old; then the old is dropped.
+    for host in ['a', 'b'] {
+        h.keys[usize::from(host == 'b')] = Some((new.clone(), vec![cluster.clone()]));
+        h.reload(host).unwrap();
+    }
+    fill(&a1, 1000, 20);
+    reaches(&h, 70);
+    for host in ['a', 'b'] {
+        h.keys[usize::from(host == 'b')] = Some((new.clone(), Vec::new()));
+        h.reload(host).unwrap();
+    }
+    fill(&a1, 2000, 20);
+    reaches(&h, 90);
+    // Host a moves to a key b does not know: b's router drops what a's sends.
+    let b_status = |h: &Hosts| h.request('b', &format!("netns {b1} status")).unwrap();
+    let dropped = sum_dropped(&b_status(&h));
+    h.keys[0] = Some((other.clone(), Vec::new()));
+    h.reload('a').unwrap();
+    fill(&a1, 3000, 20);
+    wait_for(
+        Duration::from_secs(20),
+        || sum_dropped(&b_status(&h)) > dropped,
+        || format!("{:?}\n{}", b_status(&h), h.logs()),
+    );
+    assert_eq!(
+        kernel_count(&b1),
+        90,
+        "flows arrived under a key b does not hold"
+    );
+    // Back to the key b holds: what a sent meanwhile arrives too.
+    h.keys[0] = Some((new, Vec::new()));
+    h.reload('a').unwrap();
+    reaches(&h, 110);
+    assert!(
+        h.running('a') && h.running('b'),
+        "a daemon died of a SIGHUP"
+    );
+    assert!(h.logs().contains("cluster keys changed"), "{}", h.logs());
+}
+
 /// Whether host `h`'s status lists router `name` as primary.
 fn is_primary(h: &Hosts, host: char, name: &str) -> bool {
     h.request(host, "status")

@@ -72,6 +72,17 @@ pub(super) enum Call {
         /// Where the reply goes.
         reply: oneshot::Sender<Reply>,
     },
+    /// A namespace's share of a SIGHUP of the daemon of namespaces: the file it read,
+    /// and the namespace's keys if they changed.
+    Reload(Box<NamespaceReload>),
+}
+
+/// What [`Call::Reload`] carries.
+pub(super) struct NamespaceReload {
+    /// The configuration read.
+    pub(super) config: crate::config::Config,
+    /// New keys, derived for the namespace.
+    pub(super) keys: Option<(ctsync_wire::ClusterSecret, Vec<ctsync_wire::ClusterSecret>)>,
 }
 
 /// One control connection, in a task of its own so that a client that says nothing (or
@@ -147,6 +158,10 @@ impl Daemon {
     pub(super) fn call(&mut self, call: Call) {
         match call {
             Call::Refused => self.control_refused += 1,
+            Call::Reload(r) => {
+                let NamespaceReload { config, keys } = *r;
+                self.reload_namespace(&config, keys);
+            }
             Call::Request {
                 netns: Some(n),
                 reply,

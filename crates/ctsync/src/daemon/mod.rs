@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ctnetlink::Event;
 use ctsync_core::{FlowEvent, Node, Notify, Role};
+use ctsync_wire::ClusterSecret;
 
 use crate::config::Config;
 use link::SyncLink;
@@ -585,59 +586,15 @@ impl Daemon {
 
     /// SIGHUP: apply what can change while running; say what needs a restart.
     fn reload(&mut self, old: &Config, new: &Config) {
-        let mut restart = Vec::new();
-        if old.node != new.node {
-            restart.push("node");
-        }
-        if old.netns != new.netns {
-            restart.push("netns");
-        }
-        if old.sync.interface != new.sync.interface
-            || old.sync.local != new.sync.local
-            || old.sync.peers != new.sync.peers
-            || old.sync.extra_links != new.sync.extra_links
-            || old.sync.group != new.sync.group
-            || old.sync.cipher != new.sync.cipher
-            || old.sync.mode != new.sync.mode
-            || old.sync.kernel_resync_secs != new.sync.kernel_resync_secs
-        {
-            restart.push("[sync]");
-        }
-        if old.control.socket != new.control.socket {
-            restart.push("[control]");
-        }
-        if old.metrics.as_ref().map(|m| m.listen) != new.metrics.as_ref().map(|m| m.listen) {
-            restart.push("[metrics]");
-        }
-        if old.timers != new.timers {
-            restart.push("[timers]");
-        }
-        if old.keepalived.as_ref().and_then(|k| k.notify_fifo.clone())
-            != new.keepalived.as_ref().and_then(|k| k.notify_fifo.clone())
-        {
-            restart.push("[keepalived] notify_fifo");
-        }
+        let mut restart = needs_restart(old, new);
         if old.sync.key_file != new.sync.key_file
             || old.sync.accept_key_files != new.sync.accept_key_files
         {
-            match setup::cluster_keys(new).and_then(|(send, accept)| {
-                let n = accept.len();
-                self.node
-                    .set_secrets(send, accept)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                Ok(n)
-            }) {
-                Ok(n) => log(
-                    "info",
-                    format!(
-                        "cluster keys changed: sending with {}, accepting {n} more",
-                        new.sync.key_file.display()
-                    ),
-                ),
+            match setup::cluster_keys(new) {
+                Ok(keys) => self.set_keys(keys, &new.sync.key_file),
                 Err(e) => log("error", format!("cluster keys not changed: {e:#}")),
             }
         }
-        self.kernel.window_tracking = new.sync.tcp_window_tracking;
         self.track_file = new.keepalived.as_ref().and_then(|k| k.track_file.clone());
         self.stale_file = setup::stale_file(new);
         self.written = (None, None);
@@ -648,11 +605,7 @@ impl Daemon {
         if old.conntrackd != new.conntrackd {
             restart.push("[conntrackd]");
         }
-        self.node.set_filter(
-            new.core_filter(),
-            Duration::from_secs_f64(new.filter.delay_secs),
-        );
-        self.flush();
+        self.apply_reload(new);
         log(
             "info",
             "reloaded: [filter], keys, [keepalived] instance/group/track_file, tcp_window_tracking",
@@ -667,6 +620,86 @@ impl Daemon {
             );
         }
     }
+
+    /// New cluster keys (from `key_file`, said in the log).
+    fn set_keys(&mut self, (send, accept): (ClusterSecret, Vec<ClusterSecret>), key_file: &Path) {
+        let n = accept.len();
+        match self.node.set_secrets(send, accept) {
+            Ok(()) => log(
+                "info",
+                format!(
+                    "cluster keys changed: sending with {}, accepting {n} more",
+                    key_file.display()
+                ),
+            ),
+            Err(e) => log("error", format!("cluster keys not changed: {e}")),
+        }
+    }
+
+    /// What a reload changes in a loop of its own: the filter and its delay, and TCP
+    /// window tracking.
+    fn apply_reload(&mut self, new: &Config) {
+        self.kernel.window_tracking = new.sync.tcp_window_tracking;
+        self.node.set_filter(
+            new.core_filter(),
+            Duration::from_secs_f64(new.filter.delay_secs),
+        );
+        self.flush();
+    }
+
+    /// A namespace's share of its daemon's reload (the daemon of namespaces read the
+    /// file): new keys, derived for this namespace, if they changed.
+    pub(super) fn reload_namespace(
+        &mut self,
+        new: &Config,
+        keys: Option<(ClusterSecret, Vec<ClusterSecret>)>,
+    ) {
+        if let Some(k) = keys {
+            self.set_keys(k, &new.sync.key_file);
+        }
+        self.apply_reload(new);
+    }
+}
+
+/// What changed from `old` to `new` that a running daemon cannot apply: the sections
+/// (or settings) that need a restart.
+pub(super) fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut restart = Vec::new();
+    if old.node != new.node {
+        restart.push("node");
+    }
+    if old.netns != new.netns {
+        restart.push("netns");
+    }
+    if old.sync.interface != new.sync.interface
+        || old.sync.local != new.sync.local
+        || old.sync.peers != new.sync.peers
+        || old.sync.extra_links != new.sync.extra_links
+        || old.sync.group != new.sync.group
+        || old.sync.cipher != new.sync.cipher
+        || old.sync.mode != new.sync.mode
+        || old.sync.kernel_resync_secs != new.sync.kernel_resync_secs
+    {
+        restart.push("[sync]");
+    }
+    if old.control.socket != new.control.socket {
+        restart.push("[control]");
+    }
+    if old.metrics.as_ref().map(|m| m.listen) != new.metrics.as_ref().map(|m| m.listen) {
+        restart.push("[metrics]");
+    }
+    if old.timers != new.timers {
+        restart.push("[timers]");
+    }
+    if old.keepalived.as_ref().and_then(|k| k.notify_fifo.clone())
+        != new.keepalived.as_ref().and_then(|k| k.notify_fifo.clone())
+    {
+        restart.push("[keepalived] notify_fifo");
+    }
+    if old.namespaces != new.namespaces {
+        restart.push("[namespaces]");
+    }
+    restart
 }
 
 #[cfg(test)]

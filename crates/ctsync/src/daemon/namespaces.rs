@@ -220,6 +220,7 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
     let (calls_tx, mut calls_rx) = mpsc::channel(MAX_CLIENTS);
     let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(RESCAN);
     let mut rx = vec![0u8; 65536];
     let mut events = vec![0u8; 4096];
@@ -298,6 +299,11 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
                 if let Some((stream, _)) = m {
                     host.serve_metrics(stream);
                 }
+            }
+            _ = hup.recv() => {
+                super::notify(&[sd_notify::NotifyState::Reloading]);
+                host.reload();
+                super::notify(&[sd_notify::NotifyState::Ready]);
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
@@ -563,6 +569,97 @@ impl Host {
                 fifo,
             },
         );
+    }
+
+    /// SIGHUP: read the file again; hand each namespace's loop the filter, TCP window
+    /// tracking and (if they changed) its keys, and the host link its keys; say what
+    /// needs a restart. Namespaces started later take the reloaded settings too.
+    fn reload(&mut self) {
+        let path = self.cfg.path().to_path_buf();
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                log(
+                    "error",
+                    format!("reload refused, keeping the running configuration: {e:#}"),
+                );
+                return;
+            }
+        };
+        if new.namespaces.is_none() {
+            log(
+                "error",
+                "reload refused: the file has no [namespaces] any more (a restart makes this a daemon of one table)",
+            );
+            return;
+        }
+        let restart = super::needs_restart(&self.cfg, &new);
+        let keys_changed = self.cfg.sync.key_file != new.sync.key_file
+            || self.cfg.sync.accept_key_files != new.sync.accept_key_files;
+        let keys = if keys_changed {
+            match setup::cluster_keys(&new) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    log("error", format!("cluster keys not changed: {e:#}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(k) = &keys {
+            match namespace_keys(k, HOST_ID)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|(send, accept)| {
+                    self.host_node
+                        .set_secrets(send, accept)
+                        .map_err(|e| anyhow::anyhow!("{e}"))
+                }) {
+                Ok(()) => self.keys = k.clone(),
+                Err(e) => log(
+                    "error",
+                    format!("host link: cluster keys not changed: {e:#}"),
+                ),
+            }
+        }
+        for (name, r) in &self.routers {
+            let keys = keys.as_ref().and_then(|k| namespace_keys(k, &r.id).ok());
+            let call = Call::Reload(Box::new(super::control::NamespaceReload {
+                config: new.clone(),
+                keys,
+            }));
+            if r.calls.try_send(call).is_err() {
+                log(
+                    "warn",
+                    format!("namespace {name}: its loop is busy; reload it with another SIGHUP"),
+                );
+            }
+        }
+        // What later starts take: the reloaded settings; what needs a restart stays.
+        let mut cfg = (*self.cfg).clone();
+        cfg.filter = new.filter.clone();
+        cfg.sync.tcp_window_tracking = new.sync.tcp_window_tracking;
+        if keys.is_some() {
+            cfg.sync.key_file = new.sync.key_file.clone();
+            cfg.sync.accept_key_files = new.sync.accept_key_files.clone();
+        }
+        self.cfg = Rc::new(cfg);
+        log(
+            "info",
+            format!(
+                "reloaded: [filter], keys, tcp_window_tracking, in {} namespaces",
+                self.routers.len()
+            ),
+        );
+        if !restart.is_empty() {
+            log(
+                "warn",
+                format!(
+                    "changed but needing a restart to take effect: {}",
+                    restart.join(", ")
+                ),
+            );
+        }
     }
 
     /// Send what the host link has ready, and publish when it last heard each peer
