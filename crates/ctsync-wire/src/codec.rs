@@ -529,19 +529,24 @@ fn read_nat(
     Ok((addr, port))
 }
 
+/// The layer-4 shapes of the original, reply and master tuples when the flags say they
+/// are given (the two bytes after the flags); `None` each: the protocol's own.
+fn l4_kinds(r: &mut Reader<'_>, flags: u16) -> Result<[Option<u8>; 3], WireError> {
+    if flags & flag::L4_EXPLICIT == 0 {
+        return Ok([None; 3]);
+    }
+    let a = r.u8()?;
+    let m = r.u8()?;
+    Ok([Some(a & 0x0f), Some(a >> 4), Some(m)])
+}
+
 /// Where a flow encoding's timeout sits (or would sit): the offset just past its
 /// tuples, NAT, zone and mark, found without decoding the flow. Returns the flags too.
 fn timeout_offset(bytes: &[u8]) -> Result<(u16, usize), WireError> {
     let mut r = Reader::new(bytes);
     let flags = r.u16()?;
     let addr = if flags & flag::IPV6 != 0 { 16 } else { 4 };
-    let (k_orig, k_reply) = if flags & flag::L4_EXPLICIT != 0 {
-        let a = r.u8()?;
-        r.u8()?;
-        (Some(a & 0x0f), Some(a >> 4))
-    } else {
-        (None, None)
-    };
+    let [k_orig, k_reply, _] = l4_kinds(&mut r, flags)?;
     // A tuple body: two addresses, the protocol, then its layer-4 identity (4 bytes for
     // every shape but none; the shape is the protocol's unless given). Returns the shape.
     let tuple = |r: &mut Reader<'_>, kind: Option<u8>| -> Result<u8, WireError> {
@@ -620,13 +625,7 @@ pub fn read_key(bytes: &[u8]) -> Result<FlowKey, WireError> {
         return read_flow(&mut Reader::new(bytes)).map(|f| f.key());
     }
     let v6 = flags & flag::IPV6 != 0;
-    let (k_orig, k_reply) = if flags & flag::L4_EXPLICIT != 0 {
-        let a = r.u8()?;
-        r.u8()?;
-        (Some(a & 0x0f), Some(a >> 4))
-    } else {
-        (None, None)
-    };
+    let [k_orig, k_reply, _] = l4_kinds(&mut r, flags)?;
     let orig = read_tuple_body(&mut r, v6, k_orig)?;
     let mut zone = 0;
     if flags & flag::ZONE != 0 {
@@ -668,13 +667,7 @@ struct FlowHead {
 fn read_flow_head(r: &mut Reader<'_>) -> Result<FlowHead, WireError> {
     let flags = r.u16()?;
     let v6 = flags & flag::IPV6 != 0;
-    let (k_orig, k_reply, k_master) = if flags & flag::L4_EXPLICIT != 0 {
-        let a = r.u8()?;
-        let m = r.u8()?;
-        (Some(a & 0x0f), Some(a >> 4), Some(m))
-    } else {
-        (None, None, None)
-    };
+    let [k_orig, k_reply, k_master] = l4_kinds(r, flags)?;
     let orig = read_tuple_body(r, v6, k_orig)?;
     let reply = if flags & flag::REPLY_FULL != 0 {
         read_tuple_body(r, v6, k_reply)?

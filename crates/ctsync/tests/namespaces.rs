@@ -255,14 +255,7 @@ fn routers_take_their_roles_from_their_own_keepalived_fifos() {
                 && kernel_count(&b1) == 50
                 && kernel_count(&a2) == 30
         },
-        || {
-            format!(
-                "{:?}\n{:?}\n{}",
-                h.request('a', "status"),
-                h.request('b', "status"),
-                h.logs()
-            )
-        },
+        || both(&h),
     );
     // A sync group's line is not a router's word; router 1 then moves to b.
     say('a', 1, "GROUP \"G\" BACKUP 0");
@@ -271,14 +264,7 @@ fn routers_take_their_roles_from_their_own_keepalived_fifos() {
     wait_for(
         Duration::from_secs(30),
         || is_primary(&h, 'b', &b1) && shows(&h, 'a', &a1, "backup", 50),
-        || {
-            format!(
-                "{:?}\n{:?}\n{}",
-                h.request('a', "status"),
-                h.request('b', "status"),
-                h.logs()
-            )
-        },
+        || both(&h),
     );
     assert!(is_primary(&h, 'b', &b2));
 }
@@ -353,6 +339,16 @@ fn a_sighup_rotates_every_routers_keys_while_they_replicate() {
         "a daemon died of a SIGHUP"
     );
     assert!(h.logs().contains("cluster keys changed"), "{}", h.logs());
+}
+
+/// Both hosts' status and logs, for a failure message.
+fn both(h: &Hosts) -> String {
+    format!(
+        "{:?}\n{:?}\n{}",
+        h.request('a', "status"),
+        h.request('b', "status"),
+        h.logs()
+    )
 }
 
 /// Whether host `h`'s status lists router `name` as primary.

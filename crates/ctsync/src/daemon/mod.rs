@@ -610,15 +610,7 @@ impl Daemon {
             "info",
             "reloaded: [filter], keys, [keepalived] instance/group/track_file, tcp_window_tracking",
         );
-        if !restart.is_empty() {
-            log(
-                "warn",
-                format!(
-                    "changed but needing a restart to take effect: {}",
-                    restart.join(", ")
-                ),
-            );
-        }
+        say_restart(&restart);
     }
 
     /// New cluster keys (from `key_file`, said in the log).
@@ -658,6 +650,19 @@ impl Daemon {
             self.set_keys(k, &new.sync.key_file);
         }
         self.apply_reload(new);
+    }
+}
+
+/// Log what changed in a reload but needs a restart, if anything.
+pub(super) fn say_restart(restart: &[&str]) {
+    if !restart.is_empty() {
+        log(
+            "warn",
+            format!(
+                "changed but needing a restart to take effect: {}",
+                restart.join(", ")
+            ),
+        );
     }
 }
 

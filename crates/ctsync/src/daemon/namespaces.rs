@@ -651,15 +651,7 @@ impl Host {
                 self.routers.len()
             ),
         );
-        if !restart.is_empty() {
-            log(
-                "warn",
-                format!(
-                    "changed but needing a restart to take effect: {}",
-                    restart.join(", ")
-                ),
-            );
-        }
+        super::say_restart(&restart);
     }
 
     /// Send what the host link has ready, and publish when it last heard each peer
