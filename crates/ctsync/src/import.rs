@@ -443,6 +443,19 @@ General {
     }
 
     #[test]
+    fn an_ipv6_multicast_group_is_mapped_with_an_ipv6_placeholder_address() {
+        let conf = "Sync {\n Mode FTFW {\n }\n Multicast {\n  IPv6_address ff02::1:3\n  Group 3780\n  Interface eth2\n }\n}\n";
+        let i = import(conf.as_bytes(), "m6.conf").unwrap();
+        let c = parses(&i.toml);
+        assert_eq!(
+            c.sync.group.map(|g| g.to_string()).as_deref(),
+            Some("[ff02::1:3]:3780")
+        );
+        assert!(c.sync.local.is_ipv6(), "{}", c.sync.local);
+        assert_eq!(c.sync.interface, "eth2");
+    }
+
+    #[test]
     fn a_file_without_a_link_still_gives_a_valid_config() {
         let i = import(b"Sync {\n Mode NOTRACK {\n }\n}\n", "n.conf").unwrap();
         let c = parses(&i.toml);

@@ -103,8 +103,14 @@ pub(crate) fn write_track_file(path: &Path, ready: bool) -> std::io::Result<()> 
 
 /// Write `value` (one number and a newline) to a track file, atomically.
 pub(crate) fn write_value(path: &Path, value: u8) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{value}\n"))?;
+    write_text(path, &format!("{value}\n"))
+}
+
+/// Write `text` to `path` atomically (a file beside it, renamed over it).
+pub(crate) fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
 

@@ -267,6 +267,24 @@ fn routers_take_their_roles_from_their_own_keepalived_fifos() {
         || both(&h),
     );
     assert!(is_primary(&h, 'b', &b2));
+    // keepalived says a role once: router 1 on b, gone and back (its loop starts
+    // again), is primary from the role recorded beside its FIFO, with no new line.
+    h.remove_router('b', 1).unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            h.request('b', "status")
+                .ok()
+                .is_some_and(|s| router(&s, &b1).is_none())
+        },
+        || both(&h),
+    );
+    h.add_router('b', 1).unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        || is_primary(&h, 'b', &b1),
+        || both(&h),
+    );
 }
 
 /// `systemctl reload` (SIGHUP) of a daemon of namespaces: the cluster key is rotated

@@ -382,26 +382,42 @@ fn open_fifo(path: &Path) -> Result<(Option<Role>, tokio::net::unix::pipe::Recei
 }
 
 /// Hand the role of each `INSTANCE` line of a namespace's FIFO to its loop, until the
-/// loop is gone (the task is aborted with the namespace).
-async fn follow_fifo(rx: tokio::net::unix::pipe::Receiver, roles: mpsc::Sender<Role>) {
+/// loop is gone (the task is aborted with the namespace), and record it beside the FIFO
+/// (see [`role_record`]). A line that is not UTF-8 is read as well as it goes (and is
+/// no transition): it does not end the reading.
+async fn follow_fifo(
+    rx: tokio::net::unix::pipe::Receiver,
+    path: PathBuf,
+    roles: mpsc::Sender<Role>,
+) {
     use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(rx).lines();
+    let mut rx = tokio::io::BufReader::new(rx);
+    let mut line = Vec::new();
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                if let Some(role) = crate::config::instance_role(&line) {
-                    log("info", format!("keepalived: {} -> {role:?}", line.trim()));
-                    if roles.send(role).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Ok(None) => {
+        line.clear();
+        match rx.read_until(b'\n', &mut line).await {
+            Ok(0) => {
                 log(
                     "warn",
                     "keepalived's notify_fifo closed: roles now only by `ctsync role --netns`",
                 );
                 return;
+            }
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                if let Some(role) = crate::config::instance_role(&text) {
+                    log("info", format!("keepalived: {} -> {role:?}", text.trim()));
+                    let record = role_record(&path);
+                    if let Err(e) = crate::keepalived::write_text(&record, &format!("{role}\n")) {
+                        log(
+                            "warn",
+                            format!("recording the role in {}: {e}", record.display()),
+                        );
+                    }
+                    if roles.send(role).await.is_err() {
+                        return;
+                    }
+                }
             }
             Err(e) => {
                 log(
@@ -414,6 +430,15 @@ async fn follow_fifo(rx: tokio::net::unix::pipe::Receiver, roles: mpsc::Sender<R
             }
         }
     }
+}
+
+/// Where the last role a namespace's FIFO gave is recorded: beside the FIFO, `.role`
+/// added. keepalived says a role once, at its transition: a router whose loop (or the
+/// whole daemon) starts again after that line was read takes its role from here.
+fn role_record(fifo: &Path) -> PathBuf {
+    let mut name = fifo.as_os_str().to_os_string();
+    name.push(".role");
+    PathBuf::from(name)
 }
 
 impl Host {
@@ -496,8 +521,17 @@ impl Host {
                 let from = format!("keepalived's notify_fifo {}", path.display());
                 match open_fifo(&path) {
                     Ok((waiting, rx)) => {
-                        fifo = Some(rx);
-                        (waiting.unwrap_or(Role::Backup), from)
+                        fifo = Some((rx, path.clone()));
+                        // The newest word waiting, else the one recorded before.
+                        let recorded = || read_state(&role_record(&path));
+                        let (role, from) = match waiting {
+                            Some(r) => (r, from),
+                            None => match recorded() {
+                                Some(r) => (r, format!("{}", role_record(&path).display())),
+                                None => (Role::Backup, from),
+                            },
+                        };
+                        (role, from)
                     }
                     Err(e) => {
                         log(
@@ -550,9 +584,9 @@ impl Host {
                 ),
             }
         }));
-        let fifo = fifo.map(|rx| {
+        let fifo = fifo.map(|(rx, path)| {
             let roles = roles_tx.clone();
-            tokio::task::spawn_local(NAMESPACE.scope(name.clone(), follow_fifo(rx, roles)))
+            tokio::task::spawn_local(NAMESPACE.scope(name.clone(), follow_fifo(rx, path, roles)))
         });
         log(
             "info",
@@ -623,17 +657,28 @@ impl Host {
             }
         }
         for (name, r) in &self.routers {
-            let keys = keys.as_ref().and_then(|k| namespace_keys(k, &r.id).ok());
+            let keys = match keys.as_ref().map(|k| namespace_keys(k, &r.id)) {
+                Some(Ok(k)) => Some(k),
+                Some(Err(e)) => {
+                    log(
+                        "error",
+                        format!("namespace {name}: its keys not changed: {e}"),
+                    );
+                    None
+                }
+                None => None,
+            };
             let call = Call::Reload(Box::new(super::control::NamespaceReload {
                 config: new.clone(),
                 keys,
             }));
-            if r.calls.try_send(call).is_err() {
-                log(
-                    "warn",
-                    format!("namespace {name}: its loop is busy; reload it with another SIGHUP"),
-                );
-            }
+            // Delivered when its loop takes calls again, however busy it is now: a
+            // router left on the old keys would drop out once its peers stop accepting
+            // them.
+            let calls = r.calls.clone();
+            tokio::task::spawn_local(async move {
+                let _ = calls.send(call).await;
+            });
         }
         // What later starts take: the reloaded settings; what needs a restart stays.
         let mut cfg = (*self.cfg).clone();

@@ -171,7 +171,8 @@ impl Mapper<'_> {
             why: why.to_string(),
         };
         let v6 = matches!(l.local, Some((IpAddr::V6(_), _)))
-            || matches!(l.peer, Some((IpAddr::V6(_), _)));
+            || matches!(l.peer, Some((IpAddr::V6(_), _)))
+            || matches!(l.group, Some((IpAddr::V6(_), _)));
         // Documentation addresses (RFC 5737, RFC 3849): never a real node's.
         let doc = |n: u8| -> IpAddr {
             if v6 {
