@@ -264,13 +264,13 @@ impl Endpoint {
             kernel.write_expectation(e, *create);
         }
         if resync {
-            self.bulk(node, kernel);
+            self.bulk(node, kernel, "asked for our table");
         }
     }
 
-    /// Our whole table to conntrackd (its RESYNC), and the kernel's expectations whose
-    /// master is ours.
-    pub(super) fn bulk(&mut self, node: &Node, kernel: &mut Kernel) {
+    /// Our whole table to conntrackd, and the kernel's expectations whose master is ours:
+    /// on its RESYNC, and when we become primary (`why` says which, in the log).
+    pub(super) fn bulk(&mut self, node: &Node, kernel: &mut Kernel, why: &str) {
         self.bulks_sent += 1;
         let mut n = 0usize;
         for f in node.internal().flows() {
@@ -290,7 +290,7 @@ impl Endpoint {
         log(
             "info",
             format!(
-                "[conntrackd] {} asked for our table: sending {n} flows and {x} expectations",
+                "[conntrackd] {} {why}: sending {n} flows and {x} expectations",
                 self.peer_name()
             ),
         );

@@ -212,7 +212,7 @@ impl Daemon {
             Request::Bulk => {
                 self.node.bulk(Instant::now());
                 if let Some(e) = &mut self.conntrackd {
-                    e.bulk(&self.node, &mut self.kernel);
+                    e.bulk(&self.node, &mut self.kernel, "gets our table (ctsync bulk)");
                 }
                 ok
             }
