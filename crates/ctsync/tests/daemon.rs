@@ -5,10 +5,12 @@
 
 #![allow(clippy::panic, clippy::unwrap_used)] // test code: a panic is a failed assertion
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -16,10 +18,7 @@ use std::time::{Duration, Instant};
 use ctnetlink::{Conntrack, DumpItem, FlowOp, Netns, Status};
 use ctsync_lab::pair::Pair;
 use ctsync_lab::synth::{self, Mix};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))
-}
+use support::{ctsync_bin, kernel_count as count, root, wait_for};
 
 /// The tests of this file run side by side, each holding this shared; a test that loads
 /// the whole machine (a full kernel table, read by a debug build) holds it alone, so that
@@ -59,7 +58,7 @@ fn pair(tag: &str) -> Option<Lab> {
     }
     let share = Share::Shared(MACHINE.read().unwrap_or_else(PoisonError::into_inner));
     Some(Lab {
-        pair: Pair::build(tag, bin()).unwrap(),
+        pair: Pair::build(tag, ctsync_bin()).unwrap(),
         _share: share,
     })
 }
@@ -71,46 +70,9 @@ fn pair_alone(tag: &str) -> Option<Lab> {
     }
     let share = Share::Alone(MACHINE.write().unwrap_or_else(PoisonError::into_inner));
     Some(Lab {
-        pair: Pair::build(tag, bin()).unwrap(),
+        pair: Pair::build(tag, ctsync_bin()).unwrap(),
         _share: share,
     })
-}
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the end-to-end test needs root, and CI must run it"
-        );
-        eprintln!("\n*** SKIPPED end-to-end test: needs root ***\n");
-        return false;
-    }
-    true
-}
-
-/// Poll `cond` every 50 ms for at most `limit`; on timeout panic with `context()`.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("condition not met within {limit:?}\n{}", context());
-}
-
-fn count(ns: &str) -> usize {
-    let mut ct = Conntrack::open_in(&Netns::named(ns).unwrap()).unwrap();
-    let mut n = 0;
-    ct.dump(None, |i| {
-        if let DumpItem::Flow(_) = i {
-            n += 1;
-        }
-    })
-    .unwrap();
-    n
 }
 
 fn status(sock: &Path) -> serde_json::Value {
@@ -545,7 +507,7 @@ fn the_cluster_key_rotates_online_by_sighup() {
     let (a, b) = (lab.a.clone(), lab.b.clone());
     let old = lab.dir().join("cluster.key");
     let new = lab.dir().join("new.key");
-    ctsync_lab::ctsync::write_key(&bin(), &new).unwrap();
+    ctsync_lab::ctsync::write_key(&ctsync_bin(), &new).unwrap();
     let ca = lab.config(&a, "primary").unwrap();
     lab.spawn(&a, &ca, None).unwrap();
     let cb = lab.config(&b, "backup").unwrap();

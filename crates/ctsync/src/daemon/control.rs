@@ -79,8 +79,8 @@ pub(super) enum Call {
 
 /// What [`Call::Reload`] carries.
 pub(super) struct NamespaceReload {
-    /// The configuration read.
-    pub(super) config: crate::config::Config,
+    /// The configuration read (one copy shared by every namespace).
+    pub(super) config: std::sync::Arc<crate::config::Config>,
     /// New keys, derived for the namespace.
     pub(super) keys: Option<(ctsync_wire::ClusterSecret, Vec<ctsync_wire::ClusterSecret>)>,
 }

@@ -557,16 +557,13 @@ impl Daemon {
         }
         self.node.set_role(start, role);
         self.flush();
-        if role == Role::Primary
-            && was != Role::Primary
-            && let Some(e) = &mut self.conntrackd
-        {
-            // conntrackd's own takeover sends its table to the backups (`-B` in its
-            // primary-backup.sh); its backup asks for it as well (`-n`), but sends that
-            // request once: if it is lost, this bulk is what fills the backup's copy.
-            e.bulk(&self.node, &mut self.kernel, "has us as primary now");
-        }
         if role == Role::Primary && was != Role::Primary {
+            if let Some(e) = &mut self.conntrackd {
+                // conntrackd's own takeover sends its table to the backups (`-B` in its
+                // primary-backup.sh); its backup asks for it as well (`-n`), but sends
+                // that request once: if it is lost, this bulk fills the backup's copy.
+                e.bulk(&self.node, &mut self.kernel, "has us as primary now");
+            }
             let d = start.elapsed();
             self.last_takeover = Some(d);
             let missed = self.kernel.no_room.len();

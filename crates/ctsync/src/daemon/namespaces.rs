@@ -521,17 +521,16 @@ impl Host {
                 let from = format!("keepalived's notify_fifo {}", path.display());
                 match open_fifo(&path) {
                     Ok((waiting, rx)) => {
-                        fifo = Some((rx, path.clone()));
+                        let record = role_record(&path);
+                        fifo = Some((rx, path));
                         // The newest word waiting, else the one recorded before.
-                        let recorded = || read_state(&role_record(&path));
-                        let (role, from) = match waiting {
+                        match waiting {
                             Some(r) => (r, from),
-                            None => match recorded() {
-                                Some(r) => (r, format!("{}", role_record(&path).display())),
+                            None => match read_state(&record) {
+                                Some(r) => (r, record.display().to_string()),
                                 None => (Role::Backup, from),
                             },
-                        };
-                        (role, from)
+                        }
                     }
                     Err(e) => {
                         log(
@@ -656,6 +655,7 @@ impl Host {
                 ),
             }
         }
+        let shared = std::sync::Arc::new(new.clone());
         for (name, r) in &self.routers {
             let keys = match keys.as_ref().map(|k| namespace_keys(k, &r.id)) {
                 Some(Ok(k)) => Some(k),
@@ -669,7 +669,7 @@ impl Host {
                 None => None,
             };
             let call = Call::Reload(Box::new(super::control::NamespaceReload {
-                config: new.clone(),
+                config: shared.clone(),
                 keys,
             }));
             // Delivered when its loop takes calls again, however busy it is now: a
