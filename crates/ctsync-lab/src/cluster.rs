@@ -25,6 +25,7 @@
 //! Everything is removed when the [`Lab`] is dropped, also on failure. Only processes the
 //! lab started are signalled, by their own pid or process group.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -409,6 +410,27 @@ impl Lab {
     /// Entries in firewall `i`'s conntrackd external cache (`conntrackd -s cache`).
     pub fn conntrackd_external(&self, i: usize) -> Option<usize> {
         self.conntrackd_cache(i, "external")
+    }
+
+    /// The UDP flows of firewall `i`'s kernel: each client source port → the port SNAT
+    /// gave it.
+    pub fn udp_nat_ports(&self, i: usize) -> Result<BTreeMap<u16, u16>> {
+        let text = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.fw[i],
+            "conntrack",
+            "-L",
+            "-p",
+            "udp",
+        ])?;
+        Ok(conntrackd::nat_ports(&text, "udp", UDP_PORT))
+    }
+
+    /// Commit firewall `i`'s conntrackd external cache into its kernel (`conntrackd -c`).
+    pub fn conntrackd_commit(&self, i: usize) -> Result<()> {
+        conntrackd::commit(&self.fw[i], &self.file(i, "conntrackd.conf"))
     }
 
     fn conntrackd_cache(&self, i: usize, which: &str) -> Option<usize> {

@@ -140,3 +140,57 @@ pub fn cache_count(ns: &str, conf: &Path, which: &str) -> Option<usize> {
         .and_then(|l| l.split_whitespace().last())
         .and_then(|n| n.parse().ok())
 }
+
+/// The flows of `conntrack -L` text of protocol `proto` ("tcp", "udp") to port `service`: original
+/// source port → the reply direction's destination port, the port SNAT gave the flow.
+pub fn nat_ports(text: &str, proto: &str, service: u16) -> std::collections::BTreeMap<u16, u16> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if line.split_whitespace().next() != Some(proto) {
+            continue;
+        }
+        let ports = |key: &str| -> Vec<u16> {
+            line.split_whitespace()
+                .filter_map(|w| w.strip_prefix(key)?.parse().ok())
+                .collect()
+        };
+        let dports = ports("dport=");
+        if let (Some(&sport), [to, nat, ..]) = (ports("sport=").first(), dports.as_slice())
+            && *to == service
+        {
+            out.insert(sport, *nat);
+        }
+    }
+    out
+}
+
+/// Commit the external cache of the conntrackd running in namespace `ns` on `conf` into
+/// its kernel (`conntrackd -c`).
+pub fn commit(ns: &str, conf: &Path) -> Result<()> {
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "conntrackd",
+        "-C",
+        &conf.to_string_lossy(),
+        "-c",
+    ])
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nat_ports_reads_the_reply_directions_port() {
+        let text = "udp      17 58 src=198.18.1.100 dst=198.19.0.100 sport=49733 dport=7001 \
+            src=198.19.0.100 dst=198.19.0.1 sport=7001 dport=11618 [ASSURED] mark=0 use=1\n\
+            tcp      6 431999 ESTABLISHED src=198.18.1.100 dst=198.19.0.100 sport=1 dport=7000 \
+            src=198.19.0.100 dst=198.19.0.1 sport=7000 dport=2 [ASSURED] mark=0 use=1\n";
+        let udp = super::nat_ports(text, "udp", 7001);
+        assert_eq!(udp.into_iter().collect::<Vec<_>>(), vec![(49733, 11618)]);
+        assert_eq!(super::nat_ports(text, "tcp", 7000).get(&1), Some(&2));
+        assert!(super::nat_ports(text, "tcp", 7001).is_empty());
+    }
+}

@@ -68,6 +68,26 @@ fn assert_lost(what: &str, r: &Running, rep: &Report) {
     );
 }
 
+/// conntrackd's copy on fw2, committed ahead of the failure (`conntrackd -c`), gives
+/// every UDP flow the port fw1's SNAT gave it: what a takeover by conntrackd needs of
+/// ctsync. conntrackd's own dump leaves NAT out, hence the commit; it also takes
+/// conntrackd's commit window out of the failover that follows: its notify script runs
+/// `conntrackd -c` after the virtual addresses moved, and a UDP datagram reaching the
+/// kernel first would get a new entry and a new random SNAT port (a TCP segment is
+/// dropped instead, `nf_conntrack_tcp_loose=0`, and its retransmission meets the copy).
+fn assert_conntrackd_holds_fw1s_nat(r: &Running) {
+    let kernel = r.lab.udp_nat_ports(0).unwrap();
+    assert_eq!(kernel.len(), UDP, "fw1's kernel: {kernel:?}");
+    r.lab.conntrackd_commit(1).unwrap();
+    let copy = r.lab.udp_nat_ports(1).unwrap();
+    assert_eq!(
+        copy,
+        kernel,
+        "conntrackd's copy on fw2 (left) against fw1's kernel (right)\n{}",
+        r.lab.logs()
+    );
+}
+
 /// The status and the log say, at every start, that the dialect is unauthenticated.
 fn assert_says_unauthenticated(r: &Running, i: usize) {
     let s = r.lab.status(i).unwrap();
@@ -226,6 +246,7 @@ fn conntrackd_takes_over_from_a_failed_ctsync_primary_over_multicast() {
         Some(CONNTRACKD_GROUP),
     );
     assert_on_the_group(&r, 0, CONNTRACKD_GROUP);
+    assert_conntrackd_holds_fw1s_nat(&r);
     let (takeover, rep) = r.hard_failover(6);
     eprintln!("ctsync -> conntrackd over multicast: takeover {takeover:?}, {rep:?}");
     r.assert_all_kept(
@@ -289,6 +310,7 @@ fn conntrackd_takes_over_from_a_failed_ctsync_primary() {
         true,
     );
     assert_says_unauthenticated(&r, 0);
+    assert_conntrackd_holds_fw1s_nat(&r);
     let (takeover, rep) = r.hard_failover(6);
     eprintln!("ctsync -> conntrackd: takeover {takeover:?}, {rep:?}");
     r.assert_all_kept("ctsync primary failed, conntrackd took over", &rep);
