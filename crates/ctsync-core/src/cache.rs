@@ -742,21 +742,16 @@ impl FlowTable {
         self.slab.iter().map(Entry::stored)
     }
 
-    /// The flows a timeout refresh of round `round` resets: those whose timeout is below
-    /// `long` seconds (or unknown) every round, the others in turn, one in `every` by
-    /// their content hash. In compact form.
-    pub fn refresh_due(
-        &self,
-        round: u64,
-        every: u64,
-        long: u32,
-    ) -> impl Iterator<Item = StoredFlow> + '_ {
-        let every = every.max(1);
+    /// The flows `due` accepts, in compact form; `due` is given each flow's key hash
+    /// (by this table's hasher), content hash (of its state, the timeout aside) and
+    /// timeout in seconds, if known.
+    pub(crate) fn stored_flows_due<'a>(
+        &'a self,
+        mut due: impl FnMut(u64, u64, Option<u32>) -> bool + 'a,
+    ) -> impl Iterator<Item = StoredFlow> + 'a {
         self.slab
             .iter()
-            .filter(move |e| {
-                e.timeout().is_none_or(|t| t < long) || e.hash % every == round % every
-            })
+            .filter(move |e| due(e.key_hash, e.hash, e.timeout()))
             .map(Entry::stored)
     }
 

@@ -850,10 +850,11 @@ fn an_overflow_during_a_bulk_transfer_does_not_restart_it() {
 }
 
 /// Hot standby's timeout refresh resets every round only the replicated flows whose
-/// timeout is short (here 60 s); a long-lived one (3,600 s) is reset once in four rounds,
-/// by its hash: over four rounds each flow of both kinds is reset, and the long ones
-/// once each. Before, every flow was reset every 30 s: a million established flows cost
-/// a million kernel updates each time.
+/// timeout is short (here 60 s); a long-lived one (3,600 s) is reset once in 60 rounds
+/// (half its timeout), by its hash: over 60 rounds each flow of both kinds is reset, the
+/// long ones once each. Before, every flow was reset every 30 s, then every two minutes:
+/// a million established flows cost a million kernel updates each time. A long-lived
+/// copy the kernel lost behind the backup's back is written again at the next round.
 #[test]
 fn long_lived_flows_are_refreshed_in_turn() {
     let mut c = Cluster::with_config(2, 97, |cfg| {
@@ -863,7 +864,9 @@ fn long_lived_flows_are_refreshed_in_turn() {
     });
     c.run(Duration::from_secs(2));
     for i in 0..200 {
-        c.traffic(0, EventKind::New, flow(i));
+        let mut f = flow(i);
+        f.timeout = Some(3600);
+        c.traffic(0, EventKind::New, f);
     }
     for i in 200..250 {
         let mut f = flow(i);
@@ -872,12 +875,24 @@ fn long_lived_flows_are_refreshed_in_turn() {
     }
     c.run(Duration::from_secs(3));
     let before = c.nodes[1].kernel.refreshes;
-    c.run(Duration::from_secs(120));
+    c.run(Duration::from_secs(60 * 30));
     let refreshes = c.nodes[1].kernel.refreshes - before;
     assert_eq!(
         refreshes,
-        50 * 4 + 200,
-        "four rounds: the 50 short-lived flows each time, the 200 long-lived ones once"
+        50 * 60 + 200,
+        "60 rounds: the 50 short-lived flows each time, the 200 long-lived ones once"
+    );
+    c.assert_converged(Mode::HotStandby);
+
+    // The kernel loses a long-lived copy (someone deletes it): the next round puts it back.
+    let mut lost = flow(3);
+    lost.timeout = Some(3600);
+    c.traffic(1, EventKind::Destroy, lost.clone());
+    assert!(!c.nodes[1].kernel.flows.contains_key(&lost.key()));
+    c.run(Duration::from_secs(31));
+    assert!(
+        c.nodes[1].kernel.flows.contains_key(&lost.key()),
+        "the lost copy was not written back"
     );
     c.assert_converged(Mode::HotStandby);
 }

@@ -80,8 +80,7 @@ impl KernelMirror {
     }
 
     /// Whether the kernel is known to hold this state of the flow (nothing recorded).
-    #[cfg(test)]
-    fn holds(&self, key_hash: u64, fingerprint: u64) -> bool {
+    pub(super) fn holds(&self, key_hash: u64, fingerprint: u64) -> bool {
         self.map
             .find(key_hash, |k| k.key_hash == key_hash)
             .is_some_and(|k| k.fingerprint | 1 == fingerprint | 1)

@@ -143,9 +143,35 @@ pub enum Notify {
 /// Flows handled per prefetch batch in [`Node::handle_kernel_events`]: enough misses to
 /// overlap, few enough that the prefetched slots are still in cache when used.
 const PREFETCH_BATCH: usize = 32;
-/// Hot standby's timeout refresh resets a long-lived replicated flow once in this many
-/// rounds (see `handle_timeout`).
+/// Hot standby's timeout refresh resets a replicated flow every round while its timeout
+/// is shorter than twice this many rounds (see [`refresh_due`]).
 const REFRESH_SPREAD: u64 = 4;
+
+/// Whether round `round` of hot standby's timeout refresh, every `interval_secs`, resets
+/// a replicated flow whose state has content hash `hash` and whose last reported timeout
+/// is `timeout`; `in_kernel`: the kernel is known to hold that state (the mirror).
+///
+/// A flow that may be missing from the kernel (destroyed there, written by someone
+/// else, a write refused) or whose timeout is unknown or below 2 × [`REFRESH_SPREAD`]
+/// rounds is reset every round: the reset writes it back if it is gone. Any other is
+/// reset once in `timeout / (2 × interval)` rounds, in turn by its hash, so none comes
+/// within half its timeout of expiring: an established TCP flow (five days) once in two
+/// and a half days, where every two minutes cost a million kernel updates each half hour
+/// on a large table, and on a host of many namespaces each update's event passes every
+/// namespace's event socket.
+pub(crate) fn refresh_due(
+    round: u64,
+    interval_secs: u64,
+    in_kernel: bool,
+    hash: u64,
+    timeout: Option<u32>,
+) -> bool {
+    let Some(t) = timeout.filter(|_| in_kernel) else {
+        return true;
+    };
+    let every = u64::from(t) / (2 * interval_secs.max(1));
+    every < REFRESH_SPREAD || hash % every == round % every
+}
 
 /// Keepalive intervals a peer may stay silent itself while another channel's word
 /// ([`Node::peer_alive`]) keeps it up: two of its keepalives may be lost.
@@ -608,17 +634,21 @@ impl Node {
                     .values()
                     .filter(|p| p.link.role == WireRole::Primary)
                     .filter_map(|p| self.external.get(&p.link.id));
-                // A flow whose timeout outlasts REFRESH_SPREAD intervals twice over is
-                // reset in one round of REFRESH_SPREAD: a million established TCP flows
-                // (five days each) cost a quarter of the kernel updates, and none comes
-                // within half its timeout of expiring.
                 let round = self.refresh_round;
-                let long = u32::try_from(self.cfg.refresh_interval.as_secs() * 2 * REFRESH_SPREAD)
-                    .unwrap_or(u32::MAX);
+                let secs = self.cfg.refresh_interval.as_secs();
+                let mirror = &self.mirror;
                 for ext in owners {
                     self.kernel_ops.extend(
                         ext.table
-                            .refresh_due(round, REFRESH_SPREAD, long)
+                            .stored_flows_due(|key_hash, hash, timeout| {
+                                refresh_due(
+                                    round,
+                                    secs,
+                                    mirror.holds(key_hash, hash),
+                                    hash,
+                                    timeout,
+                                )
+                            })
                             .map(KernelOp::Refresh),
                     );
                 }
@@ -833,5 +863,35 @@ impl Node {
     /// The packet number the next datagram will carry (its nonce).
     pub fn next_packet(&self) -> u64 {
         self.sealer.next_packet()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refresh_due;
+
+    /// Over `rounds` consecutive rounds from `first`, how often a flow is reset.
+    fn resets(first: u64, rounds: u64, in_kernel: bool, hash: u64, timeout: Option<u32>) -> u64 {
+        (first..first + rounds)
+            .filter(|&r| refresh_due(r, 30, in_kernel, hash, timeout))
+            .count() as u64
+    }
+
+    #[test]
+    fn a_flow_is_reset_once_in_half_its_timeout_unless_it_may_be_gone() {
+        for hash in [0, 7, 12_345, u64::MAX] {
+            // Short or unknown timeouts: every round.
+            assert_eq!(resets(3, 10, true, hash, Some(60)), 10);
+            assert_eq!(resets(3, 10, true, hash, Some(239)), 10);
+            assert_eq!(resets(3, 10, true, hash, None), 10);
+            // 240 s: once in 4 rounds; an hour: once in 60 (within 30 min of writing).
+            assert_eq!(resets(5, 4, true, hash, Some(240)), 1);
+            assert_eq!(resets(5, 60, true, hash, Some(3600)), 1);
+            assert_eq!(resets(5, 120, true, hash, Some(3600)), 2);
+            // Five days: once in 7,200 rounds (2.5 days).
+            assert_eq!(resets(9, 7200, true, hash, Some(432_000)), 1);
+            // Not known to be in the kernel: every round, whatever its timeout.
+            assert_eq!(resets(3, 10, false, hash, Some(432_000)), 10);
+        }
     }
 }

@@ -82,9 +82,13 @@ impl SimKernel {
             KernelOp::Refresh(f) => {
                 let f = f.flow().expect("the core queues flows it encoded");
                 self.refreshes += 1;
+                self.expiry.remove(&f.key());
                 if let Some(e) = self.flows.get_mut(&f.key()) {
                     e.timeout = f.timeout;
-                    self.expiry.remove(&f.key());
+                } else {
+                    // The shell writes a flow the kernel lost back whole.
+                    self.writes += 1;
+                    self.flows.insert(f.key(), f);
                 }
             }
             KernelOp::Dump => return true,
