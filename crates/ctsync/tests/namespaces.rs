@@ -308,19 +308,38 @@ fn a_sighup_rotates_every_routers_keys_while_they_replicate() {
         );
     };
     reaches(&h, 50);
+    // A SIGHUP is taken when the daemon gets to it, and each router's loop takes its keys
+    // after that: a reload is done when `router` on `host` logged it.
+    let reload = |h: &mut Hosts, host: char, router: &str| {
+        let log = h.dir().join(format!("host-{host}.log"));
+        let said = format!("{router}: cluster keys changed");
+        let taken = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches(&said)
+                .count()
+        };
+        let before = taken();
+        h.reload(host).unwrap();
+        wait_for(
+            Duration::from_secs(10),
+            || taken() > before,
+            || format!("{router} on {host} did not take its keys\n{}", h.logs()),
+        );
+    };
     let cluster = h.dir().join("cluster.key");
     let new = h.new_key("new.key").unwrap();
     let other = h.new_key("other.key").unwrap();
     // Both hosts send with the new key, accepting the old; then the old is dropped.
-    for host in ['a', 'b'] {
+    for (host, r) in [('a', &a1), ('b', &b1)] {
         h.keys[usize::from(host == 'b')] = Some((new.clone(), vec![cluster.clone()]));
-        h.reload(host).unwrap();
+        reload(&mut h, host, r);
     }
     fill(&a1, 1000, 20);
     reaches(&h, 70);
-    for host in ['a', 'b'] {
+    for (host, r) in [('a', &a1), ('b', &b1)] {
         h.keys[usize::from(host == 'b')] = Some((new.clone(), Vec::new()));
-        h.reload(host).unwrap();
+        reload(&mut h, host, r);
     }
     fill(&a1, 2000, 20);
     reaches(&h, 90);
@@ -328,7 +347,7 @@ fn a_sighup_rotates_every_routers_keys_while_they_replicate() {
     let b_status = |h: &Hosts| h.request('b', &format!("netns {b1} status")).unwrap();
     let dropped = sum_dropped(&b_status(&h));
     h.keys[0] = Some((other.clone(), Vec::new()));
-    h.reload('a').unwrap();
+    reload(&mut h, 'a', &a1);
     fill(&a1, 3000, 20);
     wait_for(
         Duration::from_secs(20),
@@ -342,7 +361,7 @@ fn a_sighup_rotates_every_routers_keys_while_they_replicate() {
     );
     // Back to the key b holds: what a sent meanwhile arrives too.
     h.keys[0] = Some((new, Vec::new()));
-    h.reload('a').unwrap();
+    reload(&mut h, 'a', &a1);
     reaches(&h, 110);
     assert!(
         h.running('a') && h.running('b'),
