@@ -909,7 +909,8 @@ fn peer_up(c: &mut Cluster, i: usize, peer: NodeId) -> bool {
 /// The namespaces' nodes of a daemon of `[namespaces]` (docs/PROTOCOL.md §14.4): with
 /// keepalives 30 s apart and digests a minute apart, what keeps two nodes up is the host
 /// link's word (`peer_alive`) alone; they send next to nothing while idle, and go down
-/// within a dead interval once that word stops. Without it, the same nodes go down.
+/// as soon as that word is said lost (`peer_word_lost`), a dead interval after they were
+/// last heard. Without it, the same nodes go down.
 #[test]
 fn the_host_links_word_keeps_quiet_nodes_up_and_its_silence_takes_them_down() {
     let quiet = |cfg: &mut ctsync_core::Config| {
@@ -945,10 +946,16 @@ fn the_host_links_word_keeps_quiet_nodes_up_and_its_silence_takes_them_down() {
         }
         assert!(peer_up(&mut c, 0, 2) && peer_up(&mut c, 1, 1));
         assert!(sent <= 4, "{sent} datagrams in 20 s of idle");
-        // The other host goes silent (its daemon and host link with it): down within
-        // a dead interval (3 s), not kept up by old news.
+        // The other host goes silent (its daemon and host link with it). The word holds
+        // until its caller says it stopped: the host link says so when it declares the
+        // peer host down, a dead interval (3 s) after it last heard it; the nodes, which
+        // heard that host at the same moment, are down at once, not kept up by old news.
         c.partition(1, 2, Duration::from_secs(8));
-        c.run(Duration::from_secs(4));
+        c.run(Duration::from_secs(3));
+        assert!(peer_up(&mut c, 0, 2) && peer_up(&mut c, 1, 1));
+        c.node(0).peer_word_lost(2);
+        c.node(1).peer_word_lost(1);
+        c.run(Duration::from_millis(100));
         assert!(!peer_up(&mut c, 0, 2) && !peer_up(&mut c, 1, 1));
         // The word of a host link does not bring a link up: that takes the peer's
         // own proof of its epoch, which the nodes give each other once they hear again.
@@ -959,6 +966,50 @@ fn the_host_links_word_keeps_quiet_nodes_up_and_its_silence_takes_them_down() {
         assert!(peer_up(&mut c, 0, 2) && peer_up(&mut c, 1, 1));
         c.assert_converged(Mode::HotStandby);
     }
+}
+
+/// A quiet namespace's node (docs/PROTOCOL.md §14.4: keepalives 30 s apart, its digest
+/// every 5 s but unchanged once a minute, the host link's word keeping its peer up)
+/// wakes about once in fifteen seconds (40 times in ten minutes; 420 before), not every
+/// dead interval or digest interval: each wake is a turn of its loop, and hundreds of
+/// routers' turns were the daemon's idle cost. A change of its table still sends its
+/// digest within a digest interval.
+#[test]
+fn a_quiet_namespace_node_sleeps_between_its_keepalives() {
+    let mut c = Cluster::with_config(2, 23, |cfg| {
+        cfg.keepalive_interval = Duration::from_secs(30);
+        cfg.digest_unchanged_every = 12;
+    });
+    for i in 0..20 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(5));
+    let before: Vec<u64> = c.nodes.iter().map(|n| n.wakes).collect();
+    // Ten minutes of idle, the word given as the daemon's loop gives it: at each of its
+    // turns (here every 10 s, as if something else woke it now and then).
+    for _ in 0..60 {
+        let now = c.now;
+        c.node(0).peer_alive(2, now);
+        c.node(1).peer_alive(1, now);
+        c.run(Duration::from_secs(10));
+    }
+    for (i, n) in c.nodes.iter().enumerate() {
+        let wakes = n.wakes - before[i];
+        assert!(
+            wakes <= 80,
+            "node {} woke {wakes} times in 10 min of idle",
+            i + 1
+        );
+    }
+    assert!(peer_up(&mut c, 0, 2) && peer_up(&mut c, 1, 1));
+    // A change: the primary's digest reaches the backup within a digest interval of
+    // the flow (its copy is complete and the digest agrees: ready).
+    c.traffic(0, EventKind::New, flow(100));
+    c.record();
+    c.run(Duration::from_secs(6));
+    let digests = c.trace().iter().filter(|(from, _, _)| *from == 1).count();
+    assert!(digests >= 2, "the flow and a digest: {digests} datagrams");
+    c.assert_converged(Mode::HotStandby);
 }
 
 /// A namespace gone from a host whose daemon lives: the host link still hears that host,

@@ -227,6 +227,8 @@ pub struct Node {
     role_set: bool,
     /// Timeout refreshes done (which long-lived flows the next one resets).
     refresh_round: u64,
+    /// When the last round of digests went (see [`Node::digest_due_early`]).
+    digest_round_at: Instant,
     /// Started as backup: the first complete table from a primary says which of the
     /// kernel's entries nobody owns (see [`Node::shorten_unclaimed`]).
     unclaimed_check: bool,
@@ -312,6 +314,7 @@ impl Node {
             role: Role::Backup,
             role_set: false,
             refresh_round: 0,
+            digest_round_at: now,
             unclaimed_check: false,
             ready: false,
             dump_mark: 0,
@@ -517,15 +520,37 @@ impl Node {
     /// intervals (a namespace gone from a host whose daemon lives says nothing more of
     /// its own: it goes down a dead interval after that); never brings a link up (that
     /// takes the peer's own proof of its epoch).
+    ///
+    /// The word holds until that channel's caller says it stopped
+    /// ([`Node::peer_word_lost`]), or the peer's own word grows too old: a quiet node
+    /// does not wake every dead interval to be told again.
     pub fn peer_alive(&mut self, id: NodeId, at: Instant) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        let own_recent = p.link.own_heard.is_some_and(|t| {
-            at.saturating_duration_since(t) <= self.cfg.keepalive_interval * OWN_WORD_INTERVALS
-        });
-        if p.link.up && own_recent && p.link.last_heard.is_none_or(|t| at > t) {
+        let own_word = self.cfg.keepalive_interval * OWN_WORD_INTERVALS;
+        let Some(own) = p
+            .link
+            .own_heard
+            .filter(|t| at.saturating_duration_since(*t) <= own_word)
+        else {
+            return;
+        };
+        if p.link.up && p.link.last_heard.is_none_or(|t| at > t) {
             p.link.heard(at, &self.cfg);
+            p.link.hold_until(own + own_word + self.cfg.dead_interval);
+        }
+    }
+
+    /// The channel whose word kept peer `id` up ([`Node::peer_alive`]) stopped hearing
+    /// it: the peer goes down a dead interval after it was last heard, as if that word
+    /// had never held it.
+    pub fn peer_word_lost(&mut self, id: NodeId) {
+        if let Some(p) = self.peers.get_mut(&id)
+            && p.link.up
+            && let Some(t) = p.link.last_heard
+        {
+            p.link.hold_until(t + self.cfg.dead_interval);
         }
     }
 
@@ -608,10 +633,12 @@ impl Node {
                 self.replicate_encoded(Some(key), Kind::FlowNew, m);
             }
         }
-        if self.timers.is_due(NodeTimer::Digest, now) {
-            self.timers
-                .set(NodeTimer::Digest, now + self.cfg.digest_interval);
-            self.send_digests();
+        if self.timers.is_due(NodeTimer::Digest, now)
+            || self.digest_due_early().is_some_and(|t| t <= now)
+        {
+            let next = self.send_digests(now);
+            self.digest_round_at = now;
+            self.timers.set(NodeTimer::Digest, next);
         }
         if let Some(t) = self
             .timers
@@ -670,6 +697,7 @@ impl Node {
         self.timers
             .next()
             .into_iter()
+            .chain(self.digest_due_early())
             .chain(self.delayed.front().map(|(t, _)| *t))
             .chain(links)
             .chain(group)

@@ -50,10 +50,9 @@ pub(super) struct PeerSync {
     /// kernel's table; a backup that told keepalived "not ready" meanwhile would be put
     /// in FAULT, and a failure of the primary then would find no one to take over.
     pub(super) refreshing: bool,
-    /// The last digest sent to it (its count and bucket hashes), and the digest
-    /// intervals skipped since because it did not change (see
+    /// The last digest sent to it (its count and bucket hashes), and when (see
     /// `Config::digest_unchanged_every`). Cleared by a bulk transfer to it.
-    pub(super) last_digest: Option<(crate::cache::Digest, u32)>,
+    pub(super) last_digest: Option<(crate::cache::Digest, Instant)>,
 }
 
 impl BulkOut {
@@ -201,30 +200,53 @@ impl Node {
     }
 
     /// Our digest to every live peer not in a transfer (it compares and asks for the
-    /// buckets that differ).
+    /// buckets that differ); to a peer whose last digest from us was the same, only once
+    /// in `digest_unchanged_every` intervals. When the next round is due if nothing
+    /// changes ([`Node::digest_due_early`] says when a change brings it closer).
     /// Members of our group get it once, on the group stream, in order with the flows
     /// it covers (docs/PROTOCOL.md §13.1).
-    pub(super) fn send_digests(&mut self) {
+    pub(super) fn send_digests(&mut self, now: Instant) -> Instant {
         let digest = self.internal.digest();
         let m = digest.message();
-        let every = self.cfg.digest_unchanged_every.max(1);
+        let interval = self.cfg.digest_interval;
+        let unchanged = interval * self.cfg.digest_unchanged_every.max(1);
+        let mut next = now + unchanged;
         let group = self.group.as_mut().filter(|g| g.has_members());
         let in_group = |id: &NodeId| group.as_ref().is_some_and(|g| g.is_member(*id));
         for (id, p) in self.peers.iter_mut() {
             if p.link.is_live() && p.sync.bulk.is_none() && !p.sync.resync_needed && !in_group(id) {
-                if let Some((last, skipped)) = &mut p.sync.last_digest
+                if let Some((last, sent)) = &p.sync.last_digest
                     && last == digest
-                    && *skipped + 1 < every
+                    && now < *sent + unchanged
                 {
-                    *skipped += 1;
+                    next = next.min(*sent + unchanged);
                     continue;
                 }
-                p.sync.last_digest = Some((digest.clone(), 0));
+                p.sync.last_digest = Some((digest.clone(), now));
                 p.link.send.push(m.clone());
             }
         }
         if let Some(g) = group {
             g.send.push(m);
+            next = now + interval;
         }
+        next.max(now + interval)
+    }
+
+    /// With `digest_unchanged_every` above 1, digest rounds wait for the next unchanged
+    /// resend while nothing changes; a change of our table (or a peer whose digest is
+    /// owed: a repair, a transfer just ended) brings the round back to a digest interval
+    /// after the last one. A quiet node of many namespaces then wakes once a minute for
+    /// its digests, not every few seconds.
+    pub(super) fn digest_due_early(&self) -> Option<Instant> {
+        if self.cfg.digest_unchanged_every <= 1 {
+            return None;
+        }
+        let digest = self.internal.digest();
+        self.peers
+            .values()
+            .filter(|p| p.link.is_live() && p.sync.bulk.is_none() && !p.sync.resync_needed)
+            .any(|p| p.sync.last_digest.as_ref().is_none_or(|(d, _)| d != digest))
+            .then_some(self.digest_round_at + self.cfg.digest_interval)
     }
 }

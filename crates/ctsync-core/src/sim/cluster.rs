@@ -30,6 +30,8 @@ pub struct SimNode {
     /// Its readiness changes as it announced them ([`crate::Notify::Ready`]), with
     /// their times.
     pub readiness: Vec<(Instant, bool)>,
+    /// Times its timers woke it ([`Node::poll_timeout`] due): what an idle node costs.
+    pub wakes: u64,
 }
 
 /// N nodes (ids 1..=N; node 1, index 0, is the primary) on a [`FaultInjector`].
@@ -82,6 +84,7 @@ impl Cluster {
                     kernel: SimKernel::default(),
                     starts: 0,
                     readiness: Vec::new(),
+                    wakes: 0,
                 }
             })
             .collect();
@@ -355,6 +358,7 @@ impl Cluster {
                     .is_some_and(|t| t <= self.now);
                 if due {
                     let now = self.now;
+                    self.nodes[i].wakes += 1;
                     self.node(i).handle_timeout(now);
                 }
                 self.drain(i);

@@ -115,12 +115,29 @@ struct Daemon {
     conntrackd: Option<conntrackd::Endpoint>,
     /// A namespace's node: when the daemon's host link last heard each peer host.
     host_heard: Option<HostHeard>,
+    /// The peer hosts whose word [`Daemon::hear_hosts`] last passed on.
+    host_word: Vec<ctsync_wire::NodeId>,
 }
 
-/// When the daemon of namespaces' host link last heard each peer host (authenticated:
-/// docs/PROTOCOL.md §14.4), shared with every namespace's loop on the same thread.
-pub(super) type HostHeard =
-    std::rc::Rc<std::cell::RefCell<std::collections::HashMap<ctsync_wire::NodeId, Instant>>>;
+/// When the daemon of namespaces' host link last heard each peer host that is up
+/// (authenticated: docs/PROTOCOL.md §14.4), shared with every namespace's loop on the
+/// same thread; and a generation bumped whenever a peer host leaves the map, which wakes
+/// every namespace's loop to tell its node ([`ctsync_core::Node::peer_word_lost`]).
+#[derive(Debug, Clone)]
+pub(super) struct HostHeard {
+    pub(super) at:
+        std::rc::Rc<std::cell::RefCell<std::collections::HashMap<ctsync_wire::NodeId, Instant>>>,
+    pub(super) lost: std::rc::Rc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for HostHeard {
+    fn default() -> HostHeard {
+        HostHeard {
+            at: std::rc::Rc::default(),
+            lost: std::rc::Rc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+}
 
 /// Run the daemon until SIGTERM or SIGINT. `path` is the configuration file, re-read on
 /// SIGHUP.
@@ -241,6 +258,7 @@ impl Daemon {
         };
         let mut flow_batch: Vec<FlowEvent> = Vec::new();
         let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(control::MAX_CLIENTS));
+        let mut hosts_lost = d.host_heard.as_ref().map(|h| h.lost.subscribe());
         loop {
             d.hear_hosts();
             let mut deadline = d
@@ -369,6 +387,9 @@ impl Daemon {
                         e.receive(now, &d.node, &mut d.kernel);
                     }
                 }
+                // A peer host went down: the word stops holding its namespaces up (taken
+                // at the top of the next turn, by `hear_hosts`).
+                Some(()) = async { hosts_lost.as_mut()?.changed().await.ok() }, if hosts_lost.is_some() => {}
                 Some(role) = async { roles.as_mut()?.recv().await }, if roles.is_some() => {
                     log("info", format!("state file: {role}"));
                     d.set_role(role);
@@ -395,10 +416,19 @@ impl Daemon {
     /// before the node looks at its timers, so that a dead interval is never judged on
     /// old news).
     fn hear_hosts(&mut self) {
-        if let Some(h) = &self.host_heard {
-            for (&peer, &at) in h.borrow().iter() {
-                self.node.peer_alive(peer, at);
+        let Some(h) = &self.host_heard else {
+            return;
+        };
+        let heard = h.at.borrow();
+        for id in &self.host_word {
+            if !heard.contains_key(id) {
+                self.node.peer_word_lost(*id);
             }
+        }
+        self.host_word.clear();
+        for (&peer, &at) in heard.iter() {
+            self.node.peer_alive(peer, at);
+            self.host_word.push(peer);
         }
     }
 

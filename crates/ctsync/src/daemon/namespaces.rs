@@ -722,16 +722,20 @@ impl Host {
                 _ => {}
             }
         }
-        let mut heard = self.heard.borrow_mut();
+        let mut heard = self.heard.at.borrow_mut();
+        let mut lost = false;
         for (id, last) in self.host_node.peers_heard() {
             match last {
                 Some(t) => {
                     heard.insert(id, t);
                 }
                 None => {
-                    heard.remove(&id);
+                    lost |= heard.remove(&id).is_some();
                 }
             }
+        }
+        if lost {
+            self.heard.lost.send_modify(|n| *n += 1);
         }
     }
 

@@ -669,6 +669,7 @@ impl Daemon {
             missed_at_takeover: (0, Vec::new()),
             conntrackd: None,
             host_heard: None,
+            host_word: Vec::new(),
         }
     }
 }

@@ -360,11 +360,21 @@ impl Link {
         }
     }
 
+    /// It counts as up until `t` (then down, unless heard again): another channel's word
+    /// holds it ([`crate::Node::peer_alive`]), or no longer does.
+    pub(crate) fn hold_until(&mut self, t: Instant) {
+        self.timers.set(LinkTimer::Dead, t);
+    }
+
     /// An authenticated datagram of its verified epoch arrived. Returns whether it came
     /// up by it.
     pub(crate) fn heard(&mut self, now: Instant, cfg: &Config) -> bool {
         self.last_heard = Some(now);
-        self.timers.set(LinkTimer::Dead, now + cfg.dead_interval);
+        // Never sooner than another channel's word holds it (`hold_until`).
+        let dead = now + cfg.dead_interval;
+        let held = self.timers.get(LinkTimer::Dead).filter(|_| self.up);
+        self.timers
+            .set(LinkTimer::Dead, held.map_or(dead, |t| t.max(dead)));
         let came_up = !self.up;
         self.up = true;
         came_up
