@@ -446,7 +446,8 @@ impl Host {
     /// whose loop ended (after [`RETRY`]).
     fn rescan(&mut self) {
         self.unmounted = false;
-        let mut present = Vec::new();
+        // A set: hundreds of routers are looked up in it every few seconds.
+        let mut present = std::collections::HashSet::new();
         match std::fs::read_dir(NETNS_DIR) {
             Ok(dir) => {
                 for e in dir.flatten() {
@@ -457,7 +458,7 @@ impl Host {
                         continue;
                     }
                     if self.routers.contains_key(&name) || is_namespace(&e.path()) {
-                        present.push(name);
+                        present.insert(name);
                     } else if !self.routers.contains_key(&name) {
                         // `ip netns add` creates the file, then mounts the namespace on it.
                         self.unmounted = true;
@@ -479,7 +480,7 @@ impl Host {
         let gone: Vec<String> = self
             .routers
             .keys()
-            .filter(|n| !present.contains(n))
+            .filter(|n| !present.contains(*n))
             .cloned()
             .collect();
         for name in gone {
