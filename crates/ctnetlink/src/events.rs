@@ -15,7 +15,7 @@ use crate::decode::{self, Body};
 use crate::error::Error;
 use crate::flow::{Expectation, Flow};
 use crate::netns::Netns;
-use crate::socket::{Buffer, RX_BYTES, open_socket, recv_into, size_buffer};
+use crate::socket::{Buffer, Lent, open_socket, recv_into, size_buffer};
 use crate::sys;
 
 /// What changed, as an event says.
@@ -108,7 +108,6 @@ pub struct EventStats {
 /// A socket subscribed to conntrack events.
 pub struct EventSocket {
     sock: Socket,
-    rx: Vec<u8>,
     stats: EventStats,
 }
 
@@ -145,7 +144,6 @@ impl EventSocket {
         }
         Ok(EventSocket {
             sock,
-            rx: Vec::with_capacity(RX_BYTES),
             stats: EventStats::default(),
         })
     }
@@ -197,8 +195,9 @@ impl EventSocket {
     /// items delivered, or `None` if the socket is non-blocking and nothing is queued.
     /// An overrun is delivered as [`Event::Overrun`]; reading goes on afterwards.
     pub fn recv(&mut self, mut each: impl FnMut(Event<'_>)) -> Result<Option<usize>, Error> {
+        let mut rx = Lent::rx();
         loop {
-            match recv_into(&self.sock, &mut self.rx, 0) {
+            match recv_into(&self.sock, &mut rx, 0) {
                 Ok(_) => break,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     self.stats.overruns += 1;
@@ -211,7 +210,7 @@ impl EventSocket {
             }
         }
         let mut n = 0;
-        for m in decode::messages(&self.rx) {
+        for m in decode::messages(&rx) {
             let Ok(m) = m else {
                 // The iterator stops by itself after a bad header; count it.
                 self.stats.undecodable += 1;

@@ -16,7 +16,7 @@ use crate::encode::{self, ExpOp, FlowOp};
 use crate::error::{BatchReport, Errno, Error};
 use crate::flow::{Expectation, Family, Flow, FlowKey};
 use crate::netns::Netns;
-use crate::socket::{Buffer, RX_BYTES, open_socket, recv_into, size_buffer};
+use crate::socket::{Buffer, Lent, open_socket, recv_into, size_buffer};
 use crate::sys;
 
 /// One item of a streaming dump.
@@ -71,8 +71,8 @@ pub struct Conntrack {
     sock: Socket,
     portid: u32,
     seq: u32,
-    tx: Vec<u8>,
-    rx: Vec<u8>,
+    /// The request being built, lent by the thread until it is sent (`Lent::tx`).
+    tx: Option<Lent>,
     /// Bytes per sendmsg: what the granted send buffer allows, at most CHUNK_BYTES.
     chunk_bytes: usize,
     /// Requests per sendmsg: as many error replies as the receive buffer surely holds.
@@ -110,8 +110,7 @@ impl Conntrack {
             sock,
             portid: addr.port_number(),
             seq: 1,
-            tx: Vec::with_capacity(CHUNK_BYTES + 4096),
-            rx: Vec::with_capacity(RX_BYTES),
+            tx: None,
             chunk_bytes: CHUNK_BYTES,
             chunk_requests: usize::MAX,
         };
@@ -145,9 +144,19 @@ impl Conntrack {
         s
     }
 
+    /// An empty request buffer, lent by the thread; put in `self.tx` to be sent by
+    /// [`Conntrack::send_tx`].
+    fn take_tx(&mut self) -> Lent {
+        let mut tx = self.tx.take().unwrap_or_else(Lent::tx);
+        tx.clear();
+        tx
+    }
+
     fn send_tx(&mut self) -> Result<(), Error> {
-        let n = self.sock.send(&self.tx, 0)?;
-        if n != self.tx.len() {
+        // Given back to the thread once sent (or failed).
+        let tx = self.tx.take().unwrap_or_else(Lent::tx);
+        let n = self.sock.send(&tx, 0)?;
+        if n != tx.len() {
             return Err(Error::Io(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "short netlink send",
@@ -211,8 +220,9 @@ impl Conntrack {
         let mut count = 0u64;
         let mut interrupted = false;
         let mut failed: Option<Error> = None;
+        let mut rx = Lent::rx();
         loop {
-            match recv_into(&self.sock, &mut self.rx, 0) {
+            match recv_into(&self.sock, &mut rx, 0) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -225,7 +235,7 @@ impl Conntrack {
                     return Err(failed.unwrap_or(e));
                 }
             }
-            for m in decode::messages(&self.rx) {
+            for m in decode::messages(&rx) {
                 let Ok(m) = m else {
                     failed.get_or_insert(Error::Decode(DecodeError::BadHeader));
                     continue;
@@ -275,8 +285,9 @@ impl Conntrack {
         let mut failed = 0;
         let mut done = false;
         let mut overrun = false;
+        let mut rx = Lent::rx();
         loop {
-            match recv_into(&self.sock, &mut self.rx, libc::MSG_DONTWAIT) {
+            match recv_into(&self.sock, &mut rx, libc::MSG_DONTWAIT) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -286,7 +297,7 @@ impl Conntrack {
                 }
                 Err(e) => return Err(e.into()),
             }
-            for m in decode::messages(&self.rx) {
+            for m in decode::messages(&rx) {
                 // Only error messages matter here; anything undecodable is skipped.
                 let Ok(Body::Error { errno, request_seq }) = m.map(|m| m.body) else {
                     continue;
@@ -325,23 +336,24 @@ impl Conntrack {
         let mut ops = ops.into_iter().peekable();
         let mut index = 0usize;
         while ops.peek().is_some() {
-            self.tx.clear();
+            let mut tx = self.take_tx();
             let chunk_start = index;
             let first = self.seq;
             let mut last = first;
             let mut last_start = 0;
-            while self.tx.len() < self.chunk_bytes && index - chunk_start < self.chunk_requests {
+            while tx.len() < self.chunk_bytes && index - chunk_start < self.chunk_requests {
                 let Some((op, flow)) = ops.next() else { break };
                 last = self.next_seq(1);
-                last_start = self.tx.len();
-                encode::encode_flow(&mut self.tx, op, flow, last, 0);
+                last_start = tx.len();
+                encode::encode_flow(&mut tx, op, flow, last, 0);
                 index += 1;
             }
             // Only the chunk's last request asks for an ACK: errors come back for every
             // request regardless, and the ACK tells us the kernel has finished the chunk.
             let flags_at = last_start + NLMSG_FLAGS_AT;
-            let flags = u16::from_ne_bytes([self.tx[flags_at], self.tx[flags_at + 1]]) | NLM_F_ACK;
-            self.tx[flags_at..flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
+            let flags = u16::from_ne_bytes([tx[flags_at], tx[flags_at + 1]]) | NLM_F_ACK;
+            tx[flags_at..flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
+            self.tx = Some(tx);
             let n = (index - chunk_start) as u64;
             let outcome = self.exchange(first, last, &mut |off, e| on_error(chunk_start + off, e));
             let failed = match outcome {
@@ -393,17 +405,19 @@ impl Conntrack {
     pub fn get(&mut self, key: &FlowKey) -> Result<Option<Flow>, Error> {
         let probe = Flow::from_key(key);
         let seq = self.next_seq(1);
-        self.tx.clear();
-        encode::encode_flow(&mut self.tx, FlowOp::Get, &probe, seq, NLM_F_ACK);
+        let mut tx = self.take_tx();
+        encode::encode_flow(&mut tx, FlowOp::Get, &probe, seq, NLM_F_ACK);
+        self.tx = Some(tx);
         self.send_tx()?;
         let mut found = None;
+        let mut rx = Lent::rx();
         loop {
-            match recv_into(&self.sock, &mut self.rx, 0) {
+            match recv_into(&self.sock, &mut rx, 0) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(recv_error(e)),
             }
-            for m in decode::messages(&self.rx) {
+            for m in decode::messages(&rx) {
                 let Ok(m) = m else { continue };
                 if m.seq != seq {
                     continue;
@@ -435,8 +449,9 @@ impl Conntrack {
     /// Delete every entry of `family` (`None`: all).
     pub fn flush(&mut self, family: Option<Family>) -> Result<(), Error> {
         let seq = self.next_seq(1);
-        self.tx.clear();
-        encode::encode_flush(&mut self.tx, family, seq, NLM_F_ACK);
+        let mut tx = self.take_tx();
+        encode::encode_flush(&mut tx, family, seq, NLM_F_ACK);
+        self.tx = Some(tx);
         self.simple_request(seq)
     }
 
@@ -448,16 +463,17 @@ impl Conntrack {
             (attr::IPCTNL_MSG_CT_GET_STATS_CPU, NLM_F_DUMP),
         ] {
             let seq = self.next_seq(1);
-            self.tx.clear();
+            let mut tx = self.take_tx();
             let start = encode::begin_message(
-                &mut self.tx,
+                &mut tx,
                 attr::NFNL_SUBSYS_CTNETLINK,
                 msg,
                 flags,
                 seq,
                 libc::AF_UNSPEC as u8,
             );
-            encode::end_message(&mut self.tx, start);
+            encode::end_message(&mut tx, start);
+            self.tx = Some(tx);
             self.send_tx()?;
             if msg == attr::IPCTNL_MSG_CT_GET_STATS {
                 self.read_reply(seq, |body| {
@@ -485,13 +501,14 @@ impl Conntrack {
         seq: u32,
         mut on_body: impl FnMut(Body<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        let mut rx = Lent::rx();
         loop {
-            match recv_into(&self.sock, &mut self.rx, 0) {
+            match recv_into(&self.sock, &mut rx, 0) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(recv_error(e)),
             }
-            for m in decode::messages(&self.rx) {
+            for m in decode::messages(&rx) {
                 let m = m?;
                 if m.seq != seq {
                     continue;
@@ -515,10 +532,11 @@ impl Conntrack {
         family: Option<Family>,
     ) -> Result<u32, Error> {
         let seq = self.next_seq(1);
-        self.tx.clear();
+        let mut tx = self.take_tx();
         let af = family.map_or(libc::AF_UNSPEC as u8, Family::af);
-        let start = encode::begin_message(&mut self.tx, subsys, msg, NLM_F_DUMP, seq, af);
-        encode::end_message(&mut self.tx, start);
+        let start = encode::begin_message(&mut tx, subsys, msg, NLM_F_DUMP, seq, af);
+        encode::end_message(&mut tx, start);
+        self.tx = Some(tx);
         self.send_tx()?;
         Ok(seq)
     }
@@ -547,32 +565,35 @@ impl Conntrack {
     /// Create an expectation; the master must exist and have a helper.
     pub fn create_expectation(&mut self, exp: &Expectation) -> Result<(), Error> {
         let seq = self.next_seq(1);
-        self.tx.clear();
-        encode::encode_expectation(&mut self.tx, ExpOp::Create, exp, seq, NLM_F_ACK);
+        let mut tx = self.take_tx();
+        encode::encode_expectation(&mut tx, ExpOp::Create, exp, seq, NLM_F_ACK);
+        self.tx = Some(tx);
         self.simple_request(seq)
     }
 
     /// Delete an expectation by its tuple.
     pub fn delete_expectation(&mut self, exp: &Expectation) -> Result<(), Error> {
         let seq = self.next_seq(1);
-        self.tx.clear();
-        encode::encode_expectation(&mut self.tx, ExpOp::Delete, exp, seq, NLM_F_ACK);
+        let mut tx = self.take_tx();
+        encode::encode_expectation(&mut tx, ExpOp::Delete, exp, seq, NLM_F_ACK);
+        self.tx = Some(tx);
         self.simple_request(seq)
     }
 
     /// Delete every expectation.
     pub fn flush_expectations(&mut self) -> Result<(), Error> {
         let seq = self.next_seq(1);
-        self.tx.clear();
+        let mut tx = self.take_tx();
         let start = encode::begin_message(
-            &mut self.tx,
+            &mut tx,
             attr::NFNL_SUBSYS_CTNETLINK_EXP,
             attr::IPCTNL_MSG_EXP_DELETE,
             NLM_F_ACK,
             seq,
             libc::AF_UNSPEC as u8,
         );
-        encode::end_message(&mut self.tx, start);
+        encode::end_message(&mut tx, start);
+        self.tx = Some(tx);
         self.simple_request(seq)
     }
 }

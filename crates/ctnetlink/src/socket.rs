@@ -12,6 +12,69 @@ use crate::sys;
 /// Bytes read per `recv`; a dump skb is at most a few pages.
 pub(crate) const RX_BYTES: usize = 256 * 1024;
 
+thread_local! {
+    /// The receive buffer the sockets of this thread share (see [`Lent`]).
+    static SPARE_RX: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The request buffer they share.
+    static SPARE_TX: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A buffer lent by the thread to one request or one read, given back when dropped:
+/// every socket of a thread shares one receive and one request buffer. A daemon of
+/// many namespaces runs hundreds of sockets on one thread; each with buffers of its own
+/// kept about 50 KiB resident per namespace. A buffer borrowed while the thread's is
+/// out (a callback using another socket) is a new one; the larger of the two stays.
+pub(crate) struct Lent {
+    buf: Vec<u8>,
+    tx: bool,
+}
+
+impl Lent {
+    /// The thread's receive buffer.
+    pub(crate) fn rx() -> Lent {
+        Lent {
+            buf: SPARE_RX.take(),
+            tx: false,
+        }
+    }
+
+    /// The thread's request buffer, empty.
+    pub(crate) fn tx() -> Lent {
+        let mut buf = SPARE_TX.take();
+        buf.clear();
+        Lent { buf, tx: true }
+    }
+}
+
+impl std::ops::Deref for Lent {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for Lent {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let back = std::mem::take(&mut self.buf);
+        let slot = if self.tx { &SPARE_TX } else { &SPARE_RX };
+        // Not while the thread is ending (the slot may be gone already).
+        let _ = slot.try_with(|c| {
+            let held = c.take();
+            c.set(if held.capacity() >= back.capacity() {
+                held
+            } else {
+                back
+            });
+        });
+    }
+}
+
 /// A netfilter netlink socket bound to a port the kernel picks, created in `netns` (it
 /// stays in that namespace for life) or in the current one.
 pub(crate) fn open_socket(netns: Option<&Netns>) -> io::Result<Socket> {
@@ -63,6 +126,26 @@ pub(crate) fn recv_into(sock: &Socket, rx: &mut Vec<u8>, flags: i32) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lent_buffer_goes_back_to_the_thread_and_the_larger_one_stays() {
+        let first = {
+            let mut a = Lent::rx();
+            a.reserve(4096);
+            // Borrowed while the thread's is out: a new, empty one.
+            let b = Lent::rx();
+            assert_eq!(b.capacity(), 0);
+            a.as_ptr()
+        };
+        let again = Lent::rx();
+        assert!(again.capacity() >= 4096);
+        assert_eq!(again.as_ptr(), first, "the same buffer is lent again");
+        drop(again);
+        let mut tx = Lent::tx();
+        tx.extend_from_slice(b"request");
+        drop(tx);
+        assert!(Lent::tx().is_empty(), "a request buffer is lent empty");
+    }
     use crate::sys::getsockopt_int;
     use std::os::fd::AsFd;
 
