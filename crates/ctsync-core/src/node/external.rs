@@ -104,7 +104,7 @@ impl Node {
         };
         let ext = external
             .entry(from)
-            .or_insert_with(|| External::new(hasher, expected));
+            .or_insert_with(|| Box::new(External::new(hasher, expected)));
         match m {
             Message::FlowNew(f) | Message::FlowUpdate(f) => {
                 stats.flows_received += 1;

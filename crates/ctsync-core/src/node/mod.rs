@@ -242,10 +242,13 @@ pub struct Node {
     dump_again: bool,
     bulk_after_dump: bool,
     delayed: VecDeque<(Instant, Keyed)>,
-    peers: BTreeMap<NodeId, Peer>,
+    /// Boxed: a B-tree node holds 11 entries inline, and a peer is near 2 KiB, so one
+    /// peer unboxed cost a 21 KiB node (per router, in a daemon of many namespaces).
+    peers: BTreeMap<NodeId, Box<Peer>>,
     /// The group stream and its members, with a multicast group (docs/PROTOCOL.md §13).
     group: Option<Group>,
-    external: BTreeMap<NodeId, External>,
+    /// Boxed, as `peers` is.
+    external: BTreeMap<NodeId, Box<External>>,
     /// Hot standby: what our kernel holds of the flows written there on peers' behalf.
     mirror: KernelMirror,
     kernel_ops: VecDeque<KernelOp>,
@@ -291,7 +294,7 @@ impl Node {
             .map(|&p| {
                 let link = Link::new(p, &cfg, &hasher, now);
                 let sync = PeerSync::default();
-                (p, Peer { link, sync })
+                (p, Box::new(Peer { link, sync }))
             })
             .collect();
         let mut timers = TimerTable::new();
