@@ -31,6 +31,10 @@ pub fn expand_seq(low: u32, expected: u64) -> u64 {
         .unwrap_or(u64::from(low))
 }
 
+/// Entries a queue of an idle stream keeps room for: beyond this, the room a burst grew
+/// (a load, a bulk transfer of a million flows) is given back once the stream is idle.
+const IDLE_KEPT: usize = 64;
+
 /// The key of the indexed pending message at absolute index `at`.
 fn pending_key(pending: &VecDeque<Option<Pending>>, base: u64, at: u64) -> Option<&Keyed> {
     let idx = usize::try_from(at.checked_sub(base)?).ok()?;
@@ -173,6 +177,35 @@ impl SendStream {
         let next = next.min(self.next_seq);
         while self.in_flight.front().is_some_and(|f| f.seq < next) {
             self.in_flight.pop_front();
+        }
+    }
+
+    /// Once nothing is pending or in flight, give back the room a burst grew: every
+    /// timer and urgent entry is stale then, every pending slot a cancelled one, and the
+    /// coalescing index points at nothing live. Queues within [`IDLE_KEPT`] keep theirs.
+    fn release_when_idle(&mut self) {
+        if self.pending_live != 0 || !self.in_flight.is_empty() {
+            return;
+        }
+        self.pending_base += self.pending.len() as u64;
+        self.pending.clear();
+        self.timers.clear();
+        self.urgent.clear();
+        self.by_key.clear();
+        if self.in_flight.capacity() > IDLE_KEPT {
+            self.in_flight = VecDeque::new();
+        }
+        if self.timers.capacity() > IDLE_KEPT {
+            self.timers = VecDeque::new();
+        }
+        if self.urgent.capacity() > IDLE_KEPT {
+            self.urgent = VecDeque::new();
+        }
+        if self.pending.capacity() > IDLE_KEPT {
+            self.pending = VecDeque::new();
+        }
+        if self.by_key.capacity() > IDLE_KEPT {
+            self.by_key = HashTable::new();
         }
     }
 
@@ -416,6 +449,7 @@ impl SendStream {
         while self.in_flight.front().is_some_and(|f| f.acked) {
             self.in_flight.pop_front();
         }
+        self.release_when_idle();
     }
 
     /// A negative acknowledgement: send these again now.
@@ -681,5 +715,39 @@ mod tests {
             std::iter::from_fn(|| s.next_retransmit(later, rto).map(|(q, _)| q)).collect();
         // Deadline order: 4 was sent first, 2 again after the NACK.
         assert_eq!(due, vec![4, 2]);
+    }
+
+    #[test]
+    fn an_idle_stream_gives_back_what_a_burst_grew() {
+        let mut s = SendStream::new(1000, 100_000, KeyHasher::default());
+        let now = Instant::now();
+        for i in 0..10_000 {
+            assert!(s.push(msg(i)));
+        }
+        for _ in 0..1000 {
+            s.next_new(now);
+        }
+        // Half acknowledged: still busy, the room stays.
+        s.on_ack(0, 500, &[]);
+        assert!(s.pending.capacity() >= 9000 && s.in_flight.capacity() >= 500);
+        for _ in 0..20 {
+            while s.next_new(now).is_some() {}
+            let next = u32::try_from(s.next_seq()).unwrap();
+            s.on_ack(0, next, &[]);
+        }
+        assert_eq!(s.backlog(), 0);
+        for cap in [
+            s.pending.capacity(),
+            s.in_flight.capacity(),
+            s.timers.capacity(),
+            s.urgent.capacity(),
+            s.by_key.capacity(),
+        ] {
+            assert!(cap <= IDLE_KEPT, "an idle queue kept room for {cap}");
+        }
+        // And it goes on numbering where it was, coalescing as before.
+        assert!(s.push(msg(1)));
+        let (seq, _) = s.next_new(now).unwrap();
+        assert_eq!(seq, 10_000);
     }
 }
