@@ -7,7 +7,9 @@
 #   otherwise cargo builds the release), STANDBY_LIMIT=120 (seconds any step may take
 #   before the script fails, saying what never completed), IDLE_MS=150 (see below),
 #   STANDBY_SYSTEMS=ctsync (one system only, to look at it: its figures one per line, no
-#   table, nothing written).
+#   table, nothing written), PERF_STEP=load|commit|flush_resync|flush_bulk|delete (a
+#   `perf record -g` of each system's backup daemon during that step, and the top of its
+#   `perf report` into PERF_OUT, default /tmp/standby-perf-SYS-SIZE-STEP.txt).
 #
 # Two namespaces (bench/two-nodes.sh). For each size and each system, on one pair started
 # on empty kernel tables (the backup synced), this sequence:
@@ -20,8 +22,10 @@
 #      then `bulk` on the primary; conntrackd `-f external` then `-B` on the primary);
 #   5. delete: every entry of the primary's kernel flushed (`ctsync load flush`).
 # Before each size, with no daemon running, the same entries are created into the
-# backup's empty namespace by the loader alone: the kernel's create time, which a
-# hot-standby backup adds to a transfer. The table gives the load against that floor.
+# backup's empty namespace by the loader alone, then deleted one by one: the kernel's
+# create and delete times, which a hot-standby backup adds to a transfer and to a
+# deletion (FTFW's backup keeps its copy in user space). The table gives the load and
+# the delete against those floors.
 # Each step is timed from its command until the backup is really done: its copy is
 # complete (ctsync: status caches.external and the peer `synced`, flows_received grown by
 # the table for a transfer; conntrackd: `-s cache` external, "connections created" grown
@@ -153,14 +157,41 @@ flush_bulk_conntrackd() {
 
 declare -A R # "system size metric" -> figure
 
+# perf_start SYS STEP / perf_stop SYS SIZE STEP: with PERF_STEP=STEP, a call-graph profile
+# of the backup daemon during that step (perf from the Debian package linux-perf).
+PERF_PID=""
+perf_start() {
+    [[ ${PERF_STEP:-} == "$2" ]] || return 0
+    command -v perf >/dev/null || apt-get install -y -qq linux-perf >/dev/null
+    perf record -g -q -o "$DIR/perf-$1.data" -p "$PB" 2>/dev/null &
+    PERF_PID=$!
+    PIDS+=("$PERF_PID")
+    sleep 0.5 # perf attached before the step starts
+}
+perf_stop() {
+    [[ -n $PERF_PID ]] || return 0
+    local out=${PERF_OUT:-/tmp/standby-perf-$1-$2-$3.txt}
+    kill -INT "$PERF_PID"
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=""
+    {
+        perf report -i "$DIR/perf-$1.data" --stdio --sort dso -g none 2>/dev/null | grep -v '^$'
+        perf report -i "$DIR/perf-$1.data" --stdio --no-children --sort sym -g none --percent-limit 0.5 2>/dev/null | grep -v '^$'
+        perf report -i "$DIR/perf-$1.data" --stdio --children --sort sym -g none --percent-limit 3 2>/dev/null | grep -v '^$'
+    } >"$out"
+    say "$1, $2: perf profile of the backup during $3 in $out"
+}
+
 # step SYS SIZE NAME CMD -- WAIT...: run CMD, then time until WAIT holds and the backup
 # is idle.
 step() {
     local sys=$1 size=$2 name=$3 cmd=$4 t0 t1
     shift 5
+    perf_start "$sys" "$name"
     t0=$(now)
     "$cmd" || die "$sys: $name: the command failed"
     t1=$(done_when "$@") || die "$sys, $size: $name never completed ($*): copy $("copy_$sys"), backup kernel $(count "$B")"
+    perf_stop "$sys" "$size" "$name"
     R["$sys $size $name"]=$(ms "$t0" "$t1")
     say "$sys, $size: $name ${R["$sys $size $name"]} ms (backup RSS $(rss_kib "$PB") KiB, peak $(hwm_kib "$PB") KiB)"
 }
@@ -217,9 +248,15 @@ kernel_alone() {
     out=$("$CT" load --netns "$B" fill --count "$1")
     t1=$(now)
     [[ $(jnum applied <<<"$out") == "$1" ]] || die "the kernel alone: the load fell short: $out"
-    "$CT" load --netns "$B" flush >/dev/null
     R["kernel $1 create"]=$(ms "$t0" "$t1")
-    say "the kernel alone, $1 entries created in ${R["kernel $1 create"]} ms"
+    # And deleted entry by entry, as a hot-standby backup deletes its copies.
+    t0=$(now)
+    out=$("$CT" load --netns "$B" delete --count "$1")
+    t1=$(now)
+    [[ $(jnum applied <<<"$out") == "$1" ]] || die "the kernel alone: the delete fell short: $out"
+    "$CT" load --netns "$B" flush >/dev/null
+    R["kernel $1 delete"]=$(ms "$t0" "$t1")
+    say "the kernel alone, $1 entries created in ${R["kernel $1 create"]} ms, deleted in ${R["kernel $1 delete"]} ms"
 }
 
 started=$(date +%s)
@@ -264,6 +301,8 @@ $(for size in "${SIZES[@]}"; do
         row "flush external + resync → backup done, ms" "$size" flush_resync 0
         row "flush external + bulk → backup done, ms" "$size" flush_bulk 0
         row "delete all on the primary → backup done, ms" "$size" delete 0
+        floor=$(awk -v d="${R["conntrackd $size delete"]}" -v k="${R["kernel $size delete"]}" 'BEGIN {print d + k}')
+        echo "| the delete against its floor (conntrackd's delete + the kernel alone deleting the entries: $(fmt "${R["kernel $size delete"]}" 0) ms), ms | $(fmt "${R["ctsync $size delete"]}" 0) | $(fmt "$floor" 0) | $(ratio "${R["ctsync $size delete"]}" "$floor") |"
         row "backup CPU over the sequence, s" "$size" cpu 2
         mrow "backup peak RSS (VmHWM), MiB" "$size" hwm
         mrow "backup RSS after the load, MiB" "$size" steady
