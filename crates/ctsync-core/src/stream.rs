@@ -32,8 +32,17 @@ pub fn expand_seq(low: u32, expected: u64) -> u64 {
 }
 
 /// Entries a queue of an idle stream keeps room for: beyond this, the room a burst grew
-/// (a load, a bulk transfer of a million flows) is given back once the stream is idle.
+/// is given back once the stream is idle. A burst is a load faster than the link, or a
+/// repair of many buckets (every flow of them queued at once); a bulk transfer is paced
+/// by the window and never queues the whole table.
 const IDLE_KEPT: usize = 64;
+
+/// Replace `queue` by an empty one when it holds room for more than [`IDLE_KEPT`].
+fn give_back<T: Default>(queue: &mut T, capacity: fn(&T) -> usize) {
+    if capacity(queue) > IDLE_KEPT {
+        *queue = T::default();
+    }
+}
 
 /// The key of the indexed pending message at absolute index `at`.
 fn pending_key(pending: &VecDeque<Option<Pending>>, base: u64, at: u64) -> Option<&Keyed> {
@@ -178,6 +187,7 @@ impl SendStream {
         while self.in_flight.front().is_some_and(|f| f.seq < next) {
             self.in_flight.pop_front();
         }
+        self.release_when_idle();
     }
 
     /// Once nothing is pending or in flight, give back the room a burst grew: every
@@ -192,21 +202,11 @@ impl SendStream {
         self.timers.clear();
         self.urgent.clear();
         self.by_key.clear();
-        if self.in_flight.capacity() > IDLE_KEPT {
-            self.in_flight = VecDeque::new();
-        }
-        if self.timers.capacity() > IDLE_KEPT {
-            self.timers = VecDeque::new();
-        }
-        if self.urgent.capacity() > IDLE_KEPT {
-            self.urgent = VecDeque::new();
-        }
-        if self.pending.capacity() > IDLE_KEPT {
-            self.pending = VecDeque::new();
-        }
-        if self.by_key.capacity() > IDLE_KEPT {
-            self.by_key = HashTable::new();
-        }
+        give_back(&mut self.in_flight, VecDeque::capacity);
+        give_back(&mut self.timers, VecDeque::capacity);
+        give_back(&mut self.urgent, VecDeque::capacity);
+        give_back(&mut self.pending, VecDeque::capacity);
+        give_back(&mut self.by_key, HashTable::capacity);
     }
 
     /// Messages pending or in flight.
@@ -746,6 +746,38 @@ mod tests {
             assert!(cap <= IDLE_KEPT, "an idle queue kept room for {cap}");
         }
         // And it goes on numbering where it was, coalescing as before.
+        assert!(s.push(msg(1)));
+        let (seq, _) = s.next_new(now).unwrap();
+        assert_eq!(seq, 10_000);
+    }
+
+    #[test]
+    fn an_idle_group_stream_gives_back_what_a_burst_grew() {
+        // A group stream's messages go by retire_below, never by on_ack (§13.2).
+        let mut s = SendStream::new(1000, 100_000, KeyHasher::default());
+        let now = Instant::now();
+        for i in 0..10_000 {
+            assert!(s.push(msg(i)));
+        }
+        for _ in 0..1000 {
+            s.next_new(now);
+        }
+        s.retire_below(500);
+        assert!(s.pending.capacity() >= 9000 && s.in_flight.capacity() >= 500);
+        for _ in 0..20 {
+            while s.next_new(now).is_some() {}
+            s.retire_below(s.next_seq());
+        }
+        assert_eq!(s.backlog(), 0);
+        for cap in [
+            s.pending.capacity(),
+            s.in_flight.capacity(),
+            s.timers.capacity(),
+            s.urgent.capacity(),
+            s.by_key.capacity(),
+        ] {
+            assert!(cap <= IDLE_KEPT, "an idle group queue kept room for {cap}");
+        }
         assert!(s.push(msg(1)));
         let (seq, _) = s.next_new(now).unwrap();
         assert_eq!(seq, 10_000);
