@@ -25,6 +25,7 @@ pub mod config;
 pub mod key;
 pub mod message;
 mod node;
+mod shards;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod status;
