@@ -347,7 +347,7 @@ pub struct Walk {
 
 /// A flow table with a digest, keyed by [`FlowKey`]. Flows are kept in their compact
 /// wire form, in a [`Slab`] of chunks, found through an index of positions by key hash
-/// (5 bytes a slot, in a [`ShardedTable`] that grows by an eighth): about 86 bytes a flow for an IPv4 flow at any size. The methods
+/// (5 bytes a slot, in a `ShardedTable` that grows by an eighth): about 86 bytes a flow for an IPv4 flow at any size. The methods
 /// that return flows decode them.
 #[derive(Debug, Clone, Default)]
 pub struct FlowTable {
