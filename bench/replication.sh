@@ -153,6 +153,7 @@ add() { R["$1 $2 $3"]+="${R["$1 $2 $3"]:+ }$4"; }
 declare -A TARGET # "system size" -> flows the primary replicates
 declare -A FIRST  # "system size" -> rounds whose copy was complete at the first read
 declare -A SHORT  # system -> the rounds that replicated another count than the warm-up
+declare -A INCOMPLETE # system -> the transfers that never completed
 
 # load SYS SIZE: fill the primary; sets T0 and T1 (start and end of the load).
 load() {
@@ -204,7 +205,14 @@ transfer() {
     sleep 0.1
     t0=$(now)
     "${kind}_$sys" || die "$sys: the $kind command failed"
-    wait "$w" || die "$sys: the $kind of $target flows never completed (received counter $before → $("received_$sys"))"
+    if ! wait "$w"; then
+        # conntrackd's transfers of a million flows sometimes lose some: a figure of its
+        # own, not the end of the benchmark.
+        local got=$(($("received_$sys") - before))
+        INCOMPLETE[$sys]+="${INCOMPLETE[$sys]:+; }its $kind in round $r received $got of $target flows within $LIMIT s"
+        say "$sys: the $kind of $target flows never completed (received counter $before → $((before + got)))"
+        return 0
+    fi
     add "$sys" "$BIG" "${kind}_ms" "$(ms "$t0" "$(cut -d' ' -f1 "$DIR/done")")"
     sleep 1
     add "$sys" "$BIG" "${kind}_both" "$(awk -v a="$(($(tx "$A") - a0 + $(tx "$B") - b0))" -v n="$target" 'BEGIN {printf "%.1f", a / n}')"
@@ -305,8 +313,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 say "done in $(($(date +%s) - started)) s"
 
-med() { tr ' ' '\n' <<<"${R["$1 $2 $3"]}" | median; }
-raw() { echo "${R["$1 $2 $3"]}"; }
+med() { tr ' ' '\n' <<<"${R["$1 $2 $3"]:-}" | median; }
+raw() { echo "${R["$1 $2 $3"]:-}"; }
 fmt() { awk -v v="$1" -v d="$2" 'BEGIN {printf "%.*f", d, v}'; }
 # ratio CTSYNC CONNTRACKD BETTER WORSE [BOUND]: lower is better; says how ctsync compares.
 # BOUND (ctsync or conntrackd): that figure is only an upper bound.
@@ -326,7 +334,10 @@ row() { # label metric size decimals better worse
         ((${FIRST["ctsync $3"]:-0} < ROUNDS)) || { cb="≤ " bound=ctsync; }
         ((${FIRST["conntrackd $3"]:-0} < ROUNDS)) || { db="≤ " bound=conntrackd; }
     fi
-    echo "| $1 | $cb$(fmt "$c" "$4") | $db$(fmt "$d" "$4") | $(ratio "$c" "$d" "$5" "$6" "$bound") |"
+    local cc="did not complete" dc="did not complete"
+    [[ -z ${R["ctsync $3 $2"]:-} ]] || cc=$cb$(fmt "$c" "$4")
+    [[ -z ${R["conntrackd $3 $2"]:-} ]] || dc=$db$(fmt "$d" "$4")
+    echo "| $1 | $cc | $dc | $(ratio "${c:-0}" "${d:-0}" "$5" "$6" "$bound") |"
 }
 rounds_line() { # label metric sizes...: every round's figure, per system (and size)
     local label=$1 metric=$2 sys size part line=""
@@ -355,6 +366,11 @@ for sys in ctsync conntrackd; do
     [[ -z ${SHORT[$sys]:-} ]] || short+="${short:+; }$sys ${SHORT[$sys]}"
 done
 [[ -z $short ]] || short=" Counted again in every round; where a round's count differed from the warm-up's, that round was measured against its own (bytes, memory and CPU per flow divide by it): $short."
+incomplete=""
+for sys in ctsync conntrackd; do
+    [[ -z ${INCOMPLETE[$sys]:-} ]] || incomplete+="${incomplete:+; }$sys: ${INCOMPLETE[$sys]}"
+done
+[[ -z $incomplete ]] || short+=" Transfers that never completed (no figure in their rows): $incomplete."
 Q=$(printf '%s ' "${SIZES[@]}")
 rounds_text="median of $ROUNDS alternating rounds"
 ((ROUNDS > 1)) || rounds_text="one round"
