@@ -161,6 +161,9 @@ impl StoredFlow {
 /// from the middle of the heap, it would stay in the process).
 const CHUNK: usize = 16384;
 
+/// Entries up to which a slab's first chunk grows by a quarter (80 KiB).
+const SMALL_CHUNK: usize = 1024;
+
 /// [`Entry::flags`]: counted in the digest (the internal table holds back flows younger
 /// than the sync delay: they are neither replicated nor counted).
 const COUNTED: u8 = 1;
@@ -268,7 +271,12 @@ struct Slab {
 }
 
 impl Slab {
+    /// Room for `n` entries in its first chunk; nothing allocated for none (a table that
+    /// stays empty, as a backup's own in a router that serves nothing, costs nothing).
     fn with_capacity(n: usize) -> Slab {
+        if n == 0 {
+            return Slab::default();
+        }
         Slab {
             chunks: vec![Vec::with_capacity(n.clamp(16, CHUNK))],
             free: Vec::new(),
@@ -302,8 +310,15 @@ impl Slab {
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK => {
                 if last.len() == last.capacity() {
-                    // Doubling, but never past a chunk.
-                    last.reserve_exact(last.len().max(16).min(CHUNK - last.len()));
+                    // Never past a chunk; by a quarter while small, so that a router's
+                    // hundred flows keep little room they do not use, then doubling, so
+                    // that a large table's first chunk leaves few freed blocks behind.
+                    let step = if last.len() < SMALL_CHUNK {
+                        (last.len() / 4).max(16)
+                    } else {
+                        last.len()
+                    };
+                    last.reserve_exact(step.min(CHUNK - last.len()));
                 }
                 last.push(e);
             }
