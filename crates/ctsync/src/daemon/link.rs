@@ -19,6 +19,7 @@
 //!
 //! With one link all of this reduces to what it was: one socket, no copies.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::task::Poll;
@@ -29,6 +30,18 @@ use ctsync_wire::{HEADER_LEN, Header, NodeId, TAG_LEN};
 use tokio::net::UdpSocket;
 
 use super::log;
+
+/// A UDP datagram's largest size: what a socket of our own reads into.
+const DATAGRAM_MAX: usize = 65536;
+
+thread_local! {
+    /// The datagram being sent, shared by the sync links of this thread (a daemon of many
+    /// namespaces has a link a router, and each kept a buffer of the largest datagram it
+    /// had sent): lent for one turn's sends, which never await.
+    static TX: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The datagram being received, shared the same way, for one turn's reads.
+    static RX: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Datagrams read per loop turn from each link. Small, so that acknowledgements go out
 /// between turns while a peer streams (with 1,024 a bulk transfer's sender sat on a full
@@ -223,7 +236,10 @@ impl Sock {
     /// length.
     fn try_recv(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         match self {
-            Sock::Udp(u) => u.try_recv_from(buf).map(|(n, _)| n),
+            Sock::Udp(u) => {
+                buf.resize(DATAGRAM_MAX, 0);
+                u.try_recv_from(buf).map(|(n, _)| n)
+            }
             Sock::Mux(m) => m.try_recv(buf),
         }
     }
@@ -284,10 +300,6 @@ pub(super) struct SyncLink {
     dead: Duration,
     /// Each standby link gets a copy of a datagram at most this often (alive / 2).
     copy_every: Duration,
-    /// The datagram being sent.
-    tx: Vec<u8>,
-    /// The datagram being received.
-    rx: Vec<u8>,
     /// Turns that stopped at [`DATAGRAM_BUDGET`] with datagrams still waiting.
     pub(super) budget_hits: u64,
     /// Copies that arrived after their twin and were not handed to the core.
@@ -308,14 +320,6 @@ impl SyncLink {
         now: Instant,
     ) -> SyncLink {
         let n = sockets.len();
-        // A socket of our own reads into a buffer of a UDP datagram's largest size; a
-        // namespace's port copies each datagram into one just large enough (a buffer of
-        // 64 KiB per router was a third of an idle router's memory).
-        let rx = if sockets.iter().any(|(s, _)| matches!(s, Sock::Udp(_))) {
-            vec![0u8; 65536]
-        } else {
-            Vec::new()
-        };
         SyncLink {
             group,
             links: sockets
@@ -341,8 +345,6 @@ impl SyncLink {
             recent: (n > 1).then(Recent::default),
             dead,
             copy_every: alive / 2,
-            tx: Vec::with_capacity(2048),
-            rx,
             budget_hits: 0,
             copies: 0,
             next_poll: 0,
@@ -406,12 +408,16 @@ impl SyncLink {
     /// full socket buffer drops the datagram (the core retransmits); other errors are
     /// logged once when a link starts failing.
     pub(super) fn transmit(&mut self, node: &mut Node, now: Instant) -> bool {
+        TX.with_borrow_mut(|tx| self.transmit_with(node, now, tx))
+    }
+
+    fn transmit_with(&mut self, node: &mut Node, now: Instant, tx: &mut Vec<u8>) -> bool {
         let mut any = false;
-        while let Some(to) = node.poll_transmit(now, &mut self.tx) {
+        while let Some(to) = node.poll_transmit(now, tx) {
             any = true;
             if to == ctsync_wire::GROUP {
                 if let Some(g) = &self.group {
-                    send(&mut self.links, 0, &self.tx, g.to);
+                    send(&mut self.links, 0, tx, g.to);
                 }
                 continue;
             }
@@ -422,10 +428,10 @@ impl SyncLink {
             if let Some(left) = left {
                 log_switch(&self.links, peer, left, active, now);
             }
-            send(&mut self.links, active, &self.tx, peer.addresses[active]);
+            send(&mut self.links, active, tx, peer.addresses[active]);
             for l in 0..self.links.len() {
                 if peer.paths.copy_due(l, now, self.copy_every) {
-                    send(&mut self.links, l, &self.tx, peer.addresses[l]);
+                    send(&mut self.links, l, tx, peer.addresses[l]);
                 }
             }
         }
@@ -436,10 +442,12 @@ impl SyncLink {
     /// per link (a turn that used one all is counted: the rest waits for the next turn).
     pub(super) fn receive(&mut self, node: &mut Node, now: Instant) {
         let mut hit = false;
-        for l in 0..self.links.len() {
-            hit |= self.receive_on(l, node, now);
-        }
-        hit |= self.receive_group(node, now);
+        RX.with_borrow_mut(|rx| {
+            for l in 0..self.links.len() {
+                hit |= self.receive_on(l, node, now, rx);
+            }
+            hit |= self.receive_group(node, now, rx);
+        });
         if hit {
             self.budget_hits += 1;
         }
@@ -448,12 +456,13 @@ impl SyncLink {
     /// What arrived on the group socket, at most [`DATAGRAM_BUDGET`]; whether it
     /// stopped at the budget. Group datagrams are not path evidence: a peer's links are
     /// chosen by its unicast datagrams alone.
-    fn receive_group(&mut self, node: &mut Node, now: Instant) -> bool {
+    fn receive_group(&mut self, node: &mut Node, now: Instant, rx: &mut Vec<u8>) -> bool {
         let Some(g) = &self.group else {
             return false;
         };
+        rx.resize(DATAGRAM_MAX, 0);
         for _ in 0..DATAGRAM_BUDGET {
-            let len = match g.udp.try_recv_from(&mut self.rx) {
+            let len = match g.udp.try_recv_from(rx) {
                 Ok((len, _from)) => len,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
@@ -461,15 +470,15 @@ impl SyncLink {
                     return false;
                 }
             };
-            let _ = node.handle_group_datagram(now, &mut self.rx[..len]);
+            let _ = node.handle_group_datagram(now, &mut rx[..len]);
         }
         true
     }
 
     /// [`SyncLink::receive`] on link `l`; whether it stopped at the budget.
-    fn receive_on(&mut self, l: usize, node: &mut Node, now: Instant) -> bool {
+    fn receive_on(&mut self, l: usize, node: &mut Node, now: Instant, rx: &mut Vec<u8>) -> bool {
         for _ in 0..DATAGRAM_BUDGET {
-            let len = match self.links[l].udp.try_recv(&mut self.rx) {
+            let len = match self.links[l].udp.try_recv(rx) {
                 Ok(len) => len,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
@@ -480,7 +489,7 @@ impl SyncLink {
                     return false;
                 }
             };
-            let datagram = &mut self.rx[..len];
+            let datagram = &mut rx[..len];
             let Some(recent) = self.recent.as_mut() else {
                 // One link: nothing to tell apart.
                 let _ = node.handle_datagram(now, datagram);

@@ -15,6 +15,9 @@ use tokio::net::UdpSocket;
 /// buffer would drop them (the senders retransmit).
 pub(super) const INBOX_LIMIT: usize = 8192;
 
+/// Datagrams an empty inbox keeps room for.
+const IDLE_KEPT: usize = 16;
+
 /// The datagrams that arrived for one namespace.
 #[derive(Debug, Default)]
 pub(super) struct Inbox {
@@ -41,24 +44,28 @@ impl Inbox {
 /// An inbox shared by the demultiplexer and one namespace's loop (one thread).
 pub(super) type SharedInbox = Rc<RefCell<Inbox>>;
 
+thread_local! {
+    /// A tag, then the datagram being sent: one buffer for every port of this thread (one
+    /// of 2 KiB a port was a router's largest allocation after its tables).
+    static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A namespace's end of the shared socket.
 pub(super) struct MuxPort {
     shared: Rc<UdpSocket>,
-    /// The tag, then the datagram being sent.
-    out: Vec<u8>,
-    tag_len: usize,
+    /// The tag every datagram sent goes out behind.
+    tag: Box<[u8]>,
     inbox: SharedInbox,
 }
 
 impl MuxPort {
     /// The port of the namespace with id `id` on `shared`, reading from `inbox`.
     pub(super) fn new(shared: Rc<UdpSocket>, id: &str, inbox: SharedInbox) -> MuxPort {
-        let mut out = Vec::with_capacity(2048);
-        ctsync_wire::tag::put_tag(&mut out, id.as_bytes());
+        let mut tag = Vec::new();
+        ctsync_wire::tag::put_tag(&mut tag, id.as_bytes());
         MuxPort {
             shared,
-            tag_len: out.len(),
-            out,
+            tag: tag.into_boxed_slice(),
             inbox,
         }
     }
@@ -77,12 +84,15 @@ impl MuxPort {
     /// Take the next datagram into `buf` (resized to its length): its length, or
     /// `WouldBlock`.
     pub(super) fn try_recv(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        let d = self
-            .inbox
-            .borrow_mut()
+        let mut inbox = self.inbox.borrow_mut();
+        let d = inbox
             .queue
             .pop_front()
             .ok_or(std::io::ErrorKind::WouldBlock)?;
+        if inbox.queue.is_empty() && inbox.queue.capacity() > IDLE_KEPT {
+            // A burst is over: its room goes back.
+            inbox.queue = VecDeque::new();
+        }
         buf.clear();
         buf.extend_from_slice(&d);
         Ok(d.len())
@@ -94,8 +104,11 @@ impl MuxPort {
         datagram: &[u8],
         to: SocketAddr,
     ) -> std::io::Result<usize> {
-        self.out.truncate(self.tag_len);
-        self.out.extend_from_slice(datagram);
-        self.shared.try_send_to(&self.out, to)
+        OUT.with_borrow_mut(|out| {
+            out.clear();
+            out.extend_from_slice(&self.tag);
+            out.extend_from_slice(datagram);
+            self.shared.try_send_to(out, to)
+        })
     }
 }

@@ -541,11 +541,12 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
     Ok((d, sources))
 }
 
-/// Flows a namespace's tables are sized for at first (they grow as needed). A router
-/// holds tens to thousands; a table's entries are spread over all its buckets, so a
-/// table sized for 256 had every page of its 64 KiB touched by 100 flows (50 routers of
-/// 100 flows: 13.6 MiB resident against 11.2 MiB sized for 16).
-const NAMESPACE_EXPECTED_FLOWS: usize = 16;
+/// Flows a namespace's tables are sized for at first: none (they grow as needed, by a
+/// quarter while small). A router holds tens to thousands; a table's entries are spread
+/// over all its buckets, so a table sized for 256 had every page of its 64 KiB touched by
+/// 100 flows (50 routers of 100 flows: 13.6 MiB resident against 11.2 MiB sized for 16),
+/// and a table that stays empty (a backup router's own) allocates nothing.
+const NAMESPACE_EXPECTED_FLOWS: usize = 0;
 
 /// The core's configuration for a namespace's node: the file's, with tables sized for a
 /// router.
