@@ -143,6 +143,8 @@ pub enum Notify {
 /// Flows handled per prefetch batch in [`Node::handle_kernel_events`]: enough misses to
 /// overlap, few enough that the prefetched slots are still in cache when used.
 const PREFETCH_BATCH: usize = 32;
+/// Kernel operations the drained queue keeps room for.
+const KERNEL_OPS_KEPT: usize = 64;
 /// Hot standby's timeout refresh resets a replicated flow every round while its timeout
 /// is shorter than twice this many rounds (see [`refresh_due`]).
 const REFRESH_SPREAD: u64 = 4;
@@ -711,7 +713,13 @@ impl Node {
 
     /// The next kernel operation to carry out.
     pub fn poll_kernel_op(&mut self) -> Option<KernelOp> {
-        self.kernel_ops.pop_front()
+        let op = self.kernel_ops.pop_front();
+        if op.is_none() && self.kernel_ops.capacity() > KERNEL_OPS_KEPT {
+            // Drained: the room a burst grew goes back (a router's hundred flows arriving
+            // in one batch left 8 KiB of it, for each of hundreds of routers).
+            self.kernel_ops = VecDeque::new();
+        }
+        op
     }
 
     /// Kernel operations waiting (the shell may batch them).
@@ -899,7 +907,36 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    use super::refresh_due;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Instant;
+
+    use ctnetlink::{Tuple, ipproto};
+    use ctsync_wire::{Cipher, ClusterSecret};
+
+    use super::{Config, KERNEL_OPS_KEPT, KernelOp, Node, refresh_due};
+
+    #[test]
+    fn a_drained_kernel_queue_gives_back_a_bursts_room() {
+        let secret = ClusterSecret::new(&[0x5a; 32], Cipher::ChaCha20Poly1305).unwrap();
+        let mut n = Node::new(Config::new(1, vec![1, 2]), secret, 1, 1, Instant::now()).unwrap();
+        let t = Tuple::ports(
+            ipproto::TCP,
+            IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+            1024,
+            IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+            443,
+        );
+        let key = ctnetlink::Flow::new(t, t.inverse()).key();
+        for _ in 0..1000 {
+            n.kernel_ops.push_back(KernelOp::Delete(key));
+        }
+        let mut drained = 0;
+        while n.poll_kernel_op().is_some() {
+            drained += 1;
+        }
+        assert_eq!(drained, 1000);
+        assert!(n.kernel_ops.capacity() <= KERNEL_OPS_KEPT);
+    }
 
     /// Over `rounds` consecutive rounds from `first`, how often a flow is reset.
     fn resets(first: u64, rounds: u64, in_kernel: bool, hash: u64, timeout: Option<u32>) -> u64 {
