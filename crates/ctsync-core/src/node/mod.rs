@@ -916,6 +916,7 @@ mod tests {
     use super::{Config, KERNEL_OPS_KEPT, KernelOp, Node, refresh_due};
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // a test plays the shell, which owns the clock
     fn a_drained_kernel_queue_gives_back_a_bursts_room() {
         let secret = ClusterSecret::new(&[0x5a; 32], Cipher::ChaCha20Poly1305).unwrap();
         let mut n = Node::new(Config::new(1, vec![1, 2]), secret, 1, 1, Instant::now()).unwrap();
