@@ -314,7 +314,7 @@ done
 say "done in $(($(date +%s) - started)) s"
 
 med() { tr ' ' '\n' <<<"${R["$1 $2 $3"]:-}" | median; }
-raw() { echo "${R["$1 $2 $3"]:-}"; }
+raw() { echo "${R["$1 $2 $3"]:-–}"; }
 fmt() { awk -v v="$1" -v d="$2" 'BEGIN {printf "%.*f", d, v}'; }
 # ratio CTSYNC CONNTRACKD BETTER WORSE [BOUND]: lower is better; says how ctsync compares.
 # BOUND (ctsync or conntrackd): that figure is only an upper bound.
