@@ -362,8 +362,8 @@ pub struct Walk {
 
 /// A flow table with a digest, keyed by [`FlowKey`]. Flows are kept in their compact
 /// wire form, in a [`Slab`] of chunks, found through an index of positions by key hash
-/// (5 bytes a slot, in a `ShardedTable` that grows by an eighth): about 86 bytes a flow for an IPv4 flow at any size. The methods
-/// that return flows decode them.
+/// (5 bytes a slot, in a `ShardedTable` that grows by an eighth): about 86 bytes a flow
+/// for an IPv4 flow at any size. The methods that return flows decode them.
 #[derive(Debug, Clone, Default)]
 pub struct FlowTable {
     index: ShardedTable<u32>,
@@ -402,7 +402,7 @@ impl FlowTable {
             slab: Slab::with_capacity(n),
             hasher: hasher.clone(),
             digest: Digest::default(),
-            scratch: Vec::with_capacity(256),
+            scratch: Vec::new(),
             layout: 0,
         }
     }
@@ -414,12 +414,15 @@ impl FlowTable {
 
     /// Flows held.
     pub fn len(&self) -> usize {
-        self.index.len()
+        // Every live slab entry is in the index: a count, not a sum over its shards.
+        let n = self.slab.slots() - self.slab.free.len();
+        debug_assert_eq!(n, self.index.len(), "the slab and the index disagree");
+        n
     }
 
     /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
     /// The digest of the counted flows.
@@ -625,12 +628,14 @@ impl FlowTable {
     /// sized to what it holds, and the cost, a move of what is left, is amortised over
     /// the deletions that made it so.
     fn shrink(&mut self) {
-        let len = self.index.len();
+        let len = self.len();
         if self.slab.slots() > CHUNK && len < self.slab.slots() / 4 {
             self.compact();
         }
         let cap = self.index.capacity();
-        if cap > 4096 && len < cap / 4 {
+        if len == 0 && cap > 0 {
+            self.index = ShardedTable::default();
+        } else if cap > 4096 && len < cap / 4 {
             let slab = &self.slab;
             self.index
                 .refill(len * 2, slab.positions(), |&at| slab.get(at).key_hash);
@@ -641,12 +646,12 @@ impl FlowTable {
     /// as they are emptied, and index them again. Positions change: walks begun before
     /// start again (`layout`).
     fn compact(&mut self) {
+        let n = self.len();
         let old = std::mem::take(&mut self.slab);
-        let mut slab = Slab::with_capacity(self.index.len());
+        let mut slab = Slab::with_capacity(n);
         for e in old.chunks.into_iter().flatten().filter(Entry::is_live) {
             slab.put(e);
         }
-        let n = self.index.len();
         self.index
             .refill(n + n / 8, slab.positions(), |&at| slab.get(at).key_hash);
         self.slab = slab;

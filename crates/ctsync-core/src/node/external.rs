@@ -82,11 +82,7 @@ impl Node {
         // holds on peers' behalf when that is known: the resync that refills it then
         // allocates its table once, instead of growing it (and holding the old table
         // and the new at once) step by step.
-        let expected = match self.mirror.len() {
-            0 => self.cfg.expected_flows,
-            known => known.min(self.cfg.max_flows),
-        };
-        let max_flows = self.cfg.max_flows;
+        let (expected_flows, max_flows) = (self.cfg.expected_flows, self.cfg.max_flows);
         let Node {
             external,
             peers,
@@ -102,9 +98,13 @@ impl Node {
         let Some(p) = peers.get_mut(&from) else {
             return;
         };
-        let ext = external
-            .entry(from)
-            .or_insert_with(|| Box::new(External::new(hasher, expected)));
+        let ext = external.entry(from).or_insert_with(|| {
+            let expected = match mirror.len() {
+                0 => expected_flows,
+                known => known.min(max_flows),
+            };
+            Box::new(External::new(hasher, expected))
+        });
         match m {
             Message::FlowNew(f) | Message::FlowUpdate(f) => {
                 stats.flows_received += 1;
