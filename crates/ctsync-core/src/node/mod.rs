@@ -722,6 +722,12 @@ impl Node {
         op
     }
 
+    /// Every kernel operation waiting, at once (the queue and its room go with them: a
+    /// shell that carries out a batch takes it whole, with no copy per operation).
+    pub fn take_kernel_ops(&mut self) -> VecDeque<KernelOp> {
+        std::mem::take(&mut self.kernel_ops)
+    }
+
     /// Kernel operations waiting (the shell may batch them).
     pub fn kernel_ops_pending(&self) -> usize {
         self.kernel_ops.len()

@@ -437,10 +437,7 @@ impl Daemon {
         for _ in 0..FLUSH_ROUNDS {
             let now = Instant::now();
             let mut moved = self.link.transmit(&mut self.node, now);
-            let mut ops = Vec::new();
-            while let Some(op) = self.node.poll_kernel_op() {
-                ops.push(op);
-            }
+            let ops = Vec::from(self.node.take_kernel_ops());
             moved |= !ops.is_empty();
             self.kernel
                 .carry_out_all(ops, &mut self.node, &mut self.link);
