@@ -232,8 +232,8 @@ impl Sock {
         }
     }
 
-    /// Read a datagram into `buf` (a port resizes it to the datagram's length): its
-    /// length.
+    /// Read a datagram into `buf`, resized to hold it (a socket's reads use the largest
+    /// UDP datagram's size, a port's the datagram's own length): its length.
     fn try_recv(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         match self {
             Sock::Udp(u) => {
