@@ -12,8 +12,8 @@ use ctsync_wire::header::HEADER_LEN;
 use ctsync_wire::{GROUP, Message, NodeId, TAG_LEN, WireRole, frames};
 use smallvec::SmallVec;
 
-use super::Node;
 use super::link::transmit::write_data;
+use super::{Node, with_scratch};
 use crate::config::Config;
 use crate::key::KeyHasher;
 use crate::status::DropReason;
@@ -237,15 +237,9 @@ impl Node {
         let mut w = FrameWriter::new(buf);
         w.alive(role, ready);
         let used = w.len() - HEADER_LEN;
-        if !write_data(
-            &mut g.send,
-            now,
-            &self.cfg,
-            &mut w,
-            used,
-            budget,
-            &mut self.scratch,
-        ) {
+        let cfg = &self.cfg;
+        if !with_scratch(|scratch| write_data(&mut g.send, now, cfg, &mut w, used, budget, scratch))
+        {
             buf.clear();
             return false;
         }
@@ -318,44 +312,46 @@ impl Node {
         };
         let mut used = buf.len();
         let mut runs: Vec<(u64, usize, u16)> = Vec::new();
-        let scratch = &mut self.scratch;
-        scratch.clear();
-        while let Some(&seq) = wanted.first() {
-            let Some(m) = g.send.in_flight_message(seq) else {
-                // Acknowledged (or retired) meanwhile.
+        let stats = &mut self.stats;
+        with_scratch(|scratch| {
+            scratch.clear();
+            while let Some(&seq) = wanted.first() {
+                let Some(m) = g.send.in_flight_message(seq) else {
+                    // Acknowledged (or retired) meanwhile.
+                    wanted.pop_first();
+                    continue;
+                };
+                let extends = runs
+                    .last()
+                    .is_some_and(|(s, _, c)| s + u64::from(*c) == seq && *c < u16::MAX);
+                let extra = m.len() + if extends { 0 } else { DATA_OVERHEAD };
+                if used + extra > limit {
+                    break;
+                }
+                used += extra;
                 wanted.pop_first();
-                continue;
-            };
-            let extends = runs
-                .last()
-                .is_some_and(|(s, _, c)| s + u64::from(*c) == seq && *c < u16::MAX);
-            let extra = m.len() + if extends { 0 } else { DATA_OVERHEAD };
-            if used + extra > limit {
-                break;
+                match runs.last_mut() {
+                    Some((_, _, c)) if extends => *c += 1,
+                    _ => runs.push((seq, scratch.len(), 1)),
+                }
+                scratch.extend_from_slice(m);
             }
-            used += extra;
-            wanted.pop_first();
-            match runs.last_mut() {
-                Some((_, _, c)) if extends => *c += 1,
-                _ => runs.push((seq, scratch.len(), 1)),
+            let generation = g.send.generation();
+            let mut w = FrameWriter::new(buf);
+            for (i, &(seq, start, count)) in runs.iter().enumerate() {
+                let end = runs.get(i + 1).map_or(scratch.len(), |r| r.1);
+                w.group_data(generation, seq as u32, count, &scratch[start..end]);
+                stats.group_repaired += u64::from(count);
             }
-            scratch.extend_from_slice(m);
-        }
-        let generation = g.send.generation();
-        let mut w = FrameWriter::new(buf);
-        for (i, &(seq, start, count)) in runs.iter().enumerate() {
-            let end = runs.get(i + 1).map_or(scratch.len(), |r| r.1);
-            w.group_data(generation, seq as u32, count, &scratch[start..end]);
-            self.stats.group_repaired += u64::from(count);
-        }
-        // Their timeout starts over: the group gets them again only if this repair
-        // (or the acknowledgement after it) is lost too.
-        for &(seq, _, count) in &runs {
-            for s in seq..seq + u64::from(count) {
-                g.send.resent(s, now);
+            // Their timeout starts over: the group gets them again only if this repair
+            // (or the acknowledgement after it) is lost too.
+            for &(seq, _, count) in &runs {
+                for s in seq..seq + u64::from(count) {
+                    g.send.resent(s, now);
+                }
             }
-        }
-        !runs.is_empty()
+            !runs.is_empty()
+        })
     }
 
     /// A datagram that arrived on the group (multicast) socket: sealed for [`GROUP`] by

@@ -149,6 +149,22 @@ const KERNEL_OPS_KEPT: usize = 64;
 /// is shorter than twice this many rounds (see [`refresh_due`]).
 const REFRESH_SPREAD: u64 = 4;
 
+thread_local! {
+    /// Where a datagram's messages are gathered before they are framed: one buffer for
+    /// every node of the thread (a daemon of namespaces runs hundreds; 2 KiB each had been
+    /// a router's largest allocation after its tables).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Lend `f` the thread's scratch buffer (see [`SCRATCH`]; a fresh one if it is lent
+/// already).
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// Whether round `round` of hot standby's timeout refresh, every `interval_secs`, resets
 /// a replicated flow whose state has content hash `hash` and whose last reported timeout
 /// is `timeout`; `in_kernel`: the kernel is known to hold that state (the mirror).
@@ -259,7 +275,6 @@ pub struct Node {
     rr: usize,
     drops: DropCounters,
     stats: NodeStats,
-    scratch: Vec<u8>,
     /// Every peer has been heard from, or a dead interval has passed since start.
     settled: bool,
 }
@@ -336,7 +351,6 @@ impl Node {
             rr: 0,
             drops: DropCounters::new(),
             stats: NodeStats::default(),
-            scratch: Vec::with_capacity(2048),
             settled: false,
         })
     }
@@ -773,15 +787,17 @@ impl Node {
         let Some(p) = self.peers.get_mut(&id) else {
             return false;
         };
-        let written = p.link.write_datagram(
-            now,
-            &self.cfg,
-            announce,
-            generation,
-            &mut self.rng,
-            &mut self.scratch,
-            buf,
-        );
+        let written = with_scratch(|scratch| {
+            p.link.write_datagram(
+                now,
+                &self.cfg,
+                announce,
+                generation,
+                &mut self.rng,
+                scratch,
+                buf,
+            )
+        });
         let traffic = match written {
             Some(traffic) => traffic,
             None if repairs && p.link.is_live() => {
