@@ -6,7 +6,7 @@ use hashbrown::hash_table::Entry as Slot;
 use ctnetlink::{Flow, FlowKey};
 use ctsync_wire::{Message, codec};
 use smallvec::SmallVec;
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use crate::key::{KeyHasher, Keyed};
 use crate::message::Encoded;
@@ -107,6 +107,20 @@ impl Digest {
             count: self.count,
             hashes: self.hashes.to_vec(),
         }
+    }
+
+    /// The digest's count and bucket hashes in 128 bits: what a node keeps of the last
+    /// digest it sent a peer, to tell whether the next one is the same (16 bytes, where
+    /// the digest is 520; a node of many namespaces keeps one per router and peer).
+    pub fn fingerprint(&self) -> u128 {
+        let mut bytes = [0u8; 8 * (BUCKETS + 1)];
+        for (chunk, v) in bytes
+            .chunks_exact_mut(8)
+            .zip(std::iter::once(&self.count).chain(&self.hashes))
+        {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        xxh3_128(&bytes)
     }
 
     /// Buckets where `self` and `hashes` differ.
@@ -822,6 +836,25 @@ mod tests {
     use ctnetlink::{Tuple, ipproto};
 
     use super::*;
+
+    #[test]
+    fn a_fingerprint_tells_every_change_of_a_digest() {
+        let mut d = Digest::default();
+        let empty = d.fingerprint();
+        assert_eq!(empty, Digest::default().fingerprint());
+        d.add(5, 0xdead_beef);
+        let one = d.fingerprint();
+        assert_ne!(one, empty);
+        // The same hash in another bucket, and the count alone, are other digests.
+        let mut other = Digest::default();
+        other.add(6, 0xdead_beef);
+        assert_ne!(other.fingerprint(), one);
+        let mut counted = d.clone();
+        counted.count += 1;
+        assert_ne!(counted.fingerprint(), one);
+        d.remove(5, 0xdead_beef);
+        assert_eq!(d.fingerprint(), empty);
+    }
 
     fn flow(i: u8, mark: u32) -> Flow {
         let t = Tuple::ports(

@@ -50,9 +50,9 @@ pub(super) struct PeerSync {
     /// kernel's table; a backup that told keepalived "not ready" meanwhile would be put
     /// in FAULT, and a failure of the primary then would find no one to take over.
     pub(super) refreshing: bool,
-    /// The last digest sent to it (its count and bucket hashes), and when (see
+    /// The last digest sent to it ([`crate::cache::Digest::fingerprint`]), and when (see
     /// `Config::digest_unchanged_every`). Cleared by a bulk transfer to it.
-    pub(super) last_digest: Option<(crate::cache::Digest, Instant)>,
+    pub(super) last_digest: Option<(u128, Instant)>,
 }
 
 impl BulkOut {
@@ -208,6 +208,7 @@ impl Node {
     pub(super) fn send_digests(&mut self, now: Instant) -> Instant {
         let digest = self.internal.digest();
         let m = digest.message();
+        let fingerprint = digest.fingerprint();
         let interval = self.cfg.digest_interval;
         let unchanged = interval * self.cfg.digest_unchanged_every.max(1);
         let mut next = now + unchanged;
@@ -216,13 +217,13 @@ impl Node {
         for (id, p) in self.peers.iter_mut() {
             if p.link.is_live() && p.sync.bulk.is_none() && !p.sync.resync_needed && !in_group(id) {
                 if let Some((last, sent)) = &p.sync.last_digest
-                    && last == digest
+                    && *last == fingerprint
                     && now < *sent + unchanged
                 {
                     next = next.min(*sent + unchanged);
                     continue;
                 }
-                p.sync.last_digest = Some((digest.clone(), now));
+                p.sync.last_digest = Some((fingerprint, now));
                 p.link.send.push(m.clone());
             }
         }
@@ -242,11 +243,16 @@ impl Node {
         if self.cfg.digest_unchanged_every <= 1 {
             return None;
         }
-        let digest = self.internal.digest();
+        let fingerprint = self.internal.digest().fingerprint();
         self.peers
             .values()
             .filter(|p| p.link.is_live() && p.sync.bulk.is_none() && !p.sync.resync_needed)
-            .any(|p| p.sync.last_digest.as_ref().is_none_or(|(d, _)| d != digest))
+            .any(|p| {
+                p.sync
+                    .last_digest
+                    .as_ref()
+                    .is_none_or(|(d, _)| *d != fingerprint)
+            })
             .then_some(self.digest_round_at + self.cfg.digest_interval)
     }
 }
