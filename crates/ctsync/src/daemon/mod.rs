@@ -178,7 +178,8 @@ async fn run_async(mut cfg: Config, path: &Path) -> Result<()> {
         sd_notify::NotifyState::Status(&d.status_line()),
     ]);
     let control_path = src.control_path.clone();
-    d.serve(src, calls, Some((&mut cfg, path)), None).await?;
+    d.serve(src, Some(calls), Some((&mut cfg, path)), None)
+        .await?;
     notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(p) = control_path {
         let _ = std::fs::remove_file(p);
@@ -221,14 +222,15 @@ type Calls = (
 impl Daemon {
     /// The event loop, until SIGTERM or SIGINT: kernel events, sync datagrams, control
     /// calls, keepalived's FIFO, metrics, timers; with `reload` (the running
-    /// configuration and its file) also SIGHUP; with `roles` the roles a namespace's
-    /// state file gives.
+    /// configuration and its file) also SIGHUP. A namespace's loop takes its roles and
+    /// calls from its `mailbox` instead, and leaves the signals to the daemon of
+    /// namespaces.
     async fn serve(
         &mut self,
         src: setup::Sources,
-        (calls_tx, mut calls_rx): Calls,
+        calls: Option<Calls>,
         mut reload: Option<(&mut Config, &Path)>,
-        mut roles: Option<tokio::sync::mpsc::Receiver<Role>>,
+        mailbox: Option<mux::SharedMailbox>,
     ) -> Result<()> {
         let d = self;
         let setup::Sources {
@@ -242,7 +244,8 @@ impl Daemon {
         let mut keepalived_follow = reload.as_ref().and_then(|(c, _)| c.keepalived.clone());
         // A namespace's loop is stopped by the daemon of namespaces, which alone takes the
         // signals (and its deadlines are coalesced: see `coalesce`).
-        let own_signals = roles.is_none();
+        let own_signals = mailbox.is_none();
+        let (calls_tx, mut calls_rx) = calls.unzip();
         let mut term = if own_signals {
             Some(tokio::signal::unix::signal(
                 tokio::signal::unix::SignalKind::terminate(),
@@ -257,7 +260,9 @@ impl Daemon {
             None => None,
         };
         let mut flow_batch: Vec<FlowEvent> = Vec::new();
-        let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(control::MAX_CLIENTS));
+        let clients = control
+            .is_some()
+            .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(control::MAX_CLIENTS)));
         let mut hosts_lost = d.host_heard.as_ref().map(|h| h.lost.subscribe());
         loop {
             d.hear_hosts();
@@ -352,14 +357,14 @@ impl Daemon {
                     }
                 }
                 c = async { control.as_ref()?.accept().await.ok() }, if control.is_some() => {
-                    if let Some((stream, _)) = c {
+                    if let (Some((stream, _)), Some(clients), Some(tx)) = (c, &clients, &calls_tx) {
                         // Served off the loop; a client beyond the cap is closed at once.
                         if let Ok(permit) = clients.clone().try_acquire_owned() {
-                            tokio::spawn(control::client(stream, calls_tx.clone(), permit));
+                            tokio::spawn(control::client(stream, tx.clone(), permit));
                         }
                     }
                 }
-                Some(call) = calls_rx.recv() => d.call(call),
+                Some(call) = async { calls_rx.as_mut()?.recv().await }, if calls_rx.is_some() => d.call(call),
                 m = async { metrics.as_ref()?.accept().await.ok() }, if metrics.is_some() => {
                     if let Some((stream, _)) = m {
                         d.serve_metrics(stream);
@@ -390,10 +395,16 @@ impl Daemon {
                 // A peer host went down: the word stops holding its namespaces up (taken
                 // at the top of the next turn, by `hear_hosts`).
                 Some(()) = async { hosts_lost.as_mut()?.changed().await.ok() }, if hosts_lost.is_some() => {}
-                Some(role) = async { roles.as_mut()?.recv().await }, if roles.is_some() => {
-                    log("info", format!("state file: {role}"));
-                    d.set_role(role);
-                }
+                taken = std::future::poll_fn(|cx| match &mailbox {
+                    Some(m) => m.borrow_mut().poll_take(cx),
+                    None => std::task::Poll::Pending,
+                }), if mailbox.is_some() => match taken {
+                    mux::Taken::Role(role) => {
+                        log("info", format!("state file: {role}"));
+                        d.set_role(role);
+                    }
+                    mux::Taken::Call(call) => d.call(call),
+                },
                 _ = tokio::signal::ctrl_c(), if own_signals => break,
                 _ = async { term.as_mut()?.recv().await }, if own_signals => break,
             }

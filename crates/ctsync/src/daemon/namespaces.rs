@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::control::{Call, MAX_CLIENTS, Reply};
-use super::mux::{MuxPort, SharedInbox};
+use super::mux::{Closing, MuxPort, SharedInbox, SharedMailbox};
 use super::{NAMESPACE, log, setup};
 use crate::config::{Config, Namespaces, parse_state};
 use crate::control::Request;
@@ -84,10 +84,8 @@ async fn start_router(
 /// One namespace being replicated.
 struct Router {
     id: String,
-    /// Its loop's control calls.
-    calls: mpsc::Sender<Call>,
-    /// Roles from its state file, for its loop.
-    roles: mpsc::Sender<Role>,
+    /// Roles from its state file or FIFO, and control calls, for its loop.
+    mailbox: SharedMailbox,
     /// The role last handed to its loop (or started in).
     role: Option<Role>,
     task: JoinHandle<()>,
@@ -416,11 +414,7 @@ fn open_fifo(path: &Path) -> Result<(Option<Role>, tokio::net::unix::pipe::Recei
 /// loop is gone (the task is aborted with the namespace), and record it beside the FIFO
 /// (see [`role_record`]). A line that is not UTF-8 is read as well as it goes (and is
 /// no transition): it does not end the reading.
-async fn follow_fifo(
-    rx: tokio::net::unix::pipe::Receiver,
-    path: PathBuf,
-    roles: mpsc::Sender<Role>,
-) {
+async fn follow_fifo(rx: tokio::net::unix::pipe::Receiver, path: PathBuf, mailbox: SharedMailbox) {
     use tokio::io::AsyncBufReadExt;
     let mut rx = tokio::io::BufReader::new(rx);
     let mut line = Vec::new();
@@ -445,7 +439,7 @@ async fn follow_fifo(
                             format!("recording the role in {}: {e}", record.display()),
                         );
                     }
-                    if roles.send(role).await.is_err() {
+                    if !mailbox.borrow_mut().give_role(role) {
                         return;
                     }
                 }
@@ -580,13 +574,12 @@ impl Host {
         let inbox = SharedInbox::default();
         self.inboxes.insert(id.clone().into_bytes(), inbox.clone());
         let port = MuxPort::new(self.shared.clone(), &id, inbox);
-        let (calls_tx, calls_rx) = mpsc::channel(MAX_CLIENTS);
-        let (roles_tx, roles_rx) = mpsc::channel(4);
+        let mailbox = SharedMailbox::default();
         self.starts += 1;
         let epoch = self.epoch + self.starts;
         let cfg = self.cfg.clone();
         let heard = self.heard.clone();
-        let calls_for_loop = calls_tx.clone();
+        let closing = Closing(mailbox.clone());
         let task_name = name.clone();
         let task = tokio::task::spawn_local(NAMESPACE.scope(task_name.clone(), async move {
             // Its sockets are opened off this thread, the rest (the node, the first read
@@ -594,21 +587,20 @@ impl Host {
             // is held while it serves: a task's future is allocated whole, for its largest
             // state, and one that held the started daemon by value beside the one serving
             // took 10.6 KiB a router.
+            // Held for the whole task, whose end (or abort) closes the mailbox.
+            let closing = closing;
             let Some((mut d, src)) =
                 start_router(cfg, task_name, port, keys, epoch, role, heard).await
             else {
                 return;
             };
-            if let Err(e) = d
-                .serve(src, (calls_for_loop, calls_rx), None, Some(roles_rx))
-                .await
-            {
+            if let Err(e) = d.serve(src, None, None, Some(closing.0.clone())).await {
                 log("error", format!("stopped: {e:#}"));
             }
         }));
         let fifo = fifo.map(|(rx, path)| {
-            let roles = roles_tx.clone();
-            tokio::task::spawn_local(NAMESPACE.scope(name.clone(), follow_fifo(rx, path, roles)))
+            let mailbox = mailbox.clone();
+            tokio::task::spawn_local(NAMESPACE.scope(name.clone(), follow_fifo(rx, path, mailbox)))
         });
         log(
             "info",
@@ -618,8 +610,7 @@ impl Host {
             name,
             Router {
                 id,
-                calls: calls_tx,
-                roles: roles_tx,
+                mailbox,
                 role: Some(role),
                 task,
                 fifo,
@@ -698,10 +689,7 @@ impl Host {
             // Delivered when its loop takes calls again, however busy it is now: a
             // router left on the old keys would drop out once its peers stop accepting
             // them.
-            let calls = r.calls.clone();
-            tokio::task::spawn_local(async move {
-                let _ = calls.send(call).await;
-            });
+            let _ = r.mailbox.borrow_mut().give_call(call);
         }
         // What later starts take: the reloaded settings; what needs a restart stays.
         let mut cfg = (*self.cfg).clone();
@@ -814,7 +802,7 @@ impl Host {
             let Some(r) = self.routers.get_mut(&name) else {
                 continue;
             };
-            if r.role != Some(role) && r.roles.try_send(role).is_ok() {
+            if r.role != Some(role) && r.mailbox.borrow_mut().give_role(role) {
                 r.role = Some(role);
             }
         }
@@ -872,10 +860,7 @@ impl Host {
                     request,
                     reply,
                 };
-                if let Err(
-                    mpsc::error::TrySendError::Full(Call::Request { reply, .. })
-                    | mpsc::error::TrySendError::Closed(Call::Request { reply, .. }),
-                ) = r.calls.try_send(forward)
+                if let Err(Call::Request { reply, .. }) = r.mailbox.borrow_mut().give_call(forward)
                 {
                     let _ = reply.send(Reply::Line(
                         json!({"error": format!("namespace {name} is busy or stopping: try again")}),
@@ -917,7 +902,7 @@ impl Host {
                 request: Request::StatusSummary,
                 reply: tx,
             };
-            let _ = r.calls.try_send(call);
+            let _ = r.mailbox.borrow_mut().give_call(call);
             asks.push((name.clone(), r.id.clone(), rx));
         }
         let node = self.cfg.node.clone();
