@@ -54,8 +54,12 @@ want=$((4 * TOTAL + 20000))
 
 now() { date +%s.%N; }
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# user_s PID: its CPU in user space alone (the daemon's own work: the kernel's part, in
+# system time, includes offering each conntrack event to every namespace's sockets).
+user_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", $14 / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 sum_cpu() { local s=0 p; for p in "$@"; do s=$(awk -v a="$s" -v b="$(cpu_s "$p")" 'BEGIN {print a + b}'); done; echo "$s"; }
+sum_user() { local s=0 p; for p in "$@"; do s=$(awk -v a="$s" -v b="$(user_s "$p")" 'BEGIN {print a + b}'); done; echo "$s"; }
 sum_rss_mib() { local s=0 p; for p in "$@"; do s=$((s + $(rss_kib "$p"))); done; awk -v k="$s" 'BEGIN {printf "%.1f", k / 1024}'; }
 wait_until() { # SECONDS CMD...: poll every 200 ms
     local end=$(($(date +%s) + $1))
@@ -161,13 +165,16 @@ run_ctsync() {
     PIDS+=("$pa" "$pb")
     wait_until_1s 600 complete "$n" "$per" || { echo "routers: $label: the backup host never held every router's flows" >&2; tail -5 "$DIR/host-b.log" >&2; exit 1; }
     t1=$(now)
-    local start_s start_cpu rss_a rss_b idle_cpu load_cpu_a load_cpu_b load_s
+    local start_s start_cpu rss_a rss_b idle_cpu idle_user u0 u1 load_cpu_a load_cpu_b load_s
     start_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
     start_cpu=$(sum_cpu "$pa" "$pb")
     c0=$(sum_cpu "$pa" "$pb")
+    u0=$(sum_user "$pa" "$pb")
     sleep "$IDLE"
     c1=$(sum_cpu "$pa" "$pb")
+    u1=$(sum_user "$pa" "$pb")
     idle_cpu=$(awk -v a="$c0" -v b="$c1" -v t="$IDLE" 'BEGIN {printf "%.2f", (b - a) / t * 100}')
+    idle_user=$(awk -v a="$u0" -v b="$u1" -v t="$IDLE" 'BEGIN {printf "%.2f", (b - a) / t * 100}')
     rss_a=$(sum_rss_mib "$pa")
     rss_b=$(sum_rss_mib "$pb")
     ca=$(cpu_s "$pa")
@@ -181,7 +188,7 @@ run_ctsync() {
     load_cpu_b=$(awk -v a="$cb" -v b="$(cpu_s "$pb")" 'BEGIN {printf "%.2f", b - a}')
     kill "$pa" "$pb"
     wait "$pa" "$pb" 2>/dev/null || true
-    echo "$label|$start_s|$start_cpu|$rss_a|$rss_b|$idle_cpu|$load_s|$load_cpu_a|$load_cpu_b"
+    echo "$label|$start_s|$start_cpu|$rss_a|$rss_b|$idle_cpu|$load_s|$load_cpu_a|$load_cpu_b|$idle_user"
 }
 fill_many() { local i; for i in $(seq "$R"); do "$CT" load --netns "$P-a-r$i" fill --start "$1" --count "$1" >/dev/null; done; }
 fill_one() { "$CT" load --netns "$P-a-one" fill --start "$TOTAL" --count "$TOTAL" >/dev/null; }
@@ -264,9 +271,12 @@ t1=$(now)
 cd_start_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
 cd_start_cpu=$(sum_cpu "${CPA[@]}" "${CPB[@]}")
 c0=$(sum_cpu "${CPA[@]}" "${CPB[@]}")
+u0=$(sum_user "${CPA[@]}" "${CPB[@]}")
 sleep "$IDLE"
 c1=$(sum_cpu "${CPA[@]}" "${CPB[@]}")
+u1=$(sum_user "${CPA[@]}" "${CPB[@]}")
 cd_idle=$(awk -v a="$c0" -v b="$c1" -v t="$IDLE" 'BEGIN {printf "%.2f", (b - a) / t * 100}')
+cd_idle_user=$(awk -v a="$u0" -v b="$u1" -v t="$IDLE" 'BEGIN {printf "%.2f", (b - a) / t * 100}')
 cd_rss_a=$(sum_rss_mib "${CPA[@]}")
 cd_rss_b=$(sum_rss_mib "${CPB[@]}")
 ca=$(sum_cpu "${CPA[@]}")
@@ -278,25 +288,25 @@ t1=$(now)
 cd_load_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
 cd_load_a=$(awk -v a="$ca" -v b="$(sum_cpu "${CPA[@]}")" 'BEGIN {printf "%.2f", b - a}')
 cd_load_b=$(awk -v a="$cb" -v b="$(sum_cpu "${CPB[@]}")" 'BEGIN {printf "%.2f", b - a}')
-row_cd="conntrackd, $R × 2 processes|$cd_start_s|$cd_start_cpu|$cd_rss_a|$cd_rss_b|$cd_idle|$cd_load_s|$cd_load_a|$cd_load_b"
+row_cd="conntrackd, $R × 2 processes|$cd_start_s|$cd_start_cpu|$cd_rss_a|$cd_rss_b|$cd_idle|$cd_load_s|$cd_load_a|$cd_load_b|$cd_idle_user"
 echo "$row_cd" >&2
 
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 table() {
-    echo "Measured with \`bench/routers.sh --write $R $FLOWS\` (IDLE=$IDLE) on build $rev ($(date -u +%Y-%m-%d)), $(machine), conntrackd $(conntrackd_version). Start-up: from starting the daemons until the backup host holds every router's flows (the primaries' fill is before); CPU in seconds, both hosts' daemons summed; RSS of each host's daemons summed after the idle period; idle CPU in % of one core over $IDLE s; load: $FLOWS more flows per router created on the primary host (one \`ctsync load\` per router, included in the time) until the backup host holds them, CPU of each host's daemons."
+    echo "Measured with \`bench/routers.sh --write $R $FLOWS\` (IDLE=$IDLE) on build $rev ($(date -u +%Y-%m-%d)), $(machine), conntrackd $(conntrackd_version). Start-up: from starting the daemons until the backup host holds every router's flows (the primaries' fill is before); CPU in seconds, both hosts' daemons summed; RSS of each host's daemons summed after the idle period; idle CPU in % of one core over $IDLE s, and of it in user space (the daemons' own work; the rest is the kernel's, in their system calls); load: $FLOWS more flows per router created on the primary host (one \`ctsync load\` per router, included in the time) until the backup host holds them, CPU of each host's daemons."
     echo
-    echo "| | start-up | its CPU | RSS host a / b (MiB) | idle CPU | load | load CPU host a / b |"
+    echo "| | start-up | its CPU | RSS host a / b (MiB) | idle CPU (user) | load | load CPU host a / b |"
     echo "|---|---|---|---|---|---|---|"
     local r
     for r in "$row_many" "$row_one" "$row_cd"; do
-        IFS='|' read -r l s c ra rb i ls la lb <<<"$r"
-        echo "| $l | $s s | $c s | $ra / $rb | $i % | $ls s | $la / $lb s |"
+        IFS='|' read -r l s c ra rb i ls la lb iu <<<"$r"
+        echo "| $l | $s s | $c s | $ra / $rb | $i % ($iu %) | $ls s | $la / $lb s |"
     done
     echo
     awk -F'|' -v m="$row_many" -v o="$row_one" -v c="$row_cd" 'BEGIN {
         split(m, a, "|"); split(o, b, "|"); split(c, d, "|")
-        printf "Ratios: %d routers against one router of the same flows: RSS %.2f × (host b), load CPU %.2f × (host b), idle CPU %.2f ×; against %d conntrackd processes per host: RSS %.2f × (host b), idle CPU %.2f ×, start-up %.2f ×, load CPU %.2f × (host b).\n",
-            '"$R"', a[5] / b[5], a[9] / (b[9] > 0 ? b[9] : 0.01), a[6] / (b[6] > 0 ? b[6] : 0.01), '"$R"', a[5] / d[5], a[6] / (d[6] > 0 ? d[6] : 0.01), a[2] / d[2], a[9] / (d[9] > 0 ? d[9] : 0.01)
+        printf "Ratios: %d routers against one router of the same flows: RSS %.2f × (host b), load CPU %.2f × (host b), idle CPU %.2f × (in user space %.2f ×); against %d conntrackd processes per host: RSS %.2f × (host b), idle CPU %.2f ×, start-up %.2f ×, load CPU %.2f × (host b).\n",
+            '"$R"', a[5] / b[5], a[9] / (b[9] > 0 ? b[9] : 0.01), a[6] / (b[6] > 0 ? b[6] : 0.01), a[10] / (b[10] > 0 ? b[10] : 0.01), '"$R"', a[5] / d[5], a[6] / (d[6] > 0 ? d[6] : 0.01), a[2] / d[2], a[9] / (d[9] > 0 ? d[9] : 0.01)
     }'
 }
 out=$(table)
