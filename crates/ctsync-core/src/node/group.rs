@@ -243,7 +243,7 @@ impl Node {
             buf.clear();
             return false;
         }
-        if !self.sealer.seal(true, buf, GROUP) {
+        if !self.sealer.seal(now, true, buf, GROUP) {
             return false;
         }
         // Not counted as a keep-alive to the members: liveness never depends on the

@@ -813,7 +813,7 @@ impl Node {
             // Group messages it alone asked for again (docs/PROTOCOL.md §13.2).
             self.write_group_repairs(now, id, buf);
         }
-        if !self.sealer.seal(traffic, buf, id) {
+        if !self.sealer.seal(now, traffic, buf, id) {
             return false;
         }
         if let Some(p) = self.peers.get_mut(&id) {

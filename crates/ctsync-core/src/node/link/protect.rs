@@ -38,6 +38,12 @@ pub(crate) fn generation_of(kid: u8, current: u32) -> u32 {
     }
 }
 
+/// How long the handshake key is kept after its last use. It seals only HELLOs and what
+/// goes to a peer not yet verified, at most one datagram an alive interval once the
+/// handshake is over; a built key holds the cipher's context (about 600 bytes, in every
+/// router's node of a daemon of namespaces), and deriving it again costs microseconds.
+const HANDSHAKE_KEPT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What seals this node's datagrams: the cluster keys, the traffic key of the current
 /// generation, the handshake key and the packet number (the nonce, never repeated under
 /// one key: it goes on across rekeying and key rotation).
@@ -48,7 +54,9 @@ pub(crate) struct Sealer {
     /// Further cluster keys accepted from peers (a rotation's overlap period).
     accept: Vec<ClusterSecret>,
     tx_key: TrafficKey,
-    handshake_key: TrafficKey,
+    /// Built when a datagram needs it, dropped [`HANDSHAKE_KEPT`] after its last use.
+    handshake_key: Option<TrafficKey>,
+    handshake_used: Instant,
     packet: u64,
     key_started: Instant,
     key_packets: u64,
@@ -64,7 +72,8 @@ impl Sealer {
     ) -> Result<Sealer, WireError> {
         Ok(Sealer {
             tx_key: secret.traffic_key(node, epoch, 1)?,
-            handshake_key: secret.traffic_key(node, epoch, 0)?,
+            handshake_key: None,
+            handshake_used: now,
             node,
             epoch,
             secret,
@@ -84,7 +93,7 @@ impl Sealer {
     ) -> Result<(), WireError> {
         let g = self.tx_key.generation();
         self.tx_key = send.traffic_key(self.node, self.epoch, g)?;
-        self.handshake_key = send.traffic_key(self.node, self.epoch, 0)?;
+        self.handshake_key = None;
         self.secret = send;
         self.accept = accept;
         Ok(())
@@ -119,16 +128,35 @@ impl Sealer {
                 self.key_packets = 0;
             }
         }
+        if self.handshake_key.is_some() && now >= self.handshake_used + HANDSHAKE_KEPT {
+            self.handshake_key = None;
+        }
     }
 
     /// Write the header into `buf[..HEADER_LEN]` and seal the body after it for node
     /// `to`, under the traffic key (`traffic`) or the handshake key. `false` if sealing
     /// failed (then nothing may be sent).
-    pub(crate) fn seal(&mut self, traffic: bool, buf: &mut Vec<u8>, to: NodeId) -> bool {
+    pub(crate) fn seal(
+        &mut self,
+        now: Instant,
+        traffic: bool,
+        buf: &mut Vec<u8>,
+        to: NodeId,
+    ) -> bool {
         let key = if traffic {
             &self.tx_key
         } else {
-            &self.handshake_key
+            self.handshake_used = now;
+            match &mut self.handshake_key {
+                Some(k) => &*k,
+                slot @ None => match self.secret.traffic_key(self.node, self.epoch, 0) {
+                    Ok(k) => &*slot.insert(k),
+                    Err(_) => {
+                        buf.clear();
+                        return false;
+                    }
+                },
+            }
         };
         let h = Header {
             version: VERSION,
@@ -300,5 +328,40 @@ mod tests {
         assert_eq!(generation_of(0, 500), 0);
         assert_eq!(key_id_of(0), 0);
         assert!((1..1000).all(|g| key_id_of(g) != 0));
+    }
+    #[allow(clippy::disallowed_methods)] // the sealer's clock is the caller's: any instant
+    #[test]
+    fn the_handshake_key_is_built_when_needed_and_dropped_when_idle() {
+        use ctsync_wire::Cipher;
+        let secret = ClusterSecret::new(&[7u8; 32], Cipher::ChaCha20Poly1305).unwrap();
+        let t0 = Instant::now();
+        let mut sealer = Sealer::new(1, 42, secret.clone(), t0).unwrap();
+        assert!(sealer.handshake_key.is_none(), "nothing is sealed yet");
+        let datagram = |sealer: &mut Sealer, at: Instant| {
+            let mut buf = vec![0u8; HEADER_LEN];
+            buf.extend_from_slice(b"hello");
+            assert!(sealer.seal(at, false, &mut buf, 2));
+            buf
+        };
+        // The peer opens both datagrams under generation 0 of our epoch: the key built
+        // again after the drop is the same key.
+        let opens = |buf: &mut Vec<u8>| {
+            let h = Header::parse(buf).unwrap();
+            assert_eq!(h.key_id, 0);
+            let key = secret.traffic_key(1, 42, 0).unwrap();
+            key.open(h.packet, buf, HEADER_LEN, 2).map(<[u8]>::to_vec)
+        };
+        let mut first = datagram(&mut sealer, t0);
+        assert!(sealer.handshake_key.is_some());
+        sealer.maybe_rekey(
+            t0 + HANDSHAKE_KEPT / 2,
+            std::time::Duration::from_secs(3600),
+        );
+        assert!(sealer.handshake_key.is_some(), "used lately: kept");
+        sealer.maybe_rekey(t0 + HANDSHAKE_KEPT, std::time::Duration::from_secs(3600));
+        assert!(sealer.handshake_key.is_none(), "idle: dropped");
+        let mut second = datagram(&mut sealer, t0 + HANDSHAKE_KEPT);
+        assert_eq!(opens(&mut first).unwrap(), b"hello");
+        assert_eq!(opens(&mut second).unwrap(), b"hello");
     }
 }
