@@ -15,7 +15,7 @@ use crate::decode::{self, Body};
 use crate::error::Error;
 use crate::flow::{Expectation, Flow};
 use crate::netns::Netns;
-use crate::socket::{Buffer, Lent, open_socket, recv_into, size_buffer};
+use crate::socket::{Buffer, Lent, RX_BYTES, open_socket, recv_into, size_buffer};
 use crate::sys;
 
 /// What changed, as an event says.
@@ -109,6 +109,8 @@ pub struct EventStats {
 pub struct EventSocket {
     sock: Socket,
     stats: EventStats,
+    /// It hears other namespaces too ([`EventSocket::listen_all_namespaces`]).
+    all_namespaces: bool,
 }
 
 impl fmt::Debug for EventSocket {
@@ -145,6 +147,7 @@ impl EventSocket {
         Ok(EventSocket {
             sock,
             stats: EventStats::default(),
+            all_namespaces: false,
         })
     }
 
@@ -181,6 +184,24 @@ impl EventSocket {
         Ok(())
     }
 
+    /// Hear the events of every network namespace that has an id in this socket's
+    /// namespace (`NETLINK_LISTEN_ALL_NSID`; an id is given with [`Netns::id_seen_from`]),
+    /// as well as its own: [`EventSocket::recv_tagged`] says which namespace each came
+    /// from. One socket then does for any number of namespaces, where a socket in each
+    /// makes the kernel offer every event of the host to every one of them.
+    ///
+    /// [`Netns::id_seen_from`]: crate::Netns::id_seen_from
+    pub fn listen_all_namespaces(&mut self) -> Result<(), Error> {
+        sys::setsockopt_int(
+            self.sock.as_fd(),
+            libc::SOL_NETLINK,
+            sys::NETLINK_LISTEN_ALL_NSID,
+            1,
+        )?;
+        self.all_namespaces = true;
+        Ok(())
+    }
+
     /// Make [`EventSocket::recv`] return `Ok(None)` instead of blocking.
     pub fn set_nonblocking(&mut self, on: bool) -> Result<(), Error> {
         Ok(self.sock.set_non_blocking(on)?)
@@ -195,20 +216,38 @@ impl EventSocket {
     /// items delivered, or `None` if the socket is non-blocking and nothing is queued.
     /// An overrun is delivered as [`Event::Overrun`]; reading goes on afterwards.
     pub fn recv(&mut self, mut each: impl FnMut(Event<'_>)) -> Result<Option<usize>, Error> {
+        self.recv_tagged(|_, e| each(e))
+    }
+
+    /// Like [`EventSocket::recv`], with the id of the namespace the datagram's events
+    /// come from, when the socket listens to all namespaces and they come from another
+    /// one than its own (`None` for its own, and for an overrun: that is the socket's).
+    pub fn recv_tagged(
+        &mut self,
+        mut each: impl FnMut(Option<i32>, Event<'_>),
+    ) -> Result<Option<usize>, Error> {
         let mut rx = Lent::rx();
-        loop {
-            match recv_into(&self.sock, &mut rx, 0) {
-                Ok(_) => break,
+        let nsid = loop {
+            let got = if self.all_namespaces {
+                if rx.capacity() < RX_BYTES {
+                    rx.reserve(RX_BYTES);
+                }
+                sys::recv_with_nsid(self.sock.as_fd(), &mut rx).map(|(_, nsid)| nsid)
+            } else {
+                recv_into(&self.sock, &mut rx, 0).map(|_| None)
+            };
+            match got {
+                Ok(nsid) => break nsid,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     self.stats.overruns += 1;
-                    each(Event::Overrun);
+                    each(None, Event::Overrun);
                     return Ok(Some(1));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
-        }
+        };
         let mut n = 0;
         for m in decode::messages(&rx) {
             let Ok(m) = m else {
@@ -236,20 +275,26 @@ impl EventSocket {
             let decoded = match m.body {
                 Body::Conntrack { family, attrs, .. } => {
                     decode::decode_flow(family, attrs).map(|flow| {
-                        each(Event::Flow {
-                            kind,
-                            portid: m.pid,
-                            flow: &flow,
-                        })
+                        each(
+                            nsid,
+                            Event::Flow {
+                                kind,
+                                portid: m.pid,
+                                flow: &flow,
+                            },
+                        )
                     })
                 }
                 Body::Expectation { family, attrs, .. } => {
                     decode::decode_expectation(family, attrs).map(|exp| {
-                        each(Event::Expectation {
-                            kind,
-                            portid: m.pid,
-                            expectation: &exp,
-                        })
+                        each(
+                            nsid,
+                            Event::Expectation {
+                                kind,
+                                portid: m.pid,
+                                expectation: &exp,
+                            },
+                        )
                     })
                 }
                 _ => continue,

@@ -143,3 +143,59 @@ pub(crate) fn enter_netns(ns: BorrowedFd<'_>) -> io::Result<()> {
     // calling thread's namespace.
     check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
 }
+
+/// `NETLINK_LISTEN_ALL_NSID` (linux/netlink.h): a socket option, and the type of the
+/// control message carrying the namespace id of a message from another namespace.
+pub(crate) const NETLINK_LISTEN_ALL_NSID: libc::c_int = 8;
+
+/// Receive one datagram into the spare room of `buf` (its length set to the bytes
+/// read), with the namespace id of a `NETLINK_LISTEN_ALL_NSID` socket's control message
+/// when the kernel sent one (a message from another namespace that has an id here).
+pub(crate) fn recv_with_nsid(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+) -> io::Result<(usize, Option<i32>)> {
+    buf.clear();
+    // Room for one control message of one int (CMSG_SPACE(4) is 24 on 64-bit Linux),
+    // aligned as `cmsghdr` wants.
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.capacity(),
+    };
+    // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len();
+    // SAFETY: `fd` is open for the call; `msg` points at one live iovec covering the
+    // spare capacity of `buf` (the kernel writes at most `iov_len` bytes there) and at
+    // `control`, live and sized as `msg_controllen` says.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the kernel initialised the first `n` bytes (at most the capacity).
+    unsafe { buf.set_len(n.min(buf.capacity())) };
+    let mut nsid = None;
+    // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes of `control`, which
+    // the kernel filled; each header it yields is within that room, and its data is read
+    // unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_NETLINK
+                && (*c).cmsg_type == NETLINK_LISTEN_ALL_NSID
+                && (*c).cmsg_len as usize >= libc::CMSG_LEN(4) as usize
+            {
+                nsid = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>()));
+            }
+            c = libc::CMSG_NXTHDR(&raw const msg, c);
+        }
+    }
+    Ok((n, nsid))
+}

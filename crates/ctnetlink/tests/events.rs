@@ -196,3 +196,66 @@ fn a_sockets_own_changes_can_be_filtered_out_in_the_kernel() {
         ]
     );
 }
+
+/// One socket listening to all namespaces hears the events of each namespace that has an
+/// id in its own, tagged with that id, and its own namespace's untagged; a namespace
+/// without an id there is not heard. Asking for an id twice gives the same one.
+#[test]
+fn one_socket_hears_every_namespace_with_an_id_tagged_by_it() {
+    let (Some(hub), Some(one), Some(two), Some(none)) = (
+        TestNetns::new("allns-hub"),
+        TestNetns::new("allns-one"),
+        TestNetns::new("allns-two"),
+        TestNetns::new("allns-none"),
+    ) else {
+        return;
+    };
+    let mut ev = EventSocket::open_in(&hub.ns, Groups::CONNTRACK).expect("event socket");
+    ev.listen_all_namespaces().expect("NETLINK_LISTEN_ALL_NSID");
+    let id_one = one.ns.id_seen_from(Some(&hub.ns)).expect("an id for one");
+    let id_two = two.ns.id_seen_from(Some(&hub.ns)).expect("an id for two");
+    assert_ne!(id_one, id_two);
+    assert_eq!(one.ns.id_seen_from(Some(&hub.ns)).expect("again"), id_one);
+
+    let flow = |i| sample_flow(i, false, ipproto::UDP, Nat::None);
+    for (t, i) in [(&none, 1), (&one, 2), (&two, 3), (&hub, 4)] {
+        Conntrack::open_in(&t.ns)
+            .expect("socket")
+            .create(&flow(i))
+            .expect("create");
+    }
+    let mut got = Vec::new();
+    ev.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < 3 && Instant::now() < deadline {
+        let read = ev
+            .recv_tagged(|nsid, e| {
+                if let Event::Flow { flow: f, .. } = e {
+                    got.push((nsid, f.key()));
+                }
+            })
+            .expect("recv");
+        if read.is_none() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // Anything late from the namespace without an id would show here.
+    std::thread::sleep(Duration::from_millis(200));
+    while ev
+        .recv_tagged(|nsid, e| {
+            if let Event::Flow { flow: f, .. } = e {
+                got.push((nsid, f.key()));
+            }
+        })
+        .expect("recv")
+        .is_some()
+    {}
+    got.sort_by_key(|(nsid, _)| *nsid);
+    let mut want = vec![
+        (None, flow(4).key()),
+        (Some(id_one), flow(2).key()),
+        (Some(id_two), flow(3).key()),
+    ];
+    want.sort_by_key(|(nsid, _)| *nsid);
+    assert_eq!(got, want, "the namespace without an id must not be heard");
+}
