@@ -527,24 +527,6 @@ pub(crate) fn render_namespaces(v: &serde_json::Value) -> String {
         "Datagrams on the shared sync socket dropped before any namespace's node saw them",
         dropped,
     );
-    let events = Family::<Labels, Counter>::default();
-    for reason in ["unrouted", "mailbox_full"] {
-        events
-            .get_or_create(&label("reason", reason))
-            .inc_by(v["kernel_events"][reason].as_u64().unwrap_or(0));
-    }
-    reg.register(
-        "namespace_kernel_events_dropped",
-        "Kernel events on the daemon's one event socket that no namespace's node took: of namespaces not replicated here (unrouted), or beyond a busy namespace's queue (mailbox_full, which makes it read its table again)",
-        events,
-    );
-    let overruns = Counter::<u64>::default();
-    overruns.inc_by(v["kernel_events"]["overruns"].as_u64().unwrap_or(0));
-    reg.register(
-        "kernel_event_overruns",
-        "Times the daemon's one kernel event socket overran (every namespace then reads its table again)",
-        overruns,
-    );
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &reg);
@@ -703,7 +685,6 @@ mod tests {
             "node": "net-1",
             "namespaces": (0..1002).map(one).collect::<Vec<_>>(),
             "dropped": {"unknown_namespace": 4, "malformed_tag": 0, "inbox_full": 0},
-            "kernel_events": {"unrouted": 9, "mailbox_full": 0, "overruns": 1},
         });
         let m = super::render_namespaces(&v);
         for line in [
@@ -715,8 +696,6 @@ mod tests {
             "ctsync_namespace_flows{namespace=\"7\",cache=\"external\"} 10",
             "ctsync_flows{cache=\"external\"} 10020",
             "ctsync_namespace_datagrams_dropped_total{reason=\"unknown_namespace\"} 4",
-            "ctsync_namespace_kernel_events_dropped_total{reason=\"unrouted\"} 9",
-            "ctsync_kernel_event_overruns_total 1",
         ] {
             assert!(m.lines().any(|l| l == line), "{line} missing");
         }

@@ -78,41 +78,6 @@ fn hand_over(
     batch.clear();
 }
 
-/// Take one kernel event: a flow event joins `batch`; any other event hands the batch
-/// over first, so that the core sees every event in the kernel's order.
-fn take_event(
-    node: &mut Node,
-    ftfw: &mut Option<conntrackd::Endpoint>,
-    now: Instant,
-    batch: &mut Vec<FlowEvent>,
-    own_port: u32,
-    e: Event<'_>,
-) {
-    match e {
-        Event::Flow { kind, portid, flow } => batch.push(FlowEvent {
-            kind,
-            flow: flow.clone(),
-            ours: portid == own_port,
-        }),
-        Event::Overrun => {
-            hand_over(node, ftfw, now, batch);
-            log("warn", "kernel event socket overran: re-reading the table");
-            node.handle_kernel_overrun(now);
-        }
-        Event::Expectation {
-            kind,
-            portid,
-            expectation,
-        } => {
-            hand_over(node, ftfw, now, batch);
-            node.handle_expectation_event(now, kind, expectation, portid == own_port);
-            if let Some(e) = ftfw {
-                e.local_expectation(node, kind, expectation, portid == own_port);
-            }
-        }
-    }
-}
-
 /// The running daemon: the core node and what carries out its outputs.
 struct Daemon {
     node: Node,
@@ -312,8 +277,7 @@ impl Daemon {
                 deadline = coalesce(deadline, Instant::now());
             }
             tokio::select! {
-                r = async { events.as_mut()?.readable_mut().await.map(Some).transpose() }, if events.is_some() => {
-                    let Some(r) = r else { continue };
+                r = events.readable_mut() => {
                     let mut guard = r?;
                     let now = Instant::now();
                     let mut n = 0;
@@ -323,8 +287,33 @@ impl Daemon {
                     while n < EVENT_BUDGET {
                         // Flow events go to the core in batches (one read's worth), in order
                         // with the others: a batch is handed over before any other event.
-                        let got = guard.get_inner_mut().recv(|e| {
-                            take_event(node, ftfw, now, &mut flow_batch, own_port, e)
+                        let got = guard.get_inner_mut().recv(|e| match e {
+                            Event::Flow { kind, portid, flow } => flow_batch.push(FlowEvent {
+                                kind,
+                                flow: flow.clone(),
+                                ours: portid == own_port,
+                            }),
+                            Event::Overrun => {
+                                hand_over(node, ftfw, now, &mut flow_batch);
+                                log("warn", "kernel event socket overran: re-reading the table");
+                                node.handle_kernel_overrun(now);
+                            }
+                            Event::Expectation {
+                                kind,
+                                portid,
+                                expectation,
+                            } => {
+                                hand_over(node, ftfw, now, &mut flow_batch);
+                                node.handle_expectation_event(
+                                    now,
+                                    kind,
+                                    expectation,
+                                    portid == own_port,
+                                );
+                                if let Some(e) = ftfw {
+                                    e.local_expectation(node, kind, expectation, portid == own_port);
+                                }
+                            }
                         });
                         hand_over(node, ftfw, now, &mut flow_batch);
                         match got? {
@@ -339,43 +328,6 @@ impl Daemon {
                     if !drained {
                         // The rest waits for the next turn: the storm must not starve
                         // acknowledgements and timers.
-                        d.event_budget_hits += 1;
-                    }
-                }
-                // A namespace's events, from the daemon of namespaces' one socket.
-                () = std::future::poll_fn(|cx| match &mailbox {
-                    Some(m) => m.borrow_mut().poll_events(cx),
-                    None => std::task::Poll::Pending,
-                }), if events.is_none() && mailbox.is_some() => {
-                    let Some(m) = &mailbox else { continue };
-                    let now = Instant::now();
-                    let node = &mut d.node;
-                    let ftfw = &mut d.conntrackd;
-                    if m.borrow_mut().take_overrun() {
-                        take_event(node, ftfw, now, &mut flow_batch, own_port, Event::Overrun);
-                    }
-                    let mut n = 0;
-                    while n < EVENT_BUDGET {
-                        let Some(e) = m.borrow_mut().take_event() else { break };
-                        n += 1;
-                        match e {
-                            mux::KernelEvent::Flow { kind, portid, flow } => flow_batch.push(FlowEvent {
-                                kind,
-                                flow,
-                                ours: portid == own_port,
-                            }),
-                            mux::KernelEvent::Expectation { kind, portid, expectation } => take_event(
-                                node,
-                                ftfw,
-                                now,
-                                &mut flow_batch,
-                                own_port,
-                                Event::Expectation { kind, portid, expectation: &expectation },
-                            ),
-                        }
-                    }
-                    hand_over(node, ftfw, now, &mut flow_batch);
-                    if n == EVENT_BUDGET {
                         d.event_budget_hits += 1;
                     }
                 }

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use ctnetlink::{EventKind, Expectation, Flow};
 use ctsync_core::Role;
 use tokio::net::UdpSocket;
 
@@ -118,45 +117,15 @@ impl MuxPort {
     }
 }
 
-/// Kernel events a mailbox holds at most. More are dropped and counted, and the loop is
-/// told of an overrun (it reads its table again), as an overflowing socket of its own
-/// would have done.
-pub(super) const EVENTS_LIMIT: usize = 65_536;
-
-/// A kernel event of one namespace, read by the daemon of namespaces from its one event
-/// socket (docs/NEUTRON.md) for that namespace's loop.
-#[derive(Debug)]
-pub(super) enum KernelEvent {
-    /// A conntrack entry changed; `portid`: the netlink port whose request caused it.
-    Flow {
-        kind: EventKind,
-        portid: u32,
-        flow: Flow,
-    },
-    /// An expectation changed.
-    Expectation {
-        kind: EventKind,
-        portid: u32,
-        expectation: Expectation,
-    },
-}
-
 /// What the daemon of namespaces hands one namespace's loop besides its datagrams: the
-/// role its state file or notify FIFO last gave, control calls, and its kernel events.
-/// (Two tokio channels had cost 2.3 KiB a router, each allocating a block of 32 slots.)
+/// role its state file or notify FIFO last gave, and control calls. (Two tokio channels
+/// had cost 2.3 KiB a router, each allocating a block of 32 slots.)
 #[derive(Default)]
 pub(super) struct Mailbox {
     /// The role given and not yet taken. A newer one replaces it: the loop would set
     /// both in turn, the newer last.
     role: Option<Role>,
     calls: VecDeque<Call>,
-    /// Kernel events in the order the kernel sent them.
-    events: VecDeque<KernelEvent>,
-    /// Events were lost (the daemon's socket overran, or this mailbox was full) since the
-    /// loop last looked.
-    overrun: bool,
-    /// Events dropped because the mailbox was full.
-    pub(super) events_dropped: u64,
     waker: Option<Waker>,
     /// Its loop is gone (stopped, or its start failed): nothing is taken any more.
     closed: bool,
@@ -216,61 +185,6 @@ impl Mailbox {
         }
     }
 
-    /// Hand the loop a kernel event; false if the loop is gone. A full mailbox drops
-    /// it and every event it holds, counted, and tells the loop that events were lost
-    /// (see [`Mailbox::give_overrun`]).
-    pub(super) fn give_event(&mut self, event: KernelEvent) -> bool {
-        if self.closed {
-            return false;
-        }
-        if self.events.len() >= EVENTS_LIMIT {
-            self.events_dropped += self.events.len() as u64 + 1;
-            self.give_overrun();
-        } else {
-            self.events.push_back(event);
-            self.wake();
-        }
-        true
-    }
-
-    /// Tell the loop that kernel events were lost (the daemon's socket overran). The
-    /// events it still holds came before the loss: the table the loop reads again
-    /// supersedes them, and taken after that read they would undo newer changes, so
-    /// they go. What comes after is newer than the loss, and queued as usual.
-    pub(super) fn give_overrun(&mut self) {
-        if !self.closed {
-            self.overrun = true;
-            self.events = VecDeque::new();
-            self.wake();
-        }
-    }
-
-    /// Ready when kernel events, or word of lost ones, wait.
-    pub(super) fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.events.is_empty() && !self.overrun {
-            self.waker = Some(cx.waker().clone());
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    }
-
-    /// Whether events were lost since the last call (then the table must be read again:
-    /// the events still queued came after the loss).
-    pub(super) fn take_overrun(&mut self) -> bool {
-        std::mem::take(&mut self.overrun)
-    }
-
-    /// The next kernel event. Once the queue is empty its room goes back, past a few
-    /// entries (a burst is over).
-    pub(super) fn take_event(&mut self) -> Option<KernelEvent> {
-        let e = self.events.pop_front();
-        if self.events.is_empty() && self.events.capacity() > IDLE_KEPT {
-            self.events = VecDeque::new();
-        }
-        e
-    }
-
     fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -288,8 +202,6 @@ impl Drop for Closing {
         m.closed = true;
         m.role = None;
         m.calls = VecDeque::new();
-        m.events = VecDeque::new();
-        m.overrun = false;
         m.waker = None;
     }
 }
@@ -361,80 +273,5 @@ mod tests {
         let (late, _rx) = request();
         assert!(m.borrow_mut().give_call(late).is_err());
         assert!(take(&m).is_pending());
-    }
-
-    fn event(i: u8) -> KernelEvent {
-        let o = ctnetlink::Tuple::ports(
-            ctnetlink::ipproto::UDP,
-            "198.18.1.100".parse().unwrap(),
-            10_000,
-            "198.19.0.100".parse().unwrap(),
-            7001,
-        );
-        let mut flow = Flow::new(o, o.inverse());
-        flow.mark = Some(u32::from(i));
-        KernelEvent::Flow {
-            kind: EventKind::New,
-            portid: 0,
-            flow,
-        }
-    }
-
-    fn mark(e: Option<KernelEvent>) -> Option<u32> {
-        match e? {
-            KernelEvent::Flow { flow, .. } => flow.mark,
-            KernelEvent::Expectation { .. } => None,
-        }
-    }
-
-    #[test]
-    fn events_come_in_order_and_a_full_mailbox_drops_them_and_says_so() {
-        let m = SharedMailbox::default();
-        let ready = |m: &SharedMailbox| {
-            m.borrow_mut()
-                .poll_events(&mut Context::from_waker(Waker::noop()))
-                .is_ready()
-        };
-        assert!(!ready(&m));
-        assert!(m.borrow_mut().give_event(event(1)));
-        assert!(m.borrow_mut().give_event(event(2)));
-        assert!(ready(&m));
-        assert!(!m.borrow_mut().take_overrun());
-        assert_eq!(mark(m.borrow_mut().take_event()), Some(1));
-        assert_eq!(mark(m.borrow_mut().take_event()), Some(2));
-        assert!(m.borrow_mut().take_event().is_none());
-        assert!(!ready(&m));
-
-        for _ in 0..EVENTS_LIMIT + 3 {
-            assert!(m.borrow_mut().give_event(event(3)));
-        }
-        // The one past the limit went with all it held (older than the loss: the table
-        // read again supersedes them); the two after it are queued.
-        assert_eq!(m.borrow().events_dropped, EVENTS_LIMIT as u64 + 1);
-        assert!(m.borrow_mut().take_overrun(), "the loss is told");
-        assert!(!m.borrow_mut().take_overrun(), "once");
-        assert_eq!(mark(m.borrow_mut().take_event()), Some(3));
-        assert_eq!(mark(m.borrow_mut().take_event()), Some(3));
-        assert!(m.borrow_mut().take_event().is_none());
-        assert!(
-            m.borrow().events.capacity() <= IDLE_KEPT,
-            "the burst's room went back"
-        );
-
-        assert!(m.borrow_mut().give_event(event(5)));
-        m.borrow_mut().give_overrun();
-        assert!(
-            m.borrow_mut().take_event().is_none(),
-            "events before an overrun go with it"
-        );
-
-        m.borrow_mut().give_overrun();
-        assert!(ready(&m), "an overrun alone wakes the loop");
-        drop(Closing(m.clone()));
-        assert!(
-            !m.borrow_mut().give_event(event(4)),
-            "a gone loop takes no events"
-        );
-        assert!(!ready(&m));
     }
 }

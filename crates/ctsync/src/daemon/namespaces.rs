@@ -12,10 +12,6 @@
 //!   role to the namespace's loop;
 //! * reads the shared socket and hands each datagram to the inbox of the namespace its
 //!   tag names (docs/PROTOCOL.md §14);
-//! * reads the one kernel event socket, which hears every namespace under the id the
-//!   namespace has where the socket is, and hands each event to the mailbox of the
-//!   namespace with that id (one socket, not one per namespace: the kernel offers every
-//!   event to every socket of every namespace);
 //! * answers the control socket: a request naming a namespace (`--netns`) goes to that
 //!   namespace's loop, `status` gathers every namespace's.
 
@@ -51,12 +47,6 @@ const UNMOUNTED_LOOK: Duration = Duration::from_millis(100);
 const RETRY: Duration = Duration::from_secs(10);
 /// Datagrams read from the shared socket per loop turn.
 const DATAGRAM_BUDGET: usize = 256;
-/// Kernel events read from the one event socket per loop turn.
-const EVENT_BUDGET: usize = 4096;
-
-/// The mailboxes of the namespaces by their id where the event socket is; shared with
-/// the namespaces' start tasks, which put theirs in before they first read their table.
-type Routes = Rc<std::cell::RefCell<HashMap<i32, SharedMailbox>>>;
 /// How long `status` waits for each namespace's answer.
 const STATUS_WAIT: Duration = Duration::from_secs(5);
 
@@ -70,22 +60,15 @@ async fn start_router(
     epoch: u64,
     role: Role,
     heard: super::HostHeard,
-    (routes, mailbox): (Routes, SharedMailbox),
 ) -> Option<(Box<super::Daemon>, setup::Sources)> {
     let opening = name.clone();
-    let hub = cfg.netns.clone();
-    let started =
-        match tokio::task::spawn_blocking(move || setup::open_namespace(&opening, hub.as_deref()))
-            .await
-        {
-            Ok(Ok(sockets)) => {
-                // Its events are heard from now on, before its table is first read.
-                routes.borrow_mut().insert(sockets.nsid, mailbox);
-                setup::start_namespace(&cfg, &name, sockets, port, keys, epoch, role, heard)
-            }
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(anyhow::anyhow!("opening its sockets: {e}")),
-        };
+    let started = match tokio::task::spawn_blocking(move || setup::open_namespace(&opening)).await {
+        Ok(Ok(sockets)) => {
+            setup::start_namespace(&cfg, &name, sockets, port, keys, epoch, role, heard)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(anyhow::anyhow!("opening its sockets: {e}")),
+    };
     match started {
         Ok((d, src)) => Some((Box::new(d), src)),
         Err(e) => {
@@ -133,12 +116,6 @@ struct Host {
     /// Datagrams whose tag names no namespace here, and datagrams without a valid tag.
     unknown: u64,
     malformed: u64,
-    /// The one kernel event socket (see [`setup::subscribe_all`]).
-    events: AsyncFd<ctnetlink::EventSocket>,
-    /// Where its events go.
-    routes: Routes,
-    /// What became of kernel events no namespace took.
-    event_counts: EventCounts,
     /// A matching name in /run/netns had no namespace mounted on it yet: look again soon.
     unmounted: bool,
     /// The host link (docs/PROTOCOL.md §14.4): a node with no table of its own, tagged
@@ -179,7 +156,6 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
     };
     let keys = setup::cluster_keys(&cfg)?;
     let (udp, granted) = setup::bind_sync(netns.as_ref(), cfg.sync.local)?;
-    let (events, _) = setup::subscribe_all(netns.as_ref())?;
     let control_path = cfg.control.socket.clone();
     let control = setup::bind_control(&control_path)?;
     let _ = std::fs::create_dir_all(NETNS_DIR);
@@ -222,9 +198,6 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
         state_watches: HashMap::new(),
         unknown: 0,
         malformed: 0,
-        events,
-        routes: Routes::default(),
-        event_counts: EventCounts::default(),
         unmounted: false,
         host_node,
         host_link,
@@ -289,12 +262,6 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
             r = host.shared.readable() => {
                 r?;
                 host.receive(&mut rx);
-            }
-            r = host.events.readable_mut() => {
-                let mut guard = r?;
-                if route_events(guard.get_inner_mut(), &host.routes, &mut host.event_counts)? {
-                    guard.clear_ready();
-                }
             }
             r = host.host_link.readable() => {
                 r?;
@@ -613,7 +580,6 @@ impl Host {
         let cfg = self.cfg.clone();
         let heard = self.heard.clone();
         let closing = Closing(mailbox.clone());
-        let route = (self.routes.clone(), mailbox.clone());
         let task_name = name.clone();
         let task = tokio::task::spawn_local(NAMESPACE.scope(task_name.clone(), async move {
             // Its sockets are opened off this thread, the rest (the node, the first read
@@ -624,7 +590,7 @@ impl Host {
             // Held for the whole task, whose end (or abort) closes the mailbox.
             let closing = closing;
             let Some((mut d, src)) =
-                start_router(cfg, task_name, port, keys, epoch, role, heard, route).await
+                start_router(cfg, task_name, port, keys, epoch, role, heard).await
             else {
                 return;
             };
@@ -792,10 +758,6 @@ impl Host {
                 f.abort();
             }
             self.inboxes.remove(r.id.as_bytes());
-            // By its mailbox: a namespace gone and back may have its old id.
-            self.routes
-                .borrow_mut()
-                .retain(|_, m| !Rc::ptr_eq(m, &r.mailbox));
         }
     }
 
@@ -946,15 +908,6 @@ impl Host {
         let node = self.cfg.node.clone();
         let (unknown, malformed) = (self.unknown, self.malformed);
         let dropped: u64 = self.inboxes.values().map(|i| i.borrow().dropped).sum();
-        let events = json!({
-            "unrouted": self.event_counts.unrouted,
-            "overruns": self.event_counts.overruns,
-            "mailbox_full": self
-                .routers
-                .values()
-                .map(|r| r.mailbox.borrow().events_dropped)
-                .sum::<u64>(),
-        });
         async move {
             let mut namespaces = Vec::new();
             for (name, id, rx) in asks {
@@ -977,7 +930,6 @@ impl Host {
                 "node": node,
                 "namespaces": namespaces,
                 "dropped": {"unknown_namespace": unknown, "malformed_tag": malformed, "inbox_full": dropped},
-                "kernel_events": events,
             })
         }
     }
@@ -1014,74 +966,4 @@ fn status_text(v: &serde_json::Value) -> String {
         ));
     }
     out
-}
-
-/// What became of the kernel events that no namespace took.
-#[derive(Debug, Default)]
-struct EventCounts {
-    /// Events of namespaces not replicated here (or not yet, or no more), of the event
-    /// socket's own namespace, and of namespaces whose mailbox is gone: dropped.
-    unrouted: u64,
-    /// Times the event socket overran (every namespace then reads its table again).
-    overruns: u64,
-}
-
-/// Read the kernel event socket (at most [`EVENT_BUDGET`] events) and hand each event
-/// to the mailbox of its namespace; an overrun goes to every namespace. Whether the
-/// socket is drained.
-fn route_events(
-    events: &mut ctnetlink::EventSocket,
-    routes: &Routes,
-    counts: &mut EventCounts,
-) -> Result<bool> {
-    use super::mux::KernelEvent;
-    use ctnetlink::Event;
-    let routes = routes.borrow();
-    let mut n = 0;
-    while n < EVENT_BUDGET {
-        let mut unrouted = 0;
-        let mut overrun = false;
-        let got = events.recv_tagged(|nsid, e| {
-            let to = nsid.and_then(|id| routes.get(&id));
-            let event = match e {
-                Event::Overrun => {
-                    overrun = true;
-                    return;
-                }
-                Event::Flow { kind, portid, flow } => KernelEvent::Flow {
-                    kind,
-                    portid,
-                    flow: flow.clone(),
-                },
-                Event::Expectation {
-                    kind,
-                    portid,
-                    expectation,
-                } => KernelEvent::Expectation {
-                    kind,
-                    portid,
-                    expectation: expectation.clone(),
-                },
-            };
-            if !to.is_some_and(|m| m.borrow_mut().give_event(event)) {
-                unrouted += 1;
-            }
-        });
-        counts.unrouted += unrouted;
-        if overrun {
-            counts.overruns += 1;
-            log(
-                "warn",
-                "the kernel event socket overran: every namespace reads its table again",
-            );
-            for m in routes.values() {
-                m.borrow_mut().give_overrun();
-            }
-        }
-        match got.context("reading kernel events")? {
-            Some(k) => n += k.max(1),
-            None => return Ok(true),
-        }
-    }
-    Ok(false)
 }

@@ -38,10 +38,8 @@ pub(super) type Fifo = Lines<BufReader<pipe::Receiver>>;
 
 /// What the event loop waits on besides the sync socket.
 pub(super) struct Sources {
-    /// Kernel conntrack and expectation events (none for a namespace of `[namespaces]`:
-    /// the daemon of namespaces reads one socket for all and hands each namespace's loop
-    /// its events in its mailbox).
-    pub(super) events: Option<AsyncFd<EventSocket>>,
+    /// Kernel conntrack and expectation events.
+    pub(super) events: AsyncFd<EventSocket>,
     /// The netlink port of our own kernel writes (their events are not ours to send).
     pub(super) own_port: u32,
     /// The control socket (a namespace's loop has none: the daemon's calls come to it).
@@ -83,12 +81,14 @@ pub(super) fn cluster_keys(cfg: &Config) -> Result<(ClusterSecret, Vec<ClusterSe
     Ok((send, accept))
 }
 
-/// Have the kernel give events for every new entry of `netns` (or of ours). Called
-/// before the table is first read: with nf_conntrack_events=2 (the default) the kernel
-/// gives no events at all for entries created while nobody listens. Setting 1 attaches
-/// event support to every new entry; older ones are caught by the periodic re-read of
-/// the table.
-fn events_for_every_entry(netns: Option<&Netns>) {
+/// Subscribe to the kernel's conntrack and expectation events (in `netns` if given):
+/// the socket, registered with the event loop, its receive buffer granted, and a second
+/// descriptor of it for leaving and rejoining event groups.
+fn subscribe(netns: Option<&Netns>) -> Result<(AsyncFd<EventSocket>, OwnedFd, usize)> {
+    // Subscribe before reading the table: with nf_conntrack_events=2 (the default) the
+    // kernel gives no events at all for entries created while nobody listens. Setting 1
+    // attaches event support to every new entry; older ones are caught by the periodic
+    // re-read of the table.
     let set_events = || std::fs::write("/proc/sys/net/netfilter/nf_conntrack_events", "1");
     let r = match netns {
         Some(ns) => ns.run(set_events),
@@ -100,13 +100,6 @@ fn events_for_every_entry(netns: Option<&Netns>) {
             format!("cannot set net.netfilter.nf_conntrack_events=1: {e}"),
         );
     }
-}
-
-/// Subscribe to the kernel's conntrack and expectation events (in `netns` if given):
-/// the socket, registered with the event loop, its receive buffer granted, and a second
-/// descriptor of it for leaving and rejoining event groups.
-fn subscribe(netns: Option<&Netns>) -> Result<(AsyncFd<EventSocket>, OwnedFd, usize)> {
-    events_for_every_entry(netns);
     // Expectations too: a helper's expected connection (FTP data, SIP media) is
     // replicated with its master flow.
     let groups = Groups {
@@ -136,51 +129,6 @@ fn subscribe(netns: Option<&Netns>) -> Result<(AsyncFd<EventSocket>, OwnedFd, us
     let events = unsafe { AsyncFd::register(events) }
         .map_err(|_| anyhow::anyhow!("registering the event socket with the event loop"))?;
     Ok((events, events_ctl, granted))
-}
-
-/// Receive buffer asked for on the one event socket of a daemon of namespaces: it
-/// queues the events of every namespace, and an overrun makes each of them read its
-/// table again.
-const HUB_RCVBUF: usize = 128 << 20;
-
-/// The one event socket of a daemon of namespaces, in `netns` (or ours): it hears every
-/// namespace that has an id there ([`open_namespace`] gives one), each event tagged by
-/// that id. Its receive buffer granted, in bytes.
-///
-/// One socket for all: the kernel offers each conntrack event to every socket of the
-/// protocol in every namespace, so a socket per namespace made every event cost a walk
-/// over hundreds of them.
-pub(super) fn subscribe_all(netns: Option<&Netns>) -> Result<(AsyncFd<EventSocket>, usize)> {
-    let groups = Groups {
-        expectations: true,
-        ..Groups::CONNTRACK
-    };
-    let mut events = match netns {
-        Some(ns) => EventSocket::open_in(ns, groups),
-        None => EventSocket::open(groups),
-    }
-    .context("subscribing to conntrack events")?;
-    events
-        .listen_all_namespaces()
-        .context("listening to every namespace's events (NETLINK_LISTEN_ALL_NSID)")?;
-    let granted = events.set_recv_buffer(HUB_RCVBUF)?;
-    events.set_nonblocking(true)?;
-    // A namespace's request socket is the first netlink socket this process opens
-    // there, so the kernel binds it to our pid: the echo of every namespace's own
-    // writes is dropped before it is queued here. (A namespace whose socket got another
-    // port id has its echo read and dropped by its loop instead: see `start_namespace`.)
-    if let Err(e) = events.ignore_port(std::process::id()) {
-        log(
-            "warn",
-            format!(
-                "cannot filter our own writes' events in the kernel ({e}): they are read and dropped here"
-            ),
-        );
-    }
-    // SAFETY: the AsyncFd owns the socket, so the descriptor stays open while registered.
-    let events = unsafe { AsyncFd::register(events) }
-        .map_err(|_| anyhow::anyhow!("registering the event socket with the event loop"))?;
-    Ok((events, granted))
 }
 
 /// Bind the sync socket (in `netns` if given), buffers raised; the receive buffer
@@ -503,7 +451,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
     let mut d = Daemon::new(
         new_node(cfg.core(), keys, None)?,
         sync_link(cfg, sockets, group, peers),
-        Kernel::new(ct, Some(events_ctl), cfg.sync.tcp_window_tracking),
+        Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
         cfg.node.clone(),
     );
     d.track_file = cfg.keepalived.as_ref().and_then(|k| k.track_file.clone());
@@ -583,7 +531,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         log("info", format!("metrics at http://{}/metrics", m.listen));
     }
     let sources = Sources {
-        events: Some(events),
+        events,
         own_port,
         control: Some(control),
         control_path: Some(control_path),
@@ -627,32 +575,26 @@ const NAMESPACE_KEEPALIVE: Duration = Duration::from_secs(30);
 /// `epoch`, its kernel sockets opened inside it, its sync link a port on the daemon's
 /// shared socket; started in `role` (its state file's) and carried out. The loop's
 /// sources: its kernel events only (its control calls and roles come from the daemon).
-/// A namespace's kernel socket (its events come from the daemon's one event socket,
-/// under the namespace's id there).
+/// A namespace's kernel sockets: its event subscription and its request socket.
 pub(super) struct NamespaceSockets {
+    events: AsyncFd<EventSocket>,
+    events_ctl: OwnedFd,
     ct: Conntrack,
-    /// The namespace's id in the namespace of the daemon's event socket.
-    pub(super) nsid: i32,
 }
 
-/// Open namespace `name`'s request socket, have the kernel give events for every new
-/// entry there, and give it an id in `hub` (the namespace of the daemon's event socket;
-/// the daemon's own if `None`). Each step enters a namespace on a thread of its own,
-/// which takes milliseconds: the daemon of namespaces calls this off its thread
-/// (`spawn_blocking`), so that hundreds of routers appearing at once do not hold up the
-/// others' loops.
-pub(super) fn open_namespace(name: &str, hub: Option<&str>) -> Result<NamespaceSockets> {
+/// Open namespace `name`'s kernel sockets. Each is made by a thread that enters the
+/// namespace, which takes milliseconds: the daemon of namespaces calls this off its
+/// thread (`spawn_blocking`), so that hundreds of routers appearing at once do not hold
+/// up the others' loops.
+pub(super) fn open_namespace(name: &str) -> Result<NamespaceSockets> {
     let netns = Netns::named(name).with_context(|| format!("network namespace {name:?}"))?;
-    let hub = match hub {
-        Some(h) => Some(Netns::named(h).with_context(|| format!("network namespace {h:?}"))?),
-        None => None,
-    };
-    events_for_every_entry(Some(&netns));
-    let nsid = netns
-        .id_seen_from(hub.as_ref())
-        .context("giving the namespace an id where the daemon hears its events")?;
+    let (events, events_ctl, _granted) = subscribe(Some(&netns))?;
     let ct = Conntrack::open_in(&netns).context("ctnetlink request socket")?;
-    Ok(NamespaceSockets { ct, nsid })
+    Ok(NamespaceSockets {
+        events,
+        events_ctl,
+        ct,
+    })
 }
 
 #[allow(clippy::too_many_arguments)] // one namespace's every part, handed over once
@@ -666,16 +608,13 @@ pub(super) fn start_namespace(
     role: Role,
     host_heard: super::HostHeard,
 ) -> Result<(Daemon, Sources)> {
-    let NamespaceSockets { ct, nsid: _ } = sockets;
+    let NamespaceSockets {
+        mut events,
+        events_ctl,
+        ct,
+    } = sockets;
     let own_port = ct.portid();
-    if own_port != std::process::id() {
-        log(
-            "info",
-            format!(
-                "its request socket has port id {own_port}, not the daemon's pid: the echo of its writes is dropped here, not in the kernel"
-            ),
-        );
-    }
+    let _ = events.get_mut().ignore_port(own_port);
     let peers = one_link_peers(cfg);
     let mut d = Daemon::new(
         new_node(namespace_core(cfg), keys, Some(epoch))?,
@@ -685,7 +624,7 @@ pub(super) fn start_namespace(
             None,
             peers,
         ),
-        Kernel::new(ct, None, cfg.sync.tcp_window_tracking),
+        Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
         name.to_string(),
     );
     d.host_heard = Some(host_heard);
@@ -699,7 +638,7 @@ pub(super) fn start_namespace(
         format!("up: role {role}, {} own flows", d.node.internal().len()),
     );
     let sources = Sources {
-        events: None,
+        events,
         own_port,
         control: None,
         control_path: None,

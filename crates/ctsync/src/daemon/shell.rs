@@ -23,10 +23,8 @@ const NO_ROOM_RETRY: Duration = Duration::from_secs(1);
 /// This node's kernel table, as the core's operations reach it.
 pub(super) struct Kernel {
     ct: Conntrack,
-    /// A second descriptor of the event socket, to leave the NEW group during a commit
-    /// (none for a namespace of `[namespaces]`: its events come from the daemon's one
-    /// socket, which every namespace shares).
-    events_ctl: Option<OwnedFd>,
+    /// A second descriptor of the event socket, to leave the NEW group during a commit.
+    events_ctl: OwnedFd,
     /// Keep TCP window tracking on written flows (`[sync] tcp_window_tracking`).
     pub(super) window_tracking: bool,
     /// Failed kernel operations, by kind (each failure's errno is logged).
@@ -105,7 +103,7 @@ fn be_liberal(f: &mut Flow) {
 }
 
 impl Kernel {
-    pub(super) fn new(ct: Conntrack, events_ctl: Option<OwnedFd>, window_tracking: bool) -> Kernel {
+    pub(super) fn new(ct: Conntrack, events_ctl: OwnedFd, window_tracking: bool) -> Kernel {
         Kernel {
             ct,
             events_ctl,
@@ -509,11 +507,8 @@ impl Kernel {
             new: false,
             ..Groups::CONNTRACK
         };
-        let paused = self
-            .events_ctl
-            .as_ref()
-            .map(|fd| ctnetlink::set_event_groups(fd.as_fd(), quiet));
-        if let Some(Err(e)) = &paused {
+        let paused = ctnetlink::set_event_groups(self.events_ctl.as_fd(), quiet);
+        if let Err(e) = &paused {
             log(
                 "warn",
                 format!("leaving the NEW event group for the commit: {e}"),
@@ -536,8 +531,8 @@ impl Kernel {
                 self.upsert(&mut chunk);
             }
         }
-        if let (Some(Ok(())), Some(fd)) = (&paused, &self.events_ctl)
-            && let Err(e) = ctnetlink::set_event_groups(fd.as_fd(), Groups::CONNTRACK)
+        if paused.is_ok()
+            && let Err(e) = ctnetlink::set_event_groups(self.events_ctl.as_fd(), Groups::CONNTRACK)
         {
             log("error", format!("rejoining the NEW event group: {e}"));
         }
