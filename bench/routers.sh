@@ -12,7 +12,8 @@
 # flows per router on the primary host, CPU until the backup holds them.
 #
 #   bench/routers.sh [--write] [ROUTERS [FLOWS]]    (defaults 500 and 100)
-#   IDLE=seconds of idle measured (30); CTSYNC_BIN=path to use instead of building.
+#   IDLE=seconds of idle measured (30); CTSYNC_BIN=path to use instead of building;
+#   CONNTRACKD=0 leaves out the conntrackd round (to compare ctsync builds; no --write).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -29,6 +30,11 @@ IDLE=${IDLE:-30}
     exit 2
 }
 TOTAL=$((R * FLOWS))
+CONNTRACKD=${CONNTRACKD:-1}
+if [[ $CONNTRACKD == 0 && $write == 1 ]]; then
+    echo "bench/routers.sh: --write needs the conntrackd round (CONNTRACKD=0 given)" >&2
+    exit 2
+fi
 
 scripts/setup.sh
 ctsync_binary
@@ -86,17 +92,22 @@ echo "routers: $R routers × $FLOWS flows on two hosts ($(machine))" >&2
 # each router's HA link between its replicas (used by conntrackd only). Every router uses
 # the same addresses: they are separate namespaces, as Neutron's tenants' are.
 {
-    echo "netns add $P-ha"
-    echo "netns add $P-hb"
+    # Each ctsync round has host namespaces of its own, so that nothing the first round
+    # leaves in them (namespace ids given there live as long as the routers'
+    # namespaces, and a socket listening to every namespace looks through all of them
+    # on each event) weighs on the second.
+    for h in many one; do echo "netns add $P-ha$h"; echo "netns add $P-hb$h"; done
     for i in $(seq "$R"); do echo "netns add $P-a-r$i"; echo "netns add $P-b-r$i"; done
     echo "netns add $P-a-one"
     echo "netns add $P-b-one"
 } | ip -batch -
-ip -n "$P-ha" link add sync0 type veth peer name sync0 netns "$P-hb"
-ip -n "$P-ha" addr add 198.18.250.1/24 dev sync0
-ip -n "$P-hb" addr add 198.18.250.2/24 dev sync0
-ip -n "$P-ha" link set sync0 up
-ip -n "$P-hb" link set sync0 up
+for h in many one; do
+    ip -n "$P-ha$h" link add sync0 type veth peer name sync0 netns "$P-hb$h"
+    ip -n "$P-ha$h" addr add 198.18.250.1/24 dev sync0
+    ip -n "$P-hb$h" addr add 198.18.250.2/24 dev sync0
+    ip -n "$P-ha$h" link set sync0 up
+    ip -n "$P-hb$h" link set sync0 up
+done
 for i in $(seq "$R"); do
     ip link add name ha0 netns "$P-a-r$i" type veth peer name ha0 netns "$P-b-r$i"
     ip -n "$P-a-r$i" addr add 198.18.251.1/24 dev ha0
@@ -111,10 +122,10 @@ for i in $(seq "$R"); do
 done
 "$CT" load --netns "$P-a-one" fill --count "$TOTAL" >/dev/null
 
-ctsync_conf() { # host(a|b) me peer match
+ctsync_conf() { # host(a|b) me peer match round(many|one)
     cat >"$DIR/host-$1.toml" <<EOF
 node = "host-$1"
-netns = "$P-h$1"
+netns = "$P-h$1$5"
 [namespaces]
 match = "$4"
 role = "keepalived-state"
@@ -151,11 +162,12 @@ complete() {
     ((copied == own))
 }
 
-# run_ctsync LABEL PATTERN_SUFFIX ROUTERS PER_ROUTER FILL: one measured round; prints a row.
+# run_ctsync LABEL PATTERN_SUFFIX ROUTERS PER_ROUTER HOSTS: one measured round, on the
+# host namespaces of HOSTS (many|one), its load by $FILL; prints a row.
 run_ctsync() {
-    local label=$1 suffix=$2 n=$3 per=$4 t0 t1 pa pb c0 c1 ca cb
-    ctsync_conf a 198.18.250.1 198.18.250.2 "$P-a-$suffix"
-    ctsync_conf b 198.18.250.2 198.18.250.1 "$P-b-$suffix"
+    local label=$1 suffix=$2 n=$3 per=$4 hosts=$5 t0 t1 pa pb c0 c1 ca cb
+    ctsync_conf a 198.18.250.1 198.18.250.2 "$P-a-$suffix" "$hosts"
+    ctsync_conf b 198.18.250.2 198.18.250.1 "$P-b-$suffix" "$hosts"
     rm -rf "$DIR"/host-*.run "$DIR"/host-*.sock
     t0=$(now)
     STATE_DIRECTORY="$DIR/host-a.state" RUNTIME_DIRECTORY="$DIR/host-a.run" "$CT" run --config "$DIR/host-a.toml" 2>>"$DIR/host-a.log" &
@@ -194,13 +206,14 @@ fill_many() { local i; for i in $(seq "$R"); do "$CT" load --netns "$P-a-r$i" fi
 fill_one() { "$CT" load --netns "$P-a-one" fill --start "$TOTAL" --count "$TOTAL" >/dev/null; }
 
 FILL=fill_many
-row_many=$(run_ctsync "ctsync, $R routers × $FLOWS" "r*" "$R" "$FLOWS")
+row_many=$(run_ctsync "ctsync, $R routers × $FLOWS" "r*" "$R" "$FLOWS" many)
 echo "$row_many" >&2
 # The many routers' second FLOWS flows are in the kernels now; the one router's table
 # holds TOTAL, and gets TOTAL more.
 FILL=fill_one
-row_one=$(run_ctsync "ctsync, 1 router × $TOTAL" "o*" 1 "$TOTAL")
+row_one=$(run_ctsync "ctsync, 1 router × $TOTAL" "o*" 1 "$TOTAL" one)
 echo "$row_one" >&2
+((CONNTRACKD)) || exit 0
 
 # conntrackd: one per router and host, FTFW over the router's HA link, as Neutron would
 # have to run it (each with its own socket, lock and log in DIR).
