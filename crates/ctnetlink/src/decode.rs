@@ -186,6 +186,45 @@ fn classify(msg_type: u16, payload: &[u8]) -> Result<Body<'_>, DecodeError> {
     }
 }
 
+/// The answer to a namespace-id request ([`crate::encode::encode_nsid_request`]): an
+/// acknowledgement (`Ok(None)`), the kernel's error (`Err(errno)`, positive), or a
+/// reply's `NETNSA_NSID` (`Ok(Some(id))`, -1 when the namespace has none).
+pub(crate) fn decode_nsid_answer(buf: &[u8]) -> Result<Option<i32>, NsidAnswerError> {
+    let msg = messages(buf)
+        .next()
+        .ok_or(NsidAnswerError::Malformed)?
+        .map_err(|_| NsidAnswerError::Malformed)?;
+    if let Body::Error { errno, .. } = msg.body {
+        return if errno == 0 {
+            Ok(None)
+        } else {
+            Err(NsidAnswerError::Errno(errno))
+        };
+    }
+    let nl = NetlinkBuffer::new_checked(buf).map_err(|_| NsidAnswerError::Malformed)?;
+    // After the header: the rtgenmsg (four bytes), then the attributes.
+    let payload = nl.payload();
+    let attrs_at = payload.get(4..).ok_or(NsidAnswerError::Malformed)?;
+    for a in attrs(attrs_at) {
+        let (kind, _, value) = a.map_err(|_| NsidAnswerError::Malformed)?;
+        if kind == crate::encode::NETNSA_NSID {
+            return read_i32_ne(value)
+                .map(Some)
+                .ok_or(NsidAnswerError::Malformed);
+        }
+    }
+    Err(NsidAnswerError::Malformed)
+}
+
+/// Why [`decode_nsid_answer`] has no id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NsidAnswerError {
+    /// The kernel refused the request (positive errno).
+    Errno(i32),
+    /// Not a netlink answer that holds an id.
+    Malformed,
+}
+
 fn read_i32_ne(b: &[u8]) -> Option<i32> {
     let b = b.get(..4)?;
     Some(i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))

@@ -83,6 +83,33 @@ pub fn end_message(buf: &mut [u8], start: usize) {
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
 
+/// An rtnetlink request about namespace ids (`RTM_NEWNSID`, `RTM_GETNSID`): its
+/// `struct rtgenmsg` (family `AF_UNSPEC`, padded to four bytes) has the layout of an
+/// nfgenmsg of family 0 and version 0, and its type no subsystem byte, so the message
+/// starts as any other here. `NETNSA_NSID` if `nsid` is given, then `NETNSA_FD`.
+pub(crate) fn encode_nsid_request(
+    buf: &mut Vec<u8>,
+    msg_type: u16,
+    flags: u16,
+    seq: u32,
+    nsid: Option<i32>,
+    fd: u32,
+) {
+    // The rtgenmsg's pad byte sits where the nfgenmsg's version does: both 0.
+    const _: () = assert!(attr::NFNETLINK_V0 == 0);
+    let [subsys, msg] = msg_type.to_be_bytes();
+    let start = begin_message(buf, subsys, msg, flags, seq, libc::AF_UNSPEC as u8);
+    if let Some(id) = nsid {
+        put(buf, NETNSA_NSID, &id.to_ne_bytes());
+    }
+    put(buf, NETNSA_FD, &fd.to_ne_bytes());
+    end_message(buf, start);
+}
+
+/// `NETNSA_NSID` and `NETNSA_FD` (linux/net_namespace.h).
+pub(crate) const NETNSA_NSID: u16 = 1;
+const NETNSA_FD: u16 = 3;
+
 /// Overwrite the `nlmsg_pid` of a message begun at `start` (for building event captures).
 pub fn set_message_pid(buf: &mut [u8], start: usize, pid: u32) {
     buf[start + 12..start + 16].copy_from_slice(&pid.to_ne_bytes());

@@ -15,7 +15,7 @@ use crate::decode::{self, Body};
 use crate::error::Error;
 use crate::flow::{Expectation, Flow};
 use crate::netns::Netns;
-use crate::socket::{Buffer, Lent, RX_BYTES, open_socket, recv_into, size_buffer};
+use crate::socket::{Buffer, Lent, open_socket, recv_into, recv_tagged_into, size_buffer};
 use crate::sys;
 
 /// What changed, as an event says.
@@ -229,10 +229,7 @@ impl EventSocket {
         let mut rx = Lent::rx();
         let nsid = loop {
             let got = if self.all_namespaces {
-                if rx.capacity() < RX_BYTES {
-                    rx.reserve(RX_BYTES);
-                }
-                sys::recv_with_nsid(self.sock.as_fd(), &mut rx).map(|(_, nsid)| nsid)
+                recv_tagged_into(&self.sock, &mut rx)
             } else {
                 recv_into(&self.sock, &mut rx, 0).map(|_| None)
             };

@@ -11,6 +11,8 @@ use std::path::Path;
 
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 
+use crate::decode::{NsidAnswerError, decode_nsid_answer};
+use crate::encode::encode_nsid_request;
 use crate::sys;
 
 /// A handle on a network namespace, as `ip netns` names them (`/run/netns/NAME`).
@@ -68,68 +70,22 @@ impl Netns {
     }
 }
 
-// rtnetlink's namespace ids (linux/net_namespace.h, linux/netlink.h).
-const NETNSA_NSID: u16 = 1;
-const NETNSA_FD: u16 = 3;
 /// Let the kernel choose the id.
 const NSID_ANY: i32 = -1;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
+// `NLM_F_ACK` (linux/netlink.h); `NLM_F_REQUEST` is set by the encoder.
 const NLM_F_ACK: u16 = 4;
 
-/// One rtnetlink request about namespace ids: the header, a `struct rtgenmsg` (one
-/// byte, padded to four) and 32-bit attributes.
-fn nsid_request(kind: u16, flags: u16, seq: u32, attrs: &[(u16, [u8; 4])]) -> Vec<u8> {
-    let len = 16 + 4 + 8 * attrs.len();
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&kind.to_ne_bytes());
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-    for (t, v) in attrs {
-        m.extend_from_slice(&8u16.to_ne_bytes());
-        m.extend_from_slice(&t.to_ne_bytes());
-        m.extend_from_slice(v);
-    }
-    m
-}
-
-/// Send `req` and read the one answer: `Ok(payload)` of a reply, `Ok(empty)` for a
-/// positive acknowledgement, the kernel's error otherwise.
-fn nsid_exchange(sock: &Socket, req: &[u8]) -> io::Result<Vec<u8>> {
+/// Send a namespace-id request and read its answer (see [`decode_nsid_answer`]).
+fn nsid_exchange(sock: &Socket, req: &[u8]) -> io::Result<Option<i32>> {
     sock.send(req, 0)?;
     let mut buf = Vec::with_capacity(8192);
     sock.recv(&mut buf, 0)?;
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "short rtnetlink answer");
-    let len = u32::from_ne_bytes(
-        buf.get(0..4)
-            .ok_or_else(bad)?
-            .try_into()
-            .map_err(|_| bad())?,
-    ) as usize;
-    let kind = u16::from_ne_bytes(
-        buf.get(4..6)
-            .ok_or_else(bad)?
-            .try_into()
-            .map_err(|_| bad())?,
-    );
-    let body = buf.get(16..len.min(buf.len())).ok_or_else(bad)?;
-    if kind == NLMSG_ERROR {
-        let code = i32::from_ne_bytes(
-            body.get(0..4)
-                .ok_or_else(bad)?
-                .try_into()
-                .map_err(|_| bad())?,
-        );
-        return if code == 0 {
-            Ok(Vec::new())
-        } else {
-            Err(io::Error::from_raw_os_error(-code))
-        };
-    }
-    Ok(body.to_vec())
+    decode_nsid_answer(&buf).map_err(|e| match e {
+        NsidAnswerError::Errno(errno) => io::Error::from_raw_os_error(errno),
+        NsidAnswerError::Malformed => {
+            io::Error::new(io::ErrorKind::InvalidData, "a malformed rtnetlink answer")
+        }
+    })
 }
 
 /// The id of the namespace open as `fd` in the current thread's namespace, assigned if
@@ -137,16 +93,16 @@ fn nsid_exchange(sock: &Socket, req: &[u8]) -> io::Result<Vec<u8>> {
 fn nsid_of(fd: u32) -> io::Result<i32> {
     let mut sock = Socket::new(NETLINK_ROUTE)?;
     sock.bind_auto()?;
-    let give = nsid_request(
+    let mut req = Vec::new();
+    encode_nsid_request(
+        &mut req,
         libc::RTM_NEWNSID,
-        NLM_F_REQUEST | NLM_F_ACK,
+        NLM_F_ACK,
         1,
-        &[
-            (NETNSA_NSID, NSID_ANY.to_ne_bytes()),
-            (NETNSA_FD, fd.to_ne_bytes()),
-        ],
+        Some(NSID_ANY),
+        fd,
     );
-    match nsid_exchange(&sock, &give) {
+    match nsid_exchange(&sock, &req) {
         Ok(_) => {}
         // It has one already.
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -157,38 +113,18 @@ fn nsid_of(fd: u32) -> io::Result<i32> {
             ));
         }
     }
-    let ask = nsid_request(
-        libc::RTM_GETNSID,
-        NLM_F_REQUEST,
-        2,
-        &[(NETNSA_FD, fd.to_ne_bytes())],
-    );
-    let reply = nsid_exchange(&sock, &ask)
-        .map_err(|e| io::Error::new(e.kind(), format!("reading a namespace's id: {e}")))?;
-    // After the rtgenmsg: attributes, each padded to four bytes.
-    let mut at = 4;
-    while let Some(head) = reply.get(at..at + 4) {
-        let alen = usize::from(u16::from_ne_bytes([head[0], head[1]]));
-        let atype = u16::from_ne_bytes([head[2], head[3]]) & 0x3fff;
-        if alen < 4 {
-            break;
-        }
-        if atype == NETNSA_NSID
-            && let Some(v) = reply.get(at + 4..at + 8)
-        {
-            let id = i32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
-            return if id < 0 {
-                Err(io::Error::other(
-                    "the namespace has no id (and was given none)",
-                ))
-            } else {
-                Ok(id)
-            };
-        }
-        at += alen.div_ceil(4) * 4;
+    req.clear();
+    encode_nsid_request(&mut req, libc::RTM_GETNSID, 0, 2, None, fd);
+    match nsid_exchange(&sock, &req)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading a namespace's id: {e}")))?
+    {
+        Some(id) if id >= 0 => Ok(id),
+        Some(_) => Err(io::Error::other(
+            "the namespace has no id (and was given none)",
+        )),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no namespace id in the kernel's answer",
+        )),
     }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "no namespace id in the kernel's answer",
-    ))
 }

@@ -10,7 +10,7 @@ use crate::netns::Netns;
 use crate::sys;
 
 /// Bytes read per `recv`; a dump skb is at most a few pages.
-pub(crate) const RX_BYTES: usize = 256 * 1024;
+const RX_BYTES: usize = 256 * 1024;
 
 thread_local! {
     /// The receive buffer the sockets of this thread share (see [`Lent`]).
@@ -116,11 +116,24 @@ pub fn size_buffer(fd: BorrowedFd<'_>, which: Buffer, bytes: usize) -> io::Resul
 
 /// Receive one datagram into `rx`, replacing its contents; `rx` keeps its capacity.
 pub(crate) fn recv_into(sock: &Socket, rx: &mut Vec<u8>, flags: i32) -> io::Result<usize> {
+    room_for_a_datagram(rx);
+    sock.recv(rx, flags)
+}
+
+/// Like [`recv_into`], with the namespace id of a socket that listens to every
+/// namespace (see [`sys::recv_with_nsid`]).
+pub(crate) fn recv_tagged_into(sock: &Socket, rx: &mut Vec<u8>) -> io::Result<Option<i32>> {
+    use std::os::fd::AsFd;
+    room_for_a_datagram(rx);
+    sys::recv_with_nsid(sock.as_fd(), rx)
+}
+
+/// Empty `rx`, with room for the largest datagram read.
+fn room_for_a_datagram(rx: &mut Vec<u8>) {
     rx.clear();
     if rx.capacity() < RX_BYTES {
         rx.reserve(RX_BYTES);
     }
-    sock.recv(rx, flags)
 }
 
 #[cfg(test)]

@@ -148,13 +148,11 @@ pub(crate) fn enter_netns(ns: BorrowedFd<'_>) -> io::Result<()> {
 /// control message carrying the namespace id of a message from another namespace.
 pub(crate) const NETLINK_LISTEN_ALL_NSID: libc::c_int = 8;
 
-/// Receive one datagram into the spare room of `buf` (its length set to the bytes
-/// read), with the namespace id of a `NETLINK_LISTEN_ALL_NSID` socket's control message
-/// when the kernel sent one (a message from another namespace that has an id here).
-pub(crate) fn recv_with_nsid(
-    fd: BorrowedFd<'_>,
-    buf: &mut Vec<u8>,
-) -> io::Result<(usize, Option<i32>)> {
+/// Receive one datagram into the spare room of the empty `buf` (its length set to the
+/// bytes read), with the namespace id of a `NETLINK_LISTEN_ALL_NSID` socket's control
+/// message when the kernel sent one (a message from another namespace that has an id
+/// here).
+pub(crate) fn recv_with_nsid(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<Option<i32>> {
     buf.clear();
     // Room for one control message of one int (CMSG_SPACE(4) is 24 on 64-bit Linux),
     // aligned as `cmsghdr` wants.
@@ -197,5 +195,5 @@ pub(crate) fn recv_with_nsid(
             c = libc::CMSG_NXTHDR(&raw const msg, c);
         }
     }
-    Ok((n, nsid))
+    Ok(nsid)
 }
