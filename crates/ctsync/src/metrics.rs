@@ -251,6 +251,12 @@ pub(crate) fn render(s: &Status) -> String {
             "Flow messages sent to the [conntrackd] peer",
             c.session.flows_sent,
         );
+        counter(
+            &mut reg,
+            "conntrackd_flows_restored",
+            "Flows of the [conntrackd] peer written again in hot standby after this kernel let them expire while the peer still had them",
+            c.restored,
+        );
         gauge(
             &mut reg,
             "conntrackd_expectations",

@@ -7,6 +7,12 @@
 //!   standby, like conntrackd's `DisableExternalCache`), or all at once when it becomes
 //!   primary (commit mode, like `conntrackd -c`). A primary never lets them touch its
 //!   kernel: a conntrackd backup also reports what it purges from its own table.
+//!   conntrackd sends a flow when its state changes, not when a packet refreshes its
+//!   timer, so a quiet live flow expires in a hot-standby backup's kernel while
+//!   conntrackd still has it: its destroy event writes our copy back at once (until
+//!   conntrackd deletes it), as the core's refresh does for its peers' flows. Written
+//!   at takeover instead, it would come after keepalived has moved the addresses, and a
+//!   datagram in between gets a new NAT port.
 //! * Our flows to conntrackd: the kernel events the core takes as ours (not caused by
 //!   our own writes, and passing the filter), and our whole table when conntrackd asks
 //!   for it (RESYNC: its `-n`, its backup script).
@@ -78,6 +84,9 @@ pub(crate) struct ConntrackdStatus {
     pub backlog: (usize, usize),
     /// Its flows written to our kernel (hot standby or commit).
     pub written: u64,
+    /// Its flows written again in hot standby after our kernel let them expire (or lost
+    /// them otherwise) while conntrackd still had them.
+    pub restored: u64,
     /// Its deletions carried out in our kernel.
     pub deleted: u64,
     /// Whole tables sent to it (its RESYNC requests answered).
@@ -111,6 +120,10 @@ pub(super) struct Endpoint {
     buf: Vec<u8>,
     rx: Vec<u8>,
     written: u64,
+    restored: u64,
+    /// conntrackd's flows our kernel destroyed (not through us) while we hold them, to
+    /// be written back (hot standby, not primary).
+    expired: Vec<FlowKey>,
     deleted: u64,
     bulks_sent: u64,
     foreign_dropped: u64,
@@ -158,6 +171,8 @@ impl Endpoint {
             buf: Vec::with_capacity(2048),
             rx: vec![0; 65536],
             written: 0,
+            restored: 0,
+            expired: Vec::new(),
             deleted: 0,
             bulks_sent: 0,
             foreign_dropped: 0,
@@ -211,6 +226,30 @@ impl Endpoint {
             }
         }
         self.take_received(now, node, kernel);
+        self.restore_expired(node, kernel);
+    }
+
+    /// Write back conntrackd's flows that our kernel destroyed while we hold them (see
+    /// [`Endpoint::local_events`]), with the timeout each came with: conntrackd has not
+    /// deleted them, so they live on its side. Not on a primary (the core's read of the
+    /// table made them ours), not in commit mode (never written before takeover).
+    fn restore_expired(&mut self, node: &Node, kernel: &mut Kernel) {
+        if self.expired.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.expired);
+        if node.role() == Role::Primary || self.mode != Mode::HotStandby {
+            return;
+        }
+        let mut flows: Vec<Flow> = keys
+            .iter()
+            .filter_map(|k| self.flows.get(k).map(|(f, _)| f.clone()))
+            .collect();
+        if flows.is_empty() {
+            return;
+        }
+        kernel.foreign.extend(flows.iter().map(Flow::key));
+        self.restored += kernel.create_missing(&mut flows) as u64;
     }
 
     fn take_received(&mut self, now: Instant, node: &Node, kernel: &mut Kernel) {
@@ -333,10 +372,22 @@ impl Endpoint {
     }
 
     /// Kernel events the core took: ours (not caused by our writes, and passing the
-    /// filter) go to conntrackd.
-    pub(super) fn local_events(&mut self, events: &[FlowEvent]) {
+    /// filter) go to conntrackd. On a backup, the flows we hold of conntrackd's are
+    /// conntrackd's, not news for it: one that our kernel destroyed (its timer ran out
+    /// here, no packet passes a backup) is written back on the next turn in hot
+    /// standby.
+    pub(super) fn local_events(&mut self, role: Role, events: &[FlowEvent]) {
         for e in events {
-            if e.ours || !self.filter.accepts(&e.flow) {
+            if e.ours {
+                continue;
+            }
+            if role != Role::Primary && self.flows.contains_key(&e.flow.key()) {
+                if e.kind == EventKind::Destroy && self.mode == Mode::HotStandby {
+                    self.expired.push(e.flow.key());
+                }
+                continue;
+            }
+            if !self.filter.accepts(&e.flow) {
                 continue;
             }
             let what = match e.kind {
@@ -438,7 +489,7 @@ impl Endpoint {
     /// When [`Endpoint::handle_timeout`] is next due (at once while datagrams wait).
     pub(super) fn poll_timeout(&self, now: Instant) -> Instant {
         let (waiting, _) = self.session.backlog();
-        if waiting > 0 || self.more {
+        if waiting > 0 || self.more || !self.expired.is_empty() {
             return now;
         }
         self.session.poll_timeout()
@@ -505,6 +556,7 @@ impl Endpoint {
             expectations: self.expectations.len(),
             backlog: self.session.backlog(),
             written: self.written,
+            restored: self.restored,
             deleted: self.deleted,
             bulks_sent: self.bulks_sent,
             foreign_dropped: self.foreign_dropped,

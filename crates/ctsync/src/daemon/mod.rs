@@ -73,7 +73,7 @@ fn hand_over(
 ) {
     node.handle_kernel_events(now, batch);
     if let Some(e) = ftfw {
-        e.local_events(batch);
+        e.local_events(node.role(), batch);
     }
     batch.clear();
 }

@@ -344,13 +344,14 @@ impl fmt::Display for Status {
         if let Some(c) = &self.conntrackd {
             writeln!(
                 f,
-                "  conntrackd {} {} (dialect conntrackd, UNAUTHENTICATED)  up {}  flows {}  expectations {}  written {}  deleted {}  tables sent {}  backlog {}/{}  received {}  gaps {}  malformed {}  foreign {}",
+                "  conntrackd {} {} (dialect conntrackd, UNAUTHENTICATED)  up {}  flows {}  expectations {}  written {}  restored {}  deleted {}  tables sent {}  backlog {}/{}  received {}  gaps {}  malformed {}  foreign {}",
                 c.transport,
                 c.peer,
                 c.up,
                 c.flows,
                 c.expectations,
                 c.written,
+                c.restored,
                 c.deleted,
                 c.bulks_sent,
                 c.backlog.0,
