@@ -495,6 +495,12 @@ impl FlowTable {
         self.find(key).and_then(Entry::flow)
     }
 
+    /// A flow by key in compact form, with its content hash (of its state, the timeout
+    /// aside).
+    pub(crate) fn stored(&self, key: &Keyed) -> Option<(StoredFlow, u64)> {
+        self.find(key).map(|e| (e.stored(), e.hash))
+    }
+
     /// The flow message of a counted flow (a flow new when `fresh`, else an update),
     /// from its stored state: what a transfer sends, with nothing decoded.
     pub fn message(&self, key: &Keyed, fresh: bool) -> Option<Encoded> {

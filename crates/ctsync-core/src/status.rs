@@ -99,6 +99,9 @@ pub struct NodeStats {
     pub kernel_writes: u64,
     /// Replicated flows not written because the kernel is known to hold that state.
     pub kernel_writes_skipped: u64,
+    /// Hot standby: replicated flows written again at once because the kernel destroyed
+    /// them behind our back (flushed, deleted, expired) while their primary has them.
+    pub written_back: u64,
     /// Datagrams sent to the multicast group (docs/PROTOCOL.md §13).
     pub group_datagrams_sent: u64,
     /// Peers admitted to our group stream.
@@ -115,7 +118,7 @@ pub struct NodeStats {
 
 impl NodeStats {
     /// Each counter with its name (the JSON field and the metric's stem), in order.
-    pub fn counters(&self) -> [(&'static str, u64); 21] {
+    pub fn counters(&self) -> [(&'static str, u64); 22] {
         [
             ("datagrams_sent", self.datagrams_sent),
             ("datagrams_received", self.datagrams_received),
@@ -132,6 +135,7 @@ impl NodeStats {
             ("expectations_received", self.expectations_received),
             ("kernel_writes", self.kernel_writes),
             ("kernel_writes_skipped", self.kernel_writes_skipped),
+            ("written_back", self.written_back),
             ("group_datagrams_sent", self.group_datagrams_sent),
             ("group_joins", self.group_joins),
             ("group_evictions", self.group_evictions),

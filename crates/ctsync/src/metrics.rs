@@ -111,6 +111,10 @@ fn core_counter(name: &str) -> Option<(&'static str, &'static str)> {
             "kernel_writes_skipped",
             "Replicated flows not written because the kernel already held that state",
         ),
+        "written_back" => (
+            "written_back",
+            "Replicated flows written again at once because this backup's kernel destroyed them while their primary has them",
+        ),
         "group_datagrams_sent" => (
             "group_datagrams_sent",
             "Sync datagrams sent to the multicast group ([sync] group)",

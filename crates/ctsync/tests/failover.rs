@@ -96,6 +96,34 @@ fn udp_flows_keep_their_snat_ports_through_a_hard_failover() {
     assert_eq!(r.server.stats.udp_sources.lock().unwrap().len(), 30);
 }
 
+/// A hot-standby backup whose kernel table is flushed behind ctsync's back (`conntrack
+/// -F` on fw2, as an operator might while troubleshooting) writes every copy back at
+/// once, not at the next refresh round up to 30 s later: keepalived moves the addresses
+/// before ctsync hears of the takeover, and a datagram in between would get a new SNAT
+/// port. fw1 fails hard right after the flush: every flow keeps its port. Without the
+/// write-back the UDP flows change ports and the counter stays 0.
+#[test]
+fn a_backup_writes_back_at_once_the_copies_its_kernel_lost() {
+    if !root() {
+        return;
+    }
+    let _one = serial();
+    let mut r = Running::up("wback", true, 10, 30);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &r.lab.fw[1], "conntrack", "-F"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (_, rep) = r.hard_failover(5);
+    eprintln!("flushed backup, hard failover: {rep:?}");
+    r.assert_all_kept("fw2's table flushed, then a hard failover", &rep);
+    let s = r.lab.status(1).unwrap();
+    assert!(
+        s["stats"]["written_back"].as_u64().unwrap() >= 40,
+        "written back: {s}"
+    );
+}
+
 /// The control: without ctsync the new primary makes new mappings with new ports.
 #[test]
 fn control_udp_flows_change_ports_in_a_hard_failover_without_ctsync() {

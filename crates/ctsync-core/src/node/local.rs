@@ -6,12 +6,13 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use ctnetlink::{EventKind, Expectation, Flow, FlowKey};
-use ctsync_wire::{Message, NodeId};
+use ctsync_wire::{Message, NodeId, WireRole};
 use smallvec::SmallVec;
 
 use super::{ExpKey, FlowEvent, KernelOp, Node, Notify, PREFETCH_BATCH, exp_key, exp_normalize};
 use crate::Role;
 use crate::cache::{Upsert, state_message};
+use crate::config::Mode;
 use crate::key::Keyed;
 use crate::message::{Encoded, Kind, encode, flow_key};
 
@@ -61,7 +62,43 @@ impl Node {
             EventKind::New | EventKind::Update => {
                 self.local_upsert(now, flow, key, kind == EventKind::New)
             }
-            EventKind::Destroy => self.local_remove(&key),
+            EventKind::Destroy => {
+                self.local_remove(&key);
+                self.write_back(&key);
+            }
+        }
+    }
+
+    /// Hot standby: the kernel destroyed a copy behind our back (`conntrack -F` or `-D`
+    /// on the backup, its timer ran out) while a primary peer still has the flow. It is
+    /// written again at once, not at the next refresh round: keepalived moves the
+    /// addresses before it tells us to take over, and a packet of the flow arriving
+    /// in between would find no entry (a UDP datagram gets a new NAT port).
+    fn write_back(&mut self, key: &Keyed) {
+        if self.cfg.mode != Mode::HotStandby || self.role == Role::Primary {
+            return;
+        }
+        let Node {
+            peers,
+            external,
+            mirror,
+            kernel_ops,
+            stats,
+            ..
+        } = self;
+        let owners = peers
+            .values()
+            .filter(|p| p.link.role == WireRole::Primary)
+            .filter_map(|p| external.get(&p.link.id));
+        for ext in owners {
+            if let Some((stored, hash)) = ext.table.stored(key)
+                && mirror.write_needed(key.hash, hash)
+            {
+                kernel_ops.push_back(KernelOp::Upsert(stored));
+                stats.kernel_writes += 1;
+                stats.written_back += 1;
+                return;
+            }
         }
     }
 

@@ -542,6 +542,7 @@ pub(crate) mod tests {
             expectations_received: 16,
             kernel_writes: 22,
             kernel_writes_skipped: 23,
+            written_back: 30,
             group_datagrams_sent: 24,
             group_joins: 25,
             group_evictions: 26,
