@@ -856,7 +856,8 @@ fn an_overflow_during_a_bulk_transfer_does_not_restart_it() {
 }
 
 /// Hot standby's timeout refresh resets every round only the replicated flows whose
-/// timeout is short (here 60 s); a long-lived one (3,600 s) is reset once in 60 rounds
+/// timeout is short (here 60 s), a UDP stream's (120 s) every other round; a long-lived
+/// one (3,600 s) is reset once in 60 rounds
 /// (half its timeout), by its hash: over 60 rounds each flow of both kinds is reset, the
 /// long ones once each. Before, every flow was reset every 30 s, then every two minutes:
 /// a million established flows cost a million kernel updates each time. A long-lived
@@ -879,14 +880,20 @@ fn long_lived_flows_are_refreshed_in_turn() {
         f.timeout = Some(60);
         c.traffic(0, EventKind::New, f);
     }
+    for i in 250..300 {
+        let mut f = flow(i);
+        f.timeout = Some(120);
+        c.traffic(0, EventKind::New, f);
+    }
     c.run(Duration::from_secs(3));
     let before = c.nodes[1].kernel.refreshes;
     c.run(Duration::from_secs(60 * 30));
     let refreshes = c.nodes[1].kernel.refreshes - before;
     assert_eq!(
         refreshes,
-        50 * 60 + 200,
-        "60 rounds: the 50 short-lived flows each time, the 200 long-lived ones once"
+        50 * 60 + 50 * 30 + 200,
+        "60 rounds: the 50 flows of 60 s each time, the 50 of 120 s (a UDP stream) every \
+         other time, the 200 long-lived ones once"
     );
     c.assert_converged(Mode::HotStandby);
 
