@@ -436,6 +436,74 @@ fn a_backup_puts_back_entries_its_kernel_lost() {
     assert_eq!(status(&sb)["stats"]["control_refused"], 1);
 }
 
+/// A tuple closed and opened again at once with a new NAT port (a client reusing its
+/// source port towards the same server, the SYN reopening the entry in TIME_WAIT under
+/// random-port SNAT): the primary's kernel destroys the old entry and creates the new
+/// one, and the backup must end with the new one, its new reply tuple, not the old
+/// entry kept (an update cannot change a kernel entry's tuples) nor none (its deletion
+/// applied after its creation).
+#[test]
+fn a_tuple_reopened_with_a_new_nat_port_reaches_the_backup_as_the_new_flow() {
+    let Some(mut lab) = pair("reuse") else {
+        return;
+    };
+    let (a, b) = (lab.a.clone(), lab.b.clone());
+    lab.start(&a, "primary").unwrap();
+    lab.start(&b, "backup").unwrap();
+    let old: Vec<_> = (0..400)
+        .map(|i| synth::flow(i, Mix::TcpSnat, 3600))
+        .collect();
+    let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+    cta.batch(FlowOp::Create, &old, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        || count(&b) == 400,
+        || format!("backup has {}\n{}", count(&b), lab.logs()),
+    );
+    // The same tuples, each with another public port.
+    let new: Vec<_> = old
+        .iter()
+        .map(|f| {
+            let mut n = f.clone();
+            let r = f.reply;
+            n.reply = ctnetlink::Tuple::ports(
+                r.proto,
+                r.src,
+                r.src_port().unwrap(),
+                r.dst,
+                r.dst_port().unwrap() + 30_000,
+            );
+            n
+        })
+        .collect();
+    cta.batch(FlowOp::Delete, &old, |i, e| panic!("delete {i}: {e}"))
+        .unwrap();
+    cta.batch(FlowOp::Create, &new, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    let mut ctb = Conntrack::open_in(&Netns::named(&b).unwrap()).unwrap();
+    let mut renewed = || {
+        new.iter()
+            .filter(|f| {
+                ctb.get(&f.key())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|g| g.reply == f.reply)
+            })
+            .count()
+    };
+    let got =
+        ctsync_lab::process::wait(Duration::from_secs(15), || renewed() == new.len()).unwrap();
+    assert!(
+        got.is_some(),
+        "the backup holds {} of {} flows with their new NAT port ({} entries)\n{}",
+        renewed(),
+        new.len(),
+        count(&b),
+        lab.logs()
+    );
+}
+
 /// Online rotation of the cluster key by SIGHUP, while flows keep being created: both
 /// nodes accept the new key, then send with it, then drop the old one. Every flow
 /// arrives and nothing fails authentication.

@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{ExpKey, ExpMap, KernelOp, Node, Notify, exp_key};
 use crate::Role;
-use crate::cache::{BUCKETS, FlowTable, StoredFlow};
+use crate::cache::{BUCKETS, FlowTable, StoredFlow, Upsert};
 use crate::config::Mode;
 use crate::key::{KeyHasher, Keyed};
 
@@ -105,6 +105,7 @@ impl Node {
             };
             Box::new(External::new(hasher, expected))
         });
+        let fresh = matches!(m, Message::FlowNew(_));
         match m {
             Message::FlowNew(f) | Message::FlowUpdate(f) => {
                 stats.flows_received += 1;
@@ -119,11 +120,20 @@ impl Node {
                     p.sync.digest_ok = false;
                     return;
                 }
-                let (_, state) = ext.table.upsert_state(&key, &f, ext.mark, true);
+                let (up, state) = ext.table.upsert_state(&key, &f, ext.mark, true);
                 // Written only when the kernel is not known to hold this very state
                 // (whatever brought it: live, a resync, a repair): the same state is only
                 // remembered as mentioned. An empty state could not be encoded.
                 if hot && !state.is_empty() {
+                    if fresh && up == Upsert::Changed {
+                        // A new flow on a tuple we hold: the primary's kernel made a new
+                        // entry for it (the old one closed; its deletion may have been
+                        // merged into this message), perhaps with another NAT port. An
+                        // update cannot change an entry's tuples: the old entry goes
+                        // first, then the new one is created.
+                        mirror.forget(key.hash);
+                        kernel_ops.push_back(KernelOp::Delete(f.key()));
+                    }
                     if mirror.write_needed(key.hash, xxh3_64(state)) {
                         stats.kernel_writes += 1;
                         kernel_ops.push_back(KernelOp::Upsert(StoredFlow::new(state, f.timeout)));

@@ -82,6 +82,57 @@ fn upsert_batch(ct: &mut Conntrack, flows: &[Flow]) -> Vec<(usize, KernelFailure
     errs
 }
 
+/// A kernel write gathered into a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Upsert,
+    Delete,
+    Refresh,
+}
+
+/// The keys of the batch being gathered that a later write could overtake: a batch
+/// applies its upserts, then its deletes, then its refreshes, so a write that would
+/// come before an earlier one on the same key must wait for the batch to be applied. A
+/// flow closed and opened again on the same tuple (delete, then upsert) would otherwise
+/// be left deleted, and one refreshed, then deleted, written back by the refresh. Upserts
+/// are not kept (nothing in a batch comes before them): a bulk costs no set.
+#[derive(Debug, Default)]
+struct Overtaking {
+    deleted: HashSet<FlowKey>,
+    refreshed: HashSet<FlowKey>,
+}
+
+impl Overtaking {
+    /// Whether `write` of `key` must wait until the batch gathered so far is applied; it
+    /// is noted as part of the batch it goes into.
+    fn must_wait(&mut self, write: Write, key: &FlowKey) -> bool {
+        let wait = match write {
+            Write::Upsert => self.deleted.contains(key) || self.refreshed.contains(key),
+            Write::Delete => self.refreshed.contains(key),
+            Write::Refresh => false,
+        };
+        if wait {
+            self.clear();
+        }
+        match write {
+            Write::Upsert => {}
+            Write::Delete => {
+                self.deleted.insert(*key);
+            }
+            Write::Refresh => {
+                self.refreshed.insert(*key);
+            }
+        }
+        wait
+    }
+
+    /// The batch was applied.
+    fn clear(&mut self) {
+        self.deleted.clear();
+        self.refreshed.clear();
+    }
+}
+
 /// Prepare a replicated TCP flow for the kernel without window tracking (conntrackd's
 /// default too): the writer's window data is not on the wire, and an entry that already
 /// exists here keeps window data from when this node last saw the connection, possibly
@@ -154,17 +205,31 @@ impl Kernel {
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         let mut refreshes = Vec::new();
+        let mut overtaking = Overtaking::default();
         for op in ops {
-            match op {
-                // Decoded here, as it is written: the core queues flows compact. A
-                // state the core encoded always decodes.
-                KernelOp::Upsert(f) => upserts.extend(f.flow()),
-                KernelOp::Delete(k) => deletes.push(Flow::from_key(&k)),
-                KernelOp::Refresh(f) => refreshes.extend(f.flow()),
+            // Decoded here, as it is written: the core queues flows compact. A state the
+            // core encoded always decodes.
+            let (write, flow) = match op {
+                KernelOp::Upsert(f) => (Write::Upsert, f.flow()),
+                KernelOp::Delete(k) => (Write::Delete, Some(Flow::from_key(&k))),
+                KernelOp::Refresh(f) => (Write::Refresh, f.flow()),
                 other => {
                     self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+                    overtaking.clear();
                     self.carry_out(other, node, link);
+                    continue;
                 }
+            };
+            let Some(flow) = flow else {
+                continue;
+            };
+            if overtaking.must_wait(write, &flow.key()) {
+                self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+            }
+            match write {
+                Write::Upsert => upserts.push(flow),
+                Write::Delete => deletes.push(flow),
+                Write::Refresh => refreshes.push(flow),
             }
             if upserts.len() + deletes.len() + refreshes.len() >= COMMIT_CHUNK {
                 // A long run of writes (a refresh of a million replicated flows, a
@@ -173,6 +238,7 @@ impl Kernel {
                 // over a gigabyte, and a backup silent for seconds was declared down by
                 // its primary, which then sent it the whole table again.
                 self.apply_batches(&mut upserts, &mut deletes, &mut refreshes);
+                overtaking.clear();
                 link.service(node);
             }
         }
@@ -537,5 +603,53 @@ impl Kernel {
             log("error", format!("rejoining the NEW event group: {e}"));
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use ctnetlink::{Flow, FlowKey, Tuple, ipproto};
+
+    use super::{Overtaking, Write};
+
+    fn key(port: u16) -> FlowKey {
+        let t = Tuple::ports(
+            ipproto::UDP,
+            IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+            port,
+            IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+            53,
+        );
+        Flow::new(t, t.inverse()).key()
+    }
+
+    #[test]
+    fn a_write_that_would_overtake_an_earlier_one_on_its_key_waits_for_the_batch() {
+        let (a, b) = (key(1000), key(1001));
+        let mut o = Overtaking::default();
+        // Closed and opened again: the upsert waits for the delete to be applied.
+        assert!(!o.must_wait(Write::Delete, &a));
+        assert!(o.must_wait(Write::Upsert, &a));
+        // Opened, then closed: the batch's own order is right.
+        let mut o = Overtaking::default();
+        assert!(!o.must_wait(Write::Upsert, &a));
+        assert!(!o.must_wait(Write::Delete, &a));
+        // Refreshed, then closed: the delete waits (the refresh would write it back).
+        let mut o = Overtaking::default();
+        assert!(!o.must_wait(Write::Refresh, &a));
+        assert!(o.must_wait(Write::Delete, &a));
+        // The delete went into a new batch: an upsert of the key now waits for it.
+        assert!(o.must_wait(Write::Upsert, &a));
+        // Other keys never wait.
+        let mut o = Overtaking::default();
+        assert!(!o.must_wait(Write::Delete, &a));
+        assert!(!o.must_wait(Write::Refresh, &a));
+        assert!(!o.must_wait(Write::Upsert, &b));
+        assert!(!o.must_wait(Write::Delete, &b));
+        // An applied batch is forgotten.
+        o.clear();
+        assert!(!o.must_wait(Write::Upsert, &a));
     }
 }
