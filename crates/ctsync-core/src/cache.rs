@@ -158,6 +158,11 @@ impl StoredFlow {
         }
     }
 
+    /// The timeout it was last reported with, in seconds, if known.
+    pub fn timeout(&self) -> Option<u32> {
+        self.timeout
+    }
+
     /// The flow, decoded (`None` only for a state this process did not encode).
     pub fn flow(&self) -> Option<Flow> {
         let mut f = codec::read_flow(&mut codec::Reader::new(&self.state)).ok()?;

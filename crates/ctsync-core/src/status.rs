@@ -99,8 +99,9 @@ pub struct NodeStats {
     pub kernel_writes: u64,
     /// Replicated flows not written because the kernel is known to hold that state.
     pub kernel_writes_skipped: u64,
-    /// Hot standby: replicated flows written again at once because the kernel destroyed
-    /// them behind our back (flushed, deleted, expired) while their primary has them.
+    /// Hot standby: replicated flows queued to be written again at once because the
+    /// kernel destroyed them behind our back (flushed, deleted, expired) while their
+    /// primary has them (a write the kernel then refuses is counted where it fails).
     pub written_back: u64,
     /// Datagrams sent to the multicast group (docs/PROTOCOL.md §13).
     pub group_datagrams_sent: u64,

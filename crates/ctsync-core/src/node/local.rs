@@ -10,6 +10,10 @@ use ctsync_wire::{Message, NodeId, WireRole};
 use smallvec::SmallVec;
 
 use super::{ExpKey, FlowEvent, KernelOp, Node, Notify, PREFETCH_BATCH, exp_key, exp_normalize};
+
+/// A copy whose last timeout was shorter than this is not written back when the kernel
+/// destroys it ([`Node::write_back`]): the flow is ending, its deletion on its way.
+const WRITE_BACK_MIN_SECS: u32 = 10;
 use crate::Role;
 use crate::cache::{Upsert, state_message};
 use crate::config::Mode;
@@ -55,8 +59,9 @@ impl Node {
         }
         let key = key.unwrap_or_else(|| self.hasher.keyed(flow.key()));
         // Not our write: the kernel destroyed the entry, or someone else wrote it. What it
-        // holds of a flow hot standby wrote is no longer known (the next message or
-        // transfer that brings the flow writes it again).
+        // holds of a flow hot standby wrote is no longer known: a destroyed copy is
+        // written back below, one someone else wrote by the next message, transfer or
+        // refresh that brings the flow.
         self.mirror.forget(key.hash);
         match kind {
             EventKind::New | EventKind::Update => {
@@ -73,7 +78,10 @@ impl Node {
     /// on the backup, its timer ran out) while a primary peer still has the flow. It is
     /// written again at once, not at the next refresh round: keepalived moves the
     /// addresses before it tells us to take over, and a packet of the flow arriving
-    /// in between would find no entry (a UDP datagram gets a new NAT port).
+    /// in between would find no entry (a UDP datagram gets a new NAT port). A key at most
+    /// once a refresh round (a full table's early drop would make a loop of it), and not
+    /// one whose last timeout was under [`WRITE_BACK_MIN_SECS`] (it is ending: its
+    /// deletion is on its way).
     fn write_back(&mut self, key: &Keyed) {
         if self.cfg.mode != Mode::HotStandby || self.role == Role::Primary {
             return;
@@ -84,6 +92,7 @@ impl Node {
             mirror,
             kernel_ops,
             stats,
+            written_back_keys,
             ..
         } = self;
         let owners = peers
@@ -92,6 +101,8 @@ impl Node {
             .filter_map(|p| external.get(&p.link.id));
         for ext in owners {
             if let Some((stored, hash)) = ext.table.stored(key)
+                && stored.timeout().is_none_or(|t| t >= WRITE_BACK_MIN_SECS)
+                && written_back_keys.insert(key.hash)
                 && mirror.write_needed(key.hash, hash)
             {
                 kernel_ops.push_back(KernelOp::Upsert(stored));
@@ -214,8 +225,19 @@ impl Node {
         }
         self.dumping = false;
         // Flows hot standby wrote that the kernel no longer holds (their destroy events
-        // were lost) are written again by the next transfer.
+        // were lost: an overrun) are written again now.
         self.mirror.end_read();
+        if self.cfg.mode == Mode::HotStandby && self.role != Role::Primary {
+            let owners: Vec<NodeId> = self
+                .peers
+                .values()
+                .filter(|p| p.link.role == WireRole::Primary)
+                .map(|p| p.link.id)
+                .collect();
+            for id in owners {
+                self.write_unknown(id);
+            }
+        }
         if std::mem::take(&mut self.dump_again) {
             self.queue_dump();
         }

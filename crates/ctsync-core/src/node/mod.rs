@@ -17,7 +17,7 @@ mod role;
 mod timer;
 mod transfer;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use ctnetlink::{EventKind, Expectation, Flow, FlowKey, Tuple};
@@ -247,6 +247,10 @@ pub struct Node {
     role_set: bool,
     /// Timeout refreshes done (which long-lived flows the next one resets).
     refresh_round: u64,
+    /// Hot standby: the keys (hashes) of copies written back since the last refresh
+    /// round ([`Node::write_back`]): each at most once a round, so that a kernel that
+    /// keeps destroying one (a full table's early drop) does not make a loop of it.
+    written_back_keys: HashSet<u64>,
     /// When the last round of digests went (see [`Node::digest_due_early`]).
     digest_round_at: Instant,
     /// Started as backup: the first complete table from a primary says which of the
@@ -336,6 +340,7 @@ impl Node {
             role: Role::Backup,
             role_set: false,
             refresh_round: 0,
+            written_back_keys: HashSet::new(),
             digest_round_at: now,
             unclaimed_check: false,
             ready: false,
@@ -675,6 +680,7 @@ impl Node {
         if self.timers.is_due(NodeTimer::Refresh, now) {
             self.timers
                 .set(NodeTimer::Refresh, now + self.cfg.refresh_interval);
+            self.written_back_keys = HashSet::new();
             if self.cfg.mode == Mode::HotStandby && self.role != Role::Primary {
                 // Only what a primary owns is in our kernel on its behalf.
                 let owners = self

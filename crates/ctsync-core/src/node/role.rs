@@ -254,7 +254,7 @@ impl Node {
 
     /// Hot standby: write the flows of `origin`'s table that the kernel is not known to
     /// hold in that state, and remember them as written. Returns how many.
-    fn write_unknown(&mut self, origin: NodeId) -> usize {
+    pub(super) fn write_unknown(&mut self, origin: NodeId) -> usize {
         let Node {
             external,
             mirror,

@@ -10,9 +10,12 @@
 //!   conntrackd sends a flow when its state changes, not when a packet refreshes its
 //!   timer, so a quiet live flow expires in a hot-standby backup's kernel while
 //!   conntrackd still has it: its destroy event writes our copy back at once (until
-//!   conntrackd deletes it), as the core's refresh does for its peers' flows. Written
-//!   at takeover instead, it would come after keepalived has moved the addresses, and a
-//!   datagram in between gets a new NAT port.
+//!   conntrackd deletes it), as the core does for its peers' flows (`write_back`).
+//!   Written at takeover instead, it would come after keepalived has moved the
+//!   addresses, and a datagram in between gets a new NAT port. Only while conntrackd is
+//!   heard (a flow that ended while it was down never gets its deletion), a key at most
+//!   once in [`RESTORE_WINDOW`], and not one that came with a timeout under
+//!   [`RESTORE_MIN_SECS`] (it is ending).
 //! * Our flows to conntrackd: the kernel events the core takes as ours (not caused by
 //!   our own writes, and passing the filter), and our whole table when conntrackd asks
 //!   for it (RESYNC: its `-n`, its backup script).
@@ -48,6 +51,11 @@ const RECEIVE_BUDGET: usize = 256;
 const SEND_BUDGET: usize = 512;
 /// conntrackd is "up" while heard from within this (it sends at least every second).
 const UP_WITHIN: Duration = Duration::from_secs(3);
+/// A flow of conntrackd's is written back at most once in this long (a full table's
+/// early drop would make a loop of it).
+const RESTORE_WINDOW: Duration = Duration::from_secs(30);
+/// A flow that came with a shorter timeout is not written back: it is ending.
+const RESTORE_MIN_SECS: u32 = 10;
 /// The timeout given to a flow that came without one (conntrackd omits it when the
 /// sender has `CommitTimeout`; its own receiver then uses 60 s too).
 const DEFAULT_TIMEOUT: u32 = 60;
@@ -84,8 +92,8 @@ pub(crate) struct ConntrackdStatus {
     pub backlog: (usize, usize),
     /// Its flows written to our kernel (hot standby or commit).
     pub written: u64,
-    /// Its flows written again in hot standby after our kernel let them expire (or lost
-    /// them otherwise) while conntrackd still had them.
+    /// Its flows queued to be written again in hot standby after our kernel let them
+    /// expire (or lost them otherwise) while conntrackd still had them.
     pub restored: u64,
     /// Its deletions carried out in our kernel.
     pub deleted: u64,
@@ -124,6 +132,9 @@ pub(super) struct Endpoint {
     /// conntrackd's flows our kernel destroyed (not through us) while we hold them, to
     /// be written back (hot standby, not primary).
     expired: Vec<FlowKey>,
+    /// The keys written back since `restore_window` began (see [`RESTORE_WINDOW`]).
+    restored_keys: std::collections::HashSet<FlowKey>,
+    restore_window: Instant,
     deleted: u64,
     bulks_sent: u64,
     foreign_dropped: u64,
@@ -173,6 +184,8 @@ impl Endpoint {
             written: 0,
             restored: 0,
             expired: Vec::new(),
+            restored_keys: std::collections::HashSet::new(),
+            restore_window: now,
             deleted: 0,
             bulks_sent: 0,
             foreign_dropped: 0,
@@ -226,30 +239,46 @@ impl Endpoint {
             }
         }
         self.take_received(now, node, kernel);
-        self.restore_expired(node, kernel);
+        self.restore_expired(now, node, kernel);
     }
 
     /// Write back conntrackd's flows that our kernel destroyed while we hold them (see
     /// [`Endpoint::local_events`]), with the timeout each came with: conntrackd has not
     /// deleted them, so they live on its side. Not on a primary (the core's read of the
-    /// table made them ours), not in commit mode (never written before takeover).
-    fn restore_expired(&mut self, node: &Node, kernel: &mut Kernel) {
+    /// table made them ours), not in commit mode (never written before takeover), not
+    /// while conntrackd is silent; see the module's notes for the other limits. Written
+    /// as its other flows are: one the kernel has no room for waits for room.
+    fn restore_expired(&mut self, now: Instant, node: &Node, kernel: &mut Kernel) {
         if self.expired.is_empty() {
             return;
         }
         let keys = std::mem::take(&mut self.expired);
-        if node.role() == Role::Primary || self.mode != Mode::HotStandby {
+        let heard = self
+            .session
+            .last_heard()
+            .is_some_and(|t| now.saturating_duration_since(t) < UP_WITHIN);
+        if node.role() == Role::Primary || self.mode != Mode::HotStandby || !heard {
             return;
         }
-        let mut flows: Vec<Flow> = keys
-            .iter()
-            .filter_map(|k| self.flows.get(k).map(|(f, _)| f.clone()))
-            .collect();
+        if now.saturating_duration_since(self.restore_window) >= RESTORE_WINDOW {
+            self.restore_window = now;
+            self.restored_keys = std::collections::HashSet::new();
+        }
+        let mut flows = Vec::new();
+        for k in keys {
+            if let Some((f, _)) = self.flows.get(&k)
+                && f.timeout.is_none_or(|t| t >= RESTORE_MIN_SECS)
+                && self.restored_keys.insert(k)
+            {
+                flows.push(f.clone());
+            }
+        }
         if flows.is_empty() {
             return;
         }
+        self.restored += flows.len() as u64;
         kernel.foreign.extend(flows.iter().map(Flow::key));
-        self.restored += kernel.create_missing(&mut flows) as u64;
+        kernel.write_flows(&mut flows, &mut Vec::new());
     }
 
     fn take_received(&mut self, now: Instant, node: &Node, kernel: &mut Kernel) {
