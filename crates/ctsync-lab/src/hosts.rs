@@ -1,6 +1,7 @@
 //! Two bare hosts full of routers, for the `[namespaces]` daemon's end-to-end tests
 //! (docs/NEUTRON.md): namespaces `ctsy-TAG-PID-ha` and `-hb` joined by a veth `sync0`
-//! (198.18.250.1 and .2), and router namespaces `ctsy-TAG-PID-a-rN` and `-b-rN` (router
+//! (198.18.250.1 and .2; a second link, `sync1`, on 198.18.251.0/24 with
+//! [`Hosts::add_second_link`]), and router namespaces `ctsy-TAG-PID-a-rN` and `-b-rN` (router
 //! N's replica on each host), each empty: a test fills their conntrack tables itself.
 //! Each host's state files are `DIR/ha-a/N/state` and `DIR/ha-b/N/state`, as Neutron's
 //! `ha_confs/{id}/state`. One `ctsync run` per host when a test starts it; no
@@ -35,6 +36,9 @@ pub struct Hosts {
     /// Host a's and b's `key_file` and `accept_key_files`, if not the cluster key
     /// ([`Hosts::key`]) alone: set before [`Hosts::start`] or [`Hosts::reload`].
     pub keys: [Option<(PathBuf, Vec<PathBuf>)>; 2],
+    /// The hosts are also joined by `sync1` ([`Hosts::add_second_link`]), a
+    /// `[[sync.link]]` of their configurations.
+    second_link: bool,
     ctsync: PathBuf,
     daemons: Vec<(char, Child)>,
     // Last: dropped after `Drop for Hosts` stopped the daemons.
@@ -52,6 +56,7 @@ impl Hosts {
             metrics: [None, None],
             fifos: false,
             keys: [None, None],
+            second_link: false,
             ctsync,
             daemons: Vec::new(),
             scratch,
@@ -139,6 +144,34 @@ impl Hosts {
         Ok(())
     }
 
+    /// Join the hosts by a second sync link, `sync1` ([`SYNC_ADDRS2`]), which their
+    /// configurations name from then on (`[[sync.link]]`): before [`Hosts::start`].
+    pub fn add_second_link(&mut self) -> Result<()> {
+        wire_link(
+            &self.host_netns('a'),
+            &self.host_netns('b'),
+            "sync1",
+            SYNC_ADDRS2,
+        )?;
+        self.second_link = true;
+        Ok(())
+    }
+
+    /// Cut the sync link `dev` (`sync0` or `sync1`): its veth goes down (both ends lose
+    /// their carrier, and the routes over it go).
+    pub fn cut(&self, dev: &str) -> Result<()> {
+        run(&[
+            "ip",
+            "-n",
+            &self.host_netns('a'),
+            "link",
+            "set",
+            dev,
+            "down",
+        ])?;
+        Ok(())
+    }
+
     /// `host`'s control socket.
     pub fn socket(&self, host: char) -> PathBuf {
         self.dir().join(format!("host-{host}.sock"))
@@ -161,6 +194,7 @@ impl Hosts {
                 .then(|| self.dir().join(format!("fifo-{host}")))
                 .as_deref(),
             host: usize::from(host != 'a'),
+            second_link: self.second_link,
             key,
             accept,
             socket: &self.socket(host),
@@ -222,19 +256,26 @@ impl Drop for Hosts {
 
 /// The hosts' addresses on the sync link (the first host's, the second's).
 pub const SYNC_ADDRS: [&str; 2] = ["198.18.250.1", "198.18.250.2"];
+/// The hosts' addresses on the second sync link ([`Hosts::add_second_link`]).
+pub const SYNC_ADDRS2: [&str; 2] = ["198.18.251.1", "198.18.251.2"];
 /// The sync port.
 pub const SYNC_PORT: u16 = 3780;
 
 /// Join the host namespaces `a` and `b` by the sync link: a veth `sync0` from one to the
 /// other (a cable), [`SYNC_ADDRS`] with a /24.
 pub(crate) fn wire_sync_link(a: &str, b: &str) -> Result<()> {
+    wire_link(a, b, "sync0", SYNC_ADDRS)
+}
+
+/// A veth `dev` from `a` to `b`, `addrs` (a's, b's) with a /24.
+fn wire_link(a: &str, b: &str, dev: &str, addrs: [&str; 2]) -> Result<()> {
     run(&[
-        "ip", "-n", a, "link", "add", "sync0", "type", "veth", "peer", "name", "sync0", "netns", b,
+        "ip", "-n", a, "link", "add", dev, "type", "veth", "peer", "name", dev, "netns", b,
     ])?;
     for (i, ns) in [a, b].into_iter().enumerate() {
-        let addr = format!("{}/24", SYNC_ADDRS[i]);
-        run(&["ip", "-n", ns, "addr", "add", &addr, "dev", "sync0"])?;
-        run(&["ip", "-n", ns, "link", "set", "sync0", "up"])?;
+        let addr = format!("{}/24", addrs[i]);
+        run(&["ip", "-n", ns, "addr", "add", &addr, "dev", dev])?;
+        run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
     }
     Ok(())
 }
@@ -254,6 +295,8 @@ pub(crate) struct HostConfig<'a> {
     pub(crate) fifo_dir: Option<&'a Path>,
     /// Which host: 0 (the first of [`SYNC_ADDRS`]) or 1.
     pub(crate) host: usize,
+    /// A second sync link over `sync1` ([`SYNC_ADDRS2`]).
+    pub(crate) second_link: bool,
     pub(crate) key: &'a Path,
     /// `accept_key_files`.
     pub(crate) accept: &'a [PathBuf],
@@ -275,7 +318,7 @@ local = "{local}:{SYNC_PORT}"
 peers = ["{peer}:{SYNC_PORT}"]
 key_file = "{key}"
 accept_key_files = [{accept}]
-[control]
+{link2}[control]
 socket = "{socket}"
 [timers]
 dead_ms = 1500
@@ -295,6 +338,15 @@ dead_ms = 1500
             },
             local = SYNC_ADDRS[self.host],
             peer = SYNC_ADDRS[1 - self.host],
+            link2 = if self.second_link {
+                format!(
+                    "[[sync.link]]\ninterface = \"sync1\"\nlocal = \"{}:{SYNC_PORT}\"\npeers = [\"{}:{SYNC_PORT}\"]\n",
+                    SYNC_ADDRS2[self.host],
+                    SYNC_ADDRS2[1 - self.host]
+                )
+            } else {
+                String::new()
+            },
             key = self.key.display(),
             accept = self
                 .accept

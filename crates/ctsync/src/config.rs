@@ -606,7 +606,6 @@ impl Config {
             n.check(at)?;
             for (set, what) in [
                 (cfg.sync.group.is_some(), "[sync] group"),
-                (!cfg.sync.extra_links.is_empty(), "[[sync.link]]"),
                 (cfg.conntrackd.is_some(), "[conntrackd]"),
                 (cfg.keepalived.is_some(), "[keepalived]"),
             ] {

@@ -371,6 +371,66 @@ fn a_sighup_rotates_every_routers_keys_while_they_replicate() {
 }
 
 /// Whether host `h`'s status lists router `name` (false also when it does not answer).
+/// Routers over two sync links (`[[sync.link]]`): every router's node, and the host link,
+/// runs on both. With the first link cut, new flows still reach their replicas, over
+/// the second, and the replicas stay ready. The control, the same with one link alone,
+/// gets nothing through.
+#[test]
+fn routers_replicate_over_the_second_link_when_the_first_is_cut() {
+    for second in [true, false] {
+        let Some(mut h) = hosts(if second { "nsl2" } else { "nsl1" }) else {
+            return;
+        };
+        if second {
+            h.add_second_link().unwrap();
+        }
+        for n in 1..=2 {
+            h.add_router('a', n).unwrap();
+            h.add_router('b', n).unwrap();
+            h.set_state('a', n, "primary").unwrap();
+            h.set_state('b', n, "backup").unwrap();
+            fill(&h.router('a', n), 0, 50);
+        }
+        h.start('a').unwrap();
+        h.start('b').unwrap();
+        for n in 1..=2 {
+            let name = h.router('b', n);
+            wait_for(
+                Duration::from_secs(30),
+                || shows(&h, 'b', &name, "backup", 50) && kernel_count(&name) == 50,
+                || format!("{:?}\n{}", h.request('b', "status"), h.logs()),
+            );
+        }
+        h.cut("sync0").unwrap();
+        for n in 1..=2 {
+            fill(&h.router('a', n), 1000, 20);
+        }
+        let all_there = || (1..=2).all(|n| kernel_count(&h.router('b', n)) == 70);
+        let arrived = ctsync_lab::process::wait(Duration::from_secs(10), all_there).unwrap();
+        if second {
+            assert!(
+                arrived.is_some(),
+                "two links, the first cut: {:?}\n{}",
+                h.request('b', "status"),
+                h.logs()
+            );
+            for n in 1..=2 {
+                assert!(
+                    shows(&h, 'b', &h.router('b', n), "backup", 70),
+                    "{:?}",
+                    h.request('b', "status")
+                );
+            }
+        } else {
+            assert!(
+                arrived.is_none(),
+                "one link alone, cut: nothing may arrive\n{}",
+                h.logs()
+            );
+        }
+    }
+}
+
 fn lists(h: &Hosts, host: char, name: &str) -> bool {
     h.request(host, "status")
         .ok()

@@ -492,6 +492,19 @@ fn namespaces_refuse_what_they_do_not_support_yet() {
     );
 }
 
+/// Redundant sync links serve a daemon of namespaces too: every router, and the host
+/// link, on each of them.
+#[test]
+fn namespaces_take_further_sync_links() {
+    let c = Config::parse(
+        &format!("{}{NAMESPACES}", two_links(LINK2)),
+        Path::new("n.toml"),
+    )
+    .unwrap();
+    assert!(c.namespaces.is_some());
+    assert_eq!(c.sync.links().len(), 2);
+}
+
 #[test]
 fn a_conntrackd_peer_on_a_multicast_group() {
     // GOOD's 9 lines and an empty one, then the section: [conntrackd] is line 11.

@@ -3,15 +3,15 @@
 //! Every network namespace whose name matches `match` gets a node of its own, served by
 //! a loop of its own on this thread ([`Daemon::serve`], the same loop as a single
 //! daemon's): its kernel sockets are opened inside the namespace, its role comes from
-//! its state file, and its sync link is a [`MuxPort`] on the one socket this daemon
-//! binds. Here, the daemon itself:
+//! its state file, and its sync links are [`MuxPort`]s on the sockets this daemon binds,
+//! one a link (`[sync]` and each `[[sync.link]]`). Here, the daemon itself:
 //!
 //! * finds the namespaces, at start and as they come and go (inotify on `/run/netns`,
 //!   and a look every [`RESCAN`] in case an event was missed);
 //! * reads each state file when it changes (inotify on its directory) and hands the
 //!   role to the namespace's loop;
-//! * reads the shared socket and hands each datagram to the inbox of the namespace its
-//!   tag names (docs/PROTOCOL.md §14);
+//! * reads the shared sockets and hands each datagram to the inbox the namespace its tag
+//!   names has on that link (docs/PROTOCOL.md §14);
 //! * answers the control socket: a request naming a namespace (`--netns`) goes to that
 //!   namespace's loop, `status` gathers every namespace's.
 
@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::control::{Call, MAX_CLIENTS, Reply};
+use super::link::Sock;
 use super::mux::{Closing, MuxPort, SharedInbox, SharedMailbox};
 use super::{NAMESPACE, log, setup};
 use crate::config::{Config, Namespaces, parse_state};
@@ -45,7 +46,7 @@ const RESCAN: Duration = Duration::from_secs(5);
 const UNMOUNTED_LOOK: Duration = Duration::from_millis(100);
 /// How long a namespace whose start failed waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(10);
-/// Datagrams read from the shared socket per loop turn.
+/// Datagrams read from each shared socket per loop turn.
 const DATAGRAM_BUDGET: usize = 256;
 /// How long `status` waits for each namespace's answer.
 const STATUS_WAIT: Duration = Duration::from_secs(5);
@@ -55,7 +56,8 @@ const STATUS_WAIT: Duration = Duration::from_secs(5);
 async fn start_router(
     cfg: Rc<Config>,
     name: String,
-    port: MuxPort,
+    ports: Vec<(Sock, String)>,
+    peers: Peers,
     keys: (ClusterSecret, Vec<ClusterSecret>),
     epoch: u64,
     role: Role,
@@ -64,7 +66,7 @@ async fn start_router(
     let opening = name.clone();
     let started = match tokio::task::spawn_blocking(move || setup::open_namespace(&opening)).await {
         Ok(Ok(sockets)) => {
-            setup::start_namespace(&cfg, &name, sockets, port, keys, epoch, role, heard)
+            setup::start_namespace(&cfg, &name, sockets, ports, peers, keys, epoch, role, heard)
         }
         Ok(Err(e)) => Err(e),
         Err(e) => Err(anyhow::anyhow!("opening its sockets: {e}")),
@@ -93,6 +95,45 @@ struct Router {
     fifo: Option<JoinHandle<()>>,
 }
 
+/// Each peer host by its id, with its address on every sync link.
+type Peers = BTreeMap<ctsync_wire::NodeId, Vec<std::net::SocketAddr>>;
+
+/// The ports of the namespace (or host link) `id` on every shared socket, each reading
+/// from its inbox on that link.
+fn ports(
+    shared: &[(Rc<UdpSocket>, String)],
+    id: &str,
+    inboxes: &[SharedInbox],
+) -> Vec<(Sock, String)> {
+    shared
+        .iter()
+        .zip(inboxes)
+        .map(|((udp, interface), inbox)| {
+            (
+                Sock::Mux(MuxPort::new(udp.clone(), id, inbox.clone())),
+                interface.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Wait until one of the shared sockets has a datagram to read.
+async fn any_readable(shared: &[(Rc<UdpSocket>, String)]) {
+    std::future::poll_fn(|cx| {
+        let mut ready = false;
+        for (udp, _) in shared {
+            // An error is ready too: the read that follows reports it.
+            ready |= udp.poll_recv_ready(cx).is_ready();
+        }
+        if ready {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 /// The daemon of many namespaces.
 struct Host {
     cfg: Rc<Config>,
@@ -102,10 +143,13 @@ struct Host {
     /// that comes back while the daemon runs must not reuse its last node's epoch).
     epoch: u64,
     starts: u64,
-    shared: Rc<UdpSocket>,
+    /// One socket a sync link, with its interface, in link order.
+    shared: Vec<(Rc<UdpSocket>, String)>,
+    /// Each peer host by its id, with its address on every link.
+    peers: Peers,
     routers: BTreeMap<String, Router>,
-    /// Inboxes by namespace id.
-    inboxes: HashMap<Vec<u8>, SharedInbox>,
+    /// Inboxes by namespace id, one a link (in link order).
+    inboxes: HashMap<Vec<u8>, Vec<SharedInbox>>,
     /// Namespaces whose start failed, and when.
     failed: HashMap<String, Instant>,
     inotify: AsyncFd<Inotify>,
@@ -155,7 +199,8 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
         None => None,
     };
     let keys = setup::cluster_keys(&cfg)?;
-    let (udp, granted) = setup::bind_sync(netns.as_ref(), cfg.sync.local)?;
+    let links = setup::bind_links(&cfg, netns.as_ref())?;
+    let granted = links.granted;
     let control_path = cfg.control.socket.clone();
     let control = setup::bind_control(&control_path)?;
     let _ = std::fs::create_dir_all(NETNS_DIR);
@@ -168,20 +213,21 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
     aws_lc_rs::rand::fill(&mut rnd).map_err(|_| anyhow::anyhow!("no system randomness"))?;
     // The low bits leave room for 2^22 namespace starts in this run above the epoch.
     let epoch = setup::choose_epoch(u32::from_be_bytes(rnd) & 0x3_ffff);
-    let host_inbox = SharedInbox::default();
+    let shared: Vec<(Rc<UdpSocket>, String)> = links
+        .sockets
+        .into_iter()
+        .map(|(udp, interface)| (Rc::new(udp), interface))
+        .collect();
+    let host_inboxes: Vec<SharedInbox> = shared.iter().map(|_| SharedInbox::default()).collect();
     let host_keys = namespace_keys(&keys, HOST_ID).context("the host link's keys")?;
     let mut host_core = cfg.core();
     host_core.expected_flows = 16;
     let host_node = setup::new_node(host_core, host_keys, Some(epoch))?;
-    let shared = Rc::new(udp);
     let host_link = setup::sync_link(
         &cfg,
-        vec![(
-            super::link::Sock::Mux(MuxPort::new(shared.clone(), HOST_ID, host_inbox.clone())),
-            cfg.sync.interface.clone(),
-        )],
+        ports(&shared, HOST_ID, &host_inboxes),
         None,
-        setup::one_link_peers(&cfg),
+        links.peers.clone(),
     );
     let mut host = Host {
         cfg: Rc::new(cfg),
@@ -190,8 +236,9 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
         epoch,
         starts: 0,
         shared,
+        peers: links.peers,
         routers: BTreeMap::new(),
-        inboxes: HashMap::from([(HOST_ID.as_bytes().to_vec(), host_inbox)]),
+        inboxes: HashMap::from([(HOST_ID.as_bytes().to_vec(), host_inboxes)]),
         failed: HashMap::new(),
         inotify,
         netns_watch: None,
@@ -228,7 +275,13 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
             "{} up: replicating the namespaces {:?} over {} (node id {:#x}, {} peers, sync buffer {granted} bytes)",
             host.cfg.node,
             host.ns.pattern,
-            host.cfg.sync.local,
+            host.cfg
+                .sync
+                .links()
+                .iter()
+                .map(|l| format!("{} on {}", l.local, l.interface))
+                .collect::<Vec<_>>()
+                .join(", "),
             crate::config::node_id(&host.cfg.sync.local),
             host.cfg.sync.peers.len()
         ),
@@ -259,8 +312,7 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
-            r = host.shared.readable() => {
-                r?;
+            () = any_readable(&host.shared) => {
                 host.receive(&mut rx);
             }
             r = host.host_link.readable() => {
@@ -571,9 +623,11 @@ impl Host {
             }
             (None, None) => (Role::Backup, "no source".to_string()),
         };
-        let inbox = SharedInbox::default();
-        self.inboxes.insert(id.clone().into_bytes(), inbox.clone());
-        let port = MuxPort::new(self.shared.clone(), &id, inbox);
+        let inboxes: Vec<SharedInbox> =
+            self.shared.iter().map(|_| SharedInbox::default()).collect();
+        let ports = ports(&self.shared, &id, &inboxes);
+        self.inboxes.insert(id.clone().into_bytes(), inboxes);
+        let peers = self.peers.clone();
         let mailbox = SharedMailbox::default();
         self.starts += 1;
         let epoch = self.epoch + self.starts;
@@ -590,7 +644,7 @@ impl Host {
             // Held for the whole task, whose end (or abort) closes the mailbox.
             let closing = closing;
             let Some((mut d, src)) =
-                start_router(cfg, task_name, port, keys, epoch, role, heard).await
+                start_router(cfg, task_name, ports, peers, keys, epoch, role, heard).await
             else {
                 return;
             };
@@ -808,23 +862,26 @@ impl Host {
         }
     }
 
-    /// Hand the datagrams waiting on the shared socket to their namespaces' inboxes.
+    /// Hand the datagrams waiting on the shared sockets to their namespaces' inboxes on
+    /// the link each came in on (a budget's worth a socket).
     fn receive(&mut self, rx: &mut [u8]) {
-        for _ in 0..DATAGRAM_BUDGET {
-            let len = match self.shared.try_recv_from(rx) {
-                Ok((len, _)) => len,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log("warn", format!("sync socket: {e}"));
-                    return;
+        for (link, (udp, interface)) in self.shared.iter().enumerate() {
+            for _ in 0..DATAGRAM_BUDGET {
+                let len = match udp.try_recv_from(rx) {
+                    Ok((len, _)) => len,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        log("warn", format!("sync socket on {interface}: {e}"));
+                        break;
+                    }
+                };
+                match ctsync_wire::tag::split_tag(&rx[..len]) {
+                    Ok((id, datagram)) => match self.inboxes.get(id).and_then(|i| i.get(link)) {
+                        Some(inbox) => inbox.borrow_mut().push(datagram),
+                        None => self.unknown += 1,
+                    },
+                    Err(_) => self.malformed += 1,
                 }
-            };
-            match ctsync_wire::tag::split_tag(&rx[..len]) {
-                Ok((id, datagram)) => match self.inboxes.get(id) {
-                    Some(inbox) => inbox.borrow_mut().push(datagram),
-                    None => self.unknown += 1,
-                },
-                Err(_) => self.malformed += 1,
             }
         }
     }
@@ -907,7 +964,12 @@ impl Host {
         }
         let node = self.cfg.node.clone();
         let (unknown, malformed) = (self.unknown, self.malformed);
-        let dropped: u64 = self.inboxes.values().map(|i| i.borrow().dropped).sum();
+        let dropped: u64 = self
+            .inboxes
+            .values()
+            .flatten()
+            .map(|i| i.borrow().dropped)
+            .sum();
         async move {
             let mut namespaces = Vec::new();
             for (name, id, rx) in asks {

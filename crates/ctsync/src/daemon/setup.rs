@@ -186,6 +186,43 @@ fn scope_link_local(links: &mut [crate::config::Link], netns: Option<&Netns>) ->
     Ok(())
 }
 
+/// The sync links of the file, bound.
+pub(super) struct BoundLinks {
+    /// Each link's socket with its interface, the first (`[sync]`'s own keys) first.
+    pub(super) sockets: Vec<(UdpSocket, String)>,
+    /// Each peer by its id (from its first link's address), with its address on every
+    /// link: the links list the same nodes in the same order (checked in config.rs).
+    pub(super) peers: BTreeMap<NodeId, Vec<SocketAddr>>,
+    /// The smallest receive buffer the kernel granted a link's socket.
+    pub(super) granted: usize,
+}
+
+/// Bind every sync link's socket (`[sync]` and each `[[sync.link]]`), in `netns` if
+/// given, their IPv6 link-local addresses scoped to their interfaces.
+pub(super) fn bind_links(cfg: &Config, netns: Option<&Netns>) -> Result<BoundLinks> {
+    let mut links = cfg.sync.links();
+    scope_link_local(&mut links, netns)?;
+    let mut sockets = Vec::with_capacity(links.len());
+    let mut granted = usize::MAX;
+    for l in &links {
+        let (udp, g) = bind_sync(netns, l.local)?;
+        granted = granted.min(g);
+        sockets.push((udp, l.interface.clone()));
+    }
+    let peers = cfg
+        .sync
+        .peers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (node_id(a), links.iter().map(|l| l.peers[i]).collect()))
+        .collect();
+    Ok(BoundLinks {
+        sockets,
+        peers,
+        granted,
+    })
+}
+
 /// The multicast group's socket (docs/PROTOCOL.md §13.6), in `netns` if given: bound
 /// to the group's address and port and joined on the sync interface; and `sender` (the
 /// first link's socket) set to send to the group on that interface, TTL 1, not looped
@@ -417,15 +454,15 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         );
     }
     let local = cfg.sync.local;
-    let mut links = cfg.sync.links();
-    scope_link_local(&mut links, netns.as_ref())?;
-    let mut sockets = Vec::with_capacity(links.len());
-    let mut sync_buffer = usize::MAX;
-    for l in &links {
-        let (udp, granted) = bind_sync(netns.as_ref(), l.local)?;
-        sync_buffer = sync_buffer.min(granted);
-        sockets.push((super::link::Sock::Udp(udp), l.interface.clone()));
-    }
+    let BoundLinks {
+        sockets,
+        peers,
+        granted: sync_buffer,
+    } = bind_links(cfg, netns.as_ref())?;
+    let sockets: Vec<_> = sockets
+        .into_iter()
+        .map(|(udp, interface)| (super::link::Sock::Udp(udp), interface))
+        .collect();
     let group = match (cfg.sync.group, sockets.first()) {
         (Some(g), Some((super::link::Sock::Udp(sender), _))) => Some(bind_group(
             netns.as_ref(),
@@ -439,15 +476,6 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
     let control_path = cfg.control.socket.clone();
     let control = bind_control(&control_path)?;
 
-    // Each peer by its id (from its first link's address), with its address on every
-    // link: the links list the same nodes in the same order (checked in config.rs).
-    let peers: BTreeMap<NodeId, Vec<SocketAddr>> = cfg
-        .sync
-        .peers
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (node_id(a), links.iter().map(|l| l.peers[i]).collect()))
-        .collect();
     let mut d = Daemon::new(
         new_node(cfg.core(), keys, None)?,
         sync_link(cfg, sockets, group, peers),
@@ -508,7 +536,7 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
             "{} up: node id {:#x}, sync {local}{}, {} peers, {:?}, event buffer {granted} bytes, sync buffer {sync_buffer} bytes, {} flows",
             cfg.node,
             node_id(&local),
-            links[1..]
+            cfg.sync.links()[1..]
                 .iter()
                 .map(|l| format!(" then {} ({})", l.local, l.interface))
                 .chain(cfg.sync.group.map(|g| format!(", group {g}")))
@@ -571,10 +599,6 @@ const NAMESPACE_DIGEST_UNCHANGED_EVERY: u32 = 12;
 /// nothing else to (see [`namespace_core`]).
 const NAMESPACE_KEEPALIVE: Duration = Duration::from_secs(30);
 
-/// One replicated namespace (`[namespaces]`): its node with the namespace's keys and
-/// `epoch`, its kernel sockets opened inside it, its sync link a port on the daemon's
-/// shared socket; started in `role` (its state file's) and carried out. The loop's
-/// sources: its kernel events only (its control calls and roles come from the daemon).
 /// A namespace's kernel sockets: its event subscription and its request socket.
 pub(super) struct NamespaceSockets {
     events: AsyncFd<EventSocket>,
@@ -597,12 +621,18 @@ pub(super) fn open_namespace(name: &str) -> Result<NamespaceSockets> {
     })
 }
 
+/// One replicated namespace (`[namespaces]`): its node with the namespace's keys and
+/// `epoch`, its kernel sockets opened inside it, its sync links `ports` on the daemon's
+/// shared sockets (one a link) to `peers` (each with its address on every link); started
+/// in `role` (its state file's) and carried out. The loop's sources: its kernel events
+/// only (its control calls and roles come from the daemon).
 #[allow(clippy::too_many_arguments)] // one namespace's every part, handed over once
 pub(super) fn start_namespace(
     cfg: &Config,
     name: &str,
     sockets: NamespaceSockets,
-    port: super::mux::MuxPort,
+    ports: Vec<(super::link::Sock, String)>,
+    peers: BTreeMap<NodeId, Vec<SocketAddr>>,
     keys: (ClusterSecret, Vec<ClusterSecret>),
     epoch: u64,
     role: Role,
@@ -615,15 +645,9 @@ pub(super) fn start_namespace(
     } = sockets;
     let own_port = ct.portid();
     let _ = events.get_mut().ignore_port(own_port);
-    let peers = one_link_peers(cfg);
     let mut d = Daemon::new(
         new_node(namespace_core(cfg), keys, Some(epoch))?,
-        sync_link(
-            cfg,
-            vec![(super::link::Sock::Mux(port), cfg.sync.interface.clone())],
-            None,
-            peers,
-        ),
+        sync_link(cfg, ports, None, peers),
         Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
         name.to_string(),
     );
@@ -691,16 +715,6 @@ pub(super) fn sync_link(
         Duration::from_millis(cfg.timers.dead_ms),
         Instant::now(),
     )
-}
-
-/// Each peer by its id with its address, on a single link (a namespace's, the host
-/// link's).
-pub(super) fn one_link_peers(cfg: &Config) -> BTreeMap<NodeId, Vec<SocketAddr>> {
-    cfg.sync
-        .peers
-        .iter()
-        .map(|a| (node_id(a), vec![*a]))
-        .collect()
 }
 
 /// `[keepalived] stale_file` with its `stale_after_secs`.
