@@ -684,6 +684,11 @@ track_file = "{track}"
         lan || wan
     }
 
+    /// The process id of firewall `i`'s ctsync, if it runs.
+    pub fn ctsync_pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].ctsync.as_ref().map(Child::id)
+    }
+
     /// Firewall `i`'s `ctsync status`, if it runs.
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
         ctsync::request(&self.socket(i), "status").ok()

@@ -144,6 +144,18 @@ pub fn flow(i: u64, mix: Mix, timeout: u32) -> Flow {
     f
 }
 
+/// `f` closed and opened again behind another public port, as random-port SNAT would
+/// give it: the same original tuple, the reply addressed to port + 32000 (in the range
+/// [`flow`] uses). `f` must have ports.
+pub fn renatted(f: &Flow) -> Flow {
+    let r = f.reply;
+    let (sport, dport) = (r.src_port().unwrap_or(0), r.dst_port().unwrap_or(0));
+    let moved = 1024 + (u32::from(dport).saturating_sub(1024) + 32_000) % 64_000;
+    let mut n = f.clone();
+    n.reply = Tuple::ports(r.proto, r.src, sport, r.dst, moved as u16);
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

@@ -462,21 +462,7 @@ fn a_tuple_reopened_with_a_new_nat_port_reaches_the_backup_as_the_new_flow() {
         || format!("backup has {}\n{}", count(&b), lab.logs()),
     );
     // The same tuples, each with another public port.
-    let new: Vec<_> = old
-        .iter()
-        .map(|f| {
-            let mut n = f.clone();
-            let r = f.reply;
-            n.reply = ctnetlink::Tuple::ports(
-                r.proto,
-                r.src,
-                r.src_port().unwrap(),
-                r.dst,
-                r.dst_port().unwrap() + 30_000,
-            );
-            n
-        })
-        .collect();
+    let new: Vec<_> = old.iter().map(synth::renatted).collect();
     cta.batch(FlowOp::Delete, &old, |i, e| panic!("delete {i}: {e}"))
         .unwrap();
     cta.batch(FlowOp::Create, &new, |i, e| panic!("create {i}: {e}"))

@@ -14,9 +14,11 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use ctnetlink::{Flow, FlowOp};
 use ctsync_lab::cluster::{CONNTRACKD_GROUP, CONNTRACKD_GROUP6, Options, Speaker};
+use ctsync_lab::synth::{self, Mix};
 use ctsync_lab::traffic::Report;
-use support::{Running, root, serial};
+use support::{Paused, Running, root, serial};
 
 const TCP: usize = 50;
 const UDP: usize = 50;
@@ -84,6 +86,64 @@ fn assert_conntrackd_holds_fw1s_nat(r: &Running) {
         copy,
         kernel,
         "conntrackd's copy on fw2 (left) against fw1's kernel (right)\n{}",
+        r.lab.logs()
+    );
+}
+
+/// A tuple closed and opened again on conntrackd's primary with another NAT port (a
+/// client reusing its source port behind random-port SNAT) reaches ctsync's backup as
+/// the new flow: conntrackd sends the deletion and then the new flow, and fw2 reads
+/// both in one turn (its ctsync is paused meanwhile). An update cannot change an
+/// entry's reply tuple, and a batch writes its creations before its deletions: the
+/// old entry goes first, and the new one waits for it.
+#[test]
+fn a_tuple_reopened_behind_conntrackd_reaches_ctsync_with_its_new_nat_port() {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let r = up(
+        "mxreopen",
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+    );
+    let old: Vec<_> = (0..100)
+        .map(|i| synth::flow(i, Mix::TcpSnat, 3600))
+        .collect();
+    let mut fw1 = kernel_of(&r, 0);
+    fw1.batch(FlowOp::Create, &old, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    let mut fw2 = kernel_of(&r, 1);
+    let mut held = |flows: &[Flow]| {
+        flows
+            .iter()
+            .filter(|f| {
+                fw2.get(&f.key())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|g| g.reply == f.reply)
+            })
+            .count()
+    };
+    within_15s("the flows in fw2's kernel", &r, || held(&old) == old.len());
+    let new: Vec<_> = old.iter().map(synth::renatted).collect();
+    {
+        let _paused = Paused::stop(r.lab.ctsync_pid(1).unwrap());
+        fw1.batch(FlowOp::Delete, &old, |i, e| panic!("delete {i}: {e}"))
+            .unwrap();
+        fw1.batch(FlowOp::Create, &new, |i, e| panic!("create {i}: {e}"))
+            .unwrap();
+        // conntrackd sends both at once (FTFW sends on each event).
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let got =
+        ctsync_lab::process::wait(Duration::from_secs(15), || held(&new) == new.len()).unwrap();
+    assert!(
+        got.is_some(),
+        "fw2 holds {} of {} flows with their new NAT port, {} with the old\n{}",
+        held(&new),
+        new.len(),
+        held(&old),
         r.lab.logs()
     );
 }
@@ -432,8 +492,8 @@ fn control_rolling_replacement_without_the_dialect_loses_sessions() {
 /// An FTP control connection as the FTP helper tracks it (client 198.18.1.100:`port`
 /// to the server's port 21, helper "ftp") and the data connection it expects (active
 /// mode: from the server's port 20 to the client's `port + 10000`).
-fn ftp_pair(port: u16) -> (ctnetlink::Flow, ctnetlink::Expectation) {
-    use ctnetlink::{Expectation, Flow, Name, ProtoInfo, Status, TcpInfo, Tuple, ipproto};
+fn ftp_pair(port: u16) -> (Flow, ctnetlink::Expectation) {
+    use ctnetlink::{Expectation, Name, ProtoInfo, Status, TcpInfo, Tuple, ipproto};
     let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
     let (client, server) = (ip("198.18.1.100"), ip("198.19.0.100"));
     let orig = Tuple::ports(ipproto::TCP, client, port, server, 21);

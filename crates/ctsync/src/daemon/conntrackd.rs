@@ -28,7 +28,7 @@
 //! knows as its own: they are not sent back out. When this node becomes primary the
 //! core reads the kernel table, and conntrackd's flows become ours.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -133,7 +133,7 @@ pub(super) struct Endpoint {
     /// be written back (hot standby, not primary).
     expired: Vec<FlowKey>,
     /// The keys written back since `restore_window` began (see [`RESTORE_WINDOW`]).
-    restored_keys: std::collections::HashSet<FlowKey>,
+    restored_keys: HashSet<FlowKey>,
     restore_window: Instant,
     deleted: u64,
     bulks_sent: u64,
@@ -184,7 +184,7 @@ impl Endpoint {
             written: 0,
             restored: 0,
             expired: Vec::new(),
-            restored_keys: std::collections::HashSet::new(),
+            restored_keys: HashSet::new(),
             restore_window: now,
             deleted: 0,
             bulks_sent: 0,
@@ -262,7 +262,7 @@ impl Endpoint {
         }
         if now.saturating_duration_since(self.restore_window) >= RESTORE_WINDOW {
             self.restore_window = now;
-            self.restored_keys = std::collections::HashSet::new();
+            self.restored_keys = HashSet::new();
         }
         let mut flows = Vec::new();
         for k in keys {
@@ -287,6 +287,9 @@ impl Endpoint {
         let write = node.role() != Role::Primary && self.mode == Mode::HotStandby;
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
+        // Keys whose delete is queued in this batch: an upsert of one waits for it (a
+        // batch writes its upserts before its deletes).
+        let mut deleted = HashSet::new();
         // Expectations after the flows: the kernel takes one only with its master.
         let mut exps: Vec<(Expectation, bool)> = Vec::new();
         let mut resync = false;
@@ -294,14 +297,32 @@ impl Endpoint {
             match r {
                 Received::Upsert(mut f) => {
                     f.timeout.get_or_insert(DEFAULT_TIMEOUT);
+                    let key = f.key();
                     if write {
+                        // The same tuple closed and opened again with another NAT: an
+                        // update cannot change an entry's reply tuple, so the old entry
+                        // goes first.
+                        if self
+                            .flows
+                            .get(&key)
+                            .is_some_and(|(old, _)| old.reply != f.reply)
+                        {
+                            deletes.push(Flow::from_key(&key));
+                            deleted.insert(key);
+                        }
+                        if deleted.contains(&key) {
+                            self.write_flows(kernel, &mut upserts, &mut deletes);
+                            deleted.clear();
+                        }
                         upserts.push(f.clone());
                     }
-                    self.flows.insert(f.key(), (f, now));
+                    self.flows.insert(key, (f, now));
                 }
                 Received::Delete(f) => {
-                    if self.flows.remove(&f.key()).is_some() && write {
-                        deletes.push(Flow::from_key(&f.key()));
+                    let key = f.key();
+                    if self.flows.remove(&key).is_some() && write {
+                        deletes.push(Flow::from_key(&key));
+                        deleted.insert(key);
                     }
                 }
                 Received::ExpUpsert(mut e) => {
@@ -319,21 +340,33 @@ impl Endpoint {
                 Received::Resync => resync = true,
             }
         }
-        if !upserts.is_empty() || !deletes.is_empty() {
-            self.written += upserts.len() as u64;
-            self.deleted += deletes.len() as u64;
-            kernel.foreign.extend(upserts.iter().map(Flow::key));
-            for d in &deletes {
-                kernel.foreign.remove(&d.key());
-            }
-            kernel.write_flows(&mut upserts, &mut deletes);
-        }
+        self.write_flows(kernel, &mut upserts, &mut deletes);
         for (e, create) in &exps {
             kernel.write_expectation(e, *create);
         }
         if resync {
             self.bulk(node, kernel, "asked for our table");
         }
+    }
+
+    /// Writes conntrackd's flows to the kernel (upserts first, then deletes), counted;
+    /// the kernel's events for them are known as foreign.
+    fn write_flows(
+        &mut self,
+        kernel: &mut Kernel,
+        upserts: &mut Vec<Flow>,
+        deletes: &mut Vec<Flow>,
+    ) {
+        if upserts.is_empty() && deletes.is_empty() {
+            return;
+        }
+        self.written += upserts.len() as u64;
+        self.deleted += deletes.len() as u64;
+        kernel.foreign.extend(upserts.iter().map(Flow::key));
+        for d in deletes.iter() {
+            kernel.foreign.remove(&d.key());
+        }
+        kernel.write_flows(upserts, deletes);
     }
 
     /// Our whole table to conntrackd, and the kernel's expectations whose master is ours:

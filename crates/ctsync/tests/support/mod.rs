@@ -174,3 +174,23 @@ pub(crate) fn kernel_count(ns: &str) -> usize {
     .unwrap();
     n
 }
+
+/// A process of the test's own stopped (SIGSTOP) until this is dropped (SIGCONT, also
+/// when the test fails): what it would read in many turns waits for it in one.
+pub(crate) struct Paused(libc::pid_t);
+
+impl Paused {
+    pub(crate) fn stop(pid: u32) -> Paused {
+        let pid = libc::pid_t::try_from(pid).unwrap();
+        // SAFETY: kill has no memory preconditions; pid is a child this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as in `stop`.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
