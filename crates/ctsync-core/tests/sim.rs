@@ -1161,3 +1161,54 @@ fn unchanged_digests_still_find_and_repair_a_difference_within_a_minute() {
     assert!(c.node(1).is_ready(), "and repaired");
     c.assert_converged(Mode::HotStandby);
 }
+
+/// `flow(i)` as it would be had it been opened with another SNAT port.
+fn renatted(i: u32) -> Flow {
+    let mut f = flow(i);
+    let r = f.reply;
+    let port = |p: Option<u16>| p.unwrap_or(0);
+    f.reply = Tuple::ports(
+        r.proto,
+        r.src,
+        port(r.src_port()),
+        IpAddr::V4(Ipv4Addr::new(198, 19, 255, 1)),
+        40000 + port(r.dst_port()) % 20000,
+    );
+    f
+}
+
+/// The backup's kernel still holds its own entries of tuples from when it served, with
+/// other NAT ports; the primary holds those tuples as new flows (closed and opened again
+/// meanwhile). After a takeover the kernel must hold the primary's reply tuples: an
+/// update cannot change an entry's tuples (the simulated kernel keeps them, like the
+/// real one), so the local entry must be deleted first, by the commit (commit mode) or
+/// when the flow arrives (hot standby).
+#[test]
+fn a_takeover_replaces_local_entries_whose_nat_port_changed() {
+    for mode in [Mode::Commit, Mode::HotStandby] {
+        let mut c = Cluster::new(2, 47, mode);
+        c.run(Duration::from_secs(2));
+        for i in 0..30 {
+            c.traffic(1, EventKind::New, renatted(i));
+        }
+        c.run(Duration::from_secs(2));
+        for i in 0..30 {
+            c.traffic(0, EventKind::New, flow(i));
+        }
+        c.run(Duration::from_secs(3));
+        c.crash(0);
+        c.set_role(1, Role::Primary);
+        c.run(Duration::from_secs(1));
+        let k = &c.nodes[1].kernel.flows;
+        let primarys = (0..30)
+            .filter(|&i| {
+                k.get(&flow(i).key())
+                    .is_some_and(|g| g.reply == flow(i).reply)
+            })
+            .count();
+        assert_eq!(
+            primarys, 30,
+            "{mode:?}: entries with the primary's NAT after the takeover"
+        );
+    }
+}

@@ -490,6 +490,66 @@ fn a_tuple_reopened_with_a_new_nat_port_reaches_the_backup_as_the_new_flow() {
     );
 }
 
+/// The backup's kernel still holds its own entries of tuples from when it served, with
+/// other NAT ports, and the primary holds those tuples as flows opened again since. After
+/// a takeover the kernel must hold the primary's reply tuples: in commit mode the commit
+/// deletes the old entries first, in hot standby the flows replace them as they arrive.
+/// Without that an update keeps each entry's tuples, and the sessions their old NAT port.
+#[test]
+fn a_takeover_gives_the_primarys_nat_to_tuples_the_backup_served_before() {
+    for (tag, mode) in [("natc", "commit"), ("nath", "hot-standby")] {
+        let Some(mut lab) = pair(tag) else {
+            return;
+        };
+        let (a, b) = (lab.a.clone(), lab.b.clone());
+        let flows: Vec<_> = (0..100)
+            .map(|i| synth::flow(i, Mix::TcpSnat, 3600))
+            .collect();
+        let own: Vec<_> = flows.iter().map(synth::renatted).collect();
+        let mut ctb = Conntrack::open_in(&Netns::named(&b).unwrap()).unwrap();
+        ctb.batch(FlowOp::Create, &own, |i, e| panic!("create {i}: {e}"))
+            .unwrap();
+        let sync = format!("kernel_resync_secs = 2\nmode = \"{mode}\"\n");
+        for (ns, role) in [(&a, "primary"), (&b, "backup")] {
+            let cfg = lab.config_sync(ns, role, &sync, "").unwrap();
+            lab.spawn(ns, &cfg, None).unwrap();
+        }
+        let mut cta = Conntrack::open_in(&Netns::named(&a).unwrap()).unwrap();
+        cta.batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+            .unwrap();
+        let sb = lab.socket(&b);
+        wait_for(
+            Duration::from_secs(15),
+            || {
+                let s = status(&sb);
+                s["caches"]["external"] == 100 && s["ready"] == true
+            },
+            || format!("{mode}: {}\n{}", status(&sb), lab.logs()),
+        );
+        ctsync_lab::ctsync::request(&sb, "role primary").unwrap();
+        let mut primarys = || {
+            flows
+                .iter()
+                .filter(|f| {
+                    ctb.get(&f.key())
+                        .ok()
+                        .flatten()
+                        .is_some_and(|g| g.reply == f.reply)
+                })
+                .count()
+        };
+        let got = ctsync_lab::process::wait(Duration::from_secs(15), || primarys() == flows.len())
+            .unwrap();
+        assert!(
+            got.is_some(),
+            "{mode}: the new primary holds {} of {} flows with the old primary's NAT port\n{}",
+            primarys(),
+            flows.len(),
+            lab.logs()
+        );
+    }
+}
+
 /// Online rotation of the cluster key by SIGHUP, while flows keep being created: both
 /// nodes accept the new key, then send with it, then drop the old one. Every flow
 /// arrives and nothing fails authentication.

@@ -125,7 +125,13 @@ impl Node {
                 // (whatever brought it: live, a resync, a repair): the same state is only
                 // remembered as mentioned. An empty state could not be encoded.
                 if hot && !state.is_empty() {
-                    if fresh && up == Upsert::Changed {
+                    // A flow on a tuple our kernel holds with another reply tuple: our
+                    // own entry from when we served (the flow closed and opened again on
+                    // the primary meanwhile, with another NAT port).
+                    let replaces_local = up == Upsert::New
+                        && !internal.is_empty()
+                        && internal.get(&key).is_some_and(|l| l.reply != f.reply);
+                    if (fresh && up == Upsert::Changed) || replaces_local {
                         // A new flow on a tuple we hold: the primary's kernel made a new
                         // entry for it (the old one closed; its deletion may have been
                         // merged into this message), perhaps with another NAT port. An

@@ -104,6 +104,7 @@ impl Node {
                         .filter_map(|o| self.external.remove(&o))
                         .map(|e| (e.table, e.expectations))
                         .unzip();
+                    self.delete_replaced(&tables);
                     self.kernel_ops.push_back(KernelOp::Commit(tables));
                     // After their masters.
                     self.kernel_ops.extend(
@@ -210,6 +211,7 @@ impl Node {
             .map(|e| e.table.clone())
             .collect();
         let n = tables.iter().map(FlowTable::len).sum();
+        self.delete_replaced(&tables);
         self.kernel_ops.push_back(KernelOp::Commit(tables));
         let exps: Vec<KernelOp> = owners
             .iter()
@@ -220,6 +222,26 @@ impl Node {
         self.kernel_ops.extend(exps);
         self.kernel_ops.push_back(KernelOp::Dump);
         n
+    }
+
+    /// Before a commit of `tables`: delete the local entries it would update instead of
+    /// replace. An entry of our own kernel on the tuple of a flow the primary holds, with
+    /// another reply tuple (another NAT port: the flow closed and opened again on the
+    /// primary while our old entry lingered), would keep its tuples through the commit's
+    /// update, and the session its old NAT.
+    fn delete_replaced(&mut self, tables: &[FlowTable]) {
+        let stale: Vec<_> = self
+            .internal
+            .flows()
+            .filter(|f| {
+                let key = self.hasher.keyed(f.key());
+                tables
+                    .iter()
+                    .any(|t| t.get(&key).is_some_and(|g| g.reply != f.reply))
+            })
+            .map(|f| KernelOp::Delete(f.key()))
+            .collect();
+        self.kernel_ops.extend(stale);
     }
 
     /// Peers whose tables a commit writes: only what a primary owned (other tables may

@@ -50,15 +50,11 @@ impl SimKernel {
         match op {
             KernelOp::Upsert(f) => {
                 let f = f.flow().expect("the core queues flows it encoded");
-                self.writes += 1;
-                self.expiry.remove(&f.key());
-                self.flows.insert(f.key(), f);
+                self.upsert(f);
             }
             KernelOp::Commit(tables) => {
                 for f in tables.into_iter().flat_map(|t| t.into_flows()) {
-                    self.writes += 1;
-                    self.expiry.remove(&f.key());
-                    self.flows.insert(f.key(), f);
+                    self.upsert(f);
                 }
             }
             KernelOp::ExpCreate(e) => {
@@ -108,6 +104,18 @@ impl SimKernel {
             }
         }
         false
+    }
+
+    /// Create the flow, or update the entry that has its original tuple. Like the
+    /// kernel's, an update cannot change an entry's tuples: the entry keeps its reply
+    /// tuple (its NAT), whatever the flow written says.
+    fn upsert(&mut self, mut f: Flow) {
+        self.writes += 1;
+        self.expiry.remove(&f.key());
+        if let Some(e) = self.flows.get(&f.key()) {
+            f.reply = e.reply;
+        }
+        self.flows.insert(f.key(), f);
     }
 
     /// The entries whose shortened timeout ran out by `now`, removed.
