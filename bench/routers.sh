@@ -13,7 +13,9 @@
 #
 #   bench/routers.sh [--write] [ROUTERS [FLOWS]]    (defaults 500 and 100)
 #   IDLE=seconds of idle measured (30); CTSYNC_BIN=path to use instead of building;
-#   CONNTRACKD=0 leaves out the conntrackd round (to compare ctsync builds; no --write).
+#   CONNTRACKD=0 leaves out the conntrackd round (to compare ctsync builds; no --write);
+#   PERF_IDLE=directory records each ctsync round's idle period with `perf record` there
+#   (SUFFIX.data; read it with `perf report -i`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -182,7 +184,11 @@ run_ctsync() {
     start_cpu=$(sum_cpu "$pa" "$pb")
     c0=$(sum_cpu "$pa" "$pb")
     u0=$(sum_user "$pa" "$pb")
-    sleep "$IDLE"
+    if [[ -n ${PERF_IDLE:-} ]]; then
+        perf record -q -F 499 -g -p "$pa,$pb" -o "$PERF_IDLE/$suffix.data" -- sleep "$IDLE" 2>/dev/null
+    else
+        sleep "$IDLE"
+    fi
     c1=$(sum_cpu "$pa" "$pb")
     u1=$(sum_user "$pa" "$pb")
     idle_cpu=$(awk -v a="$c0" -v b="$c1" -v t="$IDLE" 'BEGIN {printf "%.2f", (b - a) / t * 100}')

@@ -33,6 +33,10 @@ pub struct Hosts {
     /// `DIR/fifo-a/N` and `DIR/fifo-b/N`, written by [`Hosts::say`]) instead of state
     /// files: set before [`Hosts::start`].
     pub fifos: bool,
+    /// Each router's readiness and staleness in its own files (`[namespaces] track_file
+    /// = "DIR/track-a/{id}"`, `stale_file = "DIR/stale-a/{id}"`, stale after 1 s;
+    /// read by [`Hosts::track`]): set before [`Hosts::start`].
+    pub track: bool,
     /// Host a's and b's `key_file` and `accept_key_files`, if not the cluster key
     /// ([`Hosts::key`]) alone: set before [`Hosts::start`] or [`Hosts::reload`].
     pub keys: [Option<(PathBuf, Vec<PathBuf>)>; 2],
@@ -55,6 +59,7 @@ impl Hosts {
         let hosts = Hosts {
             metrics: [None, None],
             fifos: false,
+            track: false,
             keys: [None, None],
             second_link: false,
             ctsync,
@@ -172,6 +177,15 @@ impl Hosts {
         Ok(())
     }
 
+    /// What router `n`'s track file (`"track"`) or stale file (`"stale"`) on `host`
+    /// says, trimmed; `None` while there is no such file ([`Hosts::track`]).
+    pub fn track(&self, host: char, n: usize, which: &str) -> Option<String> {
+        // The router's id is its number (what `*` of `PREFIX-H-r*` matched).
+        fs::read_to_string(self.dir().join(format!("{which}-{host}/{n}")))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
     /// `host`'s control socket.
     pub fn socket(&self, host: char) -> PathBuf {
         self.dir().join(format!("host-{host}.sock"))
@@ -193,6 +207,7 @@ impl Hosts {
                 .fifos
                 .then(|| self.dir().join(format!("fifo-{host}")))
                 .as_deref(),
+            track_dir: self.track.then(|| self.dir()),
             host: usize::from(host != 'a'),
             second_link: self.second_link,
             key,
@@ -293,6 +308,9 @@ pub(crate) struct HostConfig<'a> {
     pub(crate) state_dir: &'a Path,
     /// Roles from notify FIFOs instead, `FIFO_DIR/{id}`.
     pub(crate) fifo_dir: Option<&'a Path>,
+    /// Each router's track and stale files, `TRACK_DIR/track-H/{id}` and
+    /// `TRACK_DIR/stale-H/{id}` (H: a or b), stale after 1 s.
+    pub(crate) track_dir: Option<&'a Path>,
     /// Which host: 0 (the first of [`SYNC_ADDRS`]) or 1.
     pub(crate) host: usize,
     /// A second sync link over `sync1` ([`SYNC_ADDRS2`]).
@@ -312,7 +330,7 @@ netns = "{netns}"
 [namespaces]
 match = "{pattern}"
 {roles}
-[sync]
+{track}[sync]
 interface = "sync0"
 local = "{local}:{SYNC_PORT}"
 peers = ["{peer}:{SYNC_PORT}"]
@@ -335,6 +353,16 @@ dead_ms = 1500
                     "role = \"keepalived-state\"\nstate_file = \"{}/{{id}}/state\"",
                     self.state_dir.display()
                 ),
+            },
+            track = match self.track_dir {
+                Some(d) => {
+                    let h = if self.host == 0 { 'a' } else { 'b' };
+                    format!(
+                        "track_file = \"{d}/track-{h}/{{id}}\"\nstale_file = \"{d}/stale-{h}/{{id}}\"\nstale_after_secs = 1\n",
+                        d = d.display()
+                    )
+                }
+                None => String::new(),
             },
             local = SYNC_ADDRS[self.host],
             peer = SYNC_ADDRS[1 - self.host],

@@ -361,6 +361,7 @@ impl Lab {
             pattern: &format!("{}-{}-qrouter-*", self.scratch.prefix(), SIDES[h]),
             state_dir: &self.ha_confs(h),
             fifo_dir: None,
+            track_dir: None,
             host: h,
             second_link: false,
             key: &self.key(),

@@ -604,14 +604,22 @@ impl Config {
         }
         if let Some(n) = &cfg.namespaces {
             n.check(at)?;
+            if cfg.keepalived.is_some() {
+                bail!(
+                    "{}: [keepalived] is for a daemon of one table: with [namespaces] each router has its own files, in [namespaces]: notify_fifo (with role = \"keepalived-fifo\"), track_file, stale_file and stale_after_secs, each path with {{id}} (docs/NEUTRON.md)",
+                    match text.lines().position(|l| l.trim() == "[keepalived]") {
+                        Some(i) => format!("{}:{}", path.display(), i + 1),
+                        None => path.display().to_string(),
+                    }
+                );
+            }
             for (set, what) in [
                 (cfg.sync.group.is_some(), "[sync] group"),
                 (cfg.conntrackd.is_some(), "[conntrackd]"),
-                (cfg.keepalived.is_some(), "[keepalived]"),
             ] {
                 if set {
                     bail!(
-                        "{}: {what} is not supported with [namespaces] yet (docs/NEUTRON.md, limits): each namespace's role comes from its state_file or its own keepalived's notify_fifo",
+                        "{}: {what} is not supported with [namespaces] yet (docs/NEUTRON.md, limits)",
                         path.display()
                     );
                 }

@@ -209,10 +209,13 @@ fn routers_replicate_to_their_replicas_follow_their_state_files_and_come_and_go(
     assert!(shows(&h, 'b', &h.router('b', 3), "backup", 300));
 }
 
+/// The keepalived shape: each router's own keepalived writes its notify FIFO, and reads
+/// the router's own track file (ready: 0) and stale file.
 #[test]
 fn routers_take_their_roles_from_their_own_keepalived_fifos() {
     let Some(mut h) = hosts("nsf") else { return };
     h.fifos = true;
+    h.track = true;
     for host in ['a', 'b'] {
         for n in 1..=2 {
             h.add_router(host, n).unwrap();
@@ -253,6 +256,20 @@ fn routers_take_their_roles_from_their_own_keepalived_fifos() {
         },
         || both(&h),
     );
+    // Each router's own track file says it is ready, and its stale file that its
+    // primary is heard (a primary's: nothing to wait for).
+    wait_for(
+        Duration::from_secs(10),
+        || files(&h, "track") == ["0"; 4] && files(&h, "stale") == ["0"; 4],
+        || {
+            format!(
+                "track {:?} stale {:?}\n{}",
+                files(&h, "track"),
+                files(&h, "stale"),
+                both(&h)
+            )
+        },
+    );
     // A sync group's line is not a router's word; router 1 then moves to b.
     say('a', 1, "GROUP \"G\" BACKUP 0");
     say('a', 1, "INSTANCE \"VR_1\" BACKUP 50");
@@ -268,14 +285,22 @@ fn routers_take_their_roles_from_their_own_keepalived_fifos() {
     h.remove_router('b', 1).unwrap();
     wait_for(
         Duration::from_secs(20),
-        || !lists(&h, 'b', &b1),
-        || both(&h),
+        || !lists(&h, 'b', &b1) && h.track('b', 1, "track").is_none(),
+        || format!("track {:?}\n{}", h.track('b', 1, "track"), both(&h)),
     );
     h.add_router('b', 1).unwrap();
     wait_for(
         Duration::from_secs(20),
-        || is_primary(&h, 'b', &b1),
-        || both(&h),
+        || is_primary(&h, 'b', &b1) && h.track('b', 1, "track").as_deref() == Some("0"),
+        || format!("track {:?}\n{}", h.track('b', 1, "track"), both(&h)),
+    );
+    // The sync link cut: each backup router's copy goes stale (its primary, router 1
+    // and 2 on b now, is silent for more than stale_after_secs), a primary's does not.
+    h.cut("sync0").unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        || files(&h, "stale") == ["1", "1", "0", "0"],
+        || format!("stale {:?}\n{}", files(&h, "stale"), both(&h)),
     );
 }
 
@@ -429,6 +454,12 @@ fn routers_replicate_over_the_second_link_when_the_first_is_cut() {
             );
         }
     }
+}
+
+/// What the track or stale files (`which`) of routers 1 and 2 on a, then on b, say.
+fn files(h: &Hosts, which: &str) -> [String; 4] {
+    [('a', 1), ('a', 2), ('b', 1), ('b', 2)]
+        .map(|(host, n)| h.track(host, n, which).unwrap_or_default())
 }
 
 fn lists(h: &Hosts, host: char, name: &str) -> bool {

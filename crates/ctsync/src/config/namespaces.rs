@@ -3,6 +3,7 @@
 //! the notify FIFO of its own keepalived.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use serde::Deserialize;
@@ -38,6 +39,18 @@ pub struct Namespaces {
     /// Each namespace's keepalived `notify_fifo`, `{id}` standing for its id (`role =
     /// "keepalived-fifo"`); ctsync creates the FIFO when the namespace appears.
     pub notify_fifo: Option<String>,
+    /// Each namespace's readiness for a `track_file` of its keepalived, `{id}` standing
+    /// for its id: `0` once the namespace could take over without losing flows, `1`
+    /// before (with `weight 0`, keepalived holds the router's instance in FAULT until
+    /// then, as `[keepalived] track_file` does for a daemon of one table).
+    pub track_file: Option<String>,
+    /// Each namespace's staleness, `{id}` standing for its id: `1` while no primary peer
+    /// of the namespace was heard from for `stale_after_secs`, `0` otherwise (for a
+    /// second `track_file` with a negative `weight`, as `[keepalived] stale_file`).
+    pub stale_file: Option<String>,
+    /// Seconds without a word from a namespace's primary peer after which its copy is
+    /// stale (1 to 86,400; with `stale_file`).
+    pub stale_after_secs: Option<u64>,
 }
 
 impl Namespaces {
@@ -58,6 +71,19 @@ impl Namespaces {
     pub fn notify_fifo(&self, id: &str) -> Option<PathBuf> {
         let f = self.notify_fifo.as_ref()?;
         (self.role == RoleSource::KeepalivedFifo).then(|| PathBuf::from(f.replace("{id}", id)))
+    }
+
+    /// The track file of the namespace with id `id`, if any.
+    pub fn track_file(&self, id: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(self.track_file.as_ref()?.replace("{id}", id)))
+    }
+
+    /// The stale file of the namespace with id `id`, with its `stale_after_secs`.
+    pub fn stale_file(&self, id: &str) -> Option<(PathBuf, Duration)> {
+        Some((
+            PathBuf::from(self.stale_file.as_ref()?.replace("{id}", id)),
+            Duration::from_secs(self.stale_after_secs?),
+        ))
     }
 
     /// Check the section; `at` gives `file:line` of a key.
@@ -105,6 +131,34 @@ impl Namespaces {
                 self.role.name()
             );
         }
+        for (key, value) in [
+            ("track_file", &self.track_file),
+            ("stale_file", &self.stale_file),
+        ] {
+            if let Some(v) = value
+                && (!v.contains("{id}") || !Path::new(v).is_absolute())
+            {
+                bail!(
+                    "{}: [namespaces] {key} = {v:?}: expected an absolute path with {{id}} where the namespace's id goes (for example \"/run/ctsync/{key}/{{id}}\"): each router has its own",
+                    at(key),
+                );
+            }
+        }
+        match (self.stale_file.is_some(), self.stale_after_secs) {
+            (true, None) | (false, Some(_)) => bail!(
+                "{}: [namespaces] stale_file and stale_after_secs go together: set both or neither",
+                at(if self.stale_file.is_some() {
+                    "stale_file"
+                } else {
+                    "stale_after_secs"
+                })
+            ),
+            (_, Some(n)) if !(1..=86_400).contains(&n) => bail!(
+                "{}: [namespaces] stale_after_secs = {n}: from 1 to 86400 seconds",
+                at("stale_after_secs")
+            ),
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -148,6 +202,9 @@ mod tests {
             role: RoleSource::KeepalivedState,
             state_file: Some("/var/lib/neutron/ha_confs/{id}/state".to_string()),
             notify_fifo: None,
+            track_file: None,
+            stale_file: None,
+            stale_after_secs: None,
         }
     }
 
@@ -200,6 +257,46 @@ mod tests {
         assert_eq!(n.state_file("7"), None);
         n.notify_fifo = Some("/run/ctsync/fifo".into());
         assert!(n.check(at).unwrap_err().to_string().contains("{id}"));
+    }
+
+    #[test]
+    fn track_and_stale_files_are_each_routers_own() {
+        let at = |k: &str| format!("f:{k}");
+        let mut n = ns("q-*");
+        n.track_file = Some("/run/ctsync/track/{id}".into());
+        assert!(n.check(at).is_ok());
+        assert_eq!(
+            n.track_file("7"),
+            Some(PathBuf::from("/run/ctsync/track/7"))
+        );
+        n.track_file = Some("/run/ctsync/track".into());
+        let e = n.check(at).unwrap_err().to_string();
+        assert!(e.contains("f:track_file") && e.contains("{id}"), "{e}");
+        n.track_file = None;
+        n.stale_file = Some("/run/ctsync/stale/{id}".into());
+        let e = n.check(at).unwrap_err().to_string();
+        assert!(e.contains("go together"), "{e}");
+        n.stale_after_secs = Some(0);
+        let e = n.check(at).unwrap_err().to_string();
+        assert!(
+            e.contains("f:stale_after_secs") && e.contains("1 to 86400"),
+            "{e}"
+        );
+        n.stale_after_secs = Some(20);
+        assert!(n.check(at).is_ok());
+        assert_eq!(
+            n.stale_file("7"),
+            Some((
+                PathBuf::from("/run/ctsync/stale/7"),
+                Duration::from_secs(20)
+            ))
+        );
+        n.stale_file = None;
+        let e = n.check(at).unwrap_err().to_string();
+        assert!(
+            e.contains("f:stale_after_secs") && e.contains("go together"),
+            "{e}"
+        );
     }
 
     #[test]

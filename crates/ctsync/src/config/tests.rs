@@ -484,12 +484,34 @@ fn namespaces_refuse_what_they_do_not_support_yet() {
     assert!(format!("{e:#}").starts_with("n.toml:"), "{e:#}");
     let bad_role = NAMESPACES.replace("keepalived-state", "vrrp");
     assert!(Config::parse(&format!("{GOOD}{bad_role}"), Path::new("n.toml")).is_err());
+    // [keepalived] is one table's: the error says where each router's files go.
     let extra = "[keepalived]\ntrack_file = \"/run/t\"\n";
-    let e = Config::parse(&format!("{GOOD}{NAMESPACES}{extra}"), Path::new("n.toml")).unwrap_err();
+    let text = format!("{GOOD}{NAMESPACES}{extra}");
+    let e = Config::parse(&text, Path::new("n.toml")).unwrap_err();
+    let line = text.lines().position(|l| l == "[keepalived]").unwrap() + 1;
     assert!(
-        format!("{e:#}").contains("not supported with [namespaces]"),
+        format!("{e:#}").starts_with(&format!(
+            "n.toml:{line}: [keepalived] is for a daemon of one table"
+        )) && format!("{e:#}").contains("track_file"),
         "{e:#}"
     );
+    let extra = CONNTRACKD;
+    let e = Config::parse(&format!("{GOOD}{NAMESPACES}{extra}"), Path::new("n.toml")).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("[conntrackd] is not supported with [namespaces]"),
+        "{e:#}"
+    );
+    // Each router's own readiness and staleness files.
+    let tracked = format!(
+        "{NAMESPACES}track_file = \"/run/ctsync/track/{{id}}\"\nstale_file = \"/run/ctsync/stale/{{id}}\"\nstale_after_secs = 30\n"
+    );
+    let c = Config::parse(&format!("{GOOD}{tracked}"), Path::new("n.toml")).unwrap();
+    let n = c.namespaces.expect("[namespaces]");
+    assert_eq!(
+        n.track_file("4f1c"),
+        Some(PathBuf::from("/run/ctsync/track/4f1c"))
+    );
+    assert!(n.stale_file("4f1c").is_some());
 }
 
 /// Redundant sync links serve a daemon of namespaces too: every router, and the host

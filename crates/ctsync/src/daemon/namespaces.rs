@@ -354,6 +354,7 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
                     if *gone && host.routers.contains_key(name) {
                         log("info", format!("namespace {name} is gone: its replication stops"));
                         host.stop(name);
+                        host.remove_files(name);
                     }
                 }
                 if !netns.is_empty() {
@@ -552,6 +553,16 @@ impl Host {
             .collect();
         for name in ended {
             self.stop(&name);
+            // Not ready while it is not replicated: keepalived must not make it master
+            // on the strength of what the ended loop last wrote.
+            if let Some(f) = self.ns.id_of(&name).and_then(|id| self.ns.track_file(id))
+                && let Err(e) = crate::keepalived::write_track_file(&f, false)
+            {
+                log(
+                    "warn",
+                    format!("writing the track file {}: {e}", f.display()),
+                );
+            }
             self.failed.insert(name, Instant::now());
         }
         let gone: Vec<String> = self
@@ -566,6 +577,7 @@ impl Host {
                 format!("namespace {name} is gone: its replication stops"),
             );
             self.stop(&name);
+            self.remove_files(&name);
         }
         self.failed.retain(|n, _| present.contains(n));
         for name in present {
@@ -812,6 +824,22 @@ impl Host {
                 f.abort();
             }
             self.inboxes.remove(r.id.as_bytes());
+        }
+    }
+
+    /// Remove the track and stale files of the namespace `name`, which is gone (a router
+    /// deleted leaves nothing behind; one that comes back writes them again).
+    fn remove_files(&self, name: &str) {
+        let Some(id) = self.ns.id_of(name) else {
+            return;
+        };
+        let stale = self.ns.stale_file(id).map(|(f, _)| f);
+        for f in self.ns.track_file(id).into_iter().chain(stale) {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log("warn", format!("removing {}: {e}", f.display())),
+            }
         }
     }
 

@@ -652,11 +652,31 @@ pub(super) fn start_namespace(
         name.to_string(),
     );
     d.host_heard = Some(host_heard);
+    if let Some((ns, id)) = cfg
+        .namespaces
+        .as_ref()
+        .and_then(|ns| Some((ns, ns.id_of(name)?)))
+    {
+        d.track_file = ns.track_file(id);
+        d.stale_file = ns.stale_file(id);
+        let files = d
+            .track_file
+            .iter()
+            .chain(d.stale_file.iter().map(|(f, _)| f));
+        for dir in files.filter_map(|f| f.parent()) {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                log("warn", format!("creating {}: {e}", dir.display()));
+            }
+        }
+    }
     if role != Role::Primary {
         d.kernel.carry_out(KernelOp::Dump, &mut d.node, &mut d.link);
     }
     d.node.set_role(Instant::now(), role);
     d.flush();
+    // As a daemon of one table: only now, so that keepalived never reads "not ready" of
+    // a router that is serving.
+    d.write_track();
     log(
         "info",
         format!("up: role {role}, {} own flows", d.node.internal().len()),
