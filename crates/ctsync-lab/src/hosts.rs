@@ -20,6 +20,9 @@ use crate::ctsync;
 use crate::process::run;
 use crate::scratch::Scratch;
 
+/// The multicast group of [`Hosts::group`]: TTL 1 on the hosts' own sync link.
+pub const HOSTS_GROUP: &str = "239.255.19.1:3782";
+
 /// The two hosts, `a` and `b`.
 pub const HOSTS: [char; 2] = ['a', 'b'];
 
@@ -37,6 +40,9 @@ pub struct Hosts {
     /// = "DIR/track-a/{id}"`, `stale_file = "DIR/stale-a/{id}"`, stale after 1 s;
     /// read by [`Hosts::track`]): set before [`Hosts::start`].
     pub track: bool,
+    /// Replicate live over the multicast group [`HOSTS_GROUP`] on `sync0` (`[sync]
+    /// group`): set before [`Hosts::start`].
+    pub group: bool,
     /// Host a's and b's `key_file` and `accept_key_files`, if not the cluster key
     /// ([`Hosts::key`]) alone: set before [`Hosts::start`] or [`Hosts::reload`].
     pub keys: [Option<(PathBuf, Vec<PathBuf>)>; 2],
@@ -60,6 +66,7 @@ impl Hosts {
             metrics: [None, None],
             fifos: false,
             track: false,
+            group: false,
             keys: [None, None],
             second_link: false,
             ctsync,
@@ -208,6 +215,7 @@ impl Hosts {
                 .then(|| self.dir().join(format!("fifo-{host}")))
                 .as_deref(),
             track_dir: self.track.then(|| self.dir()),
+            group: self.group,
             host: usize::from(host != 'a'),
             second_link: self.second_link,
             key,
@@ -311,6 +319,8 @@ pub(crate) struct HostConfig<'a> {
     /// Each router's track and stale files, `TRACK_DIR/track-H/{id}` and
     /// `TRACK_DIR/stale-H/{id}` (H: a or b), stale after 1 s.
     pub(crate) track_dir: Option<&'a Path>,
+    /// `[sync] group = HOSTS_GROUP`.
+    pub(crate) group: bool,
     /// Which host: 0 (the first of [`SYNC_ADDRS`]) or 1.
     pub(crate) host: usize,
     /// A second sync link over `sync1` ([`SYNC_ADDRS2`]).
@@ -336,7 +346,7 @@ local = "{local}:{SYNC_PORT}"
 peers = ["{peer}:{SYNC_PORT}"]
 key_file = "{key}"
 accept_key_files = [{accept}]
-{link2}[control]
+{group}{link2}[control]
 socket = "{socket}"
 [timers]
 dead_ms = 1500
@@ -363,6 +373,11 @@ dead_ms = 1500
                     )
                 }
                 None => String::new(),
+            },
+            group = if self.group {
+                format!("group = \"{HOSTS_GROUP}\"\n")
+            } else {
+                String::new()
             },
             local = SYNC_ADDRS[self.host],
             peer = SYNC_ADDRS[1 - self.host],

@@ -362,6 +362,7 @@ impl Lab {
             state_dir: &self.ha_confs(h),
             fifo_dir: None,
             track_dir: None,
+            group: false,
             host: h,
             second_link: false,
             key: &self.key(),

@@ -613,16 +613,11 @@ impl Config {
                     }
                 );
             }
-            for (set, what) in [
-                (cfg.sync.group.is_some(), "[sync] group"),
-                (cfg.conntrackd.is_some(), "[conntrackd]"),
-            ] {
-                if set {
-                    bail!(
-                        "{}: {what} is not supported with [namespaces] yet (docs/NEUTRON.md, limits)",
-                        path.display()
-                    );
-                }
+            if cfg.conntrackd.is_some() {
+                bail!(
+                    "{}: [conntrackd] is not supported with [namespaces] yet (docs/NEUTRON.md, limits)",
+                    path.display()
+                );
             }
         }
         cfg.source = (path.to_path_buf(), text.to_string());

@@ -395,7 +395,6 @@ fn a_sighup_rotates_every_routers_keys_while_they_replicate() {
     assert!(h.logs().contains("cluster keys changed"), "{}", h.logs());
 }
 
-/// Whether host `h`'s status lists router `name` (false also when it does not answer).
 /// Routers over two sync links (`[[sync.link]]`): every router's node, and the host link,
 /// runs on both. With the first link cut, new flows still reach their replicas, over
 /// the second, and the replicas stay ready. The control, the same with one link alone,
@@ -456,12 +455,82 @@ fn routers_replicate_over_the_second_link_when_the_first_is_cut() {
     }
 }
 
+/// `[sync] group` with `[namespaces]`: every router's live changes go once to the
+/// multicast group (239.255.19.1, TTL 1, on the hosts' own sync link), each datagram
+/// behind its router's tag, and the daemon on the other host hands each to its router.
+/// The replicas join each primary router's group stream, get every new flow through it,
+/// and none is taken out of it (a router whose group datagrams did not reach it would
+/// be, after the dead interval, and fed by its own stream instead).
+#[test]
+fn routers_replicate_through_the_multicast_group() {
+    let Some(mut h) = hosts("nsg") else { return };
+    h.group = true;
+    for n in 1..=3 {
+        h.add_router('a', n).unwrap();
+        h.add_router('b', n).unwrap();
+        h.set_state('a', n, "primary").unwrap();
+        h.set_state('b', n, "backup").unwrap();
+        fill(&h.router('a', n), 0, 40);
+    }
+    h.start('a').unwrap();
+    h.start('b').unwrap();
+    let stats = |n: usize| {
+        h.request('a', &format!("netns {} status", h.router('a', n)))
+            .map(|s| s["stats"].clone())
+            .unwrap_or_default()
+    };
+    let stat = |n: usize, what: &str| stats(n)[what].as_u64().unwrap_or(0);
+    // Each replica has its router's table (a bulk, on its own stream) and then joins
+    // the group stream.
+    for n in 1..=3 {
+        let name = h.router('b', n);
+        wait_for(
+            Duration::from_secs(30),
+            || {
+                shows(&h, 'b', &name, "backup", 40)
+                    && kernel_count(&name) == 40
+                    && stat(n, "group_joins") >= 1
+            },
+            || {
+                format!(
+                    "{:?}\n{:?}\n{}",
+                    stats(n),
+                    h.request('b', "status"),
+                    h.logs()
+                )
+            },
+        );
+    }
+    let sent: Vec<u64> = (1..=3).map(|n| stat(n, "group_messages_sent")).collect();
+    for n in 1..=3 {
+        fill(&h.router('a', n), 1000, 10 * n as u64);
+    }
+    for n in 1..=3 {
+        let name = h.router('b', n);
+        wait_for(
+            Duration::from_secs(20),
+            || kernel_count(&name) == 40 + 10 * n,
+            || format!("b's router {n} holds {}\n{}", kernel_count(&name), h.logs()),
+        );
+        assert!(
+            stat(n, "group_messages_sent") >= sent[n - 1] + 10 * n as u64,
+            "router {n}'s new flows went to the group: {:?}",
+            stats(n)
+        );
+        assert_eq!(stat(n, "group_evictions"), 0, "{:?}", stats(n));
+    }
+    // No router on a is fed its replica's table in a's kernel: the group carried a's
+    // own routers' messages only (each tagged: a's router 2 holds its own 60 flows).
+    assert_eq!(kernel_count(&h.router('a', 2)), 60);
+}
+
 /// What the track or stale files (`which`) of routers 1 and 2 on a, then on b, say.
 fn files(h: &Hosts, which: &str) -> [String; 4] {
     [('a', 1), ('a', 2), ('b', 1), ('b', 2)]
         .map(|(host, n)| h.track(host, n, which).unwrap_or_default())
 }
 
+/// Whether host `h`'s status lists router `name` (false also when it does not answer).
 fn lists(h: &Hosts, host: char, name: &str) -> bool {
     h.request(host, "status")
         .ok()

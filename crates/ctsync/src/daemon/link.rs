@@ -282,8 +282,9 @@ pub(super) struct PeerLinkView {
 /// peers send there, and where our group datagrams go (sent from the first link's
 /// socket, TTL 1, not looped back).
 pub(super) struct GroupSocket {
-    /// Bound to the group's address and port, joined on the sync interface.
-    pub(super) udp: UdpSocket,
+    /// Bound to the group's address and port, joined on the sync interface (a
+    /// namespace's: its port on the daemon's group socket, `[namespaces]`).
+    pub(super) udp: Sock,
     /// The group (for IPv6 with the sync interface as its scope).
     pub(super) to: SocketAddr,
 }
@@ -462,10 +463,9 @@ impl SyncLink {
         let Some(g) = &self.group else {
             return false;
         };
-        rx.resize(DATAGRAM_MAX, 0);
         for _ in 0..DATAGRAM_BUDGET {
-            let len = match g.udp.try_recv_from(rx) {
-                Ok((len, _from)) => len,
+            let len = match g.udp.try_recv(rx) {
+                Ok(len) => len,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     log("warn", format!("multicast group socket {}: {e}", g.to));

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::control::{Call, MAX_CLIENTS, Reply};
-use super::link::Sock;
+use super::link::{GroupSocket, Sock};
 use super::mux::{Closing, MuxPort, SharedInbox, SharedMailbox};
 use super::{NAMESPACE, log, setup};
 use crate::config::{Config, Namespaces, parse_state};
@@ -57,6 +57,7 @@ async fn start_router(
     cfg: Rc<Config>,
     name: String,
     ports: Vec<(Sock, String)>,
+    group: Option<GroupSocket>,
     peers: Peers,
     keys: (ClusterSecret, Vec<ClusterSecret>),
     epoch: u64,
@@ -65,9 +66,9 @@ async fn start_router(
 ) -> Option<(Box<super::Daemon>, setup::Sources)> {
     let opening = name.clone();
     let started = match tokio::task::spawn_blocking(move || setup::open_namespace(&opening)).await {
-        Ok(Ok(sockets)) => {
-            setup::start_namespace(&cfg, &name, sockets, ports, peers, keys, epoch, role, heard)
-        }
+        Ok(Ok(sockets)) => setup::start_namespace(
+            &cfg, &name, sockets, ports, group, peers, keys, epoch, role, heard,
+        ),
         Ok(Err(e)) => Err(e),
         Err(e) => Err(anyhow::anyhow!("opening its sockets: {e}")),
     };
@@ -117,11 +118,11 @@ fn ports(
         .collect()
 }
 
-/// Wait until one of the shared sockets has a datagram to read.
-async fn any_readable(shared: &[(Rc<UdpSocket>, String)]) {
+/// Wait until one of the shared sockets, or the group socket, has a datagram to read.
+async fn any_readable(shared: &[(Rc<UdpSocket>, String)], group: Option<&UdpSocket>) {
     std::future::poll_fn(|cx| {
         let mut ready = false;
-        for (udp, _) in shared {
+        for udp in shared.iter().map(|(u, _)| u.as_ref()).chain(group) {
             // An error is ready too: the read that follows reports it.
             ready |= udp.poll_recv_ready(cx).is_ready();
         }
@@ -148,7 +149,12 @@ struct Host {
     /// Each peer host by its id, with its address on every link.
     peers: Peers,
     routers: BTreeMap<String, Router>,
-    /// Inboxes by namespace id, one a link (in link order).
+    /// The multicast group's socket (`[sync] group`, docs/PROTOCOL.md §13.6), and the
+    /// group as datagrams are sent to it: every router's group datagrams arrive there,
+    /// each behind its tag, and go out from the first link's shared socket.
+    group: Option<(UdpSocket, std::net::SocketAddr)>,
+    /// Inboxes by namespace id, one a link (in link order), then the router's inbox on
+    /// the group socket if there is one.
     inboxes: HashMap<Vec<u8>, Vec<SharedInbox>>,
     /// Namespaces whose start failed, and when.
     failed: HashMap<String, Instant>,
@@ -219,9 +225,21 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
         .map(|(udp, interface)| (Rc::new(udp), interface))
         .collect();
     let host_inboxes: Vec<SharedInbox> = shared.iter().map(|_| SharedInbox::default()).collect();
+    let group = match (cfg.sync.group, shared.first()) {
+        (Some(g), Some((sender, _))) => Some(setup::bind_group(
+            netns.as_ref(),
+            g,
+            cfg.sync.local,
+            &cfg.sync.interface,
+            sender,
+        )?),
+        _ => None,
+    };
     let host_keys = namespace_keys(&keys, HOST_ID).context("the host link's keys")?;
     let mut host_core = cfg.core();
     host_core.expected_flows = 16;
+    // The host link replicates no table: its word goes to each peer host's daemon.
+    host_core.group = false;
     let host_node = setup::new_node(host_core, host_keys, Some(epoch))?;
     let host_link = setup::sync_link(
         &cfg,
@@ -238,6 +256,7 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
         shared,
         peers: links.peers,
         routers: BTreeMap::new(),
+        group,
         inboxes: HashMap::from([(HOST_ID.as_bytes().to_vec(), host_inboxes)]),
         failed: HashMap::new(),
         inotify,
@@ -312,7 +331,7 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
-            () = any_readable(&host.shared) => {
+            () = any_readable(&host.shared, host.group.as_ref().map(|(u, _)| u)) => {
                 host.receive(&mut rx);
             }
             r = host.host_link.readable() => {
@@ -635,9 +654,22 @@ impl Host {
             }
             (None, None) => (Role::Backup, "no source".to_string()),
         };
-        let inboxes: Vec<SharedInbox> =
+        let mut inboxes: Vec<SharedInbox> =
             self.shared.iter().map(|_| SharedInbox::default()).collect();
         let ports = ports(&self.shared, &id, &inboxes);
+        // Its port on the group socket: it reads its inbox there, and sends to the group
+        // from the first link's shared socket behind its tag, as its other datagrams.
+        let group = match (&self.group, self.shared.first()) {
+            (Some((_, to)), Some((first, _))) => {
+                let inbox = SharedInbox::default();
+                inboxes.push(inbox.clone());
+                Some(GroupSocket {
+                    udp: Sock::Mux(MuxPort::new(first.clone(), &id, inbox)),
+                    to: *to,
+                })
+            }
+            _ => None,
+        };
         self.inboxes.insert(id.clone().into_bytes(), inboxes);
         let peers = self.peers.clone();
         let mailbox = SharedMailbox::default();
@@ -655,8 +687,10 @@ impl Host {
             // took 10.6 KiB a router.
             // Held for the whole task, whose end (or abort) closes the mailbox.
             let closing = closing;
-            let Some((mut d, src)) =
-                start_router(cfg, task_name, ports, peers, keys, epoch, role, heard).await
+            let Some((mut d, src)) = start_router(
+                cfg, task_name, ports, group, peers, keys, epoch, role, heard,
+            )
+            .await
             else {
                 return;
             };
@@ -893,18 +927,29 @@ impl Host {
     /// Hand the datagrams waiting on the shared sockets to their namespaces' inboxes on
     /// the link each came in on (a budget's worth a socket).
     fn receive(&mut self, rx: &mut [u8]) {
-        for (link, (udp, interface)) in self.shared.iter().enumerate() {
+        let group = self
+            .group
+            .as_ref()
+            .map(|(udp, to)| (udp, format!("the multicast group {to}")));
+        let sockets = self
+            .shared
+            .iter()
+            .map(|(udp, interface)| (udp.as_ref(), format!("sync socket on {interface}")))
+            .chain(group);
+        // The group socket's datagrams go to each router's last inbox (its group port);
+        // the host link has none there, so one tagged for it counts as unknown.
+        for (n, (udp, what)) in sockets.enumerate() {
             for _ in 0..DATAGRAM_BUDGET {
                 let len = match udp.try_recv_from(rx) {
                     Ok((len, _)) => len,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        log("warn", format!("sync socket on {interface}: {e}"));
+                        log("warn", format!("{what}: {e}"));
                         break;
                     }
                 };
                 match ctsync_wire::tag::split_tag(&rx[..len]) {
-                    Ok((id, datagram)) => match self.inboxes.get(id).and_then(|i| i.get(link)) {
+                    Ok((id, datagram)) => match self.inboxes.get(id).and_then(|i| i.get(n)) {
                         Some(inbox) => inbox.borrow_mut().push(datagram),
                         None => self.unknown += 1,
                     },

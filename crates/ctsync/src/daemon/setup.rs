@@ -228,13 +228,13 @@ pub(super) fn bind_links(cfg: &Config, netns: Option<&Netns>) -> Result<BoundLin
 /// first link's socket) set to send to the group on that interface, TTL 1, not looped
 /// back. Returns the socket with the group as datagrams are sent to it (an IPv6
 /// link-scope group with the interface as its scope).
-fn bind_group(
+pub(super) fn bind_group(
     netns: Option<&Netns>,
     group: SocketAddr,
     local: SocketAddr,
     interface: &str,
     sender: &UdpSocket,
-) -> Result<GroupSocket> {
+) -> Result<(UdpSocket, SocketAddr)> {
     let name = std::ffi::CString::new(interface.to_string())
         .map_err(|_| anyhow::anyhow!("[sync] interface {interface:?} is not an interface name"))?;
     let bind = move || -> std::io::Result<(StdUdpSocket, u32)> {
@@ -291,10 +291,7 @@ fn bind_group(
             SocketAddr::V6(SocketAddrV6::new(*g.ip(), g.port(), 0, index))
         }
     };
-    Ok(GroupSocket {
-        udp: UdpSocket::from_std(std_udp)?,
-        to,
-    })
+    Ok((UdpSocket::from_std(std_udp)?, to))
 }
 
 /// `setsockopt(level, name, value)` on a sync socket.
@@ -464,13 +461,13 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
         .map(|(udp, interface)| (super::link::Sock::Udp(udp), interface))
         .collect();
     let group = match (cfg.sync.group, sockets.first()) {
-        (Some(g), Some((super::link::Sock::Udp(sender), _))) => Some(bind_group(
-            netns.as_ref(),
-            g,
-            local,
-            &cfg.sync.interface,
-            sender,
-        )?),
+        (Some(g), Some((super::link::Sock::Udp(sender), _))) => {
+            let (udp, to) = bind_group(netns.as_ref(), g, local, &cfg.sync.interface, sender)?;
+            Some(GroupSocket {
+                udp: super::link::Sock::Udp(udp),
+                to,
+            })
+        }
         _ => None,
     };
     let control_path = cfg.control.socket.clone();
@@ -623,7 +620,8 @@ pub(super) fn open_namespace(name: &str) -> Result<NamespaceSockets> {
 
 /// One replicated namespace (`[namespaces]`): its node with the namespace's keys and
 /// `epoch`, its kernel sockets opened inside it, its sync links `ports` on the daemon's
-/// shared sockets (one a link) to `peers` (each with its address on every link); started
+/// shared sockets (one a link) to `peers` (each with its address on every link), and its
+/// port on the daemon's multicast group socket if `[sync] group` is set; started
 /// in `role` (its state file's) and carried out. The loop's sources: its kernel events
 /// only (its control calls and roles come from the daemon).
 #[allow(clippy::too_many_arguments)] // one namespace's every part, handed over once
@@ -632,6 +630,7 @@ pub(super) fn start_namespace(
     name: &str,
     sockets: NamespaceSockets,
     ports: Vec<(super::link::Sock, String)>,
+    group: Option<GroupSocket>,
     peers: BTreeMap<NodeId, Vec<SocketAddr>>,
     keys: (ClusterSecret, Vec<ClusterSecret>),
     epoch: u64,
@@ -647,7 +646,7 @@ pub(super) fn start_namespace(
     let _ = events.get_mut().ignore_port(own_port);
     let mut d = Daemon::new(
         new_node(namespace_core(cfg), keys, Some(epoch))?,
-        sync_link(cfg, ports, None, peers),
+        sync_link(cfg, ports, group, peers),
         Kernel::new(ct, events_ctl, cfg.sync.tcp_window_tracking),
         name.to_string(),
     );
