@@ -7,7 +7,7 @@
 //! one a link (`[sync]` and each `[[sync.link]]`). Here, the daemon itself:
 //!
 //! * finds the namespaces, at start and as they come and go (inotify on `/run/netns`,
-//!   and a look every [`RESCAN`] in case an event was missed);
+//!   and a whole look every [`FULL_RESCAN`], or at once when inotify's queue overflowed);
 //! * reads each state file when it changes (inotify on its directory) and hands the
 //!   role to the namespace's loop;
 //! * reads the shared sockets and hands each datagram to the inbox the namespace its tag
@@ -40,8 +40,15 @@ use crate::control::Request;
 
 /// Where `ip netns` keeps its namespaces.
 const NETNS_DIR: &str = "/run/netns";
-/// How often the namespaces and state files are looked at without an event.
+/// How often the daemon looks, without an event, at what it keeps in memory: loops that
+/// ended, starts to try again, and the state files whose directory it could not watch
+/// yet (a router's directory made after its namespace).
 const RESCAN: Duration = Duration::from_secs(5);
+/// How often it reads /run/netns and every state file all the same. inotify misses
+/// nothing unless its queue overflows (then everything is read at once): this is the
+/// last resort, and rare, since reading 500 routers' files every few seconds was a
+/// cost that grew with the routers of an idle node.
+const FULL_RESCAN: Duration = Duration::from_secs(60);
 /// How soon a name in /run/netns without its namespace mounted yet is looked at again.
 const UNMOUNTED_LOOK: Duration = Duration::from_millis(100);
 /// How long a namespace whose start failed waits before it is tried again.
@@ -166,8 +173,11 @@ struct Host {
     /// Datagrams whose tag names no namespace here, and datagrams without a valid tag.
     unknown: u64,
     malformed: u64,
-    /// A matching name in /run/netns had no namespace mounted on it yet: look again soon.
-    unmounted: bool,
+    /// A matching name in /run/netns had no namespace mounted on it yet: when to look
+    /// again (a deadline: a sleep made anew at every turn of a busy loop never ended).
+    unmounted: Option<Instant>,
+    /// When /run/netns and every state file were last read ([`FULL_RESCAN`]).
+    last_full: Instant,
     /// The host link (docs/PROTOCOL.md §14.4): a node with no table of its own, tagged
     /// [`HOST_ID`], whose peers are the other hosts' daemons. Its liveness is theirs.
     host_node: ctsync_core::Node,
@@ -176,6 +186,17 @@ struct Host {
     heard: super::HostHeard,
     /// Admits metrics connections.
     metrics_gate: crate::metrics::Gate,
+}
+
+/// Which state files [`Host::read_states`] reads.
+enum States<'a> {
+    /// Every router's.
+    All,
+    /// Those in the directories of these watches (inotify said they changed).
+    In(&'a [WatchDescriptor]),
+    /// Those whose directory is not watched yet (it did not exist): each read tries to
+    /// watch it again.
+    Unwatched,
 }
 
 /// The tag of the host link's datagrams: no namespace's name holds a NUL.
@@ -264,7 +285,8 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
         state_watches: HashMap::new(),
         unknown: 0,
         malformed: 0,
-        unmounted: false,
+        unmounted: None,
+        last_full: Instant::now(),
         host_node,
         host_link,
         heard: super::HostHeard::default(),
@@ -305,7 +327,7 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
             host.cfg.sync.peers.len()
         ),
     );
-    host.rescan();
+    host.rescan(true);
     let metrics = match &host.cfg.metrics {
         Some(m) => {
             let l = tokio::net::TcpListener::bind(m.listen)
@@ -347,10 +369,14 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
                 // other namespaces must not cost a rescan each), and whether a state
                 // file's directory changed.
                 let (mut netns, mut states) = (Vec::new(), Vec::new());
+                let mut overflow = false;
                 match guard.get_inner_mut().read_events(&mut events) {
                     Ok(evs) => {
                         for e in evs {
-                            if e.mask.contains(EventMask::IGNORED) {
+                            if e.mask.contains(EventMask::Q_OVERFLOW) {
+                                // Events were lost: everything is read again.
+                                overflow = true;
+                            } else if e.mask.contains(EventMask::IGNORED) {
                                 // The directory went away: watched again when it is back.
                                 host.state_watches.retain(|_, wd| *wd != e.wd);
                             } else if Some(&e.wd) != host.netns_watch.as_ref() {
@@ -376,17 +402,26 @@ pub(super) async fn run(cfg: Config) -> Result<()> {
                         host.remove_files(name);
                     }
                 }
-                if !netns.is_empty() {
-                    host.rescan();
-                }
-                if !states.is_empty() {
-                    host.read_states(Some(&states));
+                if overflow {
+                    log("warn", "inotify's queue overflowed: reading every namespace and state file again");
+                    host.rescan(true);
+                    host.read_states(States::All);
+                } else {
+                    if !netns.is_empty() {
+                        host.rescan(true);
+                    }
+                    if !states.is_empty() {
+                        host.read_states(States::In(&states));
+                    }
                 }
             }
-            _ = tokio::time::sleep(UNMOUNTED_LOOK), if host.unmounted => host.rescan(),
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                host.unmounted.unwrap_or_else(Instant::now),
+            )), if host.unmounted.is_some() => host.rescan(true),
             _ = tick.tick() => {
-                host.rescan();
-                host.read_states(None);
+                let full = host.netns_watch.is_none() || host.last_full.elapsed() >= FULL_RESCAN;
+                host.rescan(full);
+                host.read_states(if full { States::All } else { States::Unwatched });
             }
             c = control.accept() => {
                 if let Ok((stream, _)) = c
@@ -540,11 +575,25 @@ fn role_record(fifo: &Path) -> PathBuf {
 
 impl Host {
     /// Start the namespaces that appeared, stop those that went away, and restart those
-    /// whose loop ended (after [`RETRY`]).
-    fn rescan(&mut self) {
-        self.unmounted = false;
+    /// whose loop ended (after [`RETRY`]). Only a `full` rescan reads /run/netns; the
+    /// others take the namespaces known (running, or waiting to be tried again) as
+    /// present, and inotify tells of the rest.
+    fn rescan(&mut self, full: bool) {
         // A set: hundreds of routers are looked up in it every few seconds.
         let mut present = std::collections::HashSet::new();
+        if !full {
+            present.extend(self.routers.keys().chain(self.failed.keys()).cloned());
+        } else {
+            self.unmounted = None;
+            self.last_full = Instant::now();
+            self.read_netns_dir(&mut present);
+        }
+        self.settle(present);
+    }
+
+    /// The names in /run/netns that are namespaces of ours, into `present`; one not
+    /// mounted yet sets when to look again (`unmounted`).
+    fn read_netns_dir(&mut self, present: &mut std::collections::HashSet<String>) {
         match std::fs::read_dir(NETNS_DIR) {
             Ok(dir) => {
                 for e in dir.flatten() {
@@ -558,12 +607,17 @@ impl Host {
                         present.insert(name);
                     } else if !self.routers.contains_key(&name) {
                         // `ip netns add` creates the file, then mounts the namespace on it.
-                        self.unmounted = true;
+                        self.unmounted = Some(Instant::now() + UNMOUNTED_LOOK);
                     }
                 }
             }
             Err(e) => log("warn", format!("reading {NETNS_DIR}: {e}")),
         }
+    }
+
+    /// Stop what is not `present` or whose loop ended, start what is present and not
+    /// running (those whose start failed after [`RETRY`]).
+    fn settle(&mut self, present: std::collections::HashSet<String>) {
         let ended: Vec<String> = self
             .routers
             .iter()
@@ -895,20 +949,18 @@ impl Host {
         }
     }
 
-    /// Read the state files (those in the directories of the watches `only`, or all) and
-    /// hand a changed role to its namespace's loop.
-    fn read_states(&mut self, only: Option<&[WatchDescriptor]>) {
-        let watched = |state: &Path| {
-            state
-                .parent()
-                .and_then(|d| self.state_watches.get(d))
-                .is_some_and(|wd| only.is_none_or(|o| o.contains(wd)))
-        };
+    /// Read the state files `which` and hand a changed role to its namespace's loop.
+    fn read_states(&mut self, which: States<'_>) {
+        let watch = |state: &Path| state.parent().and_then(|d| self.state_watches.get(d));
         let files: Vec<(String, PathBuf)> = self
             .routers
             .iter()
             .filter_map(|(n, r)| Some((n.clone(), self.ns.state_file(&r.id)?)))
-            .filter(|(_, f)| only.is_none() || watched(f))
+            .filter(|(_, f)| match &which {
+                States::All => true,
+                States::In(wds) => watch(f).is_some_and(|wd| wds.contains(wd)),
+                States::Unwatched => watch(f).is_none(),
+            })
             .collect();
         for (name, state) in files {
             self.watch_state(&state);
