@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ctnetlink::{Conntrack, DumpItem, FlowOp, Netns, Status};
 use ctsync_lab::pair::Pair;
 use ctsync_lab::synth::{self, Mix};
-use support::{ctsync_bin, kernel_count as count, root, wait_for};
+use support::{ctsync_bin, held_with_reply, kernel_count as count, root, wait_for};
 
 /// The tests of this file run side by side, each holding this shared; a test that loads
 /// the whole machine (a full kernel table, read by a debug build) holds it alone, so that
@@ -468,16 +468,7 @@ fn a_tuple_reopened_with_a_new_nat_port_reaches_the_backup_as_the_new_flow() {
     cta.batch(FlowOp::Create, &new, |i, e| panic!("create {i}: {e}"))
         .unwrap();
     let mut ctb = Conntrack::open_in(&Netns::named(&b).unwrap()).unwrap();
-    let mut renewed = || {
-        new.iter()
-            .filter(|f| {
-                ctb.get(&f.key())
-                    .ok()
-                    .flatten()
-                    .is_some_and(|g| g.reply == f.reply)
-            })
-            .count()
-    };
+    let mut renewed = || held_with_reply(&mut ctb, &new);
     let got =
         ctsync_lab::process::wait(Duration::from_secs(15), || renewed() == new.len()).unwrap();
     assert!(
@@ -527,17 +518,7 @@ fn a_takeover_gives_the_primarys_nat_to_tuples_the_backup_served_before() {
             || format!("{mode}: {}\n{}", status(&sb), lab.logs()),
         );
         ctsync_lab::ctsync::request(&sb, "role primary").unwrap();
-        let mut primarys = || {
-            flows
-                .iter()
-                .filter(|f| {
-                    ctb.get(&f.key())
-                        .ok()
-                        .flatten()
-                        .is_some_and(|g| g.reply == f.reply)
-                })
-                .count()
-        };
+        let mut primarys = || held_with_reply(&mut ctb, &flows);
         let got = ctsync_lab::process::wait(Duration::from_secs(15), || primarys() == flows.len())
             .unwrap();
         assert!(

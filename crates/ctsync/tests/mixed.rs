@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use ctnetlink::{Flow, FlowOp};
 use ctsync_lab::cluster::{CONNTRACKD_GROUP, CONNTRACKD_GROUP6, Options, Speaker};
+use ctsync_lab::ctsync::Mode;
 use ctsync_lab::synth::{self, Mix};
 use ctsync_lab::traffic::Report;
-use support::{Paused, Running, root, serial};
+use support::{Paused, Running, held_with_reply, root, serial};
 
 const TCP: usize = 50;
 const UDP: usize = 50;
@@ -47,9 +48,19 @@ fn up(tag: &str, mixed: [Speaker; 2], replicated: bool) -> Running {
 /// [`up`], with conntrackd's link on the multicast `group` ([`Options::conntrackd_group`])
 /// if one is given.
 fn up_on(tag: &str, mixed: [Speaker; 2], replicated: bool, group: Option<&'static str>) -> Running {
+    up_with(tag, mixed, replicated, |o| o.conntrackd_group = group)
+}
+
+/// [`up`], with the lab's options changed by `change`.
+fn up_with(
+    tag: &str,
+    mixed: [Speaker; 2],
+    replicated: bool,
+    change: impl FnOnce(&mut Options),
+) -> Running {
     let mut opts = Options::new(tag, Some(PathBuf::from(env!("CARGO_BIN_EXE_ctsync"))));
     opts.mixed = Some(mixed.to_vec());
-    opts.conntrackd_group = group;
+    change(&mut opts);
     let r = Running::started(opts, TCP, UDP);
     if replicated {
         r.lab.wait_replicated(1, TCP + UDP).unwrap();
@@ -114,17 +125,7 @@ fn a_tuple_reopened_behind_conntrackd_reaches_ctsync_with_its_new_nat_port() {
     fw1.batch(FlowOp::Create, &old, |i, e| panic!("create {i}: {e}"))
         .unwrap();
     let mut fw2 = kernel_of(&r, 1);
-    let mut held = |flows: &[Flow]| {
-        flows
-            .iter()
-            .filter(|f| {
-                fw2.get(&f.key())
-                    .ok()
-                    .flatten()
-                    .is_some_and(|g| g.reply == f.reply)
-            })
-            .count()
-    };
+    let mut held = |flows: &[Flow]| held_with_reply(&mut fw2, flows);
     within_15s("the flows in fw2's kernel", &r, || held(&old) == old.len());
     let new: Vec<_> = old.iter().map(synth::renatted).collect();
     {
@@ -146,6 +147,80 @@ fn a_tuple_reopened_behind_conntrackd_reaches_ctsync_with_its_new_nat_port() {
         held(&old),
         r.lab.logs()
     );
+}
+
+/// fw2 (ctsync, backup) served 100 tuples once, and its entries linger with the NAT
+/// port it gave them; conntrackd's primary fw1 holds the same tuples as flows opened
+/// again since, with other ports. ctsync gives fw2's kernel conntrackd's NAT: in hot
+/// standby as the flows arrive, in commit mode when it takes over. A kernel update
+/// cannot change an entry's reply tuple, so fw2's own entry is deleted first; without
+/// that fw2 keeps every old port (0 of 100).
+fn conntrackds_nat_replaces_an_entry_of_ours(tag: &str, mode: Mode) {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let r = up_with(
+        tag,
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        mode == Mode::HotStandby,
+        |o| o.mode = mode,
+    );
+    let ours: Vec<_> = (0..100)
+        .map(|i| synth::flow(i, Mix::TcpSnat, 3600))
+        .collect();
+    let theirs: Vec<_> = ours.iter().map(synth::renatted).collect();
+    let mut fw2 = kernel_of(&r, 1);
+    fw2.batch(FlowOp::Create, &ours, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    let count = |s: Option<serde_json::Value>, path: [&str; 2]| {
+        s.and_then(|s| s[path[0]][path[1]].as_u64()).unwrap_or(0)
+    };
+    within_15s("fw2's ctsync holds its entries as its own", &r, || {
+        count(r.lab.status(1), ["caches", "internal"]) >= 100
+    });
+    let mut fw1 = kernel_of(&r, 0);
+    fw1.batch(FlowOp::Create, &theirs, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    within_15s("fw2's ctsync holds conntrackd's flows", &r, || {
+        count(r.lab.status(1), ["conntrackd", "flows"]) >= (TCP + UDP + 100) as u64
+    });
+    if mode == Mode::Commit {
+        assert_eq!(
+            held_with_reply(&mut fw2, &theirs),
+            0,
+            "commit mode wrote before takeover"
+        );
+        ctsync_lab::ctsync::request(&r.lab.socket(1), "role primary").unwrap();
+    }
+    let got = ctsync_lab::process::wait(Duration::from_secs(15), || {
+        held_with_reply(&mut fw2, &theirs) == theirs.len()
+    })
+    .unwrap();
+    assert!(
+        got.is_some(),
+        "{mode:?}: fw2 holds {} of {} flows with conntrackd's NAT port, {} with its own old one\n{}",
+        held_with_reply(&mut fw2, &theirs),
+        theirs.len(),
+        held_with_reply(&mut fw2, &ours),
+        r.lab.logs()
+    );
+    if mode == Mode::HotStandby {
+        // The entries replaced are no longer fw2's own: its table (and its peers) lose
+        // them.
+        let s = r.lab.status(1);
+        assert!(count(s.clone(), ["caches", "internal"]) < 100, "{s:?}");
+    }
+}
+
+#[test]
+fn conntrackds_nat_replaces_an_entry_of_ours_in_hot_standby() {
+    conntrackds_nat_replaces_an_entry_of_ours("mxnath", Mode::HotStandby);
+}
+
+#[test]
+fn conntrackds_nat_replaces_an_entry_of_ours_at_a_commit_takeover() {
+    conntrackds_nat_replaces_an_entry_of_ours("mxnatc", Mode::Commit);
 }
 
 /// The status and the log say, at every start, that the dialect is unauthenticated.

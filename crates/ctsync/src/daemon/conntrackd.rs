@@ -15,7 +15,10 @@
 //!   addresses, and a datagram in between gets a new NAT port. Only while conntrackd is
 //!   heard (a flow that ended while it was down never gets its deletion), a key at most
 //!   once in [`RESTORE_WINDOW`], and not one that came with a timeout under
-//!   [`RESTORE_MIN_SECS`] (it is ending).
+//!   [`RESTORE_MIN_SECS`] (it is ending). A flow on a tuple our kernel holds with
+//!   another reply tuple (another NAT port: conntrackd's earlier flow there, or our own
+//!   entry from when we served it) replaces that entry, deleted first: a kernel update
+//!   cannot change an entry's tuples.
 //! * Our flows to conntrackd: the kernel events the core takes as ours (not caused by
 //!   our own writes, and passing the filter), and our whole table when conntrackd asks
 //!   for it (RESYNC: its `-n`, its backup script).
@@ -141,6 +144,9 @@ pub(super) struct Endpoint {
     send_errors: u64,
     /// A datagram is waiting (the budget was hit): the loop turns again at once.
     more: bool,
+    /// Entries of our own that conntrackd's flows replaced (deleted from the kernel
+    /// first), for the core to drop from its table.
+    replaced: Vec<Flow>,
 }
 
 impl Endpoint {
@@ -191,6 +197,7 @@ impl Endpoint {
             foreign_dropped: 0,
             send_errors: 0,
             more: false,
+            replaced: Vec::new(),
         })
     }
 
@@ -209,7 +216,7 @@ impl Endpoint {
 
     /// Read what arrived (a budget's worth) and act on it: flows to the kernel or the
     /// copy, our table to conntrackd when it asks.
-    pub(super) fn receive(&mut self, now: Instant, node: &Node, kernel: &mut Kernel) {
+    pub(super) fn receive(&mut self, now: Instant, node: &mut Node, kernel: &mut Kernel) {
         self.more = false;
         for n in 0.. {
             if n == RECEIVE_BUDGET {
@@ -281,7 +288,7 @@ impl Endpoint {
         kernel.write_flows(&mut flows, &mut Vec::new());
     }
 
-    fn take_received(&mut self, now: Instant, node: &Node, kernel: &mut Kernel) {
+    fn take_received(&mut self, now: Instant, node: &mut Node, kernel: &mut Kernel) {
         // Only a node that does not carry the traffic lets conntrackd's table into its
         // kernel, and only in hot standby.
         let write = node.role() != Role::Primary && self.mode == Mode::HotStandby;
@@ -301,12 +308,15 @@ impl Endpoint {
                     if write {
                         // The same tuple closed and opened again with another NAT: an
                         // update cannot change an entry's reply tuple, so the old entry
-                        // goes first.
-                        if self
+                        // goes first, conntrackd's or one of our own (this node served
+                        // the tuple before, and its entry lingers).
+                        let local = Self::replaced_local(node, &f);
+                        let theirs = self
                             .flows
                             .get(&key)
-                            .is_some_and(|(old, _)| old.reply != f.reply)
-                        {
+                            .is_some_and(|(old, _)| old.reply != f.reply);
+                        if theirs || local.is_some() {
+                            self.replaced.extend(local);
                             deletes.push(Flow::from_key(&key));
                             deleted.insert(key);
                         }
@@ -341,6 +351,7 @@ impl Endpoint {
             }
         }
         self.write_flows(kernel, &mut upserts, &mut deletes);
+        self.forget_replaced(now, node);
         for (e, create) in &exps {
             kernel.write_expectation(e, *create);
         }
@@ -367,6 +378,25 @@ impl Endpoint {
             kernel.foreign.remove(&d.key());
         }
         kernel.write_flows(upserts, deletes);
+    }
+
+    /// The entry of our own (the core's table) that our kernel holds on `f`'s tuple with
+    /// another reply tuple, if any: `f` replaces it, and an update would keep its NAT.
+    fn replaced_local(node: &Node, f: &Flow) -> Option<Flow> {
+        let t = node.internal();
+        if t.is_empty() {
+            return None;
+        }
+        t.get(&t.keyed(f.key())).filter(|g| g.reply != f.reply)
+    }
+
+    /// Our entries that conntrackd's flows replaced are gone from the kernel: the core
+    /// hears it (their events were our own writes') and drops them from its table, and
+    /// tells its peers as of any entry of ours that ended.
+    fn forget_replaced(&mut self, now: Instant, node: &mut Node) {
+        for f in std::mem::take(&mut self.replaced) {
+            node.handle_kernel_event(now, EventKind::Destroy, &f, false);
+        }
     }
 
     /// Our whole table to conntrackd, and the kernel's expectations whose master is ours:
@@ -467,9 +497,9 @@ impl Endpoint {
     /// every flow; in hot standby only those the kernel no longer holds: conntrackd
     /// sends a flow when its state changes, not when a packet refreshes its timer, so a
     /// quiet but live flow may have expired here.
-    pub(super) fn take_over(&mut self, now: Instant, kernel: &mut Kernel) {
+    pub(super) fn take_over(&mut self, now: Instant, node: &mut Node, kernel: &mut Kernel) {
         kernel.foreign.clear();
-        self.take_over_flows(now, kernel);
+        self.take_over_flows(now, node, kernel);
         self.take_over_expectations(now, kernel);
     }
 
@@ -502,7 +532,7 @@ impl Endpoint {
     }
 
     /// conntrackd's flows to the kernel (see [`Endpoint::take_over`]).
-    fn take_over_flows(&mut self, now: Instant, kernel: &mut Kernel) {
+    fn take_over_flows(&mut self, now: Instant, node: &mut Node, kernel: &mut Kernel) {
         if self.flows.is_empty() {
             return;
         }
@@ -522,6 +552,29 @@ impl Endpoint {
                 f
             })
             .collect();
+        // Our own entries on their tuples with another reply go first: an update would
+        // keep their NAT, and a creation find them there.
+        self.replaced = flows
+            .iter()
+            .filter_map(|f| Self::replaced_local(node, f))
+            .collect();
+        if !self.replaced.is_empty() {
+            let mut deletes: Vec<Flow> = self
+                .replaced
+                .iter()
+                .map(|f| Flow::from_key(&f.key()))
+                .collect();
+            kernel.write_flows(&mut Vec::new(), &mut deletes);
+            log(
+                "info",
+                format!(
+                    "[conntrackd] {} flows of {} replace entries of ours with another NAT: those deleted first",
+                    self.replaced.len(),
+                    self.peer_name()
+                ),
+            );
+            self.forget_replaced(now, node);
+        }
         let n = if self.mode == Mode::Commit {
             let n = flows.len();
             kernel.write_flows(&mut flows, &mut Vec::new());

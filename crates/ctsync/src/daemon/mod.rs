@@ -337,7 +337,7 @@ impl Daemon {
                 }
                 r = conntrackd::readable(&d.conntrackd), if d.conntrackd.is_some() => {
                     if r.is_some() && let Some(e) = &mut d.conntrackd {
-                        e.receive(Instant::now(), &d.node, &mut d.kernel);
+                        e.receive(Instant::now(), &mut d.node, &mut d.kernel);
                     }
                 }
                 line = async { fifo.as_mut()?.next_line().await.ok().flatten() }, if fifo.is_some() => {
@@ -389,7 +389,7 @@ impl Daemon {
                     d.node.handle_timeout(now);
                     if let Some(e) = &mut d.conntrackd {
                         e.handle_timeout(now);
-                        e.receive(now, &d.node, &mut d.kernel);
+                        e.receive(now, &mut d.node, &mut d.kernel);
                     }
                 }
                 // A peer host went down: the word stops holding its namespaces up (taken
@@ -591,7 +591,7 @@ impl Daemon {
             && let Some(e) = &mut self.conntrackd
         {
             // Before the core reads the kernel table: what is committed becomes ours.
-            e.take_over(start, &mut self.kernel);
+            e.take_over(start, &mut self.node, &mut self.kernel);
         }
         self.node.set_role(start, role);
         self.flush();

@@ -175,6 +175,23 @@ pub(crate) fn kernel_count(ns: &str) -> usize {
     n
 }
 
+/// How many of `flows` the kernel holds with their own reply tuple (their NAT port).
+pub(crate) fn held_with_reply(
+    kernel: &mut ctnetlink::Conntrack,
+    flows: &[ctnetlink::Flow],
+) -> usize {
+    flows
+        .iter()
+        .filter(|f| {
+            kernel
+                .get(&f.key())
+                .ok()
+                .flatten()
+                .is_some_and(|g| g.reply == f.reply)
+        })
+        .count()
+}
+
 /// A process of the test's own stopped (SIGSTOP) until this is dropped (SIGCONT, also
 /// when the test fails): what it would read in many turns waits for it in one.
 pub(crate) struct Paused(libc::pid_t);
