@@ -125,6 +125,23 @@ fn ports(
         .collect()
 }
 
+/// A shared socket as a receive error names it in the log (said only then).
+enum SharedSocket<'a> {
+    /// A link's socket, on this interface.
+    Link(&'a str),
+    /// The multicast group's socket (`[sync] group`).
+    Group(std::net::SocketAddr),
+}
+
+impl std::fmt::Display for SharedSocket<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SharedSocket::Link(interface) => write!(f, "sync socket on {interface}"),
+            SharedSocket::Group(to) => write!(f, "the multicast group {to}"),
+        }
+    }
+}
+
 /// Wait until one of the shared sockets, or the group socket, has a datagram to read.
 async fn any_readable(shared: &[(Rc<UdpSocket>, String)], group: Option<&UdpSocket>) {
     std::future::poll_fn(|cx| {
@@ -982,11 +999,11 @@ impl Host {
         let group = self
             .group
             .as_ref()
-            .map(|(udp, to)| (udp, format!("the multicast group {to}")));
+            .map(|(udp, to)| (udp, SharedSocket::Group(*to)));
         let sockets = self
             .shared
             .iter()
-            .map(|(udp, interface)| (udp.as_ref(), format!("sync socket on {interface}")))
+            .map(|(udp, interface)| (udp.as_ref(), SharedSocket::Link(interface)))
             .chain(group);
         // The group socket's datagrams go to each router's last inbox (its group port);
         // the host link has none there, so one tagged for it counts as unknown.
