@@ -65,6 +65,8 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Import> {
 struct Out {
     top: Vec<String>,
     sync: Vec<String>,
+    /// The further links, each a `[[sync.link]]` table.
+    links: Vec<Vec<String>>,
     control: Vec<String>,
     filter: Vec<String>,
     timers: Vec<String>,
@@ -85,13 +87,16 @@ impl Out {
             "# -t) becomes `ctsync role primary|backup|fault` in the notify scripts, or a\n",
             "# [keepalived] section without scripts (see etc/ctsync.toml).\n\n",
         ));
-        for (header, lines) in [
-            ("", &self.top),
-            ("[sync]", &self.sync),
-            ("[control]", &self.control),
-            ("[filter]", &self.filter),
-            ("[timers]", &self.timers),
-        ] {
+        let links = self.links.iter().map(|l| ("[[sync.link]]", l));
+        for (header, lines) in [("", &self.top), ("[sync]", &self.sync)]
+            .into_iter()
+            .chain(links)
+            .chain([
+                ("[control]", &self.control),
+                ("[filter]", &self.filter),
+                ("[timers]", &self.timers),
+            ])
+        {
             if lines.is_empty() {
                 continue;
             }
@@ -411,6 +416,99 @@ General {
             ]
         );
         assert!(i.toml.contains("#   line 22: Nice -20: "), "{}", i.toml);
+    }
+
+    /// conntrackd's further dedicated links (it fails over between up to four) become
+    /// `[[sync.link]]` tables after the one marked `Default`, in the file's order; a
+    /// further multicast link carries unicast (the group is the first link's); a fifth
+    /// is listed as not mapped.
+    #[test]
+    fn every_dedicated_link_maps_to_a_sync_link() {
+        let conf = "Sync {
+    Mode FTFW {
+    }
+    UDP {
+        IPv4_address 10.0.0.1
+        IPv4_Destination_Address 10.0.0.2
+        Port 3780
+        Interface eth2
+    }
+    UDP Default {
+        IPv4_address 10.0.1.1
+        IPv4_Destination_Address 10.0.1.2
+        Port 3781
+        Interface eth3
+    }
+    Multicast {
+        IPv4_address 225.0.0.50
+        Group 3782
+        IPv4_interface 10.0.2.1
+        Interface eth4
+    }
+    TCP {
+        IPv4_address 10.0.3.1
+        IPv4_Destination_Address 10.0.3.2
+        Port 3783
+        Interface eth5
+    }
+    UDP {
+        IPv4_address 10.0.4.1
+        IPv4_Destination_Address 10.0.4.2
+        Interface eth6
+    }
+}
+";
+        let i = import(conf.as_bytes(), "l.conf").unwrap();
+        let c = parses(&i.toml);
+        let links: Vec<_> = c
+            .sync
+            .links()
+            .into_iter()
+            .map(|l| (l.interface, l.local.to_string(), l.peers[0].to_string()))
+            .collect();
+        let l = |i: &str, a: &str, b: &str| (i.to_string(), a.to_string(), b.to_string());
+        assert_eq!(
+            links,
+            [
+                l("eth3", "10.0.1.1:3781", "10.0.1.2:3781"),
+                l("eth2", "10.0.0.1:3780", "10.0.0.2:3780"),
+                l("eth4", "10.0.2.1:3782", "192.0.2.10:3782"),
+                l("eth5", "10.0.3.1:3783", "10.0.3.2:3783"),
+            ],
+            "{}",
+            i.toml
+        );
+        assert_eq!(c.sync.group, None, "{}", i.toml);
+        let why = |line: usize| {
+            i.unmapped
+                .iter()
+                .filter(|u| u.line == line)
+                .map(|u| u.why.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        assert!(why(17).contains("first link"), "{:?}", i.unmapped);
+        assert!(why(16).contains("placeholder"), "{:?}", i.unmapped);
+        assert!(why(28).contains("fifth"), "{:?}", i.unmapped);
+        assert!(why(4).is_empty() && why(10).is_empty(), "{:?}", i.unmapped);
+    }
+
+    /// Further links without addresses get placeholders of their own: the file still
+    /// gives a configuration that loads (no address or interface used twice).
+    #[test]
+    fn further_links_get_placeholders_of_their_own() {
+        let conf =
+            "Sync {\n UDP {\n }\n UDP {\n }\n Multicast {\n  IPv4_address 225.0.0.50\n }\n}\n";
+        let i = import(conf.as_bytes(), "p.conf").unwrap();
+        let c = parses(&i.toml);
+        let names: Vec<_> = c.sync.links().into_iter().map(|l| l.interface).collect();
+        assert_eq!(
+            names,
+            ["CHANGE-ME", "CHANGE-ME-2", "CHANGE-ME-3"],
+            "{}",
+            i.toml
+        );
+        assert_eq!(c.sync.group, None, "{}", i.toml);
     }
 
     #[test]

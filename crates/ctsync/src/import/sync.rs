@@ -1,11 +1,12 @@
-//! `Sync { … }`: the mode, the dedicated link and its options.
+//! `Sync { … }`: the mode, the dedicated links and their options.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{Result, bail};
 
 use super::syntax::Item;
-use super::{KEY_FILE, Mapper, Unmapped, quote};
+use super::{KEY_FILE, Mapper, Out, Unmapped, quote};
+use crate::config::MAX_LINKS;
 
 /// One of conntrackd's dedicated links.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -66,31 +67,39 @@ impl Mapper<'_> {
             }
         }
 
-        // The link: the one marked Default, else the first; conntrackd fails over between
-        // up to four, ctsync has one.
+        // The links: the one marked Default (else the first) is [sync]'s own, the others
+        // follow in the file's order as [[sync.link]] tables; conntrackd fails over
+        // between them, ctsync sends each peer's datagrams over the first link it hears
+        // that peer on.
         let chosen = links
             .iter()
             .position(|(_, i)| i.args().iter().any(|a| a.eq_ignore_ascii_case("default")))
             .unwrap_or(0);
-        for (n, (_, item)) in links.iter().enumerate() {
-            if n != chosen {
+        if links.is_empty() {
+            self.skip(
+                sync,
+                "no UDP, TCP or Multicast link: [sync] interface, local and peers are placeholders: fill them in",
+            );
+            self.write_link(None, None, Link::default(), 0)?;
+        }
+        let order = links.get(chosen).into_iter().chain(
+            links
+                .iter()
+                .enumerate()
+                .filter(|&(n, _)| n != chosen)
+                .map(|(_, l)| l),
+        );
+        for (n, &(t, item)) in order.enumerate() {
+            if n == MAX_LINKS {
                 self.skip(
                     item,
-                    "a further dedicated link: ctsync has one sync link (conntrackd fails over between links)",
+                    "a fifth dedicated link: ctsync takes four at most, as conntrackd does",
                 );
+                continue;
             }
+            let link = self.link(t, item)?;
+            self.write_link(Some(t), Some(item), link, n)?;
         }
-        let (transport, link) = match links.get(chosen) {
-            Some((t, item)) => (Some(*t), self.link(*t, item)?),
-            None => {
-                self.skip(
-                    sync,
-                    "no UDP, TCP or Multicast link: [sync] interface, local and peers are placeholders: fill them in",
-                );
-                (None, Link::default())
-            }
-        };
-        self.write_link(transport, links.get(chosen).map(|(_, i)| *i), link)?;
         self.write_mode(mode, external_cache);
         for o in options {
             self.sync_option(o)?;
@@ -158,11 +167,15 @@ impl Mapper<'_> {
         }
     }
 
+    /// Write link `n` (from 0): the first into `[sync]` (with the node's name, the
+    /// group and the key), a further one as a `[[sync.link]]` table. Each link's
+    /// placeholders are addresses and an interface no other link's use.
     fn write_link(
         &mut self,
         transport: Option<Transport>,
         item: Option<&Item>,
         l: Link<'_>,
+        n: usize,
     ) -> Result<()> {
         let section_line = item.map_or(1, |i| i.line);
         let placeholder = |line: usize, setting: &str, why: &str| Unmapped {
@@ -173,12 +186,14 @@ impl Mapper<'_> {
         let v6 = matches!(l.local, Some((IpAddr::V6(_), _)))
             || matches!(l.peer, Some((IpAddr::V6(_), _)))
             || matches!(l.group, Some((IpAddr::V6(_), _)));
-        // Documentation addresses (RFC 5737, RFC 3849): never a real node's.
-        let doc = |n: u8| -> IpAddr {
+        // Documentation addresses (RFC 5737, RFC 3849): never a real node's. Link n
+        // takes its placeholders from 4n + 1 to 4n + 3.
+        let doc = |k: u8| -> IpAddr {
+            let k = u8::try_from(4 * n).unwrap_or(0).saturating_add(k);
             if v6 {
-                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(n)))
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(k)))
             } else {
-                IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, k))
             }
         };
         if let (Some((a, item)), Some((b, _))) = (l.local, l.peer)
@@ -191,15 +206,25 @@ impl Mapper<'_> {
             );
         }
         let port = l.port.map_or(3780, |p| p.0);
-        let node = match l.local {
-            Some((a, _)) => a.to_string(),
-            None => "fw1".to_string(),
+        if n == 0 {
+            let node = match l.local {
+                Some((a, _)) => a.to_string(),
+                None => "fw1".to_string(),
+            };
+            self.out.top.push(
+                "# This node's name, for logs and `ctsync status` (conntrackd has none): the sync address; change at will."
+                    .to_string(),
+            );
+            self.out.top.push(format!("node = {}", quote(&node)));
+        }
+        let (key, key_peers) = if n == 0 {
+            ("[sync]".to_string(), "[sync] peers".to_string())
+        } else {
+            (
+                format!("link {} ([[sync.link]])", n + 1),
+                format!("link {}'s peers ([[sync.link]])", n + 1),
+            )
         };
-        self.out.top.push(
-            "# This node's name, for logs and `ctsync status` (conntrackd has none): the sync address; change at will."
-                .to_string(),
-        );
-        self.out.top.push(format!("node = {}", quote(&node)));
 
         let what = match transport {
             Some(Transport::Udp) => "UDP",
@@ -215,12 +240,26 @@ impl Mapper<'_> {
             Some(Transport::Tcp) => notes.push(format!(
                 "# from line {section_line}: TCP: ctsync sends unicast UDP to each peer, with its own acknowledgements and retransmission (the reliability TCP gave NOTRACK)"
             )),
-            Some(Transport::Multicast) => notes.push(format!(
+            Some(Transport::Multicast) if n == 0 => notes.push(format!(
                 "# from line {section_line}: Multicast: ctsync sends live replication once to the group too; `peers` still lists the nodes (handshake, acknowledgements, bulk transfers)"
+            )),
+            Some(Transport::Multicast) => notes.push(format!(
+                "# from line {section_line}: Multicast: a further link carries unicast UDP to each peer (ctsync's group is on the first link)"
             )),
             None => {}
         }
-        let s = &mut self.out.sync;
+        if n > 0 {
+            notes.push(
+                "# A further link: each peer's datagrams go over the first link it is heard on, this one when those before are silent."
+                    .to_string(),
+            );
+            self.out.links.push(Vec::new());
+        }
+        let Out { sync, links, .. } = &mut self.out;
+        let s = match links.last_mut() {
+            Some(s) if n > 0 => s,
+            _ => sync,
+        };
         s.extend(notes);
         match &l.interface {
             Some((i, item)) => {
@@ -228,16 +267,21 @@ impl Mapper<'_> {
                 s.push(format!("interface = {}", quote(i)));
             }
             None => {
+                let name = if n == 0 {
+                    "CHANGE-ME".to_string()
+                } else {
+                    format!("CHANGE-ME-{}", n + 1)
+                };
                 self.unmapped.push(placeholder(
                     section_line,
                     what,
-                    "no Interface: [sync] interface is a placeholder (\"CHANGE-ME\"): write the sync link's interface",
+                    &format!("no Interface: {key} interface is a placeholder ({name:?}): write the sync link's interface"),
                 ));
                 s.push(
                     "# CHANGE: the sync link's interface (the conntrackd file names none)"
                         .to_string(),
                 );
-                s.push("interface = \"CHANGE-ME\"".to_string());
+                s.push(format!("interface = {}", quote(&name)));
             }
         }
         let port_note = match l.port {
@@ -269,7 +313,7 @@ impl Mapper<'_> {
                 self.unmapped.push(placeholder(
                     section_line,
                     what,
-                    &format!("no local address: [sync] local is a placeholder ({a}): write this node's address on the sync link"),
+                    &format!("no local address: {key} local is a placeholder ({a}): write this node's address on the sync link"),
                 ));
                 s.push("# CHANGE: this node's address on the sync link (the conntrackd file names none)".to_string());
                 a
@@ -295,11 +339,11 @@ impl Mapper<'_> {
                 let a = if local == doc(2) { doc(3) } else { doc(2) };
                 let why = if transport == Some(Transport::Multicast) {
                     format!(
-                        "multicast names no peer: [sync] peers is a placeholder ({a}): list the other nodes' addresses on the sync link"
+                        "multicast names no peer: {key_peers} is a placeholder ({a}): list the other nodes' addresses on the sync link"
                     )
                 } else {
                     format!(
-                        "no destination address: [sync] peers is a placeholder ({a}): list the other nodes' addresses on the sync link"
+                        "no destination address: {key_peers} is a placeholder ({a}): list the other nodes' addresses on the sync link"
                     )
                 };
                 self.unmapped.push(placeholder(section_line, what, &why));
@@ -314,7 +358,13 @@ impl Mapper<'_> {
             }
         }
         if let Some((g, item)) = l.group {
-            if g.is_ipv4() == local.is_ipv4() {
+            if n > 0 {
+                self.unmapped.push(placeholder(
+                    item.line,
+                    &item.text(),
+                    "the group of a further link: ctsync's multicast group is on the first link; this link carries unicast",
+                ));
+            } else if g.is_ipv4() == local.is_ipv4() {
                 s.push(format!(
                     "# from line {}: {}{port_note} (TTL 1: the group stays on the sync link)",
                     item.line,
@@ -331,6 +381,9 @@ impl Mapper<'_> {
                     "the group is not of the family of this node's address on the link: no [sync] group",
                 ));
             }
+        }
+        if n > 0 {
+            return Ok(());
         }
         s.push(
             "# The cluster key (conntrackd's link had none: anyone on it could inject flows)."
