@@ -179,7 +179,7 @@ run_ctsync() {
     PIDS+=("$pa" "$pb")
     wait_until_1s 600 complete "$n" "$per" || { echo "routers: $label: the backup host never held every router's flows" >&2; tail -5 "$DIR/host-b.log" >&2; exit 1; }
     t1=$(now)
-    local start_s start_cpu rss_a rss_b idle_cpu idle_user u0 u1 load_cpu_a load_cpu_b load_s
+    local start_s start_cpu rss_a rss_b idle_cpu idle_user u0 u1 load_cpu_a load_cpu_b load_s ub load_user_b
     start_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
     start_cpu=$(sum_cpu "$pa" "$pb")
     c0=$(sum_cpu "$pa" "$pb")
@@ -197,6 +197,7 @@ run_ctsync() {
     rss_b=$(sum_rss_mib "$pb")
     ca=$(cpu_s "$pa")
     cb=$(cpu_s "$pb")
+    ub=$(user_s "$pb")
     t0=$(now)
     "$FILL" "$per"
     wait_until_1s 600 complete "$n" $((2 * per)) || { echo "routers: $label: the load never reached the backup host" >&2; exit 1; }
@@ -204,9 +205,10 @@ run_ctsync() {
     load_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
     load_cpu_a=$(awk -v a="$ca" -v b="$(cpu_s "$pa")" 'BEGIN {printf "%.2f", b - a}')
     load_cpu_b=$(awk -v a="$cb" -v b="$(cpu_s "$pb")" 'BEGIN {printf "%.2f", b - a}')
+    load_user_b=$(awk -v a="$ub" -v b="$(user_s "$pb")" 'BEGIN {printf "%.2f", b - a}')
     kill "$pa" "$pb"
     wait "$pa" "$pb" 2>/dev/null || true
-    echo "$label|$start_s|$start_cpu|$rss_a|$rss_b|$idle_cpu|$load_s|$load_cpu_a|$load_cpu_b|$idle_user"
+    echo "$label|$start_s|$start_cpu|$rss_a|$rss_b|$idle_cpu|$load_s|$load_cpu_a|$load_cpu_b|$idle_user|$load_user_b"
 }
 fill_many() { local i; for i in $(seq "$R"); do "$CT" load --netns "$P-a-r$i" fill --start "$1" --count "$1" >/dev/null; done; }
 fill_one() { "$CT" load --netns "$P-a-one" fill --start "$TOTAL" --count "$TOTAL" >/dev/null; }
@@ -300,6 +302,7 @@ cd_rss_a=$(sum_rss_mib "${CPA[@]}")
 cd_rss_b=$(sum_rss_mib "${CPB[@]}")
 ca=$(sum_cpu "${CPA[@]}")
 cb=$(sum_cpu "${CPB[@]}")
+ub=$(sum_user "${CPB[@]}")
 t0=$(now)
 fill_many "$FLOWS"
 cd_complete $((2 * FLOWS)) || { echo "routers: conntrackd: the load never reached the backups" >&2; exit 1; }
@@ -307,25 +310,26 @@ t1=$(now)
 cd_load_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
 cd_load_a=$(awk -v a="$ca" -v b="$(sum_cpu "${CPA[@]}")" 'BEGIN {printf "%.2f", b - a}')
 cd_load_b=$(awk -v a="$cb" -v b="$(sum_cpu "${CPB[@]}")" 'BEGIN {printf "%.2f", b - a}')
-row_cd="conntrackd, $R × 2 processes|$cd_start_s|$cd_start_cpu|$cd_rss_a|$cd_rss_b|$cd_idle|$cd_load_s|$cd_load_a|$cd_load_b|$cd_idle_user"
+cd_load_user_b=$(awk -v a="$ub" -v b="$(sum_user "${CPB[@]}")" 'BEGIN {printf "%.2f", b - a}')
+row_cd="conntrackd, $R × 2 processes|$cd_start_s|$cd_start_cpu|$cd_rss_a|$cd_rss_b|$cd_idle|$cd_load_s|$cd_load_a|$cd_load_b|$cd_idle_user|$cd_load_user_b"
 echo "$row_cd" >&2
 
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 table() {
-    echo "Measured with \`bench/routers.sh --write $R $FLOWS\` (IDLE=$IDLE) on build $rev ($(date -u +%Y-%m-%d)), $(machine), conntrackd $(conntrackd_version). Start-up: from starting the daemons until the backup host holds every router's flows (the primaries' fill is before); CPU in seconds, both hosts' daemons summed; RSS of each host's daemons summed after the idle period; idle CPU in % of one core over $IDLE s, and of it in user space (the daemons' own work; the rest is the kernel's, in their system calls); load: $FLOWS more flows per router created on the primary host (one \`ctsync load\` per router, included in the time) until the backup host holds them, CPU of each host's daemons."
+    echo "Measured with \`bench/routers.sh --write $R $FLOWS\` (IDLE=$IDLE) on build $rev ($(date -u +%Y-%m-%d)), $(machine), conntrackd $(conntrackd_version). Start-up: from starting the daemons until the backup host holds every router's flows (the primaries' fill is before); CPU in seconds, both hosts' daemons summed; RSS of each host's daemons summed after the idle period; idle CPU in % of one core over $IDLE s, and of it in user space (the daemons' own work; the rest is the kernel's, in their system calls); load: $FLOWS more flows per router created on the primary host (one \`ctsync load\` per router, included in the time) until the backup host holds them, CPU of each host's daemons, and of host b's in user space."
     echo
-    echo "| | start-up | its CPU | RSS host a / b (MiB) | idle CPU (user) | load | load CPU host a / b |"
+    echo "| | start-up | its CPU | RSS host a / b (MiB) | idle CPU (user) | load | load CPU host a / b (b's user) |"
     echo "|---|---|---|---|---|---|---|"
     local r
     for r in "$row_many" "$row_one" "$row_cd"; do
-        IFS='|' read -r l s c ra rb i ls la lb iu <<<"$r"
-        echo "| $l | $s s | $c s | $ra / $rb | $i % ($iu %) | $ls s | $la / $lb s |"
+        IFS='|' read -r l s c ra rb i ls la lb iu lu <<<"$r"
+        echo "| $l | $s s | $c s | $ra / $rb | $i % ($iu %) | $ls s | $la / $lb s ($lu s) |"
     done
     echo
     awk -F'|' -v m="$row_many" -v o="$row_one" -v c="$row_cd" 'BEGIN {
         split(m, a, "|"); split(o, b, "|"); split(c, d, "|")
-        printf "Ratios: %d routers against one router of the same flows: RSS %.2f × (host b), load CPU %.2f × (host b), idle CPU %.2f × (in user space %.2f ×); against %d conntrackd processes per host: RSS %.2f × (host b), idle CPU %.2f ×, start-up %.2f ×, load CPU %.2f × (host b).\n",
-            '"$R"', a[5] / b[5], a[9] / (b[9] > 0 ? b[9] : 0.01), a[6] / (b[6] > 0 ? b[6] : 0.01), a[10] / (b[10] > 0 ? b[10] : 0.01), '"$R"', a[5] / d[5], a[6] / (d[6] > 0 ? d[6] : 0.01), a[2] / d[2], a[9] / (d[9] > 0 ? d[9] : 0.01)
+        printf "Ratios: %d routers against one router of the same flows: RSS %.2f × (host b), load CPU %.2f × (host b; in user space %.2f ×), idle CPU %.2f × (in user space %.2f ×); against %d conntrackd processes per host: RSS %.2f × (host b), idle CPU %.2f ×, start-up %.2f ×, load CPU %.2f × (host b).\n",
+            '"$R"', a[5] / b[5], a[9] / (b[9] > 0 ? b[9] : 0.01), a[11] / (b[11] > 0 ? b[11] : 0.01), a[6] / (b[6] > 0 ? b[6] : 0.01), a[10] / (b[10] > 0 ? b[10] : 0.01), '"$R"', a[5] / d[5], a[6] / (d[6] > 0 ? d[6] : 0.01), a[2] / d[2], a[9] / (d[9] > 0 ? d[9] : 0.01)
     }'
 }
 out=$(table)
