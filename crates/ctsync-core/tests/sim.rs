@@ -1066,6 +1066,89 @@ fn a_peer_silent_itself_is_not_kept_up_by_its_hosts_word_for_ever() {
     assert!((55..=95).contains(&down_after), "down after {down_after} s");
 }
 
+/// A router that the peer host does not hold never answers (a Neutron node with more
+/// network nodes than replicas per router: every network node is a peer of every
+/// router). Where the host link keeps liveness, the HELLOs to it go further and further
+/// apart, up to the keepalive interval, instead of one every alive interval for ever
+/// (1,200 in ten minutes, for every such router); the word of its host, which the host
+/// link hears all along, does not bring them back. When the router appears, its own
+/// HELLO brings ours with the answer: the link is up within a second.
+#[test]
+fn a_peer_that_never_answers_is_challenged_less_and_less_often() {
+    let mut c = Cluster::with_config(3, 29, |cfg| {
+        cfg.keepalive_interval = Duration::from_secs(30);
+        cfg.digest_unchanged_every = 12;
+    });
+    c.crash(2);
+    for i in 0..20 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.record();
+    for _ in 0..120 {
+        let now = c.now;
+        for (i, peers) in [(0, [2, 3]), (1, [1, 3])] {
+            for p in peers {
+                c.node(i).peer_alive(p, now);
+            }
+        }
+        c.run(Duration::from_secs(5));
+    }
+    let to_absent = |c: &Cluster| {
+        c.trace()
+            .iter()
+            .filter(|(from, to, _)| *from != 3 && *to == 3)
+            .count()
+    };
+    let asked = to_absent(&c);
+    assert!(
+        asked <= 60,
+        "{asked} datagrams in 10 min to a peer that never answered"
+    );
+    assert!(peer_up(&mut c, 0, 2) && peer_up(&mut c, 1, 1));
+    c.boot(2);
+    c.run(Duration::from_secs(1));
+    assert!(
+        peer_up(&mut c, 0, 3) && peer_up(&mut c, 1, 3) && peer_up(&mut c, 2, 1),
+        "the peer that appeared is up within a second"
+    );
+    c.run(Duration::from_secs(12));
+    c.assert_converged(Mode::HotStandby);
+}
+
+/// The other host cut off for two minutes, its host link silent with it (its word said
+/// lost): the routers' links go down and their HELLOs grow far apart, unanswered. When
+/// the host link hears that host again, its word brings each router's challenge at
+/// once: both links are up within 200 ms of the word, not up to a keepalive interval
+/// later.
+#[test]
+fn the_host_links_word_coming_back_challenges_at_once() {
+    let mut c = Cluster::with_config(2, 31, |cfg| {
+        cfg.keepalive_interval = Duration::from_secs(30);
+        cfg.digest_unchanged_every = 12;
+    });
+    for i in 0..20 {
+        c.traffic(0, EventKind::New, flow(i));
+    }
+    c.run(Duration::from_secs(2));
+    assert!(peer_up(&mut c, 0, 2) && peer_up(&mut c, 1, 1));
+    c.partition(1, 2, Duration::from_secs(120));
+    c.node(0).peer_word_lost(2);
+    c.node(1).peer_word_lost(1);
+    c.run(Duration::from_secs(120));
+    assert!(!peer_up(&mut c, 0, 2) && !peer_up(&mut c, 1, 1));
+    c.run(Duration::from_millis(10));
+    let now = c.now;
+    c.node(0).peer_alive(2, now);
+    c.node(1).peer_alive(1, now);
+    c.run(Duration::from_millis(200));
+    assert!(
+        peer_up(&mut c, 0, 2) && peer_up(&mut c, 1, 1),
+        "up within 200 ms of the host link's word"
+    );
+    c.run(Duration::from_secs(12));
+    c.assert_converged(Mode::HotStandby);
+}
+
 /// With keepalives far apart, a change of role or readiness is still said at once (a
 /// backup that keepalived puts in FAULT sends nothing else).
 #[test]

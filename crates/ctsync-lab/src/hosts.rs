@@ -184,6 +184,13 @@ impl Hosts {
         Ok(())
     }
 
+    /// Mend the sync link `dev` that [`Hosts::cut`] cut: its veth comes up again (with
+    /// the routes over it).
+    pub fn mend(&self, dev: &str) -> Result<()> {
+        run(&["ip", "-n", &self.host_netns('a'), "link", "set", dev, "up"])?;
+        Ok(())
+    }
+
     /// What router `n`'s track file (`"track"`) or stale file (`"stale"`) on `host`
     /// says, trimmed; `None` while there is no such file ([`Hosts::track`]).
     pub fn track(&self, host: char, n: usize, which: &str) -> Option<String> {

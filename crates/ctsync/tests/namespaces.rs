@@ -302,6 +302,15 @@ fn routers_take_their_roles_from_their_own_keepalived_fifos() {
         || files(&h, "stale") == ["1", "1", "0", "0"],
         || format!("stale {:?}\n{}", files(&h, "stale"), both(&h)),
     );
+    // Mended: the host links hear each other again, and so do the routers (their
+    // HELLOs, grown apart while unanswered, are asked again at the host link's word):
+    // no copy is stale any more.
+    h.mend("sync0").unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        || files(&h, "stale") == ["0"; 4],
+        || format!("stale {:?}\n{}", files(&h, "stale"), both(&h)),
+    );
 }
 
 /// `systemctl reload` (SIGHUP) of a daemon of namespaces: the cluster key is rotated

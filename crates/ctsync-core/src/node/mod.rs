@@ -554,6 +554,15 @@ impl Node {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
+        if p.link.word_lost {
+            // The word is back (the peer host was down or cut off): a link that went
+            // down meanwhile is challenged again at once, not when its HELLOs, grown
+            // far apart unanswered, would next be due.
+            p.link.word_lost = false;
+            if !p.link.is_live() {
+                p.link.ask_again(at, &self.cfg);
+            }
+        }
         let own_word = self.cfg.keepalive_interval * OWN_WORD_INTERVALS;
         let Some(own) = p
             .link
@@ -572,8 +581,11 @@ impl Node {
     /// it: the peer goes down a dead interval after it was last heard, as if that word
     /// had never held it.
     pub fn peer_word_lost(&mut self, id: NodeId) {
-        if let Some(p) = self.peers.get_mut(&id)
-            && p.link.up
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        p.link.word_lost = true;
+        if p.link.up
             && let Some(t) = p.link.last_heard
         {
             p.link.hold_until(t + self.cfg.dead_interval);

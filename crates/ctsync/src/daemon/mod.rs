@@ -121,20 +121,22 @@ struct Daemon {
 
 /// When the daemon of namespaces' host link last heard each peer host that is up
 /// (authenticated: docs/PROTOCOL.md §14.4), shared with every namespace's loop on the
-/// same thread; and a generation bumped whenever a peer host leaves the map, which wakes
-/// every namespace's loop to tell its node ([`ctsync_core::Node::peer_word_lost`]).
+/// same thread; and a generation bumped whenever a peer host leaves the map or comes
+/// into it, which wakes every namespace's loop to tell its node
+/// ([`ctsync_core::Node::peer_word_lost`]; [`ctsync_core::Node::peer_alive`], which
+/// then challenges a link that went down at once).
 #[derive(Debug, Clone)]
 pub(super) struct HostHeard {
     pub(super) at:
         std::rc::Rc<std::cell::RefCell<std::collections::HashMap<ctsync_wire::NodeId, Instant>>>,
-    pub(super) lost: std::rc::Rc<tokio::sync::watch::Sender<u64>>,
+    pub(super) changed: std::rc::Rc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Default for HostHeard {
     fn default() -> HostHeard {
         HostHeard {
             at: std::rc::Rc::default(),
-            lost: std::rc::Rc::new(tokio::sync::watch::channel(0).0),
+            changed: std::rc::Rc::new(tokio::sync::watch::channel(0).0),
         }
     }
 }
@@ -263,7 +265,7 @@ impl Daemon {
         let clients = control
             .is_some()
             .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(control::MAX_CLIENTS)));
-        let mut hosts_lost = d.host_heard.as_ref().map(|h| h.lost.subscribe());
+        let mut hosts_changed = d.host_heard.as_ref().map(|h| h.changed.subscribe());
         loop {
             d.hear_hosts();
             let mut deadline = d
@@ -392,9 +394,10 @@ impl Daemon {
                         e.receive(now, &mut d.node, &mut d.kernel);
                     }
                 }
-                // A peer host went down: the word stops holding its namespaces up (taken
-                // at the top of the next turn, by `hear_hosts`).
-                Some(()) = async { hosts_lost.as_mut()?.changed().await.ok() }, if hosts_lost.is_some() => {}
+                // A peer host went down, or is heard again: the word stops holding its
+                // namespaces up, or challenges their links that went down meanwhile
+                // (taken at the top of the next turn, by `hear_hosts`).
+                Some(()) = async { hosts_changed.as_mut()?.changed().await.ok() }, if hosts_changed.is_some() => {}
                 taken = std::future::poll_fn(|cx| match &mailbox {
                     Some(m) => m.borrow_mut().poll_take(cx),
                     None => std::task::Poll::Pending,

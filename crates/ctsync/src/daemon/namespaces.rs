@@ -905,19 +905,19 @@ impl Host {
             }
         }
         let mut heard = self.heard.at.borrow_mut();
-        let mut lost = false;
+        let mut changed = false;
         for (id, last) in self.host_node.peers_heard() {
             match last {
                 Some(t) => {
-                    heard.insert(id, t);
+                    changed |= heard.insert(id, t).is_none();
                 }
                 None => {
-                    lost |= heard.remove(&id).is_some();
+                    changed |= heard.remove(&id).is_some();
                 }
             }
         }
-        if lost {
-            self.heard.lost.send_modify(|n| *n += 1);
+        if changed {
+            self.heard.changed.send_modify(|n| *n += 1);
         }
     }
 

@@ -63,6 +63,7 @@ impl Link {
             // since gone; stop challenging for it.
             self.rx_generation = self.rx_generation.max(generation);
             self.reverify = false;
+            self.hello_every = cfg.alive_interval;
             self.challenge = None;
             self.candidate = None;
             return None;
@@ -70,6 +71,7 @@ impl Link {
         let restarted = self.epoch.is_some();
         self.epoch = Some(epoch);
         self.challenge = None;
+        self.hello_every = cfg.alive_interval;
         self.reverify = false;
         let announced = self
             .pending_role
@@ -120,10 +122,7 @@ impl Link {
                 .candidate
                 .as_ref()
                 .is_some_and(|(e, _)| Some(*e) != self.epoch);
-        let due = challenging
-            && self
-                .hello_sent
-                .is_none_or(|t| now >= t + cfg.alive_interval);
+        let due = challenging && self.hello_sent.is_none_or(|t| now >= t + self.hello_every);
         if due {
             if self.challenge.is_none()
                 || self
@@ -134,6 +133,9 @@ impl Link {
             }
             w.hello(self.challenge.unwrap_or(0), VERSION, VERSION, role, ready);
             self.hello_sent = Some(now);
+            if cfg.keepalive_interval > cfg.alive_interval {
+                self.hello_every = (self.hello_every * 2).min(cfg.keepalive_interval);
+            }
             any = true;
         }
         any

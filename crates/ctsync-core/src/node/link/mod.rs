@@ -8,7 +8,7 @@ pub(crate) mod handshake;
 pub(crate) mod protect;
 pub(crate) mod transmit;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ctsync_wire::frame::{DataMessages, Frame, SeqRange};
 use ctsync_wire::header::Header;
@@ -117,8 +117,19 @@ pub(crate) struct Link {
     pub(crate) epoch: Option<u64>,
     /// Our outstanding challenge to it.
     challenge: Option<u64>,
-    /// When we last sent a `HELLO` (re-sent every alive interval while challenging).
+    /// When we last sent a `HELLO` (re-sent every `hello_every` while challenging).
     hello_sent: Option<Instant>,
+    /// How far apart our `HELLO`s to it go: the alive interval; where another channel
+    /// keeps the peers' liveness (a keepalive interval longer than the alive interval:
+    /// the host link, docs/PROTOCOL.md §14.4) doubled after each one it leaves
+    /// unanswered, up to the keepalive interval (a router that the peer host does not
+    /// hold never answers). Back to the alive interval, and one due at once, when it
+    /// challenges us itself or another channel's word of it comes back.
+    hello_every: Duration,
+    /// No word of it from another channel yet, or that word stopped
+    /// ([`crate::Node::peer_word_lost`]): when it comes, a link that is down is
+    /// challenged again at once.
+    pub(crate) word_lost: bool,
     /// A challenge of its to answer.
     hello_ack_due: Option<u64>,
     /// An unverified epoch seen, with its own window (hello frames only).
@@ -179,6 +190,8 @@ impl Link {
             epoch: None,
             challenge: None,
             hello_sent: None,
+            hello_every: cfg.alive_interval,
+            word_lost: true,
             hello_ack_due: None,
             candidate: None,
             reverify: false,
@@ -231,7 +244,7 @@ impl Link {
                     role,
                     ready,
                 } => {
-                    if let Some(hs) = self.on_hello(
+                    match self.on_hello(
                         h.epoch,
                         verified,
                         challenge,
@@ -239,7 +252,10 @@ impl Link {
                         (role, ready),
                         &mut r.roles,
                     ) {
-                        r.handshakes.push(hs);
+                        Some(hs) => r.handshakes.push(hs),
+                        // It is there and challenges us: our own challenge goes with
+                        // the answer, however far apart our HELLOs had grown.
+                        None => self.ask_again(now, cfg),
                     }
                 }
                 Frame::HelloAck {
@@ -357,6 +373,16 @@ impl Link {
                 Some((role, ready))
             }
             _ => None,
+        }
+    }
+
+    /// Challenge it again at once (if its epoch is unverified), and every alive interval
+    /// from there.
+    pub(crate) fn ask_again(&mut self, now: Instant, cfg: &Config) {
+        if self.hello_every > cfg.alive_interval || self.hello_sent.is_some() {
+            self.hello_every = cfg.alive_interval;
+            self.hello_sent = None;
+            self.timers.set(LinkTimer::Alive, now);
         }
     }
 

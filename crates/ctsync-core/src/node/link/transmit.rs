@@ -103,12 +103,13 @@ impl Link {
     /// A datagram written by [`Link::write_datagram`] was sealed and goes out.
     pub(crate) fn sent(&mut self, now: Instant, cfg: &Config) {
         // A verified peer that is up needs only keepalives; one being challenged or
-        // brought up gets the alive interval.
+        // brought up gets the alive interval (or the longer one its HELLOs have grown
+        // to, unanswered).
         self.announce = false;
         let every = if self.up && !self.reverify {
             cfg.keepalive_interval.max(cfg.alive_interval)
         } else {
-            cfg.alive_interval
+            self.hello_every
         };
         self.timers.set(LinkTimer::Alive, now + every);
     }
