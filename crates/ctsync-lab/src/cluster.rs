@@ -92,6 +92,12 @@ pub struct Options {
     /// A mixed lab's conntrackd replicates expectations (`ExpectationSync On`; the
     /// default); false for a control without them.
     pub conntrackd_expectations: bool,
+    /// A second dedicated link between the two firewalls (`sync2`, a veth pair,
+    /// 198.18.254.0/24): conntrackd's second `UDP` block; ctsync's `[[conntrackd.link]]`
+    /// on it when `ctsync_second_link` is set too (not in its control).
+    pub conntrackd_second_link: bool,
+    /// See `conntrackd_second_link`.
+    pub ctsync_second_link: bool,
 }
 
 /// conntrackd's IPv4 multicast group on the sync segment (its `IPv4_address` and
@@ -118,6 +124,8 @@ impl Options {
             mixed: None,
             conntrackd_group: None,
             conntrackd_expectations: true,
+            conntrackd_second_link: false,
+            ctsync_second_link: false,
         }
     }
 }
@@ -233,9 +241,31 @@ impl Lab {
             run(&["ip", "-n", fw, "addr", "add", &addr, "dev", "sync"])?;
             run(&["ip", "-n", fw, "link", "set", "sync", "up"])?;
         }
+        if self.opts.conntrackd_second_link
+            && let [fw1, fw2] = &self.fw[..]
+        {
+            run(&[
+                "ip", "-n", fw1, "link", "add", "name", "sync2", "type", "veth", "peer", "name",
+                "sync2", "netns", fw2,
+            ])?;
+            for (i, fw) in [fw1, fw2].into_iter().enumerate() {
+                let addr = format!("198.18.254.{}/24", i + 1);
+                run(&["ip", "-n", fw, "addr", "add", &addr, "dev", "sync2"])?;
+                run(&["ip", "-n", fw, "link", "set", "sync2", "up"])?;
+            }
+        }
         if let Some(bin) = &self.opts.ctsync {
             ctsync::write_key(bin, &self.dir().join("cluster.key"))?;
         }
+        Ok(())
+    }
+
+    /// Bring firewall `i`'s device `dev` (`sync`, `sync2`) down or up: a cut dedicated
+    /// link, as its owner sees it (conntrackd moves to another link when the one it
+    /// sends on goes down).
+    pub fn set_link(&self, i: usize, dev: &str, up: bool) -> Result<()> {
+        let state = if up { "up" } else { "down" };
+        run(&["ip", "-n", &self.fw[i], "link", "set", dev, state])?;
         Ok(())
     }
 
@@ -446,7 +476,13 @@ impl Lab {
         let expectations = self.opts.mixed.is_some() && self.opts.conntrackd_expectations;
         fs::write(
             &conf,
-            conntrackd::config(i, self.dir(), group, expectations),
+            conntrackd::config(
+                i,
+                self.dir(),
+                group,
+                expectations,
+                self.opts.conntrackd_second_link,
+            ),
         )?;
         let _ = fs::remove_file(self.file(i, "conntrackd.lock"));
         let _ = fs::remove_file(self.file(i, "conntrackd.ctl"));
@@ -499,8 +535,17 @@ impl Lab {
                 "[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"sync\"\ngroup = \"{group}\"\n"
             )
         } else if self.speaker(i) == Some(Speaker::Ctsync { dialect: true }) {
+            let second = if self.opts.ctsync_second_link {
+                format!(
+                    "[[conntrackd.link]]\ninterface = \"sync2\"\nlocal = \"198.18.254.{}:{SYNC_PORT}\"\npeer = \"198.18.254.{}:{SYNC_PORT}\"\n",
+                    i + 1,
+                    2 - i
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"sync\"\nlocal = \"198.18.255.{}:{SYNC_PORT}\"\npeer = \"198.18.255.{}:{SYNC_PORT}\"\n",
+                "[conntrackd]\ndialect = \"conntrackd\"\ninterface = \"sync\"\nlocal = \"198.18.255.{}:{SYNC_PORT}\"\npeer = \"198.18.255.{}:{SYNC_PORT}\"\n{second}",
                 i + 1,
                 2 - i
             )

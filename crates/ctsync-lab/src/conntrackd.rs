@@ -15,8 +15,16 @@ use crate::process::run;
 /// (its log, lock file and control socket go there): FTFW over UDP to the other
 /// firewall, or with `group` (`"239.255.x.y:port"` or `"[ff02::…]:port"`) over that
 /// multicast group on the sync link; with `expectations`, `ExpectationSync On` (its expectations replicated
-/// too, committed by `-c` after the flows).
-pub fn config(i: usize, dir: &Path, group: Option<&str>, expectations: bool) -> String {
+/// too, committed by `-c` after the flows); with `second_link` (UDP only), a second
+/// dedicated link on `sync2` (198.18.254.0/24), which conntrackd sends on when `sync`
+/// goes down.
+pub fn config(
+    i: usize,
+    dir: &Path,
+    group: Option<&str>,
+    expectations: bool,
+    second_link: bool,
+) -> String {
     let link = match group.and_then(|g| g.rsplit_once(':')) {
         // IPv6: its address, and the interface (conntrackd ignores IPv6_interface).
         Some((addr, port)) if addr.starts_with('[') => format!(
@@ -42,19 +50,14 @@ pub fn config(i: usize, dir: &Path, group: Option<&str>, expectations: bool) -> 
     }}"#,
             n = i + 1
         ),
-        None => format!(
-            r#"    UDP {{
-        IPv4_address 198.18.255.{n}
-        IPv4_Destination_Address 198.18.255.{o}
-        Port {SYNC_PORT}
-        Interface sync
-        SndSocketBuffer 1249280
-        RcvSocketBuffer 1249280
-        Checksum on
-    }}"#,
-            n = i + 1,
-            o = 2 - i,
-        ),
+        None => udp_block(i, "198.18.255", "sync"),
+    };
+    // A second dedicated link (UDP only), `sync2`: conntrackd sends on the first until
+    // its interface goes down.
+    let link = if second_link && group.is_none() {
+        format!("{link}\n{}", udp_block(i, "198.18.254", "sync2"))
+    } else {
+        link
     };
     let options = if expectations {
         "    Options {\n        ExpectationSync On\n    }\n"
@@ -90,12 +93,32 @@ General {{
             IPv4_address 127.0.0.1
             IPv4_address 198.18.255.1
             IPv4_address 198.18.255.2
+            IPv4_address 198.18.254.1
+            IPv4_address 198.18.254.2
         }}
     }}
 }}
 "#,
         n = i + 1,
         dir = dir.display(),
+    )
+}
+
+/// A `UDP` block for firewall `i` on the /24 `net` (its address `net.(i+1)`, the other
+/// firewall's `net.(2-i)`), over device `dev`.
+fn udp_block(i: usize, net: &str, dev: &str) -> String {
+    format!(
+        r#"    UDP {{
+        IPv4_address {net}.{n}
+        IPv4_Destination_Address {net}.{o}
+        Port {SYNC_PORT}
+        Interface {dev}
+        SndSocketBuffer 1249280
+        RcvSocketBuffer 1249280
+        Checksum on
+    }}"#,
+        n = i + 1,
+        o = 2 - i,
     )
 }
 

@@ -88,7 +88,7 @@ pub struct Link {
 /// after `%` is kept here while the file is read, and [`Config::parse`] checks that it
 /// is that interface.
 mod conntrackd;
-pub use conntrackd::{ConntrackdPeer, ConntrackdTransport, PeerAddr};
+pub use conntrackd::{ConntrackdLink, ConntrackdPeer, ConntrackdTransport, PeerAddr};
 
 mod scoped {
     use std::cell::RefCell;
@@ -650,11 +650,16 @@ impl Config {
             })?),
             None => None,
         };
+        let (path, text) = &self.source;
         for (n, link) in self.sync.links().iter().enumerate() {
-            self.check_interface(netns.as_ref(), n, &link.interface)?;
+            let place = link_at(text, path, n, "interface");
+            self.check_interface(netns.as_ref(), place, &link.interface)?;
         }
         if let Some(c) = &self.conntrackd {
-            self.check_interface(netns.as_ref(), 0, &c.interface)?;
+            for (n, link) in c.links().iter().enumerate() {
+                let place = conntrackd::link_place(text, path, n, Some("interface"));
+                self.check_interface(netns.as_ref(), place, &link.interface)?;
+            }
         }
         read_key(&self.sync.key_file)
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", self.at("key_file")))?;
@@ -670,13 +675,9 @@ impl Config {
     fn check_interface(
         &self,
         netns: Option<&ctnetlink::Netns>,
-        n: usize,
+        (at, name): (String, String),
         interface: &str,
     ) -> Result<()> {
-        let (at, name) = {
-            let (path, text) = &self.source;
-            link_at(text, path, n, "interface")
-        };
         let iface = std::ffi::CString::new(interface.to_string())
             .map_err(|_| anyhow::anyhow!("{at}: {name} interface: not a valid interface name"))?;
         let exists = || -> std::io::Result<bool> {
@@ -715,18 +716,27 @@ impl Config {
     }
 }
 
-/// The line of the `n`th (from 0) `[[sync.link]]` header, for errors about that link.
-fn line_of_link(text: &str, n: usize) -> Option<usize> {
+/// The line of the `n`th (from 0) `[[table]]` header (`table` as its dotted parts:
+/// `["sync", "link"]`), for errors about that table.
+fn line_of_table(text: &str, table: [&str; 2], n: usize) -> Option<usize> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| {
             l.trim_start()
                 .strip_prefix("[[")
                 .and_then(|r| r.split_once("]]"))
-                .is_some_and(|(name, _)| name.split('.').map(str::trim).eq(["sync", "link"]))
+                .is_some_and(|(name, _)| name.split('.').map(str::trim).eq(table))
         })
         .nth(n)
         .map(|(i, _)| i + 1)
+}
+
+/// `path:line`, or the path alone when the line is not known.
+fn at_line(path: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    }
 }
 
 /// Where link `n` (0: `[sync]`'s own keys) is written, and how an error names it:
@@ -734,12 +744,9 @@ fn line_of_link(text: &str, n: usize) -> Option<usize> {
 fn link_at(text: &str, path: &Path, n: usize, key: &str) -> (String, String) {
     let line = match n {
         0 => line_of(text, key),
-        _ => line_of_link(text, n - 1),
+        _ => line_of_table(text, ["sync", "link"], n - 1),
     };
-    let at = match line {
-        Some(l) => format!("{}:{l}", path.display()),
-        None => path.display().to_string(),
-    };
+    let at = at_line(path, line);
     let name = match n {
         0 => "[sync]".to_string(),
         _ => format!("[[sync.link]] {} (link {})", n, n + 1),

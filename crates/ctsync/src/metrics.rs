@@ -297,6 +297,18 @@ pub(crate) fn render(s: &Status) -> String {
             "Datagrams to the [conntrackd] port or group from another address than its peer, dropped",
             c.foreign_dropped,
         );
+        gauge(
+            &mut reg,
+            "conntrackd_link",
+            "The link to the [conntrackd] peer that ours go out on (1: the section's own), where it was last heard",
+            i(c.link),
+        );
+        counter(
+            &mut reg,
+            "conntrackd_link_switches",
+            "Times the [conntrackd] peer was heard on another link than the one ours went out on",
+            c.link_switches,
+        );
     }
     let stale: Gauge<i64, AtomicI64> = Gauge::default();
     stale.set(i64::from(s.stale));

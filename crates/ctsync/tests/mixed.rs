@@ -223,6 +223,79 @@ fn conntrackds_nat_replaces_an_entry_of_ours_at_a_commit_takeover() {
     conntrackds_nat_replaces_an_entry_of_ours("mxnatc", Mode::Commit);
 }
 
+/// conntrackd with two dedicated links (two `UDP` blocks; it sends on the first while
+/// that link's interface is up), ctsync with `[[conntrackd.link]]` on the second. fw1's
+/// first link goes down: conntrackd moves to the second, ctsync hears it there and sends
+/// there too (its status: link 2 of 2), 100 flows created on fw1 after the cut reach
+/// fw2's kernel with their NAT, and a hard failover keeps every session. Its control,
+/// ctsync without the second link, gets none of those flows.
+fn conntrackds_second_link(tag: &str, ctsync_has_it: bool) {
+    if !root() || !have_conntrackd() {
+        return;
+    }
+    let _one = serial();
+    let mut r = up_with(
+        tag,
+        [Speaker::Conntrackd, Speaker::Ctsync { dialect: true }],
+        true,
+        |o| {
+            o.conntrackd_second_link = true;
+            o.ctsync_second_link = ctsync_has_it;
+        },
+    );
+    r.lab.set_link(0, "sync", false).unwrap();
+    // conntrackd notices its link down (a netlink event) before these flows' events.
+    std::thread::sleep(Duration::from_millis(500));
+    let flows: Vec<_> = (0..100)
+        .map(|i| synth::flow(i, Mix::TcpSnat, 3600))
+        .collect();
+    let mut fw1 = kernel_of(&r, 0);
+    fw1.batch(FlowOp::Create, &flows, |i, e| panic!("create {i}: {e}"))
+        .unwrap();
+    let mut fw2 = kernel_of(&r, 1);
+    if !ctsync_has_it {
+        std::thread::sleep(Duration::from_secs(5));
+        let held = held_with_reply(&mut fw2, &flows);
+        assert_eq!(
+            held, 0,
+            "without the second link fw2 got {held} of the flows"
+        );
+        return;
+    }
+    let got = ctsync_lab::process::wait(Duration::from_secs(15), || {
+        held_with_reply(&mut fw2, &flows) == flows.len()
+    })
+    .unwrap();
+    assert!(
+        got.is_some(),
+        "fw2 holds {} of {} flows sent over the second link\n{}",
+        held_with_reply(&mut fw2, &flows),
+        flows.len(),
+        r.lab.logs()
+    );
+    let s = r.lab.status(1).unwrap();
+    let c = &s["conntrackd"];
+    assert_eq!(
+        (c["link"].as_u64(), c["links"].as_u64()),
+        (Some(2), Some(2)),
+        "{s}"
+    );
+    assert_eq!(c["peer"], "198.18.254.1:3780", "{s}");
+    let (_, rep) = r.hard_failover(6);
+    eprintln!("conntrackd on its second link -> ctsync: {rep:?}");
+    r.assert_all_kept("conntrackd moved to its second link, then failed", &rep);
+}
+
+#[test]
+fn ctsync_follows_conntrackd_onto_its_second_link() {
+    conntrackds_second_link("mx2link", true);
+}
+
+#[test]
+fn control_without_the_second_link_ctsync_gets_nothing_after_the_cut() {
+    conntrackds_second_link("mx2ctl", false);
+}
+
 /// The status and the log say, at every start, that the dialect is unauthenticated.
 fn assert_says_unauthenticated(r: &Running, i: usize) {
     let s = r.lab.status(i).unwrap();

@@ -434,6 +434,64 @@ fn a_conntrackd_peer_is_opt_in_and_checked() {
     assert!(format!("{e:#}").contains("must differ"), "{e:#}");
 }
 
+/// Further links to conntrackd (its further UDP or Multicast blocks): each checked as
+/// the section's own, each on its own interface and address, four at most; their
+/// addresses are never replicated either.
+#[test]
+fn further_conntrackd_links_are_checked_like_the_first() {
+    let two = format!(
+        "{CONNTRACKD}[[conntrackd.link]]\ninterface = \"eth4\"\nlocal = \"198.18.1.1:3790\"\npeer = \"198.18.1.2:3790\"\n"
+    );
+    let c = Config::parse(&format!("{GOOD}{two}"), Path::new("a.toml")).unwrap();
+    let p = c.conntrackd.as_ref().unwrap();
+    let links = p.links();
+    assert_eq!(links.len(), 2);
+    assert_eq!(links[1].interface, "eth4");
+    assert!(matches!(
+        links[1].transport(),
+        Some(ConntrackdTransport::Udp { peer, .. }) if peer.to_string() == "198.18.1.2:3790"
+    ));
+    let f = c.core_filter();
+    assert!(f.never.iter().any(|(a, _)| a.to_string() == "198.18.1.2"));
+    let err = |extra: &str| {
+        let text = format!("{GOOD}{CONNTRACKD}{extra}");
+        let e = Config::parse(&text, Path::new("a.toml")).unwrap_err();
+        format!("{e:#}")
+    };
+    let header_line = GOOD.lines().count() + CONNTRACKD.lines().count() + 1;
+    let msg = err(
+        "[[conntrackd.link]]\ninterface = \"eth3\"\nlocal = \"198.18.1.1:3790\"\npeer = \"198.18.1.2:3790\"\n",
+    );
+    assert!(
+        msg.starts_with(&format!(
+            "a.toml:{header_line}: [[conntrackd.link]] 1 (link 2)"
+        )) && msg.contains("its own interface"),
+        "{msg}"
+    );
+    let msg = err(
+        "[[conntrackd.link]]\ninterface = \"eth4\"\nlocal = \"198.18.0.1:3790\"\npeer = \"198.18.1.2:3790\"\n",
+    );
+    assert!(msg.contains("another link's too"), "{msg}");
+    let msg = err(
+        "[[conntrackd.link]]\ninterface = \"eth4\"\nlocal = \"198.18.1.1:3790\"\ngroup = \"239.255.1.1:3790\"\n",
+    );
+    assert!(
+        msg.contains("[[conntrackd.link]] 1") && msg.contains("with group"),
+        "{msg}"
+    );
+    let msg = err("[[conntrackd.link]]\ninterface = \"eth4\"\n");
+    assert!(msg.contains("needs local and peer"), "{msg}");
+    let five: String = (4..8)
+        .map(|i| {
+            format!(
+                "[[conntrackd.link]]\ninterface = \"eth{i}\"\nlocal = \"198.18.{i}.1:3790\"\npeer = \"198.18.{i}.2:3790\"\n"
+            )
+        })
+        .collect();
+    let msg = err(&five);
+    assert!(msg.contains("5 links: at most 4"), "{msg}");
+}
+
 const NAMESPACES: &str = r#"
 [namespaces]
 match = "qrouter-*"

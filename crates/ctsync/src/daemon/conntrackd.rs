@@ -79,6 +79,13 @@ pub(crate) struct ConntrackdStatus {
     pub peer: SocketAddr,
     /// The only sender taken (UDP: conntrackd; multicast: `peer` if named).
     pub accept: Option<IpAddr>,
+    /// The link ours go out on (1: the section's own; `transport`, `local`, `peer` and
+    /// `accept` are that link's): the one conntrackd was last heard on.
+    pub link: usize,
+    /// Links to conntrackd (1 + `[[conntrackd.link]]`).
+    pub links: usize,
+    /// Times conntrackd was heard on another link than the one ours went out on.
+    pub link_switches: u64,
     /// The address conntrackd was last heard from.
     pub heard_from: Option<IpAddr>,
     /// Heard from within 3 s.
@@ -117,8 +124,11 @@ pub(super) async fn readable(e: &Option<Endpoint>) -> Option<()> {
 
 /// The endpoint for one conntrackd peer.
 pub(super) struct Endpoint {
-    wire: Wire,
-    transport: ConntrackdTransport,
+    /// Every link to conntrackd (the section's own first), with its transport.
+    links: Vec<(Wire, ConntrackdTransport)>,
+    /// The link ours go out on: the one conntrackd was last heard on (it sends on one
+    /// at a time and moves when its interface goes down), the first until then.
+    current: usize,
     heard_from: Option<IpAddr>,
     session: Session,
     /// conntrackd's flows, by key, with when each last came.
@@ -144,6 +154,8 @@ pub(super) struct Endpoint {
     send_errors: u64,
     /// A datagram is waiting (the budget was hit): the loop turns again at once.
     more: bool,
+    /// See [`ConntrackdStatus::link_switches`].
+    link_switches: u64,
     /// Entries of our own that conntrackd's flows replaced (deleted from the kernel
     /// first), for the core to drop from its table.
     replaced: Vec<Flow>,
@@ -159,10 +171,13 @@ impl Endpoint {
         mode: Mode,
         now: Instant,
     ) -> Result<Endpoint> {
-        let transport = c.transport().ok_or_else(|| {
-            anyhow::anyhow!("[conntrackd] needs local and peer (UDP) or group (multicast)")
-        })?;
-        let wire = Wire::open(transport, &c.interface, netns)?;
+        let mut links = Vec::new();
+        for l in c.links() {
+            let transport = l.transport().ok_or_else(|| {
+                anyhow::anyhow!("[conntrackd] needs local and peer (UDP) or group (multicast)")
+            })?;
+            links.push((Wire::open(transport, &l.interface, netns)?, transport));
+        }
         // conntrackd starts its numbers at the Unix time; so do we (a restart does not
         // reuse recent numbers).
         let first = SystemTime::now()
@@ -177,8 +192,8 @@ impl Endpoint {
             session.request_resync();
         }
         Ok(Endpoint {
-            wire,
-            transport,
+            links,
+            current: 0,
             heard_from: None,
             session,
             flows: HashMap::new(),
@@ -197,6 +212,7 @@ impl Endpoint {
             foreign_dropped: 0,
             send_errors: 0,
             more: false,
+            link_switches: 0,
             replaced: Vec::new(),
         })
     }
@@ -206,47 +222,94 @@ impl Endpoint {
         self.filter = filter;
     }
 
-    /// Wait until a datagram may be read (or the last turn left some).
+    /// Wait until a datagram may be read on any link (or the last turn left some).
     pub(super) async fn readable(&self) -> std::io::Result<()> {
         if self.more {
             return Ok(());
         }
-        self.wire.rx.readable().await
+        std::future::poll_fn(|cx| {
+            for (wire, _) in &self.links {
+                if let std::task::Poll::Ready(r) = wire.rx.poll_recv_ready(cx) {
+                    return std::task::Poll::Ready(r);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// The link ours go out on.
+    fn wire(&self) -> &Wire {
+        &self.links[self.current.min(self.links.len() - 1)].0
+    }
+
+    /// Its transport.
+    fn transport(&self) -> ConntrackdTransport {
+        self.links[self.current.min(self.links.len() - 1)].1
     }
 
     /// Read what arrived (a budget's worth) and act on it: flows to the kernel or the
     /// copy, our table to conntrackd when it asks.
     pub(super) fn receive(&mut self, now: Instant, node: &mut Node, kernel: &mut Kernel) {
         self.more = false;
-        for n in 0.. {
-            if n == RECEIVE_BUDGET {
-                self.more = true;
-                break;
-            }
-            match self.wire.rx.try_recv_from(&mut self.rx) {
-                Ok((len, from)) => {
-                    // conntrackd's IPv4 sender is not bound to its port, and its
-                    // multicast sender to none: only the address is checked.
-                    let from = from.ip().to_canonical();
-                    if self.wire.accept.is_some_and(|a| a != from) {
-                        self.foreign_dropped += 1;
-                        continue;
-                    }
-                    self.heard_from = Some(from);
-                    let Some(d) = self.rx.get(..len) else {
-                        continue;
-                    };
-                    self.session.handle_datagram(now, d);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    log("warn", format!("[conntrackd] receiving: {e}"));
+        let mut n = 0;
+        for i in 0..self.links.len() {
+            loop {
+                if n == RECEIVE_BUDGET {
+                    self.more = true;
                     break;
+                }
+                let Some((wire, _)) = self.links.get(i) else {
+                    break;
+                };
+                match wire.rx.try_recv_from(&mut self.rx) {
+                    Ok((len, from)) => {
+                        n += 1;
+                        // conntrackd's IPv4 sender is not bound to its port, and its
+                        // multicast sender to none: only the address is checked.
+                        let from = from.ip().to_canonical();
+                        if wire.accept.is_some_and(|a| a != from) {
+                            self.foreign_dropped += 1;
+                            continue;
+                        }
+                        self.heard_from = Some(from);
+                        self.heard_on(i);
+                        let Some(d) = self.rx.get(..len) else {
+                            continue;
+                        };
+                        self.session.handle_datagram(now, d);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        log(
+                            "warn",
+                            format!("[conntrackd] receiving on link {}: {e}", i + 1),
+                        );
+                        break;
+                    }
                 }
             }
         }
         self.take_received(now, node, kernel);
         self.restore_expired(now, node, kernel);
+    }
+
+    /// conntrackd was heard on link `i`: ours go there from now on, as conntrackd's go
+    /// where it last heard us (it sends on one link at a time).
+    fn heard_on(&mut self, i: usize) {
+        if i == self.current {
+            return;
+        }
+        self.current = i;
+        self.link_switches += 1;
+        log(
+            "info",
+            format!(
+                "[conntrackd] {} heard on link {}: sending there",
+                self.peer_name(),
+                i + 1
+            ),
+        );
     }
 
     /// Write back conntrackd's flows that our kernel destroyed while we hold them (see
@@ -618,14 +681,16 @@ impl Endpoint {
                 break;
             }
             sent = true;
-            if let Err(e) = self.wire.tx.send_to(&self.buf, self.wire.to) {
+            let wire = self.wire();
+            if let Err(e) = wire.tx.send_to(&self.buf, wire.to) {
+                let to = wire.to;
                 self.send_errors += 1;
                 if self.send_errors.is_power_of_two() {
                     log(
                         "warn",
                         format!(
-                            "[conntrackd] sending to {}: {e} ({} times)",
-                            self.wire.to, self.send_errors
+                            "[conntrackd] sending to {to}: {e} ({} times)",
+                            self.send_errors
                         ),
                     );
                 }
@@ -637,7 +702,7 @@ impl Endpoint {
     /// How the log names conntrackd: its address, or the group and the sender last
     /// heard.
     fn peer_name(&self) -> String {
-        match (self.transport, self.heard_from) {
+        match (self.transport(), self.heard_from) {
             (ConntrackdTransport::Udp { peer, .. }, _) => peer.to_string(),
             (ConntrackdTransport::Multicast { group, .. }, Some(h)) => format!("{h} on {group}"),
             (ConntrackdTransport::Multicast { group, .. }, None) => group.to_string(),
@@ -653,16 +718,19 @@ impl Endpoint {
         ConntrackdStatus {
             dialect: "conntrackd",
             unauthenticated: true,
-            transport: match self.transport {
+            transport: match self.transport() {
                 ConntrackdTransport::Udp { .. } => "udp",
                 ConntrackdTransport::Multicast { .. } => "multicast",
             },
-            local: match self.transport {
+            local: match self.transport() {
                 ConntrackdTransport::Udp { local, .. } => Some(local),
                 ConntrackdTransport::Multicast { .. } => None,
             },
-            peer: self.wire.to,
-            accept: self.wire.accept,
+            peer: self.wire().to,
+            accept: self.wire().accept,
+            link: self.current + 1,
+            links: self.links.len(),
+            link_switches: self.link_switches,
             heard_from: self.heard_from,
             up: seen.is_some_and(|d| d < UP_WITHIN),
             last_seen_ms: seen.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

@@ -503,10 +503,14 @@ pub(super) async fn start(cfg: &Config) -> Result<(Daemon, Sources)> {
             ),
             None => String::new(),
         };
+        let more = match c.extra_links.len() {
+            0 => String::new(),
+            n => format!(" (and on {n} more links, the same way)"),
+        };
         log(
             "warn",
             format!(
-                "[conntrackd] speaking conntrackd's FTFW dialect {how}; keep it on a dedicated link"
+                "[conntrackd] speaking conntrackd's FTFW dialect {how}{more}; keep it on a dedicated link"
             ),
         );
     }

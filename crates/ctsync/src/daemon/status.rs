@@ -361,6 +361,13 @@ impl fmt::Display for Status {
                 c.session.malformed,
                 c.foreign_dropped
             )?;
+            if c.links > 1 {
+                writeln!(
+                    f,
+                    "    on link {} of {} (where conntrackd was last heard; switched {} times)",
+                    c.link, c.links, c.link_switches
+                )?;
+            }
         }
         if !self.dropped.is_empty() {
             let d: Vec<String> = self
