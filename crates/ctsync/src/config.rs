@@ -503,12 +503,7 @@ impl Config {
                 path.display()
             );
         }
-        let at = |key: &str| -> String {
-            match line_of(text, key) {
-                Some(l) => format!("{}:{l}", path.display()),
-                None => path.display().to_string(),
-            }
-        };
+        let at = |key: &str| -> String { at_line(path, line_of(text, key)) };
         for p in &cfg.filter.protocols {
             if p.number().is_none() {
                 bail!(
@@ -632,10 +627,7 @@ impl Config {
     /// `file:line` of `key = …` in the file this came from.
     fn at(&self, key: &str) -> String {
         let (path, text) = &self.source;
-        match line_of(text, key) {
-            Some(l) => format!("{}:{l}", path.display()),
-            None => path.display().to_string(),
-        }
+        at_line(path, line_of(text, key))
     }
 
     /// Check what the file names on this machine: the network namespace, the sync
@@ -815,10 +807,7 @@ fn check_group(cfg: &Config, text: &str, path: &Path) -> Result<()> {
     let Some(g) = cfg.sync.group else {
         return Ok(());
     };
-    let at = match line_of(text, "group") {
-        Some(l) => format!("{}:{l}", path.display()),
-        None => path.display().to_string(),
-    };
+    let at = at_line(path, line_of(text, "group"));
     if !g.ip().is_multicast() {
         bail!(
             "{at}: [sync] group {g} is not a multicast address: expected e.g. \"239.255.1.1:3780\" or \"[ff02::1:3]:3780\""
