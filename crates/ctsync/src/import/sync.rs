@@ -415,7 +415,7 @@ impl Mapper<'_> {
                 };
                 s.push(format!("# from line {}: {}: {how}.", m.line, m.text()));
                 s.push(
-                    "# ctsync and conntrackd do not talk to each other: move every node at once."
+                    "# ctsync nodes speak ctsync's protocol to each other; to replace conntrackd one node at a time, a [conntrackd] section lets a ctsync node speak FTFW with the conntrackd still running on the other (docs/MIGRATION.md, section 2)."
                         .to_string(),
                 );
             }
