@@ -489,8 +489,48 @@ General {
         };
         assert!(why(17).contains("first link"), "{:?}", i.unmapped);
         assert!(why(16).contains("placeholder"), "{:?}", i.unmapped);
-        assert!(why(28).contains("fifth"), "{:?}", i.unmapped);
+        assert!(why(28).contains("beyond the fourth"), "{:?}", i.unmapped);
         assert!(why(4).is_empty() && why(10).is_empty(), "{:?}", i.unmapped);
+    }
+
+    /// Links that ctsync could not load (a sixth and a seventh, two on one interface or
+    /// one address) are listed as not mapped: the output still loads.
+    #[test]
+    fn links_beyond_four_or_reusing_an_interface_or_address_are_listed() {
+        let udp = |i: u8, iface: &str| {
+            format!(
+                " UDP {{\n  IPv4_address 10.0.{i}.1\n  IPv4_Destination_Address 10.0.{i}.2\n  Interface {iface}\n }}\n"
+            )
+        };
+        let mut conf = String::from("Sync {\n");
+        for i in 0..7 {
+            conf.push_str(&udp(i, &format!("eth{i}")));
+        }
+        conf.push_str(&udp(0, "eth9"));
+        conf.push_str(&udp(9, "eth1"));
+        conf.push_str("}\n");
+        let i = import(conf.as_bytes(), "many.conf").unwrap();
+        let c = parses(&i.toml);
+        assert_eq!(c.sync.links().len(), 4, "{}", i.toml);
+        let why: Vec<&str> = i.unmapped.iter().map(|u| u.why.as_str()).collect();
+        assert_eq!(
+            why.iter()
+                .filter(|w| w.contains("beyond the fourth"))
+                .count(),
+            5,
+            "{why:?}"
+        );
+        let dup = "Sync {\n UDP {\n  IPv4_address 10.0.0.1\n  IPv4_Destination_Address 10.0.0.2\n  Interface eth0\n }\n UDP {\n  IPv4_address 10.0.1.1\n  IPv4_Destination_Address 10.0.1.2\n  Interface eth0\n }\n UDP {\n  IPv4_address 10.0.0.1\n  IPv4_Destination_Address 10.0.2.2\n  Interface eth2\n }\n}\n";
+        let i = import(dup.as_bytes(), "dup.conf").unwrap();
+        let c = parses(&i.toml);
+        assert_eq!(c.sync.links().len(), 1, "{}", i.toml);
+        let lines: Vec<usize> = i
+            .unmapped
+            .iter()
+            .filter(|u| u.why.contains("of its own"))
+            .map(|u| u.line)
+            .collect();
+        assert_eq!(lines, [7, 12], "{:?}", i.unmapped);
     }
 
     /// Further links without addresses get placeholders of their own: the file still

@@ -89,16 +89,38 @@ impl Mapper<'_> {
                 .filter(|&(n, _)| n != chosen)
                 .map(|(_, l)| l),
         );
-        for (n, &(t, item)) in order.enumerate() {
-            if n == MAX_LINKS {
+        // Each written link's interface and addresses: ctsync wants each link on its own.
+        let mut taken: Vec<(Option<String>, Vec<IpAddr>)> = Vec::new();
+        for &(t, item) in order {
+            if taken.len() >= MAX_LINKS {
                 self.skip(
                     item,
-                    "a fifth dedicated link: ctsync takes four at most, as conntrackd does",
+                    "a dedicated link beyond the fourth: ctsync takes four at most, as conntrackd does",
                 );
                 continue;
             }
             let link = self.link(t, item)?;
-            self.write_link(Some(t), Some(item), link, n)?;
+            let interface = link.interface.as_ref().map(|(i, _)| i.clone());
+            let addresses: Vec<IpAddr> = link
+                .local
+                .iter()
+                .chain(&link.peer)
+                .map(|(a, _)| *a)
+                .collect();
+            if let Some(k) = taken.iter().position(|(i, a)| {
+                (interface.is_some() && *i == interface) || addresses.iter().any(|x| a.contains(x))
+            }) {
+                self.skip(
+                    item,
+                    format!(
+                        "on the interface or an address of link {} again: ctsync wants each link on an interface and addresses of its own",
+                        k + 1
+                    ),
+                );
+                continue;
+            }
+            taken.push((interface, addresses));
+            self.write_link(Some(t), Some(item), link, taken.len() - 1)?;
         }
         self.write_mode(mode, external_cache);
         for o in options {
