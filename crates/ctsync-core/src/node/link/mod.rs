@@ -376,14 +376,20 @@ impl Link {
         }
     }
 
-    /// Challenge it again at once (if its epoch is unverified), and every alive interval
-    /// from there.
+    /// Challenge it again (if its epoch is unverified) at once, or an alive interval
+    /// after our last HELLO if that was sooner, and every alive interval from there: no
+    /// more often than before the HELLOs grew apart, however many HELLOs of its (or
+    /// replays of them) arrive.
     pub(crate) fn ask_again(&mut self, now: Instant, cfg: &Config) {
-        if self.hello_every > cfg.alive_interval || self.hello_sent.is_some() {
-            self.hello_every = cfg.alive_interval;
-            self.hello_sent = None;
-            self.timers.set(LinkTimer::Alive, now);
-        }
+        self.hello_every = cfg.alive_interval;
+        let due = self
+            .hello_sent
+            .map_or(now, |t| (t + cfg.alive_interval).max(now));
+        let at = self
+            .timers
+            .get(LinkTimer::Alive)
+            .map_or(due, |t| t.min(due));
+        self.timers.set(LinkTimer::Alive, at);
     }
 
     /// It counts as up until `t` (then down, unless heard again): another channel's word

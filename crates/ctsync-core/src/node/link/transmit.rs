@@ -106,12 +106,15 @@ impl Link {
         // brought up gets the alive interval (or the longer one its HELLOs have grown
         // to, unanswered).
         self.announce = false;
-        let every = if self.up && !self.reverify {
-            cfg.keepalive_interval.max(cfg.alive_interval)
+        let next = if self.up && !self.reverify {
+            now + cfg.keepalive_interval.max(cfg.alive_interval)
         } else {
-            self.hello_every
+            // Not later than our next HELLO is due, whatever else this datagram was (an
+            // answer to its challenge, an announcement).
+            let hello = self.hello_sent.map_or(now, |t| t + self.hello_every);
+            (now + self.hello_every).min(hello.max(now))
         };
-        self.timers.set(LinkTimer::Alive, now + every);
+        self.timers.set(LinkTimer::Alive, next);
     }
 }
 
