@@ -300,13 +300,13 @@ pub(crate) fn render(s: &Status) -> String {
         gauge(
             &mut reg,
             "conntrackd_link",
-            "The link to the [conntrackd] peer that ours go out on (1: the section's own), where it was last heard",
+            "The link to the [conntrackd] peer that ours go out on (1: the section's own): where it was last heard, or the next after ours became unusable",
             i(c.link),
         );
         counter(
             &mut reg,
             "conntrackd_link_switches",
-            "Times the [conntrackd] peer was heard on another link than the one ours went out on",
+            "Times the link to the [conntrackd] peer that ours go out on changed (the peer heard on another, or ours unusable)",
             c.link_switches,
         );
     }

@@ -224,12 +224,14 @@ fn conntrackds_nat_replaces_an_entry_of_ours_at_a_commit_takeover() {
 }
 
 /// conntrackd with two dedicated links (two `UDP` blocks; it sends on the first while
-/// that link's interface is up), ctsync with `[[conntrackd.link]]` on the second. fw1's
-/// first link goes down: conntrackd moves to the second, ctsync hears it there and sends
-/// there too (its status: link 2 of 2), 100 flows created on fw1 after the cut reach
-/// fw2's kernel with their NAT, and a hard failover keeps every session. Its control,
-/// ctsync without the second link, gets none of those flows.
-fn conntrackds_second_link(tag: &str, ctsync_has_it: bool) {
+/// that link's interface is up, and moves to where it hears its peer), ctsync with
+/// `[[conntrackd.link]]` on the second. The first link goes down on firewall `cut`'s
+/// side: on fw1 (conntrackd's), conntrackd moves to the second and ctsync follows it
+/// there; on fw2 (ctsync's), ctsync's sends fail, it moves to the second and conntrackd
+/// follows. Either way ctsync ends on link 2 of 2, 100 flows created on fw1 after the
+/// cut reach fw2's kernel with their NAT, and a hard failover keeps every session. Its
+/// control, ctsync without the second link, gets none of those flows.
+fn conntrackds_second_link(tag: &str, ctsync_has_it: bool, cut: usize) {
     if !root() || !have_conntrackd() {
         return;
     }
@@ -243,9 +245,11 @@ fn conntrackds_second_link(tag: &str, ctsync_has_it: bool) {
             o.ctsync_second_link = ctsync_has_it;
         },
     );
-    r.lab.set_link(0, "sync", false).unwrap();
-    // conntrackd notices its link down (a netlink event) before these flows' events.
-    std::thread::sleep(Duration::from_millis(500));
+    r.lab.set_link(cut, "sync", false).unwrap();
+    // conntrackd notices its link down (a netlink event), or ctsync's next datagram (an
+    // acknowledgement or ALIVE, at least every second) fails and goes on the second,
+    // before these flows' events.
+    std::thread::sleep(Duration::from_secs(if cut == 0 { 1 } else { 3 }));
     let flows: Vec<_> = (0..100)
         .map(|i| synth::flow(i, Mix::TcpSnat, 3600))
         .collect();
@@ -288,12 +292,17 @@ fn conntrackds_second_link(tag: &str, ctsync_has_it: bool) {
 
 #[test]
 fn ctsync_follows_conntrackd_onto_its_second_link() {
-    conntrackds_second_link("mx2link", true);
+    conntrackds_second_link("mx2link", true, 0);
+}
+
+#[test]
+fn conntrackd_follows_ctsync_onto_its_second_link() {
+    conntrackds_second_link("mx2own", true, 1);
 }
 
 #[test]
 fn control_without_the_second_link_ctsync_gets_nothing_after_the_cut() {
-    conntrackds_second_link("mx2ctl", false);
+    conntrackds_second_link("mx2ctl", false, 0);
 }
 
 /// The status and the log say, at every start, that the dialect is unauthenticated.

@@ -84,7 +84,8 @@ pub(crate) struct ConntrackdStatus {
     pub link: usize,
     /// Links to conntrackd (1 + `[[conntrackd.link]]`).
     pub links: usize,
-    /// Times conntrackd was heard on another link than the one ours went out on.
+    /// Times the link ours go out on changed: conntrackd heard on another one, or ours
+    /// unusable (its interface down).
     pub link_switches: u64,
     /// The address conntrackd was last heard from.
     pub heard_from: Option<IpAddr>,
@@ -253,7 +254,10 @@ impl Endpoint {
     pub(super) fn receive(&mut self, now: Instant, node: &mut Node, kernel: &mut Kernel) {
         self.more = false;
         let mut n = 0;
-        for i in 0..self.links.len() {
+        // The link ours go out on first: what the others hold is newer news of where
+        // conntrackd now sends.
+        let (count, start) = (self.links.len(), self.current);
+        for i in (0..count).map(|k| (start + k) % count) {
             loop {
                 if n == RECEIVE_BUDGET {
                     self.more = true;
@@ -308,6 +312,31 @@ impl Endpoint {
                 "[conntrackd] {} heard on link {}: sending there",
                 self.peer_name(),
                 i + 1
+            ),
+        );
+    }
+
+    /// A send on the current link failed: if the link itself is gone on our side (its
+    /// interface down: no route, no address), ours go out on the next link, as
+    /// conntrackd moves when its own link goes down; conntrackd then hears us there and
+    /// moves too.
+    fn link_unusable(&mut self, e: &std::io::Error) {
+        let gone = matches!(
+            e.raw_os_error(),
+            Some(libc::ENETUNREACH | libc::ENETDOWN | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL)
+        );
+        if !gone || self.links.len() < 2 {
+            return;
+        }
+        let from = self.current;
+        self.current = (self.current + 1) % self.links.len();
+        self.link_switches += 1;
+        log(
+            "warn",
+            format!(
+                "[conntrackd] link {} unusable ({e}): sending on link {}",
+                from + 1,
+                self.current + 1
             ),
         );
     }
@@ -373,7 +402,12 @@ impl Endpoint {
                         // update cannot change an entry's reply tuple, so the old entry
                         // goes first, conntrackd's or one of our own (this node served
                         // the tuple before, and its entry lingers).
-                        let local = Self::replaced_local(node, &f);
+                        // (Once a batch: the core forgets it after the batch.)
+                        let local = if self.replaced.iter().any(|r| r.key() == key) {
+                            None
+                        } else {
+                            Self::replaced_local(node, &f)
+                        };
                         let theirs = self
                             .flows
                             .get(&key)
@@ -685,6 +719,7 @@ impl Endpoint {
             if let Err(e) = wire.tx.send_to(&self.buf, wire.to) {
                 let to = wire.to;
                 self.send_errors += 1;
+                self.link_unusable(&e);
                 if self.send_errors.is_power_of_two() {
                     log(
                         "warn",
