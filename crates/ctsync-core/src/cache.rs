@@ -500,6 +500,17 @@ impl FlowTable {
         self.find(key).and_then(Entry::flow)
     }
 
+    /// The flow held for `key` when its reply tuple is not `reply`: another NAT for the
+    /// same original tuple (the flow closed and opened again). A flow with `reply`
+    /// replaces it only if it is deleted first: a kernel update cannot change an
+    /// entry's tuples.
+    pub fn other_reply(&self, key: &Keyed, reply: &ctnetlink::Tuple) -> Option<Flow> {
+        if self.is_empty() {
+            return None;
+        }
+        self.get(key).filter(|f| f.reply != *reply)
+    }
+
     /// A flow by key in compact form, with its content hash (of its state, the timeout
     /// aside).
     pub(crate) fn stored(&self, key: &Keyed) -> Option<(StoredFlow, u64)> {

@@ -128,9 +128,8 @@ impl Node {
                     // A flow on a tuple our kernel holds with another reply tuple: our
                     // own entry from when we served (the flow closed and opened again on
                     // the primary meanwhile, with another NAT port).
-                    let replaces_local = up == Upsert::New
-                        && !internal.is_empty()
-                        && internal.get(&key).is_some_and(|l| l.reply != f.reply);
+                    let replaces_local =
+                        up == Upsert::New && internal.other_reply(&key, &f.reply).is_some();
                     if (fresh && up == Upsert::Changed) || replaces_local {
                         // A new flow on a tuple we hold: the primary's kernel made a new
                         // entry for it (the old one closed; its deletion may have been

@@ -237,7 +237,7 @@ impl Node {
                 let key = self.hasher.keyed(f.key());
                 tables
                     .iter()
-                    .any(|t| t.get(&key).is_some_and(|g| g.reply != f.reply))
+                    .any(|t| t.other_reply(&key, &f.reply).is_some())
             })
             .map(|f| KernelOp::Delete(f.key()))
             .collect();

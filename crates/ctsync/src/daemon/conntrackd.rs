@@ -481,10 +481,7 @@ impl Endpoint {
     /// another reply tuple, if any: `f` replaces it, and an update would keep its NAT.
     fn replaced_local(node: &Node, f: &Flow) -> Option<Flow> {
         let t = node.internal();
-        if t.is_empty() {
-            return None;
-        }
-        t.get(&t.keyed(f.key())).filter(|g| g.reply != f.reply)
+        t.other_reply(&t.keyed(f.key()), &f.reply)
     }
 
     /// Our entries that conntrackd's flows replaced are gone from the kernel: the core
