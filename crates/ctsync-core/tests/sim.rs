@@ -928,6 +928,16 @@ fn peer_up(c: &mut Cluster, i: usize, peer: NodeId) -> bool {
         .any(|p| p.id == peer && p.up)
 }
 
+/// `n` nodes configured as a daemon of `[namespaces]` configures its namespaces' nodes
+/// (docs/PROTOCOL.md §14.4): keepalives 30 s apart, an unchanged digest every twelfth
+/// digest interval.
+fn namespace_cluster(n: u32, seed: u64) -> Cluster {
+    Cluster::with_config(n, seed, |cfg| {
+        cfg.keepalive_interval = Duration::from_secs(30);
+        cfg.digest_unchanged_every = 12;
+    })
+}
+
 /// The namespaces' nodes of a daemon of `[namespaces]` (docs/PROTOCOL.md §14.4): with
 /// keepalives 30 s apart and digests a minute apart, what keeps two nodes up is the host
 /// link's word (`peer_alive`) alone; they send next to nothing while idle, and go down
@@ -998,10 +1008,7 @@ fn the_host_links_word_keeps_quiet_nodes_up_and_its_silence_takes_them_down() {
 /// digest within a digest interval.
 #[test]
 fn a_quiet_namespace_node_sleeps_between_its_keepalives() {
-    let mut c = Cluster::with_config(2, 23, |cfg| {
-        cfg.keepalive_interval = Duration::from_secs(30);
-        cfg.digest_unchanged_every = 12;
-    });
+    let mut c = namespace_cluster(2, 23);
     for i in 0..20 {
         c.traffic(0, EventKind::New, flow(i));
     }
@@ -1075,10 +1082,7 @@ fn a_peer_silent_itself_is_not_kept_up_by_its_hosts_word_for_ever() {
 /// HELLO brings ours with the answer: the link is up within a second.
 #[test]
 fn a_peer_that_never_answers_is_challenged_less_and_less_often() {
-    let mut c = Cluster::with_config(3, 29, |cfg| {
-        cfg.keepalive_interval = Duration::from_secs(30);
-        cfg.digest_unchanged_every = 12;
-    });
+    let mut c = namespace_cluster(3, 29);
     c.crash(2);
     for i in 0..20 {
         c.traffic(0, EventKind::New, flow(i));
@@ -1122,10 +1126,7 @@ fn a_peer_that_never_answers_is_challenged_less_and_less_often() {
 /// later.
 #[test]
 fn the_host_links_word_coming_back_challenges_at_once() {
-    let mut c = Cluster::with_config(2, 31, |cfg| {
-        cfg.keepalive_interval = Duration::from_secs(30);
-        cfg.digest_unchanged_every = 12;
-    });
+    let mut c = namespace_cluster(2, 31);
     for i in 0..20 {
         c.traffic(0, EventKind::New, flow(i));
     }
@@ -1182,10 +1183,7 @@ fn quiet_nodes_say_a_new_role_at_once() {
 /// without the setting.
 #[test]
 fn unchanged_digests_wait_and_changes_and_restarts_do_not() {
-    let mut c = Cluster::with_config(2, 13, |cfg| {
-        cfg.keepalive_interval = Duration::from_secs(30);
-        cfg.digest_unchanged_every = 12;
-    });
+    let mut c = namespace_cluster(2, 13);
     for i in 0..50 {
         c.traffic(0, EventKind::New, flow(i));
     }

@@ -125,8 +125,7 @@ fn a_tuple_reopened_behind_conntrackd_reaches_ctsync_with_its_new_nat_port() {
     fw1.batch(FlowOp::Create, &old, |i, e| panic!("create {i}: {e}"))
         .unwrap();
     let mut fw2 = kernel_of(&r, 1);
-    let mut held = |flows: &[Flow]| held_with_reply(&mut fw2, flows);
-    within_15s("the flows in fw2's kernel", &r, || held(&old) == old.len());
+    fw2_holds(&r, &mut fw2, &old, |_| "replicated".to_string());
     let new: Vec<_> = old.iter().map(synth::renatted).collect();
     {
         let _paused = Paused::stop(r.lab.ctsync_pid(1).unwrap());
@@ -137,16 +136,12 @@ fn a_tuple_reopened_behind_conntrackd_reaches_ctsync_with_its_new_nat_port() {
         // conntrackd sends both at once (FTFW sends on each event).
         std::thread::sleep(Duration::from_secs(2));
     }
-    let got =
-        ctsync_lab::process::wait(Duration::from_secs(15), || held(&new) == new.len()).unwrap();
-    assert!(
-        got.is_some(),
-        "fw2 holds {} of {} flows with their new NAT port, {} with the old\n{}",
-        held(&new),
-        new.len(),
-        held(&old),
-        r.lab.logs()
-    );
+    fw2_holds(&r, &mut fw2, &new, |fw2| {
+        format!(
+            "with their new NAT port, {} with the old",
+            held_with_reply(fw2, &old)
+        )
+    });
 }
 
 /// fw2 (ctsync, backup) served 100 tuples once, and its entries linger with the NAT
@@ -193,18 +188,12 @@ fn conntrackds_nat_replaces_an_entry_of_ours(tag: &str, mode: Mode) {
         );
         ctsync_lab::ctsync::request(&r.lab.socket(1), "role primary").unwrap();
     }
-    let got = ctsync_lab::process::wait(Duration::from_secs(15), || {
-        held_with_reply(&mut fw2, &theirs) == theirs.len()
-    })
-    .unwrap();
-    assert!(
-        got.is_some(),
-        "{mode:?}: fw2 holds {} of {} flows with conntrackd's NAT port, {} with its own old one\n{}",
-        held_with_reply(&mut fw2, &theirs),
-        theirs.len(),
-        held_with_reply(&mut fw2, &ours),
-        r.lab.logs()
-    );
+    fw2_holds(&r, &mut fw2, &theirs, |fw2| {
+        format!(
+            "with conntrackd's NAT port ({mode:?}), {} with its own old one",
+            held_with_reply(fw2, &ours)
+        )
+    });
     if mode == Mode::HotStandby {
         // The entries replaced are no longer fw2's own: its table (and its peers) lose
         // them.
@@ -266,17 +255,9 @@ fn conntrackds_second_link(tag: &str, ctsync_has_it: bool, cut: usize) {
         );
         return;
     }
-    let got = ctsync_lab::process::wait(Duration::from_secs(15), || {
-        held_with_reply(&mut fw2, &flows) == flows.len()
-    })
-    .unwrap();
-    assert!(
-        got.is_some(),
-        "fw2 holds {} of {} flows sent over the second link\n{}",
-        held_with_reply(&mut fw2, &flows),
-        flows.len(),
-        r.lab.logs()
-    );
+    fw2_holds(&r, &mut fw2, &flows, |_| {
+        "sent over the second link".to_string()
+    });
     let s = r.lab.status(1).unwrap();
     let c = &s["conntrackd"];
     assert_eq!(
@@ -687,6 +668,29 @@ fn expected_in(r: &Running, i: usize) -> Vec<ctnetlink::Tuple> {
         .dump_expectations(None, |e| v.push(e.tuple))
         .unwrap();
     v
+}
+
+/// Wait at most 15 s until fw2's kernel holds every one of `flows` with its reply tuple
+/// (its NAT); else fail, saying how many it holds and what `which` says of them.
+fn fw2_holds(
+    r: &Running,
+    fw2: &mut ctnetlink::Conntrack,
+    flows: &[Flow],
+    which: impl FnOnce(&mut ctnetlink::Conntrack) -> String,
+) {
+    let got = ctsync_lab::process::wait(Duration::from_secs(15), || {
+        held_with_reply(fw2, flows) == flows.len()
+    })
+    .unwrap();
+    if got.is_none() {
+        let held = held_with_reply(fw2, flows);
+        panic!(
+            "fw2 holds {held} of {} flows {}\n{}",
+            flows.len(),
+            which(fw2),
+            r.lab.logs()
+        );
+    }
 }
 
 /// Wait at most 15 s for `ok`.
